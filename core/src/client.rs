@@ -1,0 +1,1165 @@
+//! [`Client`]: the one entry point to a device's data. Open a store, set who is acting, create and
+//! edit records, take workflow actions, list and search offline, attach photos, export history.
+//! The sync engine (and only it) uses the outbox and remote-change methods at the end.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use automerge::{ActorId, Change};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::calendar::WorkCalendar;
+use crate::catalog::{Catalog, ServiceMode};
+use crate::error::{CoreError, Result};
+use crate::hlc::{Hlc, HlcClock};
+use crate::org::{Access, Identity, RecordScope, UnitCode, access};
+use crate::photo;
+use crate::pii::{IdNumber, mask_id_number, mask_name, mask_phone, validate_phone};
+use crate::record::{
+    ChangeInfo, GeoPoint, IncidentEdit, IncidentFields, Party, Record, RecordBody, RecordDoc,
+    Resident, ServiceRequestEdit, ServiceRequestFields, Urgency,
+};
+use crate::store::{self, DocWrite, IndexRow, OutboxEntry};
+use crate::workflow::{
+    Action, ActionKind, Folded, RecordKind, Status, TimelineEntry, allowed_actions, check,
+};
+
+/// Longest title accepted.
+pub const MAX_TITLE_CHARS: usize = 100;
+/// Longest free text accepted.
+pub const MAX_TEXT_CHARS: usize = 5000;
+
+/// A source of wall-clock time; tests inject a [`ManualClock`].
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Unix milliseconds.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        chrono::Utc::now().timestamp_millis()
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    /// A clock standing at `ms`.
+    pub fn new(ms: i64) -> Self {
+        Self(AtomicI64::new(ms))
+    }
+    /// Sets the time.
+    pub fn set(&self, ms: i64) {
+        self.0.store(ms, Ordering::SeqCst);
+    }
+    /// Moves the time forward.
+    pub fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What a client is configured with besides its database file.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub catalog: Arc<Catalog>,
+    pub calendar: Arc<WorkCalendar>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            catalog: Arc::new(Catalog::bundled()),
+            calendar: Arc::new(WorkCalendar::bundled()),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// A new incident as entered in the field.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NewIncident {
+    pub category: String,
+    pub title: String,
+    pub description: String,
+    /// Grid where it happened; defaults to the reporter's own unit.
+    pub grid: Option<UnitCode>,
+    pub address: String,
+    pub location: Option<GeoPoint>,
+    pub urgency: Urgency,
+    pub parties: Vec<Party>,
+    /// Note on the report entry.
+    pub note: String,
+}
+
+/// A new service request as taken at a station or on a home visit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewServiceRequest {
+    pub item: String,
+    pub mode: ServiceMode,
+    /// The village station; defaults to the village of the acting person's unit.
+    pub station: Option<UnitCode>,
+    pub resident_name: String,
+    /// Checked against GB 11643.
+    pub resident_id_number: Option<String>,
+    pub resident_phone: Option<String>,
+    /// Materials already handed in (names from the item's checklist).
+    pub materials_received: Vec<String>,
+    pub description: String,
+}
+
+/// A record with everything a screen needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordView {
+    pub record: Record,
+    pub folded: Folded,
+    /// What the current identity may do now.
+    pub allowed: Vec<ActionKind>,
+    pub overdue: bool,
+}
+
+/// One line in a list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordSummary {
+    pub id: String,
+    pub kind: RecordKind,
+    pub display_no: String,
+    pub title: String,
+    pub status: Option<Status>,
+    pub category: String,
+    pub location: String,
+    pub holder: Option<String>,
+    pub deadline_ms: Option<i64>,
+    pub overdue: bool,
+    pub conflicts: i64,
+    pub updated_ms: i64,
+}
+
+/// A list query over the offline index. Empty fields do not filter.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecordQuery {
+    pub kind: Option<RecordKind>,
+    pub statuses: Vec<Status>,
+    pub open_only: bool,
+    /// Category code or its prefix (a major category).
+    pub category_prefix: Option<String>,
+    /// Records located in this unit or below (a grid, a village).
+    pub within: Option<UnitCode>,
+    /// Only records whose deadline passed before this instant.
+    pub overdue_at: Option<i64>,
+    /// Only the acting person's tasks: held by their unit, or waiting for them to verify.
+    pub my_tasks: bool,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+/// A record's complete history, for audit and export (personal data masked).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryExport {
+    /// The record's fields as JSON, ID numbers and phones masked.
+    pub record: serde_json::Value,
+    pub state: crate::workflow::RecordState,
+    pub timeline: Vec<crate::workflow::FoldedEntry>,
+    pub changes: Vec<ChangeInfo>,
+}
+
+/// The device's handle on its local data.
+#[derive(Debug)]
+pub struct Client {
+    conn: Connection,
+    path: PathBuf,
+    device_id: String,
+    actor: ActorId,
+    identity: Option<Identity>,
+    hlc: HlcClock,
+    opts: ClientOptions,
+}
+
+impl Client {
+    /// Opens the store at `path` with the bundled catalogs and the system clock.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, ClientOptions::default())
+    }
+
+    /// Opens the store at `path`.
+    pub fn open_with(path: impl AsRef<Path>, opts: ClientOptions) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let mut conn = store::open(&path)?;
+        let device_id = match store::meta_get(&conn, "device_id")? {
+            Some(id) => id,
+            None => {
+                let id = uuid::Uuid::now_v7().simple().to_string();
+                let tx = conn.transaction()?;
+                store::meta_set(&tx, "device_id", &id)?;
+                tx.commit()?;
+                id
+            }
+        };
+        let actor =
+            ActorId::from(
+                hex::decode(&device_id).map_err(|_| CoreError::CorruptDocument {
+                    id: "device_id".into(),
+                })?,
+            );
+        let identity =
+            store::meta_get(&conn, "identity")?.and_then(|s| serde_json::from_str(&s).ok());
+        let hlc = HlcClock::from_last(
+            store::meta_get(&conn, "hlc")?.and_then(|s| serde_json::from_str(&s).ok()),
+        );
+        Ok(Self {
+            conn,
+            path,
+            device_id,
+            actor,
+            identity,
+            hlc,
+            opts,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// This device's id (also its Automerge actor).
+    pub fn device_id(&self) -> &str {
+        &self.device_id
+    }
+
+    /// The catalogs in use.
+    pub fn catalog(&self) -> &Catalog {
+        &self.opts.catalog
+    }
+
+    /// The working-day calendar in use.
+    pub fn calendar(&self) -> &WorkCalendar {
+        &self.opts.calendar
+    }
+
+    /// Current time from the configured clock.
+    pub fn now_ms(&self) -> i64 {
+        self.opts.clock.now_ms()
+    }
+
+    /// Sets who is acting on this device (after login). Kept across restarts.
+    pub fn set_identity(&mut self, identity: Identity) -> Result<()> {
+        if !crate::workflow::role_fits_unit(identity.role, &identity.unit) {
+            return Err(CoreError::InvalidInput(format!(
+                "{}不能隶属于单位 {}",
+                identity.role, identity.unit
+            )));
+        }
+        let tx = self.conn.unchecked_transaction()?;
+        store::meta_set(
+            &tx,
+            "identity",
+            &serde_json::to_string(&identity).expect("serialisable"),
+        )?;
+        tx.commit()?;
+        self.identity = Some(identity);
+        Ok(())
+    }
+
+    /// Forgets the identity (logout). Local records stay until the server says otherwise.
+    pub fn clear_identity(&mut self) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        store::meta_delete(&tx, "identity")?;
+        tx.commit()?;
+        self.identity = None;
+        Ok(())
+    }
+
+    /// Who is acting, if anybody.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    fn me(&self) -> Result<&Identity> {
+        self.identity.as_ref().ok_or(CoreError::NoIdentity)
+    }
+
+    fn new_entry(&mut self, action: Action, note: &str) -> Result<TimelineEntry> {
+        let me = self.me()?.clone();
+        let now = self.now_ms();
+        let at = self.hlc.tick(now);
+        at.check_sane(now)?;
+        Ok(TimelineEntry {
+            id: uuid::Uuid::now_v7().to_string(),
+            at,
+            actor: me.id,
+            actor_name: me.name,
+            role: me.role,
+            unit: me.unit,
+            action,
+            note: note.trim().to_owned(),
+        })
+    }
+
+    fn next_provisional_no(&self, tx: &rusqlite::Transaction<'_>) -> Result<String> {
+        let n: i64 = store::meta_get(tx, "provisional_seq")?
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+            + 1;
+        store::meta_set(tx, "provisional_seq", &n.to_string())?;
+        Ok(format!(
+            "临-{}-{n:04}",
+            self.device_id[self.device_id.len() - 4..].to_uppercase()
+        ))
+    }
+
+    /// Reports a new incident (上报). Returns its id.
+    pub fn create_incident(&mut self, new: NewIncident) -> Result<String> {
+        let me = self.me()?.clone();
+        self.opts.catalog.category(&new.category)?;
+        check_text("标题", &new.title, MAX_TITLE_CHARS, true)?;
+        check_text("描述", &new.description, MAX_TEXT_CHARS, false)?;
+        check_text("地址", &new.address, MAX_TITLE_CHARS * 2, false)?;
+        for p in &new.parties {
+            if let Some(phone) = &p.phone {
+                validate_phone(phone)?;
+            }
+        }
+        let grid = new.grid.clone().unwrap_or_else(|| me.unit.clone());
+        let entry = self.new_entry(Action::Report, &new.note)?;
+        let body = RecordBody::Incident(IncidentFields {
+            category: new.category,
+            title: new.title.trim().to_owned(),
+            description: new.description,
+            grid,
+            address: new.address,
+            location: new.location,
+            urgency: new.urgency,
+            parties: new.parties,
+            photos: Vec::new(),
+            notes: String::new(),
+        });
+        self.create_record(body, entry)
+    }
+
+    /// Takes a new service request at the station (受理). Returns its id.
+    pub fn create_service_request(&mut self, new: NewServiceRequest) -> Result<String> {
+        let me = self.me()?.clone();
+        let item = self.opts.catalog.service_item(&new.item)?.clone();
+        if !item.modes.contains(&new.mode) {
+            return Err(CoreError::InvalidInput(format!(
+                "事项“{}”不支持{}",
+                item.name, new.mode
+            )));
+        }
+        check_text("申请人姓名", &new.resident_name, 50, true)?;
+        check_text("说明", &new.description, MAX_TEXT_CHARS, false)?;
+        let id_number = new
+            .resident_id_number
+            .as_deref()
+            .map(IdNumber::parse)
+            .transpose()?;
+        if let Some(p) = &new.resident_phone {
+            validate_phone(p)?;
+        }
+        if let Some(unknown) = new
+            .materials_received
+            .iter()
+            .find(|m| !item.materials.contains(m))
+        {
+            return Err(CoreError::InvalidInput(format!(
+                "材料“{unknown}”不在该事项的材料清单中"
+            )));
+        }
+        let station = match new.station {
+            Some(s) => s,
+            None => village_of(&me.unit)?,
+        };
+        let now = self.now_ms();
+        let deadline = self.opts.calendar.deadline(
+            now,
+            crate::calendar::TimeLimit::WorkingDays(item.promised_days),
+        );
+        let entry = self.new_entry(
+            Action::Receive {
+                deadline_ms: Some(deadline),
+            },
+            "",
+        )?;
+        let materials = item
+            .materials
+            .iter()
+            .map(|m| (m.clone(), new.materials_received.contains(m)))
+            .collect();
+        let body = RecordBody::ServiceRequest(ServiceRequestFields {
+            item: item.code,
+            mode: new.mode,
+            station,
+            resident: Resident {
+                name: new.resident_name.trim().to_owned(),
+                id_number,
+                phone: new.resident_phone,
+            },
+            materials,
+            description: new.description,
+            notes: String::new(),
+        });
+        self.create_record(body, entry)
+    }
+
+    fn create_record(&mut self, body: RecordBody, entry: TimelineEntry) -> Result<String> {
+        let now = self.now_ms();
+        let id = uuid::Uuid::now_v7().to_string();
+        let tx = self.conn.unchecked_transaction()?;
+        let provisional_no = self.next_provisional_no(&tx)?;
+        let record = Record {
+            id: id.clone(),
+            provisional_no,
+            case_no: None,
+            created_at_ms: now,
+            body,
+            timeline: vec![entry],
+        };
+        // The first entry must take effect: refuse rather than store a record born in conflict.
+        check(
+            &Default::default(),
+            record.fold_context(),
+            &record.timeline[0],
+        )?;
+        let folded = record.fold();
+        let mut doc = RecordDoc::create(&self.actor, &record, now)?;
+        let change = doc
+            .last_local_change()
+            .ok_or_else(|| CoreError::MalformedRecord {
+                id: id.clone(),
+                reason: "没有生成变更".into(),
+            })?;
+        store::write_doc(&tx, &id, record.kind(), DocWrite::Create(doc.save()))?;
+        self.index(&tx, &record, &folded)?;
+        queue_change(&tx, &id, change, now)?;
+        store::meta_set(
+            &tx,
+            "hlc",
+            &serde_json::to_string(&self.hlc.last()).expect("serialisable"),
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    fn load_doc(&self, id: &str) -> Result<RecordDoc> {
+        let chunks = store::doc_chunks(&self.conn, id)?
+            .ok_or_else(|| CoreError::NotFound(id.chars().take(40).collect()))?;
+        let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+        RecordDoc::load(id, &refs, &self.actor)
+    }
+
+    /// Reads a record with its folded state and the actions open to the current identity.
+    pub fn get(&self, id: &str) -> Result<RecordView> {
+        let record = self.load_doc(id)?.read()?;
+        Ok(self.view(record))
+    }
+
+    fn view(&self, record: Record) -> RecordView {
+        let folded = record.fold();
+        let allowed = match &self.identity {
+            Some(me) if self.access(me, &record, &folded) == Access::Full => {
+                allowed_actions(&folded.state, record.fold_context(), me.role, &me.unit)
+            }
+            _ => Vec::new(),
+        };
+        let overdue = folded.state.is_overdue(self.now_ms());
+        RecordView {
+            record,
+            folded,
+            allowed,
+            overdue,
+        }
+    }
+
+    fn access(&self, me: &Identity, record: &Record, folded: &Folded) -> Access {
+        let s = &folded.state;
+        access(
+            me,
+            &RecordScope {
+                location: record.location(),
+                holder: s.holder.as_ref(),
+                assignee: None,
+                reporter: s.reporter.as_deref(),
+            },
+        )
+    }
+
+    /// Takes a workflow action on a record. The action is checked against the same rules every
+    /// replica and the server apply; on success it is one durable change.
+    pub fn act(&mut self, id: &str, action: Action, note: &str) -> Result<RecordView> {
+        let mut doc = self.load_doc(id)?;
+        let record = doc.read()?;
+        let folded = record.fold();
+        let me = self.me()?.clone();
+        if self.access(&me, &record, &folded) != Access::Full {
+            return Err(CoreError::NotAllowed {
+                action: action.kind(),
+                role: me.role,
+                reason: "记录不在本人的办理范围内".into(),
+            });
+        }
+        let action = self.complete_action(&record, action)?;
+        check_text("说明", note, MAX_TEXT_CHARS, false)?;
+        let entry = self.new_entry(action, note)?;
+        check(&folded.state, record.fold_context(), &entry)?;
+        self.write(id, &mut doc, |d| d.append(&entry))?;
+        self.get(id)
+    }
+
+    /// Fills in what the device computes: a dispatch deadline from the catalog and calendar.
+    fn complete_action(&self, record: &Record, action: Action) -> Result<Action> {
+        Ok(match (action, &record.body) {
+            (
+                Action::Dispatch {
+                    to_unit,
+                    deadline_ms: None,
+                },
+                RecordBody::Incident(f),
+            ) => {
+                let limit = self.opts.catalog.category(&f.category)?.time_limit;
+                Action::Dispatch {
+                    to_unit,
+                    deadline_ms: Some(self.opts.calendar.deadline(self.now_ms(), limit)),
+                }
+            }
+            (Action::RequestMaterials { missing }, RecordBody::ServiceRequest(f)) => {
+                if let Some(m) = missing.iter().find(|m| !f.materials.contains_key(*m)) {
+                    return Err(CoreError::InvalidInput(format!(
+                        "材料“{m}”不在该事项的材料清单中"
+                    )));
+                }
+                Action::RequestMaterials { missing }
+            }
+            (a, _) => a,
+        })
+    }
+
+    /// Edits an incident's fields (text merges character by character with concurrent edits).
+    pub fn edit_incident(&mut self, id: &str, edit: IncidentEdit) -> Result<RecordView> {
+        if let Some(c) = &edit.category {
+            self.opts.catalog.category(c)?;
+        }
+        if let Some(t) = &edit.title {
+            check_text("标题", t, MAX_TITLE_CHARS, true)?;
+        }
+        for t in [&edit.description, &edit.notes, &edit.address]
+            .into_iter()
+            .flatten()
+        {
+            check_text("文本", t, MAX_TEXT_CHARS, false)?;
+        }
+        for p in edit.parties.iter().flatten() {
+            if let Some(phone) = &p.phone {
+                validate_phone(phone)?;
+            }
+        }
+        let mut doc = self.editable(id, RecordKind::Incident)?;
+        let now = self.now_ms();
+        self.write(id, &mut doc, |d| d.edit_incident(&edit, now))?;
+        self.get(id)
+    }
+
+    /// Edits a service request's fields.
+    pub fn edit_service_request(
+        &mut self,
+        id: &str,
+        edit: ServiceRequestEdit,
+    ) -> Result<RecordView> {
+        for t in [&edit.description, &edit.notes].into_iter().flatten() {
+            check_text("文本", t, MAX_TEXT_CHARS, false)?;
+        }
+        if let Some(p) = &edit.resident_phone {
+            validate_phone(p)?;
+        }
+        let mut doc = self.editable(id, RecordKind::ServiceRequest)?;
+        if let (Some(m), RecordBody::ServiceRequest(f)) = (&edit.materials, &doc.read()?.body) {
+            if let Some(unknown) = m.keys().find(|k| !f.materials.contains_key(*k)) {
+                return Err(CoreError::InvalidInput(format!(
+                    "材料“{unknown}”不在该事项的材料清单中"
+                )));
+            }
+        }
+        let now = self.now_ms();
+        self.write(id, &mut doc, |d| d.edit_service_request(&edit, now))?;
+        self.get(id)
+    }
+
+    fn editable(&self, id: &str, kind: RecordKind) -> Result<RecordDoc> {
+        let doc = self.load_doc(id)?;
+        let record = doc.read()?;
+        let me = self.me()?;
+        if record.kind() != kind {
+            return Err(CoreError::InvalidInput("记录类型不符".into()));
+        }
+        if self.access(me, &record, &record.fold()) != Access::Full {
+            return Err(CoreError::NotAllowed {
+                action: ActionKind::Report,
+                role: me.role,
+                reason: "记录不在本人的办理范围内".into(),
+            });
+        }
+        Ok(doc)
+    }
+
+    /// Prepares a photo (downscaled, metadata stripped), stores it and links it to the incident.
+    /// Returns the photo's SHA-256.
+    pub fn attach_photo(&mut self, id: &str, bytes: &[u8]) -> Result<String> {
+        let mut doc = self.editable(id, RecordKind::Incident)?;
+        let p = photo::prepare(bytes)?;
+        let now = self.now_ms();
+        let sha = p.sha256.clone();
+        self.write_with(
+            id,
+            &mut doc,
+            |d| d.add_photo(&sha, now),
+            |tx| store::put_attachment(tx, &p.sha256, p.width, p.height, &p.jpeg, now),
+        )?;
+        Ok(sha)
+    }
+
+    /// Reads a stored photo.
+    pub fn photo(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
+        store::get_attachment(&self.conn, sha256)
+    }
+
+    /// Applies one local change to a document and stores everything in one transaction.
+    fn write(
+        &mut self,
+        id: &str,
+        doc: &mut RecordDoc,
+        edit: impl FnOnce(&mut RecordDoc) -> Result<()>,
+    ) -> Result<()> {
+        self.write_with(id, doc, edit, |_| Ok(()))
+    }
+
+    fn write_with(
+        &mut self,
+        id: &str,
+        doc: &mut RecordDoc,
+        edit: impl FnOnce(&mut RecordDoc) -> Result<()>,
+        extra: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let heads = doc.heads();
+        let mut next = doc.clone();
+        edit(&mut next)?;
+        let Some(change) = next
+            .last_local_change()
+            .filter(|c| !heads.contains(&c.hash()))
+        else {
+            return Ok(()); // nothing changed
+        };
+        let record = next.read()?;
+        let folded = record.fold();
+        let now = self.now_ms();
+        let tx = self.conn.unchecked_transaction()?;
+        extra(&tx)?;
+        save_doc(&tx, id, record.kind(), &mut next, &heads)?;
+        self.index(&tx, &record, &folded)?;
+        queue_change(&tx, id, change, now)?;
+        store::meta_set(
+            &tx,
+            "hlc",
+            &serde_json::to_string(&self.hlc.last()).expect("serialisable"),
+        )?;
+        tx.commit()?;
+        *doc = next;
+        Ok(())
+    }
+
+    fn index(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        record: &Record,
+        folded: &Folded,
+    ) -> Result<()> {
+        let s = &folded.state;
+        let cat = self.opts.catalog.as_ref();
+        let (category, title, body) = match &record.body {
+            RecordBody::Incident(f) => {
+                let cname = cat
+                    .category(&f.category)
+                    .map(|c| c.name.as_str())
+                    .unwrap_or_default();
+                (
+                    f.category.clone(),
+                    f.title.clone(),
+                    format!("{} {} {} {}", f.description, f.address, f.notes, cname),
+                )
+            }
+            RecordBody::ServiceRequest(f) => {
+                let iname = cat
+                    .service_item(&f.item)
+                    .map(|i| i.name.as_str())
+                    .unwrap_or(&f.item);
+                let title = format!("{iname}({})", mask_name(&f.resident.name));
+                (
+                    f.item.clone(),
+                    title,
+                    format!("{} {} {}", f.description, f.notes, f.resident.name),
+                )
+            }
+        };
+        let notes: Vec<&str> = folded
+            .entries
+            .iter()
+            .map(|e| e.entry.note.as_str())
+            .filter(|n| !n.is_empty())
+            .collect();
+        let row = IndexRow {
+            id: record.id.clone(),
+            kind: record.kind(),
+            status: s.status,
+            category,
+            location: record.location().clone(),
+            holder: s.holder.clone(),
+            owner: s.owner.clone(),
+            reporter: s.reporter.clone(),
+            deadline_ms: s
+                .deadline_ms
+                .filter(|_| s.status.is_some_and(Status::is_open)),
+            created_ms: record.created_at_ms,
+            updated_ms: s.last_at.map_or(record.created_at_ms, |h| h.wall_ms),
+            display_no: record.display_no().to_owned(),
+            case_no: record.case_no.clone(),
+            title,
+            conflicts: folded.conflicts() as i64,
+            supervisions: i64::from(s.supervisions),
+            satisfaction: s.satisfaction.map(i64::from),
+        };
+        store::write_index(
+            tx,
+            &row,
+            &format!("{body} {} {}", notes.join(" "), record.display_no()),
+        )
+    }
+
+    /// Lists records from the offline index.
+    pub fn list(&self, q: &RecordQuery) -> Result<Vec<RecordSummary>> {
+        use rusqlite::types::Value;
+        let mut sql = String::from(
+            "SELECT id, kind, display_no, title, status, category, location, holder, deadline_ms, conflicts, updated_ms FROM records WHERE 1=1",
+        );
+        let mut args: Vec<Value> = Vec::new();
+        if let Some(k) = q.kind {
+            sql.push_str(" AND kind = ?");
+            args.push(k.as_str().to_owned().into());
+        }
+        if !q.statuses.is_empty() {
+            sql.push_str(&format!(
+                " AND status IN ({})",
+                vec!["?"; q.statuses.len()].join(",")
+            ));
+            args.extend(
+                q.statuses
+                    .iter()
+                    .map(|s| Value::from(s.as_str().to_owned())),
+            );
+        }
+        if q.open_only {
+            sql.push_str(" AND open = 1");
+        }
+        if let Some(c) = &q.category_prefix {
+            sql.push_str(" AND category LIKE ? || '%'");
+            args.push(c.replace(['%', '_'], "").into());
+        }
+        if let Some(u) = &q.within {
+            sql.push_str(&within_clause("location"));
+            args.extend(std::iter::repeat_n(Value::from(u.as_str().to_owned()), 4));
+        }
+        if let Some(t) = q.overdue_at {
+            sql.push_str(" AND open = 1 AND status != 'suspended' AND deadline_ms < ?");
+            args.push(t.into());
+        }
+        if q.my_tasks {
+            let me = self.me()?;
+            sql.push_str(" AND open = 1 AND (holder = ? OR (status = 'handled' AND location = ?))");
+            args.extend(std::iter::repeat_n(
+                Value::from(me.unit.as_str().to_owned()),
+                2,
+            ));
+        }
+        sql.push_str(
+            " ORDER BY deadline_ms IS NULL, deadline_ms, updated_ms DESC LIMIT ? OFFSET ?",
+        );
+        args.push(
+            i64::try_from(if q.limit == 0 { 50 } else { q.limit.min(1000) })
+                .unwrap_or(50)
+                .into(),
+        );
+        args.push(i64::try_from(q.offset).unwrap_or(0).into());
+        self.summaries(&sql, rusqlite::params_from_iter(args))
+    }
+
+    /// The current identity's open tasks, soonest deadline first.
+    pub fn my_tasks(&self, limit: usize) -> Result<Vec<RecordSummary>> {
+        self.list(&RecordQuery {
+            my_tasks: true,
+            limit,
+            ..Default::default()
+        })
+    }
+
+    /// Full-text search (Chinese substrings work: 3+ characters use the trigram index, shorter
+    /// terms scan the indexed text).
+    pub fn search(&self, text: &str, limit: usize) -> Result<Vec<RecordSummary>> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        let limit = limit.clamp(1, 200) as i64;
+        let cols = "r.id, r.kind, r.display_no, r.title, r.status, r.category, r.location, r.holder, r.deadline_ms, r.conflicts, r.updated_ms";
+        if text.chars().count() >= 3 {
+            let phrase = format!("\"{}\"", text.replace('"', "\"\""));
+            let sql = format!(
+                "SELECT {cols} FROM records_fts f JOIN records r ON r.id = f.id WHERE records_fts MATCH ?1 ORDER BY r.updated_ms DESC LIMIT ?2"
+            );
+            self.summaries(&sql, params![phrase, limit])
+        } else {
+            let pattern = format!(
+                "%{}%",
+                text.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            );
+            let sql = format!(
+                "SELECT {cols} FROM records_fts f JOIN records r ON r.id = f.id
+                 WHERE f.title LIKE ?1 ESCAPE '\\' OR f.body LIKE ?1 ESCAPE '\\' ORDER BY r.updated_ms DESC LIMIT ?2"
+            );
+            self.summaries(&sql, params![pattern, limit])
+        }
+    }
+
+    fn summaries(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<RecordSummary>> {
+        let now = self.now_ms();
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(params, |r| {
+            let status: Option<String> = r.get(4)?;
+            let status = status.as_deref().and_then(Status::parse);
+            let deadline_ms: Option<i64> = r.get(8)?;
+            let kind: String = r.get(1)?;
+            Ok(RecordSummary {
+                id: r.get(0)?,
+                kind: RecordKind::parse(&kind).unwrap_or(RecordKind::Incident),
+                display_no: r.get(2)?,
+                title: r.get(3)?,
+                status,
+                category: r.get(5)?,
+                location: r.get(6)?,
+                holder: r.get(7)?,
+                deadline_ms,
+                overdue: status.is_some_and(|s| s.is_open() && s != Status::Suspended)
+                    && deadline_ms.is_some_and(|d| d < now),
+                conflicts: r.get(9)?,
+                updated_ms: r.get(10)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Number of records stored.
+    pub fn record_count(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM records", [], |r| r.get(0))?)
+    }
+
+    /// A record's full history: fields (personal data masked), folded state, every timeline entry
+    /// with conflicts marked, and every stored change with its device and time.
+    pub fn export_history(&self, id: &str) -> Result<HistoryExport> {
+        let mut doc = self.load_doc(id)?;
+        let record = doc.read()?;
+        let folded = record.fold();
+        Ok(HistoryExport {
+            state: folded.state,
+            timeline: folded.entries,
+            changes: doc.history(),
+            record: masked_json(&record),
+        })
+    }
+
+    // ---- for the sync engine ----
+
+    /// Changes not yet acknowledged by the server, oldest first.
+    pub fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        store::outbox_list(&self.conn, limit)
+    }
+
+    /// Number of changes waiting for upload.
+    pub fn pending_count(&self) -> Result<i64> {
+        store::outbox_len(&self.conn)
+    }
+
+    /// Drops acknowledged changes from the outbox.
+    pub fn acknowledge(&mut self, hashes: &[String]) -> Result<usize> {
+        let tx = self.conn.unchecked_transaction()?;
+        let n = store::outbox_ack(&tx, hashes)?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Heads of a stored document (hex), or `None` when the device does not hold it.
+    pub fn heads(&self, id: &str) -> Result<Option<Vec<String>>> {
+        match self.load_doc(id) {
+            Ok(mut d) => Ok(Some(d.heads().iter().map(|h| h.to_string()).collect())),
+            Err(CoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// All changes of a stored document (for a full upload or a peer).
+    pub fn changes(&self, id: &str) -> Result<Vec<Vec<u8>>> {
+        let mut doc = self.load_doc(id)?;
+        Ok(doc
+            .changes_since(&[])
+            .into_iter()
+            .map(|mut c| c.bytes().into_owned())
+            .collect())
+    }
+
+    /// Applies changes received from the server (or another replica) to a document, creating it
+    /// if new. Refused as a whole, changing nothing, when a change is corrupt, the result is not a
+    /// valid record, or a new entry carries an absurd clock.
+    pub fn apply_remote(&mut self, id: &str, changes: &[Vec<u8>]) -> Result<()> {
+        let decoded = changes
+            .iter()
+            .map(|b| Change::from_bytes(b.clone()).map_err(|_| CoreError::CorruptChange))
+            .collect::<Result<Vec<_>>>()?;
+        let existing = match self.load_doc(id) {
+            Ok(d) => Some(d),
+            Err(CoreError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let (mut doc, before) = match &existing {
+            Some(d) => (d.clone(), Some(d.read()?)),
+            None => (RecordDoc::empty(&self.actor), None),
+        };
+        let heads = doc.heads();
+        doc.apply_changes(decoded)?;
+        if !doc.missing_deps(&[]).is_empty() {
+            return Err(CoreError::MissingDependencies);
+        }
+        if doc.heads() == heads {
+            return Ok(()); // all known already
+        }
+        let record = doc.read().map_err(|e| match e {
+            CoreError::MalformedRecord { reason, .. } => CoreError::MalformedRecord {
+                id: id.chars().take(40).collect(),
+                reason,
+            },
+            other => other,
+        })?;
+        if record.id != id {
+            return Err(CoreError::MalformedRecord {
+                id: id.chars().take(40).collect(),
+                reason: "记录编号与文档不符".into(),
+            });
+        }
+        let now = self.now_ms();
+        let known: std::collections::HashSet<&str> = before
+            .as_ref()
+            .map(|b| b.timeline.iter().map(|e| e.id.as_str()).collect())
+            .unwrap_or_default();
+        let mut hlc = self.hlc;
+        for e in record
+            .timeline
+            .iter()
+            .filter(|e| !known.contains(e.id.as_str()))
+        {
+            e.at.check_sane(now)?;
+            hlc.observe(e.at);
+        }
+        let folded = record.fold();
+        let tx = self.conn.unchecked_transaction()?;
+        if existing.is_some() {
+            save_doc(&tx, id, record.kind(), &mut doc, &heads)?;
+        } else {
+            store::write_doc(&tx, id, record.kind(), DocWrite::Create(doc.save()))?;
+        }
+        self.index(&tx, &record, &folded)?;
+        store::meta_set(
+            &tx,
+            "hlc",
+            &serde_json::to_string(&hlc.last()).expect("serialisable"),
+        )?;
+        tx.commit()?;
+        self.hlc = hlc;
+        Ok(())
+    }
+
+    /// Removes a record that left the device's scope (its queued changes stay until acknowledged).
+    pub fn forget(&mut self, id: &str) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        store::delete_doc(&tx, id)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Reads a sync-engine value (cursor, status) kept beside the data.
+    pub fn sync_meta(&self, key: &str) -> Result<Option<String>> {
+        store::meta_get(&self.conn, &format!("sync.{key}"))
+    }
+
+    /// Stores a sync-engine value.
+    pub fn set_sync_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        store::meta_set(&tx, &format!("sync.{key}"), value)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Ids of all stored records.
+    pub fn record_ids(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("SELECT id FROM documents ORDER BY id")?;
+        let ids = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(ids)
+    }
+
+    /// Checks the store's integrity: SQLite's own check, every document loads, and the index
+    /// agrees with the documents. Returns the problems found (empty when sound).
+    pub fn verify_integrity(&self) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let ok: String = self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if ok != "ok" {
+            problems.push(format!("integrity_check: {ok}"));
+        }
+        for id in self.record_ids()? {
+            match self.load_doc(&id).and_then(|d| d.read()) {
+                Ok(record) => {
+                    let folded = record.fold();
+                    let indexed: Option<(Option<String>, String)> = self
+                        .conn
+                        .query_row(
+                            "SELECT status, display_no FROM records WHERE id = ?1",
+                            [&id],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()?;
+                    let expected = (
+                        folded.state.status.map(|s| s.as_str().to_owned()),
+                        record.display_no().to_owned(),
+                    );
+                    if indexed.as_ref() != Some(&expected) {
+                        problems.push(format!("{id}: 索引与文档不一致"));
+                    }
+                }
+                Err(e) => problems.push(format!("{id}: {e}")),
+            }
+        }
+        let orphans: i64 = self.conn.query_row(
+            "SELECT count(*) FROM records WHERE id NOT IN (SELECT id FROM documents)",
+            [],
+            |r| r.get(0),
+        )?;
+        if orphans > 0 {
+            problems.push(format!("{orphans} 条索引没有对应文档"));
+        }
+        Ok(problems)
+    }
+
+    /// The last HLC timestamp issued or observed.
+    pub fn clock(&self) -> Option<Hlc> {
+        self.hlc.last()
+    }
+}
+
+/// Saves a document's new changes since `heads` as an incremental chunk, compacting when due.
+fn save_doc(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    kind: RecordKind,
+    doc: &mut RecordDoc,
+    heads: &[automerge::ChangeHash],
+) -> Result<()> {
+    let chunks = store::write_doc(tx, id, kind, DocWrite::Append(doc.save_after(heads)))?;
+    if chunks >= store::COMPACT_AFTER {
+        store::write_doc(tx, id, kind, DocWrite::Replace(doc.save()))?;
+    }
+    Ok(())
+}
+
+fn queue_change(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    mut change: Change,
+    now: i64,
+) -> Result<()> {
+    let hash = change.hash().to_string();
+    store::outbox_push(tx, id, &hash, &change.bytes(), now)
+}
+
+/// SQL clause: `column` is the bound unit or below it.
+fn within_clause(column: &str) -> String {
+    format!(
+        " AND ({column} = ? OR {column} LIKE (?) || '-%' OR (length(?) = 9 AND {column} LIKE (?) || '%'))"
+    )
+}
+
+fn village_of(unit: &UnitCode) -> Result<UnitCode> {
+    UnitCode::parse(
+        unit.as_str()
+            .get(..12)
+            .ok_or_else(|| CoreError::InvalidInput("请指定服务站所在村(社区)".into()))?,
+    )
+}
+
+fn check_text(what: &str, text: &str, max: usize, required: bool) -> Result<()> {
+    if required && text.trim().is_empty() {
+        return Err(CoreError::InvalidInput(format!("{what}不能为空")));
+    }
+    if text.chars().count() > max {
+        return Err(CoreError::InvalidInput(format!("{what}超过{max}字")));
+    }
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+    {
+        return Err(CoreError::InvalidInput(format!(
+            "{what}含有不可见的控制字符"
+        )));
+    }
+    Ok(())
+}
+
+/// A record as JSON with personal data masked (for exports and lists that leave the device).
+pub fn masked_json(record: &Record) -> serde_json::Value {
+    let mut record = record.clone();
+    let mut id_number = None;
+    match &mut record.body {
+        RecordBody::Incident(f) => {
+            for p in &mut f.parties {
+                p.phone = p.phone.as_deref().map(mask_phone);
+            }
+        }
+        RecordBody::ServiceRequest(f) => {
+            f.resident.phone = f.resident.phone.as_deref().map(mask_phone);
+            id_number = f
+                .resident
+                .id_number
+                .as_ref()
+                .map(|n| mask_id_number(n.reveal()));
+        }
+    }
+    let mut v = serde_json::to_value(&record).expect("serialisable");
+    if let (Some(masked), Some(resident)) = (id_number, v.pointer_mut("/body/resident")) {
+        resident["id_number"] = serde_json::Value::String(masked);
+    }
+    v
+}

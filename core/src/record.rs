@@ -1,0 +1,747 @@
+//! Records as Automerge documents: one document per incident or service request.
+//!
+//! Layout of a document's root map:
+//! - `kind`, `schema`, `id`, `provisional_no`, `case_no` (set by the server), `created_at_ms`;
+//! - the record's fields; free text (`title`, `description`, `address`, `notes`) is an Automerge
+//!   text object, so concurrent edits merge character by character;
+//! - `timeline`: a map from entry id to entry, so concurrent appends never collide.
+//!
+//! Reading goes through [`automerge::AutoSerde`] into typed structs, so a document that does not
+//! have this shape is reported as [`CoreError::MalformedRecord`] rather than half-read.
+
+use std::collections::BTreeMap;
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{
+    ActorId, AutoCommit, AutoSerde, Change, ObjId, ObjType, ROOT, ReadDoc, ScalarValue,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::ServiceMode;
+use crate::error::{CoreError, Result};
+use crate::hlc::Hlc;
+use crate::org::{Role, UnitCode};
+use crate::pii::IdNumber;
+use crate::workflow::{Action, FoldContext, Folded, RecordKind, TimelineEntry, fold};
+
+/// Version of the document layout.
+pub const SCHEMA: u64 = 1;
+
+/// How urgent an incident is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Urgency {
+    /// 一般.
+    #[default]
+    Normal,
+    /// 紧急.
+    Urgent,
+    /// 特急.
+    Critical,
+}
+
+impl Urgency {
+    /// Chinese name.
+    pub fn label(self) -> &'static str {
+        match self {
+            Urgency::Normal => "一般",
+            Urgency::Urgent => "紧急",
+            Urgency::Critical => "特急",
+        }
+    }
+}
+
+/// A GPS fix (WGS-84), taken once when the report is made.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GeoPoint {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+impl GeoPoint {
+    /// Validates the coordinate ranges.
+    pub fn new(lat: f64, lon: f64) -> Result<Self> {
+        if !(lat.is_finite()
+            && lon.is_finite()
+            && (-90.0..=90.0).contains(&lat)
+            && (-180.0..=180.0).contains(&lon))
+        {
+            return Err(CoreError::InvalidInput("经纬度超出范围".into()));
+        }
+        Ok(Self { lat, lon })
+    }
+}
+
+/// A party to a dispute (矛盾纠纷当事人).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Party {
+    pub name: String,
+    /// E.g. 申请人 / 被申请人.
+    pub role: String,
+    #[serde(default)]
+    pub phone: Option<String>,
+}
+
+/// The fields of an incident (事件).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentFields {
+    /// Minor category code from the catalog.
+    pub category: String,
+    pub title: String,
+    pub description: String,
+    /// The grid where it happened.
+    pub grid: UnitCode,
+    pub address: String,
+    #[serde(default)]
+    pub location: Option<GeoPoint>,
+    #[serde(default)]
+    pub urgency: Urgency,
+    #[serde(default)]
+    pub parties: Vec<Party>,
+    /// Photos by SHA-256.
+    #[serde(default)]
+    pub photos: Vec<String>,
+    /// Working notes, editable by everyone in scope.
+    #[serde(default)]
+    pub notes: String,
+}
+
+/// The resident a service request is for. Personal data: masked in lists and exports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resident {
+    pub name: String,
+    #[serde(default)]
+    pub id_number: Option<IdNumber>,
+    #[serde(default)]
+    pub phone: Option<String>,
+}
+
+/// The fields of a service request (便民服务事项/代办).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceRequestFields {
+    /// Service item code from the catalog.
+    pub item: String,
+    pub mode: ServiceMode,
+    /// The village whose station took the request.
+    pub station: UnitCode,
+    pub resident: Resident,
+    /// Materials checklist: material name ► received.
+    pub materials: BTreeMap<String, bool>,
+    pub description: String,
+    #[serde(default)]
+    pub notes: String,
+}
+
+/// The kind-specific part of a record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RecordBody {
+    Incident(IncidentFields),
+    ServiceRequest(ServiceRequestFields),
+}
+
+/// A record as read from its document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    /// Shown until the server assigns the case number.
+    pub provisional_no: String,
+    /// Case number 案卷编号, assigned by the town server on first receipt.
+    pub case_no: Option<String>,
+    pub created_at_ms: i64,
+    pub body: RecordBody,
+    /// Entries in no particular order; [`Record::fold`] orders them.
+    pub timeline: Vec<TimelineEntry>,
+}
+
+impl Record {
+    /// The kind of the record.
+    pub fn kind(&self) -> RecordKind {
+        match self.body {
+            RecordBody::Incident(_) => RecordKind::Incident,
+            RecordBody::ServiceRequest(_) => RecordKind::ServiceRequest,
+        }
+    }
+
+    /// Where the record belongs: the grid of an incident, the station's village of a request.
+    pub fn location(&self) -> &UnitCode {
+        match &self.body {
+            RecordBody::Incident(f) => &f.grid,
+            RecordBody::ServiceRequest(f) => &f.station,
+        }
+    }
+
+    /// The context the workflow fold needs.
+    pub fn fold_context(&self) -> FoldContext<'_> {
+        FoldContext {
+            kind: self.kind(),
+            location: self.location(),
+        }
+    }
+
+    /// The current state and the ordered, annotated timeline.
+    pub fn fold(&self) -> Folded {
+        fold(self.fold_context(), self.timeline.clone())
+    }
+
+    /// The number shown to users: the case number once assigned, the provisional one before.
+    pub fn display_no(&self) -> &str {
+        self.case_no.as_deref().unwrap_or(&self.provisional_no)
+    }
+
+    /// Title of an incident, service item code of a request.
+    pub fn title(&self) -> &str {
+        match &self.body {
+            RecordBody::Incident(f) => &f.title,
+            RecordBody::ServiceRequest(f) => &f.item,
+        }
+    }
+}
+
+// ---- stored shape (what AutoSerde yields) ----
+
+#[derive(Deserialize)]
+struct StoredEntry {
+    at_ms: i64,
+    at_c: u32,
+    actor: String,
+    actor_name: String,
+    role: Role,
+    unit: UnitCode,
+    action: Action,
+    note: String,
+}
+
+#[derive(Deserialize)]
+struct StoredRecord {
+    kind: String,
+    schema: u64,
+    id: String,
+    provisional_no: String,
+    #[serde(default)]
+    case_no: Option<String>,
+    created_at_ms: i64,
+    #[serde(default)]
+    timeline: BTreeMap<String, StoredEntry>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct StoredIncident {
+    category: String,
+    title: String,
+    description: String,
+    grid: UnitCode,
+    address: String,
+    #[serde(default)]
+    lat: Option<f64>,
+    #[serde(default)]
+    lon: Option<f64>,
+    #[serde(default)]
+    urgency: Urgency,
+    #[serde(default)]
+    parties: Vec<Party>,
+    #[serde(default)]
+    photos: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    notes: String,
+}
+
+/// A record's Automerge document.
+#[derive(Debug, Clone)]
+pub struct RecordDoc {
+    doc: AutoCommit,
+}
+
+/// Changes a caller wants to make to an incident's fields. `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IncidentEdit {
+    pub category: Option<String>,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub address: Option<String>,
+    pub notes: Option<String>,
+    pub urgency: Option<Urgency>,
+    pub location: Option<GeoPoint>,
+    pub parties: Option<Vec<Party>>,
+}
+
+/// Changes to a service request's fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceRequestEdit {
+    pub description: Option<String>,
+    pub notes: Option<String>,
+    /// Material name ► now received.
+    pub materials: Option<BTreeMap<String, bool>>,
+    pub resident_phone: Option<String>,
+}
+
+fn am(e: automerge::AutomergeError) -> CoreError {
+    CoreError::MalformedRecord {
+        id: String::new(),
+        reason: e.to_string(),
+    }
+}
+
+impl RecordDoc {
+    /// Creates the document of a new record, with its first timeline entry, as one change.
+    pub fn create(actor: &ActorId, record: &Record, time_ms: i64) -> Result<Self> {
+        let mut doc = AutoCommit::new().with_actor(actor.clone());
+        doc.put(ROOT, "kind", record.kind().as_str()).map_err(am)?;
+        doc.put(ROOT, "schema", SCHEMA).map_err(am)?;
+        doc.put(ROOT, "id", record.id.as_str()).map_err(am)?;
+        doc.put(ROOT, "provisional_no", record.provisional_no.as_str())
+            .map_err(am)?;
+        doc.put(ROOT, "created_at_ms", record.created_at_ms)
+            .map_err(am)?;
+        match &record.body {
+            RecordBody::Incident(f) => {
+                doc.put(ROOT, "category", f.category.as_str()).map_err(am)?;
+                doc.put(ROOT, "grid", f.grid.as_str()).map_err(am)?;
+                doc.put(ROOT, "urgency", json_str(&f.urgency)).map_err(am)?;
+                for (key, text) in [
+                    ("title", &f.title),
+                    ("description", &f.description),
+                    ("address", &f.address),
+                    ("notes", &f.notes),
+                ] {
+                    let t = doc.put_object(ROOT, key, ObjType::Text).map_err(am)?;
+                    doc.splice_text(&t, 0, 0, text).map_err(am)?;
+                }
+                if let Some(p) = f.location {
+                    doc.put(ROOT, "lat", p.lat).map_err(am)?;
+                    doc.put(ROOT, "lon", p.lon).map_err(am)?;
+                }
+                put_json(
+                    &mut doc,
+                    &ROOT,
+                    "parties",
+                    &serde_json::to_value(&f.parties).expect("serialisable"),
+                )?;
+                let photos = doc.put_object(ROOT, "photos", ObjType::Map).map_err(am)?;
+                for p in &f.photos {
+                    doc.put(&photos, p.as_str(), time_ms).map_err(am)?;
+                }
+            }
+            RecordBody::ServiceRequest(f) => {
+                doc.put(ROOT, "item", f.item.as_str()).map_err(am)?;
+                doc.put(ROOT, "mode", f.mode.as_str()).map_err(am)?;
+                doc.put(ROOT, "station", f.station.as_str()).map_err(am)?;
+                put_json(
+                    &mut doc,
+                    &ROOT,
+                    "resident",
+                    &serde_json::to_value(&f.resident).expect("serialisable"),
+                )?;
+                put_json(
+                    &mut doc,
+                    &ROOT,
+                    "materials",
+                    &serde_json::to_value(&f.materials).expect("serialisable"),
+                )?;
+                for (key, text) in [("description", &f.description), ("notes", &f.notes)] {
+                    let t = doc.put_object(ROOT, key, ObjType::Text).map_err(am)?;
+                    doc.splice_text(&t, 0, 0, text).map_err(am)?;
+                }
+            }
+        }
+        doc.put_object(ROOT, "timeline", ObjType::Map).map_err(am)?;
+        let mut rd = Self { doc };
+        for e in &record.timeline {
+            rd.put_entry(e)?;
+        }
+        rd.commit("创建记录", time_ms);
+        Ok(rd)
+    }
+
+    /// An empty document, to receive a record's changes from elsewhere.
+    pub fn empty(actor: &ActorId) -> Self {
+        Self {
+            doc: AutoCommit::new().with_actor(actor.clone()),
+        }
+    }
+
+    /// Loads a document from saved bytes (a full save followed by any incremental saves).
+    pub fn load(id: &str, chunks: &[&[u8]], actor: &ActorId) -> Result<Self> {
+        let corrupt = || CoreError::CorruptDocument { id: id.to_owned() };
+        let (first, rest) = chunks.split_first().ok_or_else(corrupt)?;
+        let mut doc = AutoCommit::load(first).map_err(|_| corrupt())?;
+        for c in rest {
+            doc.load_incremental(c).map_err(|_| corrupt())?;
+        }
+        doc.set_actor(actor.clone());
+        let rd = Self { doc };
+        rd.read().map_err(|_| corrupt())?;
+        Ok(rd)
+    }
+
+    /// Reads the typed record.
+    pub fn read(&self) -> Result<Record> {
+        let value = serde_json::to_value(AutoSerde::from(&self.doc)).map_err(|e| {
+            CoreError::MalformedRecord {
+                id: String::new(),
+                reason: e.to_string(),
+            }
+        })?;
+        let s: StoredRecord =
+            serde_json::from_value(value).map_err(|e| CoreError::MalformedRecord {
+                id: String::new(),
+                reason: e.to_string(),
+            })?;
+        let malformed = |reason: String| CoreError::MalformedRecord {
+            id: s.id.clone(),
+            reason,
+        };
+        if s.schema > SCHEMA {
+            return Err(malformed(format!(
+                "数据版本 {} 高于本程序支持的版本,请升级应用",
+                s.schema
+            )));
+        }
+        let rest = serde_json::Value::Object(s.rest);
+        let body = match RecordKind::parse(&s.kind) {
+            Some(RecordKind::Incident) => {
+                let f: StoredIncident =
+                    serde_json::from_value(rest).map_err(|e| malformed(e.to_string()))?;
+                let location = match (f.lat, f.lon) {
+                    (Some(lat), Some(lon)) => Some(GeoPoint { lat, lon }),
+                    _ => None,
+                };
+                RecordBody::Incident(IncidentFields {
+                    category: f.category,
+                    title: f.title,
+                    description: f.description,
+                    grid: f.grid,
+                    address: f.address,
+                    location,
+                    urgency: f.urgency,
+                    parties: f.parties,
+                    photos: f.photos.into_keys().collect(),
+                    notes: f.notes,
+                })
+            }
+            Some(RecordKind::ServiceRequest) => RecordBody::ServiceRequest(
+                serde_json::from_value(rest).map_err(|e| malformed(e.to_string()))?,
+            ),
+            None => return Err(malformed(format!("未知的记录类型 {}", s.kind))),
+        };
+        let timeline = s
+            .timeline
+            .into_iter()
+            .map(|(id, e)| TimelineEntry {
+                id,
+                at: Hlc {
+                    wall_ms: e.at_ms,
+                    counter: e.at_c,
+                },
+                actor: e.actor,
+                actor_name: e.actor_name,
+                role: e.role,
+                unit: e.unit,
+                action: e.action,
+                note: e.note,
+            })
+            .collect();
+        Ok(Record {
+            id: s.id,
+            provisional_no: s.provisional_no,
+            case_no: s.case_no,
+            created_at_ms: s.created_at_ms,
+            body,
+            timeline,
+        })
+    }
+
+    fn put_entry(&mut self, e: &TimelineEntry) -> Result<()> {
+        let timeline = match self.doc.get(ROOT, "timeline").map_err(am)? {
+            Some((_, id)) => id,
+            None => {
+                return Err(CoreError::MalformedRecord {
+                    id: String::new(),
+                    reason: "缺少 timeline".into(),
+                });
+            }
+        };
+        let obj = self
+            .doc
+            .put_object(&timeline, e.id.as_str(), ObjType::Map)
+            .map_err(am)?;
+        self.doc.put(&obj, "at_ms", e.at.wall_ms).map_err(am)?;
+        self.doc
+            .put(&obj, "at_c", u64::from(e.at.counter))
+            .map_err(am)?;
+        self.doc.put(&obj, "actor", e.actor.as_str()).map_err(am)?;
+        self.doc
+            .put(&obj, "actor_name", e.actor_name.as_str())
+            .map_err(am)?;
+        self.doc.put(&obj, "role", json_str(&e.role)).map_err(am)?;
+        self.doc.put(&obj, "unit", e.unit.as_str()).map_err(am)?;
+        put_json(
+            &mut self.doc,
+            &obj,
+            "action",
+            &serde_json::to_value(&e.action).expect("serialisable"),
+        )?;
+        let note = self
+            .doc
+            .put_object(&obj, "note", ObjType::Text)
+            .map_err(am)?;
+        self.doc.splice_text(&note, 0, 0, &e.note).map_err(am)?;
+        Ok(())
+    }
+
+    /// Appends a timeline entry and commits it as one change.
+    pub fn append(&mut self, e: &TimelineEntry) -> Result<()> {
+        self.put_entry(e)?;
+        self.commit(e.action.kind().label(), e.at.wall_ms);
+        Ok(())
+    }
+
+    /// Applies an edit of an incident's fields as one change.
+    pub fn edit_incident(&mut self, edit: &IncidentEdit, time_ms: i64) -> Result<()> {
+        if let Some(c) = &edit.category {
+            self.doc.put(ROOT, "category", c.as_str()).map_err(am)?;
+        }
+        for (key, text) in [
+            ("title", &edit.title),
+            ("description", &edit.description),
+            ("address", &edit.address),
+            ("notes", &edit.notes),
+        ] {
+            if let Some(t) = text {
+                self.update_text(&ROOT, key, t)?;
+            }
+        }
+        if let Some(u) = edit.urgency {
+            self.doc.put(ROOT, "urgency", json_str(&u)).map_err(am)?;
+        }
+        if let Some(p) = edit.location {
+            self.doc.put(ROOT, "lat", p.lat).map_err(am)?;
+            self.doc.put(ROOT, "lon", p.lon).map_err(am)?;
+        }
+        if let Some(parties) = &edit.parties {
+            put_json(
+                &mut self.doc,
+                &ROOT,
+                "parties",
+                &serde_json::to_value(parties).expect("serialisable"),
+            )?;
+        }
+        self.commit("编辑事件", time_ms);
+        Ok(())
+    }
+
+    /// Applies an edit of a service request's fields as one change.
+    pub fn edit_service_request(&mut self, edit: &ServiceRequestEdit, time_ms: i64) -> Result<()> {
+        for (key, text) in [("description", &edit.description), ("notes", &edit.notes)] {
+            if let Some(t) = text {
+                self.update_text(&ROOT, key, t)?;
+            }
+        }
+        if let Some(m) = &edit.materials {
+            let obj = match self.doc.get(ROOT, "materials").map_err(am)? {
+                Some((_, id)) => id,
+                None => self
+                    .doc
+                    .put_object(ROOT, "materials", ObjType::Map)
+                    .map_err(am)?,
+            };
+            for (name, got) in m {
+                self.doc.put(&obj, name.as_str(), *got).map_err(am)?;
+            }
+        }
+        if let Some(phone) = &edit.resident_phone {
+            if let Some((_, obj)) = self.doc.get(ROOT, "resident").map_err(am)? {
+                self.doc.put(&obj, "phone", phone.as_str()).map_err(am)?;
+            }
+        }
+        self.commit("编辑服务事项", time_ms);
+        Ok(())
+    }
+
+    /// Adds a photo reference (SHA-256) to an incident as one change.
+    pub fn add_photo(&mut self, sha256: &str, time_ms: i64) -> Result<()> {
+        let photos = match self.doc.get(ROOT, "photos").map_err(am)? {
+            Some((_, id)) => id,
+            None => self
+                .doc
+                .put_object(ROOT, "photos", ObjType::Map)
+                .map_err(am)?,
+        };
+        self.doc.put(&photos, sha256, time_ms).map_err(am)?;
+        self.commit("添加照片", time_ms);
+        Ok(())
+    }
+
+    /// Sets the case number (done by the town server on first receipt).
+    pub fn set_case_no(&mut self, case_no: &str, time_ms: i64) -> Result<()> {
+        self.doc.put(ROOT, "case_no", case_no).map_err(am)?;
+        self.commit("分配案卷编号", time_ms);
+        Ok(())
+    }
+
+    fn update_text(&mut self, parent: &ObjId, key: &str, text: &str) -> Result<()> {
+        let obj = match self.doc.get(parent, key).map_err(am)? {
+            Some((automerge::Value::Object(ObjType::Text), id)) => id,
+            _ => self
+                .doc
+                .put_object(parent, key, ObjType::Text)
+                .map_err(am)?,
+        };
+        self.doc.update_text(&obj, text).map_err(am)
+    }
+
+    fn commit(&mut self, message: &str, time_ms: i64) {
+        self.doc.commit_with(
+            CommitOptions::default()
+                .with_message(message.to_owned())
+                .with_time(time_ms / 1000),
+        );
+    }
+
+    /// The most recent change made on this device, to queue in the outbox.
+    pub fn last_local_change(&mut self) -> Option<Change> {
+        self.doc.get_last_local_change()
+    }
+
+    /// Changes since the given heads (all changes for an empty slice).
+    pub fn changes_since(&mut self, heads: &[automerge::ChangeHash]) -> Vec<Change> {
+        self.doc.get_changes(heads)
+    }
+
+    /// Applies changes received from elsewhere.
+    pub fn apply_changes(&mut self, changes: Vec<Change>) -> Result<()> {
+        self.doc
+            .apply_changes(changes)
+            .map_err(|_| CoreError::CorruptChange)
+    }
+
+    /// Current heads of the document.
+    pub fn heads(&mut self) -> Vec<automerge::ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    /// Changes this document does not have yet to apply the given heads.
+    pub fn missing_deps(&mut self, heads: &[automerge::ChangeHash]) -> Vec<automerge::ChangeHash> {
+        self.doc.get_missing_deps(heads)
+    }
+
+    /// Incremental save: everything since the last save.
+    pub fn save_incremental(&mut self) -> Vec<u8> {
+        self.doc.save_incremental()
+    }
+
+    /// The changes made since `heads`, in save format.
+    pub fn save_after(&mut self, heads: &[automerge::ChangeHash]) -> Vec<u8> {
+        self.doc.save_after(heads)
+    }
+
+    /// Compact full save.
+    pub fn save(&mut self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// The document's change history: (hash, actor, time, message) for export.
+    pub fn history(&mut self) -> Vec<ChangeInfo> {
+        self.doc
+            .get_changes(&[])
+            .into_iter()
+            .map(|c| ChangeInfo {
+                hash: c.hash().to_string(),
+                actor: c.actor_id().to_hex_string(),
+                seq: c.seq(),
+                time_s: c.timestamp(),
+                message: c.message().unwrap_or_default().to_owned(),
+            })
+            .collect()
+    }
+}
+
+/// One change in a document's history (for export and audit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeInfo {
+    pub hash: String,
+    /// Automerge actor: the device that made the change.
+    pub actor: String,
+    pub seq: u64,
+    /// Unix seconds.
+    pub time_s: i64,
+    pub message: String,
+}
+
+/// A serde unit enum's string form.
+fn json_str<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// Writes a JSON value as nested Automerge maps, lists and scalars.
+fn put_json(
+    doc: &mut AutoCommit,
+    parent: &ObjId,
+    key: &str,
+    value: &serde_json::Value,
+) -> Result<()> {
+    use serde_json::Value as J;
+    match value {
+        J::Object(map) => {
+            let obj = doc.put_object(parent, key, ObjType::Map).map_err(am)?;
+            for (k, v) in map {
+                put_json(doc, &obj, k, v)?;
+            }
+        }
+        J::Array(items) => {
+            let obj = doc.put_object(parent, key, ObjType::List).map_err(am)?;
+            for (i, v) in items.iter().enumerate() {
+                insert_json(doc, &obj, i, v)?;
+            }
+        }
+        scalar => {
+            doc.put(parent, key, json_scalar(scalar)).map_err(am)?;
+        }
+    }
+    Ok(())
+}
+
+fn insert_json(
+    doc: &mut AutoCommit,
+    list: &ObjId,
+    index: usize,
+    value: &serde_json::Value,
+) -> Result<()> {
+    use serde_json::Value as J;
+    match value {
+        J::Object(map) => {
+            let obj = doc.insert_object(list, index, ObjType::Map).map_err(am)?;
+            for (k, v) in map {
+                put_json(doc, &obj, k, v)?;
+            }
+        }
+        J::Array(items) => {
+            let obj = doc.insert_object(list, index, ObjType::List).map_err(am)?;
+            for (i, v) in items.iter().enumerate() {
+                insert_json(doc, &obj, i, v)?;
+            }
+        }
+        scalar => doc.insert(list, index, json_scalar(scalar)).map_err(am)?,
+    }
+    Ok(())
+}
+
+fn json_scalar(v: &serde_json::Value) -> ScalarValue {
+    use serde_json::Value as J;
+    match v {
+        J::Null => ScalarValue::Null,
+        J::Bool(b) => ScalarValue::Boolean(*b),
+        J::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => ScalarValue::Int(i),
+            (None, Some(u)) => ScalarValue::Uint(u),
+            _ => ScalarValue::F64(n.as_f64().unwrap_or_default()),
+        },
+        J::String(s) => ScalarValue::Str(s.as_str().into()),
+        J::Array(_) | J::Object(_) => unreachable!("handled by put_json"),
+    }
+}

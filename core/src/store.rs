@@ -1,0 +1,333 @@
+//! The phone's database: SQLite in WAL mode, schema versions keyed on `PRAGMA user_version`.
+//!
+//! Tables: `documents` + `doc_chunks` (a compact save plus incremental saves, compacted every
+//! [`COMPACT_AFTER`] chunks), `records` (index for offline queries), `records_fts` (FTS5 trigram,
+//! so Chinese substrings are found), `outbox` (changes not yet acknowledged by the server),
+//! `attachments` (content-addressed by SHA-256) and `meta` (device id, identity, clock, cursor).
+//!
+//! As in application-services: functions that write take a `&Transaction`, readers a `&Connection`,
+//! and each user action is one transaction, so a crash leaves either all of it or none.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::error::Result;
+use crate::org::UnitCode;
+use crate::workflow::{RecordKind, Status};
+
+/// Incremental saves kept before a document is compacted into one save.
+pub const COMPACT_AFTER: i64 = 16;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema
+    "
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE documents (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        snapshot BLOB NOT NULL,
+        chunks INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE doc_chunks (
+        doc_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        bytes BLOB NOT NULL,
+        PRIMARY KEY (doc_id, seq)
+    );
+    CREATE TABLE records (
+        id TEXT PRIMARY KEY REFERENCES documents(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        status TEXT,
+        open INTEGER NOT NULL,
+        category TEXT NOT NULL,
+        location TEXT NOT NULL,
+        holder TEXT,
+        owner TEXT,
+        reporter TEXT,
+        deadline_ms INTEGER,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        display_no TEXT NOT NULL,
+        case_no TEXT,
+        title TEXT NOT NULL,
+        conflicts INTEGER NOT NULL,
+        supervisions INTEGER NOT NULL,
+        satisfaction INTEGER
+    );
+    CREATE INDEX records_open_deadline ON records(open, deadline_ms);
+    CREATE INDEX records_holder ON records(holder, open);
+    CREATE INDEX records_location ON records(location);
+    CREATE INDEX records_status ON records(status);
+    CREATE INDEX records_category ON records(category);
+    CREATE INDEX records_updated ON records(updated_ms);
+    CREATE VIRTUAL TABLE records_fts USING fts5(id UNINDEXED, title, body, tokenize = 'trigram');
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        doc_id TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        bytes BLOB NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE attachments (
+        sha256 TEXT PRIMARY KEY,
+        mime TEXT NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        bytes BLOB NOT NULL,
+        created_ms INTEGER NOT NULL,
+        uploaded INTEGER NOT NULL DEFAULT 0
+    );
+    ",
+];
+
+/// Opens (creating if needed) a store and brings its schema up to date.
+pub fn open(path: &Path) -> Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a commit that returned is on disk even if the phone loses power right after.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Applies the migrations the database has not seen yet, each in its own transaction.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: usize = conn
+        .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))?
+        .try_into()
+        .unwrap_or(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Reads a meta value.
+pub fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?)
+}
+
+/// Writes a meta value.
+pub fn meta_set(tx: &Transaction<'_>, key: &str, value: &str) -> Result<()> {
+    tx.execute("INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [key, value])?;
+    Ok(())
+}
+
+/// Deletes a meta value.
+pub fn meta_delete(tx: &Transaction<'_>, key: &str) -> Result<()> {
+    tx.execute("DELETE FROM meta WHERE key = ?1", [key])?;
+    Ok(())
+}
+
+/// The saved bytes of a document: its snapshot followed by incremental chunks.
+pub fn doc_chunks(conn: &Connection, id: &str) -> Result<Option<Vec<Vec<u8>>>> {
+    let Some(snapshot) = conn
+        .query_row("SELECT snapshot FROM documents WHERE id = ?1", [id], |r| {
+            r.get::<_, Vec<u8>>(0)
+        })
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let mut stmt =
+        conn.prepare_cached("SELECT bytes FROM doc_chunks WHERE doc_id = ?1 ORDER BY seq")?;
+    let mut out = vec![snapshot];
+    for b in stmt.query_map([id], |r| r.get::<_, Vec<u8>>(0))? {
+        out.push(b?);
+    }
+    Ok(Some(out))
+}
+
+/// What to write for a document after a change.
+#[derive(Debug)]
+pub enum DocWrite {
+    /// A new document's first save.
+    Create(Vec<u8>),
+    /// An incremental save appended to the existing ones.
+    Append(Vec<u8>),
+    /// A compact save replacing snapshot and chunks.
+    Replace(Vec<u8>),
+}
+
+/// Writes a document's bytes. Returns the number of incremental chunks now stored.
+pub fn write_doc(tx: &Transaction<'_>, id: &str, kind: RecordKind, write: DocWrite) -> Result<i64> {
+    match write {
+        DocWrite::Create(bytes) | DocWrite::Replace(bytes) => {
+            tx.execute(
+                "INSERT INTO documents(id, kind, snapshot, chunks) VALUES (?1, ?2, ?3, 0)
+                 ON CONFLICT(id) DO UPDATE SET snapshot = excluded.snapshot, chunks = 0",
+                params![id, kind.as_str(), bytes],
+            )?;
+            tx.execute("DELETE FROM doc_chunks WHERE doc_id = ?1", [id])?;
+            Ok(0)
+        }
+        DocWrite::Append(bytes) => {
+            let n: i64 = tx.query_row(
+                "UPDATE documents SET chunks = chunks + 1 WHERE id = ?1 RETURNING chunks",
+                [id],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "INSERT INTO doc_chunks(doc_id, seq, bytes) VALUES (?1, ?2, ?3)",
+                params![id, n, bytes],
+            )?;
+            Ok(n)
+        }
+    }
+}
+
+/// Removes a document and everything indexed from it (it left the device's scope).
+pub fn delete_doc(tx: &Transaction<'_>, id: &str) -> Result<()> {
+    tx.execute("DELETE FROM records_fts WHERE id = ?1", [id])?;
+    tx.execute("DELETE FROM records WHERE id = ?1", [id])?;
+    tx.execute("DELETE FROM documents WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+/// One row of the offline index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexRow {
+    pub id: String,
+    pub kind: RecordKind,
+    pub status: Option<Status>,
+    pub category: String,
+    pub location: UnitCode,
+    pub holder: Option<UnitCode>,
+    pub owner: Option<UnitCode>,
+    pub reporter: Option<String>,
+    pub deadline_ms: Option<i64>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub display_no: String,
+    pub case_no: Option<String>,
+    pub title: String,
+    pub conflicts: i64,
+    pub supervisions: i64,
+    pub satisfaction: Option<i64>,
+}
+
+/// Replaces a record's index row and its full-text entry.
+pub fn write_index(tx: &Transaction<'_>, row: &IndexRow, fts_body: &str) -> Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO records(id, kind, status, open, category, location, holder, owner, reporter,
+            deadline_ms, created_ms, updated_ms, display_no, case_no, title, conflicts, supervisions, satisfaction)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+        params![
+            row.id,
+            row.kind.as_str(),
+            row.status.map(Status::as_str),
+            row.status.is_none_or(Status::is_open),
+            row.category,
+            row.location.as_str(),
+            row.holder.as_ref().map(UnitCode::as_str),
+            row.owner.as_ref().map(UnitCode::as_str),
+            row.reporter,
+            row.deadline_ms,
+            row.created_ms,
+            row.updated_ms,
+            row.display_no,
+            row.case_no,
+            row.title,
+            row.conflicts,
+            row.supervisions,
+            row.satisfaction,
+        ],
+    )?;
+    tx.execute("DELETE FROM records_fts WHERE id = ?1", [&row.id])?;
+    tx.execute(
+        "INSERT INTO records_fts(id, title, body) VALUES (?1, ?2, ?3)",
+        params![row.id, row.title, fts_body],
+    )?;
+    Ok(())
+}
+
+/// A change waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub seq: i64,
+    pub doc_id: String,
+    /// Automerge change hash (hex).
+    pub hash: String,
+    /// Automerge change bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Queues a change for upload; a change already queued is ignored.
+pub fn outbox_push(
+    tx: &Transaction<'_>,
+    doc_id: &str,
+    hash: &str,
+    bytes: &[u8],
+    now_ms: i64,
+) -> Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO outbox(doc_id, hash, bytes, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![doc_id, hash, bytes, now_ms],
+    )?;
+    Ok(())
+}
+
+/// The oldest queued changes, in the order they were made.
+pub fn outbox_list(conn: &Connection, limit: usize) -> Result<Vec<OutboxEntry>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT seq, doc_id, hash, bytes FROM outbox ORDER BY seq LIMIT ?1")?;
+    let rows = stmt.query_map([limit as i64], |r| {
+        Ok(OutboxEntry {
+            seq: r.get(0)?,
+            doc_id: r.get(1)?,
+            hash: r.get(2)?,
+            bytes: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Number of queued changes.
+pub fn outbox_len(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?)
+}
+
+/// Removes acknowledged changes.
+pub fn outbox_ack(tx: &Transaction<'_>, hashes: &[String]) -> Result<usize> {
+    let mut stmt = tx.prepare_cached("DELETE FROM outbox WHERE hash = ?1")?;
+    let mut n = 0;
+    for h in hashes {
+        n += stmt.execute([h])?;
+    }
+    Ok(n)
+}
+
+/// Stores a prepared photo (content-addressed; storing it twice is a no-op).
+pub fn put_attachment(
+    tx: &Transaction<'_>,
+    sha256: &str,
+    width: u32,
+    height: u32,
+    jpeg: &[u8],
+    now_ms: i64,
+) -> Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO attachments(sha256, mime, width, height, bytes, created_ms) VALUES (?1, 'image/jpeg', ?2, ?3, ?4, ?5)",
+        params![sha256, width, height, jpeg, now_ms],
+    )?;
+    Ok(())
+}
+
+/// Reads an attachment's bytes.
+pub fn get_attachment(conn: &Connection, sha256: &str) -> Result<Option<Vec<u8>>> {
+    Ok(conn
+        .query_row(
+            "SELECT bytes FROM attachments WHERE sha256 = ?1",
+            [sha256],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
