@@ -471,7 +471,7 @@ impl Client {
     fn view(&self, record: Record) -> RecordView {
         let folded = record.fold();
         let allowed = match &self.identity {
-            Some(me) if self.access(me, &record, &folded) == Access::Full => {
+            Some(me) if self.access(me, &record, &folded) != Access::None => {
                 allowed_actions(&folded.state, record.fold_context(), me.role, &me.unit)
             }
             _ => Vec::new(),
@@ -505,7 +505,7 @@ impl Client {
         let record = doc.read()?;
         let folded = record.fold();
         let me = self.me()?.clone();
-        if self.access(&me, &record, &folded) != Access::Full {
+        if self.access(&me, &record, &folded) == Access::None {
             return Err(CoreError::NotAllowed {
                 action: action.kind(),
                 role: me.role,
@@ -793,7 +793,7 @@ impl Client {
             ));
         }
         sql.push_str(
-            " ORDER BY deadline_ms IS NULL, deadline_ms, updated_ms DESC LIMIT ? OFFSET ?",
+            " ORDER BY deadline_ms IS NULL, deadline_ms, updated_ms DESC, id LIMIT ? OFFSET ?",
         );
         args.push(
             i64::try_from(if q.limit == 0 { 50 } else { q.limit.min(1000) })
@@ -825,7 +825,7 @@ impl Client {
         if text.chars().count() >= 3 {
             let phrase = format!("\"{}\"", text.replace('"', "\"\""));
             let sql = format!(
-                "SELECT {cols} FROM records_fts f JOIN records r ON r.id = f.id WHERE records_fts MATCH ?1 ORDER BY r.updated_ms DESC LIMIT ?2"
+                "SELECT {cols} FROM records_fts f JOIN records r ON r.id = f.id WHERE records_fts MATCH ?1 ORDER BY r.updated_ms DESC, r.id LIMIT ?2"
             );
             self.summaries(&sql, params![phrase, limit])
         } else {
@@ -837,7 +837,7 @@ impl Client {
             );
             let sql = format!(
                 "SELECT {cols} FROM records_fts f JOIN records r ON r.id = f.id
-                 WHERE f.title LIKE ?1 ESCAPE '\\' OR f.body LIKE ?1 ESCAPE '\\' ORDER BY r.updated_ms DESC LIMIT ?2"
+                 WHERE f.title LIKE ?1 ESCAPE '\\' OR f.body LIKE ?1 ESCAPE '\\' ORDER BY r.updated_ms DESC, r.id LIMIT ?2"
             );
             self.summaries(&sql, params![pattern, limit])
         }

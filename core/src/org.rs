@@ -320,12 +320,16 @@ pub enum Access {
 /// The scope rule of the domain guide as a pure function: a person sees records of their own unit
 /// and everything below it, plus records assigned to their unit or to them; a reporter keeps read
 /// access to what they reported. Nobody sees a sibling's records unless assigned.
+///
+/// Working on a record (editing it) needs [`Access::Full`]: the person's unit holds the record or
+/// is above its holder, or it is assigned to them. Seeing it through its location only (a record
+/// of one's grid that was escalated to the town) or as its reporter gives [`Access::Read`]; the
+/// permission table may still allow specific actions then, such as the grid member's field check.
 pub fn access(person: &Person, record: &RecordScope<'_>) -> Access {
-    let unit_covers = person.unit.contains(record.location)
-        || record.holder.is_some_and(|h| person.unit.contains(h));
-    if unit_covers || record.assignee == Some(person.id.as_str()) {
+    let holder = record.holder.unwrap_or(record.location);
+    if person.unit.contains(holder) || record.assignee == Some(person.id.as_str()) {
         Access::Full
-    } else if record.reporter == Some(person.id.as_str()) {
+    } else if person.unit.contains(record.location) || record.reporter == Some(person.id.as_str()) {
         Access::Read
     } else {
         Access::None
