@@ -586,12 +586,12 @@ impl Client {
             validate_phone(p)?;
         }
         let mut doc = self.editable(id, RecordKind::ServiceRequest)?;
-        if let (Some(m), RecordBody::ServiceRequest(f)) = (&edit.materials, &doc.read()?.body) {
-            if let Some(unknown) = m.keys().find(|k| !f.materials.contains_key(*k)) {
-                return Err(CoreError::InvalidInput(format!(
-                    "材料“{unknown}”不在该事项的材料清单中"
-                )));
-            }
+        if let (Some(m), RecordBody::ServiceRequest(f)) = (&edit.materials, &doc.read()?.body)
+            && let Some(unknown) = m.keys().find(|k| !f.materials.contains_key(*k))
+        {
+            return Err(CoreError::InvalidInput(format!(
+                "材料“{unknown}”不在该事项的材料清单中"
+            )));
         }
         let now = self.now_ms();
         self.write(id, &mut doc, |d| d.edit_service_request(&edit, now))?;
@@ -792,9 +792,7 @@ impl Client {
                 2,
             ));
         }
-        sql.push_str(
-            " ORDER BY deadline_ms IS NULL, deadline_ms, updated_ms DESC, id LIMIT ? OFFSET ?",
-        );
+        sql.push_str(" ORDER BY due, updated_ms DESC, id LIMIT ? OFFSET ?");
         args.push(
             i64::try_from(if q.limit == 0 { 50 } else { q.limit.min(1000) })
                 .unwrap_or(50)

@@ -158,13 +158,16 @@ impl OrgTree {
                 })
             });
             let parent_kind = parent_kind.transpose()?;
-            let fits = match (u.kind, parent_kind) {
-                (UnitKind::Town, None) => true,
-                (UnitKind::Village | UnitKind::Department, Some(UnitKind::Town)) => true,
-                (UnitKind::Group, Some(UnitKind::Village)) => true,
-                (UnitKind::Grid, Some(UnitKind::Village | UnitKind::Group)) => true,
-                _ => false,
-            };
+            let fits = matches!(
+                (u.kind, parent_kind),
+                (UnitKind::Town, None)
+                    | (
+                        UnitKind::Village | UnitKind::Department,
+                        Some(UnitKind::Town)
+                    )
+                    | (UnitKind::Group, Some(UnitKind::Village))
+                    | (UnitKind::Grid, Some(UnitKind::Village | UnitKind::Group))
+            );
             let under = u
                 .parent
                 .as_ref()

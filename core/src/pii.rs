@@ -109,6 +109,17 @@ impl fmt::Display for IdNumber {
     }
 }
 
+/// Masks a personal name for lists: `张*明` / `李*`.
+pub fn mask_name(s: &str) -> String {
+    let chars: Vec<char> = s.trim().chars().collect();
+    match chars.len() {
+        0 => String::new(),
+        1 => chars[0].to_string(),
+        2 => format!("{}*", chars[0]),
+        n => format!("{}{}{}", chars[0], "*".repeat(n - 2), chars[n - 1]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,16 +146,5 @@ mod tests {
         assert!(validate_phone("13812345678").is_ok());
         assert!(validate_phone("0878-4123456").is_ok());
         assert!(validate_phone("2381234567a").is_err());
-    }
-}
-
-/// Masks a personal name for lists: `张*明` / `李*`.
-pub fn mask_name(s: &str) -> String {
-    let chars: Vec<char> = s.trim().chars().collect();
-    match chars.len() {
-        0 => String::new(),
-        1 => chars[0].to_string(),
-        2 => format!("{}*", chars[0]),
-        n => format!("{}{}{}", chars[0], "*".repeat(n - 2), chars[n - 1]),
     }
 }

@@ -551,10 +551,10 @@ impl RecordDoc {
                 self.doc.put(&obj, name.as_str(), *got).map_err(am)?;
             }
         }
-        if let Some(phone) = &edit.resident_phone {
-            if let Some((_, obj)) = self.doc.get(ROOT, "resident").map_err(am)? {
-                self.doc.put(&obj, "phone", phone.as_str()).map_err(am)?;
-            }
+        if let Some(phone) = &edit.resident_phone
+            && let Some((_, obj)) = self.doc.get(ROOT, "resident").map_err(am)?
+        {
+            self.doc.put(&obj, "phone", phone.as_str()).map_err(am)?;
         }
         self.commit("编辑服务事项", time_ms);
         Ok(())

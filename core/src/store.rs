@@ -46,6 +46,8 @@ const MIGRATIONS: &[&str] = &[
         owner TEXT,
         reporter TEXT,
         deadline_ms INTEGER,
+        -- deadline or i64::MAX: the list order, so the first page walks an index and stops
+        due INTEGER NOT NULL,
         created_ms INTEGER NOT NULL,
         updated_ms INTEGER NOT NULL,
         display_no TEXT NOT NULL,
@@ -55,7 +57,8 @@ const MIGRATIONS: &[&str] = &[
         supervisions INTEGER NOT NULL,
         satisfaction INTEGER
     );
-    CREATE INDEX records_open_deadline ON records(open, deadline_ms);
+    CREATE INDEX records_open_due ON records(open, due, updated_ms DESC, id);
+    CREATE INDEX records_due ON records(due, updated_ms DESC, id);
     CREATE INDEX records_holder ON records(holder, open);
     CREATE INDEX records_location ON records(location);
     CREATE INDEX records_status ON records(status);
@@ -218,8 +221,8 @@ pub struct IndexRow {
 pub fn write_index(tx: &Transaction<'_>, row: &IndexRow, fts_body: &str) -> Result<()> {
     tx.execute(
         "INSERT OR REPLACE INTO records(id, kind, status, open, category, location, holder, owner, reporter,
-            deadline_ms, created_ms, updated_ms, display_no, case_no, title, conflicts, supervisions, satisfaction)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            deadline_ms, due, created_ms, updated_ms, display_no, case_no, title, conflicts, supervisions, satisfaction)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         params![
             row.id,
             row.kind.as_str(),
@@ -231,6 +234,7 @@ pub fn write_index(tx: &Transaction<'_>, row: &IndexRow, fts_body: &str) -> Resu
             row.owner.as_ref().map(UnitCode::as_str),
             row.reporter,
             row.deadline_ms,
+            row.deadline_ms.unwrap_or(i64::MAX),
             row.created_ms,
             row.updated_ms,
             row.display_no,
