@@ -932,6 +932,21 @@ impl Client {
     /// if new. Refused as a whole, changing nothing, when a change is corrupt, the result is not a
     /// valid record, or a new entry carries an absurd clock.
     pub fn apply_remote(&mut self, id: &str, changes: &[Vec<u8>]) -> Result<()> {
+        self.apply_changes_checked(id, changes, self.now_ms())
+    }
+
+    /// Applies changes sent by the town server. Their timestamps are checked against the server's
+    /// clock, which already validated them, so a device whose own clock is wrong still syncs.
+    pub fn apply_from_server(
+        &mut self,
+        id: &str,
+        changes: &[Vec<u8>],
+        server_now_ms: i64,
+    ) -> Result<()> {
+        self.apply_changes_checked(id, changes, server_now_ms.max(self.now_ms()))
+    }
+
+    fn apply_changes_checked(&mut self, id: &str, changes: &[Vec<u8>], now: i64) -> Result<()> {
         let decoded = changes
             .iter()
             .map(|b| Change::from_bytes(b.clone()).map_err(|_| CoreError::CorruptChange))
@@ -966,7 +981,6 @@ impl Client {
                 reason: "记录编号与文档不符".into(),
             });
         }
-        let now = self.now_ms();
         let known: std::collections::HashSet<&str> = before
             .as_ref()
             .map(|b| b.timeline.iter().map(|e| e.id.as_str()).collect())
@@ -1002,6 +1016,86 @@ impl Client {
     pub fn forget(&mut self, id: &str) -> Result<()> {
         let tx = self.conn.unchecked_transaction()?;
         store::delete_doc(&tx, id)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes a sync-engine value.
+    pub fn clear_sync_meta(&mut self, key: &str) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        store::meta_delete(&tx, &format!("sync.{key}"))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deletes all records, queued changes, photos, the identity and the sync state (a revoked,
+    /// lost phone). The device id stays, so provisional numbers never repeat.
+    pub fn wipe(&mut self) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        store::wipe(&tx)?;
+        tx.commit()?;
+        self.identity = None;
+        // Give the freed pages back to the file system.
+        self.conn.execute_batch("VACUUM")?;
+        Ok(())
+    }
+
+    /// Drops a record's queued changes (the server refused one of them).
+    pub fn drop_queued(&mut self, id: &str) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        store::outbox_drop_doc(&tx, id)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Notes that the server refused a change, so the user can see why.
+    pub fn record_rejection(&mut self, id: &str, reason: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO sync_rejections(doc_id, reason, at_ms) VALUES (?1, ?2, ?3)",
+            params![id, reason, self.now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Changes the server refused: (record id, reason, when), newest first.
+    pub fn rejections(&self) -> Result<Vec<(String, String, i64)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT doc_id, reason, at_ms FROM sync_rejections ORDER BY seq DESC LIMIT 100",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Photos waiting for upload.
+    pub fn pending_photos(&self) -> Result<Vec<String>> {
+        store::pending_attachments(&self.conn)
+    }
+
+    /// Number of photos waiting for upload.
+    pub fn pending_photo_count(&self) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM attachments WHERE uploaded = 0",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Marks a photo as stored on the server.
+    pub fn mark_photo_uploaded(&mut self, sha256: &str) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        store::mark_uploaded(&tx, sha256)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Keeps a photo downloaded from the server, after checking it is the one asked for.
+    pub fn store_downloaded_photo(&mut self, sha256: &str, jpeg: &[u8]) -> Result<()> {
+        if photo::sha256_hex(jpeg) != sha256 {
+            return Err(CoreError::Photo("下载的照片校验失败".into()));
+        }
+        let tx = self.conn.unchecked_transaction()?;
+        store::put_attachment(&tx, sha256, 0, 0, jpeg, self.now_ms())?;
+        store::mark_uploaded(&tx, sha256)?;
         tx.commit()?;
         Ok(())
     }

@@ -39,6 +39,7 @@ pub mod photo;
 pub mod pii;
 pub mod record;
 pub mod store;
+pub mod sync;
 pub mod workflow;
 
 pub use calendar::{TimeLimit, WorkCalendar};

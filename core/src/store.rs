@@ -82,6 +82,15 @@ const MIGRATIONS: &[&str] = &[
         uploaded INTEGER NOT NULL DEFAULT 0
     );
     ",
+    // 2: changes the server refused, shown to the user
+    "
+    CREATE TABLE sync_rejections (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        doc_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at_ms INTEGER NOT NULL
+    );
+    ",
 ];
 
 /// Opens (creating if needed) a store and brings its schema up to date.
@@ -334,4 +343,38 @@ pub fn get_attachment(conn: &Connection, sha256: &str) -> Result<Option<Vec<u8>>
             |r| r.get(0),
         )
         .optional()?)
+}
+
+/// Photos not yet uploaded, oldest first.
+pub fn pending_attachments(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT sha256 FROM attachments WHERE uploaded = 0 ORDER BY created_ms, sha256",
+    )?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Marks a photo as stored on the server.
+pub fn mark_uploaded(tx: &Transaction<'_>, sha256: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE attachments SET uploaded = 1 WHERE sha256 = ?1",
+        [sha256],
+    )?;
+    Ok(())
+}
+
+/// Removes all queued changes of a document.
+pub fn outbox_drop_doc(tx: &Transaction<'_>, doc_id: &str) -> Result<()> {
+    tx.execute("DELETE FROM outbox WHERE doc_id = ?1", [doc_id])?;
+    Ok(())
+}
+
+/// Deletes every record, queued change, photo and sync state: what a lost phone must not keep.
+pub fn wipe(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute_batch(
+        "DELETE FROM records_fts; DELETE FROM records; DELETE FROM doc_chunks; DELETE FROM documents;
+         DELETE FROM outbox; DELETE FROM attachments; DELETE FROM sync_rejections;
+         DELETE FROM meta WHERE key = 'identity' OR key LIKE 'sync.%';",
+    )?;
+    Ok(())
 }

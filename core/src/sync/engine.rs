@@ -1,0 +1,537 @@
+//! The device side of sync: one bounded round at a time, usable from any thread without an async
+//! runtime (Android WorkManager / iOS BGTaskScheduler call [`SyncEngine::sync_once`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::protocol::{
+    self, CONTENT_TYPE, DocChanges, DocId, PROTOCOL_VERSION, ProtocolError, SyncRequest,
+    SyncResponse,
+};
+use crate::client::Client;
+use crate::error::CoreError;
+use crate::org::Person;
+
+/// Bytes of outbox changes pushed in one round at most.
+pub const PUSH_BYTES: usize = 8 << 20;
+/// Size of one photo upload chunk (a 2G link moves it in a few seconds).
+pub const CHUNK_BYTES: usize = 128 * 1024;
+/// Rounds one `sync_once` runs at most while the server says `more`.
+pub const MAX_ROUNDS: usize = 50;
+
+/// Why a sync did not complete. Messages are in Chinese for the phone's status line.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("网络不可用或服务器无响应,稍后自动重试")]
+    Network(String),
+    #[error("服务器暂时无法处理(状态 {0}),稍后自动重试")]
+    Server(u16),
+    #[error("登录已失效,请重新登录")]
+    Unauthorized,
+    #[error("用户名或密码错误")]
+    BadCredentials,
+    #[error("登录尝试过于频繁,请稍后再试")]
+    TooManyAttempts,
+    #[error("本设备已被管理员停用,本地数据已清除")]
+    Wiped,
+    #[error("尚未登录")]
+    NotLoggedIn,
+    #[error("服务器拒绝了请求: {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error(transparent)]
+    Core(#[from] CoreError),
+}
+
+impl SyncError {
+    /// Worth trying again later without the user doing anything.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SyncError::Network(_) | SyncError::Server(_))
+    }
+}
+
+/// A request to the server.
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    pub method: &'static str,
+    pub path: String,
+    pub token: Option<String>,
+    pub content_type: Option<&'static str>,
+    pub body: Vec<u8>,
+}
+
+/// The server's answer.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// How the engine reaches the server.
+pub trait Transport: Send + Sync + std::fmt::Debug {
+    /// Performs one request. Transport failures are [`SyncError::Network`].
+    fn call(&self, req: HttpRequest) -> Result<HttpResponse, SyncError>;
+}
+
+/// HTTP(S) with a blocking client.
+#[derive(Debug, Clone)]
+pub struct HttpTransport {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl HttpTransport {
+    /// A transport to the server at `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(120)))
+            .timeout_connect(Some(Duration::from_secs(15)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            agent,
+        }
+    }
+}
+
+impl Transport for HttpTransport {
+    fn call(&self, req: HttpRequest) -> Result<HttpResponse, SyncError> {
+        let url = format!("{}{}", self.base, req.path);
+        let net = |e: ureq::Error| SyncError::Network(e.to_string());
+        let mut builder = match req.method {
+            "GET" => {
+                let mut b = self.agent.get(&url);
+                if let Some(t) = &req.token {
+                    b = b.header("Authorization", format!("Bearer {t}"));
+                }
+                let resp = b.call().map_err(net)?;
+                return read_response(resp);
+            }
+            "PUT" => self.agent.put(&url),
+            _ => self.agent.post(&url),
+        };
+        if let Some(t) = &req.token {
+            builder = builder.header("Authorization", format!("Bearer {t}"));
+        }
+        if let Some(ct) = req.content_type {
+            builder = builder.header("Content-Type", ct);
+        }
+        let resp = builder.send(&req.body[..]).map_err(net)?;
+        read_response(resp)
+    }
+}
+
+fn read_response(resp: ureq::http::Response<ureq::Body>) -> Result<HttpResponse, SyncError> {
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .with_config()
+        .limit(protocol::MAX_BODY_BYTES as u64)
+        .read_to_vec()
+        .map_err(|e| SyncError::Network(e.to_string()))?;
+    Ok(HttpResponse { status, body })
+}
+
+/// Retry schedule: exponential backoff with a cap.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 5,
+            first_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(300),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before retry number `n` (0-based), doubling up to the cap, with ±25% jitter so that
+    /// a village of phones coming back online does not hit the server in step.
+    pub fn delay(&self, n: u32) -> Duration {
+        let base = self
+            .first_delay
+            .saturating_mul(1u32 << n.min(16))
+            .min(self.max_delay);
+        let jitter = 0.75 + rand::random::<f64>() * 0.5;
+        base.mul_f64(jitter)
+    }
+}
+
+/// What a completed sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    pub rounds: usize,
+    pub pushed: usize,
+    /// (record id, reason) of refused changes; the records were reloaded from the server.
+    pub rejected: Vec<(String, String)>,
+    pub received_docs: usize,
+    pub removed_docs: usize,
+    pub photos_uploaded: usize,
+    pub bytes_up: usize,
+    pub bytes_down: usize,
+}
+
+/// What a UI shows about sync.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    /// Local changes not yet acknowledged by the server.
+    pub pending: i64,
+    /// Photos not yet uploaded.
+    pub pending_photos: i64,
+    pub last_success_ms: Option<i64>,
+    pub last_attempt_ms: Option<i64>,
+    /// The last failure, in Chinese, cleared by the next success.
+    pub last_error: Option<String>,
+    pub logged_in: bool,
+}
+
+/// Result of a login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginResult {
+    pub token: String,
+    pub device_id: String,
+    pub person: Person,
+    pub expires_ms: i64,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+#[derive(Deserialize)]
+struct ErrorDetail {
+    message: String,
+}
+
+fn server_message(body: &[u8]) -> String {
+    serde_json::from_slice::<ErrorBody>(body)
+        .map(|b| b.error.message)
+        .unwrap_or_else(|_| "未知错误".into())
+}
+
+/// The device's sync engine.
+#[derive(Debug)]
+pub struct SyncEngine<T: Transport = HttpTransport> {
+    transport: T,
+    pub policy: RetryPolicy,
+}
+
+impl SyncEngine<HttpTransport> {
+    /// An engine talking HTTP to the server at `base`.
+    pub fn http(base: &str) -> Self {
+        Self::new(HttpTransport::new(base))
+    }
+}
+
+impl<T: Transport> SyncEngine<T> {
+    /// An engine over the given transport.
+    pub fn new(transport: T) -> Self {
+        Self {
+            transport,
+            policy: RetryPolicy::default(),
+        }
+    }
+
+    /// Logs in and binds this device to the account. A different person than before starts from
+    /// an empty store (the previous person's records may be outside the new one's scope).
+    pub fn login(
+        &self,
+        client: &mut Client,
+        username: &str,
+        password: &str,
+        device_name: &str,
+    ) -> Result<LoginResult, SyncError> {
+        let body = serde_json::json!({ "username": username, "password": password, "device_name": device_name });
+        let resp = self.transport.call(HttpRequest {
+            method: "POST",
+            path: "/api/v1/login".into(),
+            token: None,
+            content_type: Some("application/json"),
+            body: body.to_string().into_bytes(),
+        })?;
+        match resp.status {
+            200 => {}
+            401 => return Err(SyncError::BadCredentials),
+            429 => return Err(SyncError::TooManyAttempts),
+            s if s >= 500 => return Err(SyncError::Server(s)),
+            _ => return Err(SyncError::Refused(server_message(&resp.body))),
+        }
+        let login: LoginResult = serde_json::from_slice(&resp.body)
+            .map_err(|e| SyncError::Protocol(ProtocolError::Format(e.to_string())))?;
+        if client.identity().is_some_and(|me| me.id != login.person.id) {
+            client.wipe()?;
+        }
+        client.set_identity(login.person.clone())?;
+        client.set_sync_meta("token", &login.token)?;
+        client.clear_sync_meta("cursor")?;
+        Ok(login)
+    }
+
+    /// Logs out: the server forgets the token; local records stay for the next login.
+    pub fn logout(&self, client: &mut Client) -> Result<(), SyncError> {
+        if let Some(token) = client.sync_meta("token")? {
+            // Best effort: an offline logout still forgets the token locally.
+            let _ = self.transport.call(HttpRequest {
+                method: "POST",
+                path: "/api/v1/logout".into(),
+                token: Some(token),
+                content_type: None,
+                body: Vec::new(),
+            });
+        }
+        client.clear_sync_meta("token")?;
+        client.clear_identity()?;
+        Ok(())
+    }
+
+    /// The status to show.
+    pub fn status(client: &Client) -> Result<SyncStatus, CoreError> {
+        let ms = |k: &str| -> Result<Option<i64>, CoreError> {
+            Ok(client.sync_meta(k)?.and_then(|v| v.parse().ok()))
+        };
+        Ok(SyncStatus {
+            pending: client.pending_count()?,
+            pending_photos: client.pending_photo_count()?,
+            last_success_ms: ms("last_success_ms")?,
+            last_attempt_ms: ms("last_attempt_ms")?,
+            last_error: client.sync_meta("last_error")?,
+            logged_in: client.sync_meta("token")?.is_some(),
+        })
+    }
+
+    /// Syncs until nothing more is waiting (bounded), recording the outcome in the status.
+    pub fn sync_once(&self, client: &mut Client) -> Result<SyncReport, SyncError> {
+        client.set_sync_meta("last_attempt_ms", &client.now_ms().to_string())?;
+        let result = self.sync_inner(client);
+        match &result {
+            Ok(_) => {
+                client.set_sync_meta("last_success_ms", &client.now_ms().to_string())?;
+                client.clear_sync_meta("last_error")?;
+            }
+            Err(SyncError::Wiped) => {}
+            Err(e) => client.set_sync_meta("last_error", &e.to_string())?,
+        }
+        result
+    }
+
+    /// [`Self::sync_once`] with retries on network and server errors, sleeping with `sleep`.
+    pub fn sync_with_retry(
+        &self,
+        client: &mut Client,
+        sleep: impl Fn(Duration),
+    ) -> Result<SyncReport, SyncError> {
+        let mut n = 0;
+        loop {
+            match self.sync_once(client) {
+                Err(e) if e.is_retryable() && n + 1 < self.policy.attempts => {
+                    sleep(self.policy.delay(n));
+                    n += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn sync_inner(&self, client: &mut Client) -> Result<SyncReport, SyncError> {
+        let token = client.sync_meta("token")?.ok_or(SyncError::NotLoggedIn)?;
+        let mut report = SyncReport::default();
+        report.photos_uploaded = self.upload_photos(client, &token, &mut report)?;
+        for _ in 0..MAX_ROUNDS {
+            let more = self.round(client, &token, &mut report)?;
+            report.rounds += 1;
+            if !more && client.pending_count()? == 0 {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    /// One request: push the outbox, apply the answer. Returns whether more is waiting.
+    fn round(
+        &self,
+        client: &mut Client,
+        token: &str,
+        report: &mut SyncReport,
+    ) -> Result<bool, SyncError> {
+        let outbox = client.outbox(10_000)?;
+        let mut push: Vec<DocChanges> = Vec::new();
+        let mut hashes: BTreeMap<DocId, Vec<String>> = BTreeMap::new();
+        let mut size = 0;
+        for e in outbox {
+            if size > 0 && size + e.bytes.len() > PUSH_BYTES {
+                break;
+            }
+            size += e.bytes.len();
+            let Some(doc) = DocId::parse(&e.doc_id) else {
+                continue;
+            };
+            match push.iter_mut().find(|d| d.doc == doc) {
+                Some(d) => d.changes.push(serde_bytes::ByteBuf::from(e.bytes)),
+                None => push.push(DocChanges {
+                    doc,
+                    changes: vec![serde_bytes::ByteBuf::from(e.bytes)],
+                }),
+            }
+            hashes.entry(doc).or_default().push(e.hash);
+        }
+        let cursor = client.sync_meta("cursor")?.and_then(|c| c.parse().ok());
+        let body = protocol::encode(&SyncRequest {
+            v: PROTOCOL_VERSION,
+            cursor,
+            push,
+            page_bytes: None,
+        });
+        report.bytes_up += body.len();
+        let resp = self.transport.call(HttpRequest {
+            method: "POST",
+            path: "/api/v1/sync".into(),
+            token: Some(token.to_owned()),
+            content_type: Some(CONTENT_TYPE),
+            body,
+        })?;
+        report.bytes_down += resp.body.len();
+        match resp.status {
+            200 => {}
+            401 => return Err(SyncError::Unauthorized),
+            410 => {
+                client.wipe()?;
+                return Err(SyncError::Wiped);
+            }
+            s if s >= 500 => return Err(SyncError::Server(s)),
+            _ => return Err(SyncError::Refused(server_message(&resp.body))),
+        }
+        let answer: SyncResponse = protocol::decode(&resp.body)?;
+        if answer.v != PROTOCOL_VERSION {
+            return Err(ProtocolError::Version(answer.v).into());
+        }
+
+        // Refused changes: drop that record's queued changes and its local copy; the server sent
+        // its own copy (when the record is in scope) to take its place.
+        let mut acked = Vec::new();
+        for (doc, hs) in &hashes {
+            if let Some(r) = answer.rejected.iter().find(|r| r.doc == *doc) {
+                let id = doc.to_id();
+                acked.extend(hs.iter().take(r.index as usize).cloned());
+                client.drop_queued(&id)?;
+                client.record_rejection(&id, &r.reason)?;
+                client.forget(&id)?;
+                report.rejected.push((id, r.reason.clone()));
+            } else {
+                acked.extend(hs.iter().cloned());
+            }
+        }
+        report.pushed += acked.len();
+        client.acknowledge(&acked)?;
+        for doc in &answer.removed {
+            client.forget(&doc.to_id())?;
+        }
+        report.removed_docs += answer.removed.len();
+        for d in &answer.docs {
+            let changes: Vec<Vec<u8>> = d.changes.iter().map(|c| c.to_vec()).collect();
+            client.apply_from_server(&d.doc.to_id(), &changes, answer.server_time_ms)?;
+        }
+        report.received_docs += answer.docs.len();
+        client.set_sync_meta("cursor", &answer.cursor.to_string())?;
+        Ok(answer.more)
+    }
+
+    /// Uploads photos not yet on the server, resuming each where the server's copy ends.
+    fn upload_photos(
+        &self,
+        client: &mut Client,
+        token: &str,
+        report: &mut SyncReport,
+    ) -> Result<usize, SyncError> {
+        let mut done = 0;
+        for sha in client.pending_photos()? {
+            let Some(bytes) = client.photo(&sha)? else {
+                continue;
+            };
+            let status = self.transport.call(HttpRequest {
+                method: "GET",
+                path: format!("/api/v1/attachments/{sha}/status"),
+                token: Some(token.to_owned()),
+                content_type: None,
+                body: Vec::new(),
+            })?;
+            let mut offset = match status.status {
+                200 => upload_state(&status.body)?.0,
+                404 => 0,
+                401 => return Err(SyncError::Unauthorized),
+                s if s >= 500 => return Err(SyncError::Server(s)),
+                _ => return Err(SyncError::Refused(server_message(&status.body))),
+            };
+            let mut complete = offset == bytes.len() as u64;
+            while !complete {
+                let start = offset as usize;
+                let end = (start + CHUNK_BYTES).min(bytes.len());
+                let resp = self.transport.call(HttpRequest {
+                    method: "PUT",
+                    path: format!(
+                        "/api/v1/attachments/{sha}?offset={start}&total={}",
+                        bytes.len()
+                    ),
+                    token: Some(token.to_owned()),
+                    content_type: Some("application/octet-stream"),
+                    body: bytes[start..end].to_vec(),
+                })?;
+                report.bytes_up += end - start;
+                match resp.status {
+                    200 | 409 => (offset, complete) = upload_state(&resp.body)?,
+                    401 => return Err(SyncError::Unauthorized),
+                    s if s >= 500 => return Err(SyncError::Server(s)),
+                    _ => return Err(SyncError::Refused(server_message(&resp.body))),
+                }
+            }
+            client.mark_photo_uploaded(&sha)?;
+            done += 1;
+        }
+        Ok(done)
+    }
+
+    /// Downloads a photo the device does not hold (photos are fetched on demand).
+    pub fn fetch_photo(&self, client: &mut Client, sha256: &str) -> Result<Vec<u8>, SyncError> {
+        if let Some(b) = client.photo(sha256)? {
+            return Ok(b);
+        }
+        let token = client.sync_meta("token")?.ok_or(SyncError::NotLoggedIn)?;
+        let resp = self.transport.call(HttpRequest {
+            method: "GET",
+            path: format!("/api/v1/attachments/{sha256}"),
+            token: Some(token),
+            content_type: None,
+            body: Vec::new(),
+        })?;
+        match resp.status {
+            200 => {
+                client.store_downloaded_photo(sha256, &resp.body)?;
+                Ok(resp.body)
+            }
+            401 => Err(SyncError::Unauthorized),
+            s if s >= 500 => Err(SyncError::Server(s)),
+            _ => Err(SyncError::Refused(server_message(&resp.body))),
+        }
+    }
+}
+
+fn upload_state(body: &[u8]) -> Result<(u64, bool), SyncError> {
+    #[derive(Deserialize)]
+    struct State {
+        received: u64,
+        complete: bool,
+    }
+    let s: State = serde_json::from_slice(body)
+        .map_err(|e| SyncError::Protocol(ProtocolError::Format(e.to_string())))?;
+    Ok((s.received, s.complete))
+}

@@ -1,0 +1,180 @@
+//! The wire format of a sync round.
+//!
+//! One `POST /api/v1/sync` carries both directions. The body is a CBOR map, deflate-compressed;
+//! document ids travel as 16 raw bytes and change bytes as CBOR byte strings, so the framing costs
+//! a few bytes per change. Every message carries the protocol version `v`.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::io::{Read, Write};
+
+/// Version of this protocol; the server refuses others with a clear message.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Content type of sync bodies.
+pub const CONTENT_TYPE: &str = "application/vnd.gridlink.sync+cbor";
+/// Largest decompressed body either side accepts.
+pub const MAX_BODY_BYTES: usize = 64 << 20;
+/// Default bound on the changes one response carries (the rest follow with `more`).
+pub const DEFAULT_PAGE_BYTES: u32 = 4 << 20;
+
+/// A document id on the wire: the UUID's 16 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DocId(#[serde(with = "serde_bytes")] pub [u8; 16]);
+
+impl DocId {
+    /// Parses the text form of a record id.
+    pub fn parse(id: &str) -> Option<Self> {
+        uuid::Uuid::parse_str(id).ok().map(|u| Self(*u.as_bytes()))
+    }
+    /// The text form used everywhere else.
+    pub fn to_id(self) -> String {
+        uuid::Uuid::from_bytes(self.0).to_string()
+    }
+}
+
+/// Changes of one document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocChanges {
+    pub doc: DocId,
+    pub changes: Vec<serde_bytes::ByteBuf>,
+}
+
+/// What a device sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    pub v: u16,
+    /// The cursor from the last answer the device fully applied; `None` on a fresh device.
+    pub cursor: Option<u64>,
+    /// Unacknowledged local changes, grouped by document, in the order they were made.
+    pub push: Vec<DocChanges>,
+    /// Bound on the response size the device wants (a slow link asks for smaller pages).
+    #[serde(default)]
+    pub page_bytes: Option<u32>,
+}
+
+/// A pushed change the server refused, with the reason (Chinese, shown to the user).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub doc: DocId,
+    /// Position of the change within the document's pushed changes.
+    pub index: u32,
+    pub reason: String,
+}
+
+/// What the server answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncResponse {
+    pub v: u16,
+    /// Pushed changes not accepted; every other pushed change is stored durably.
+    pub rejected: Vec<Rejection>,
+    /// Changes in the device's scope it does not have yet. A document with a rejected change comes
+    /// with its whole history, so the device can replace its copy.
+    pub docs: Vec<DocChanges>,
+    /// Documents that left the device's scope: delete them locally.
+    pub removed: Vec<DocId>,
+    pub cursor: u64,
+    /// More changes wait: sync again right away.
+    pub more: bool,
+    /// The server's clock (unix ms), the reference for checking received timestamps.
+    pub server_time_ms: i64,
+}
+
+/// Encoding and decoding failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("同步数据过大(超过 {0} 字节)")]
+    TooLarge(usize),
+    #[error("同步数据无法解压")]
+    Compression,
+    #[error("同步数据格式错误: {0}")]
+    Format(String),
+    #[error("同步协议版本 {0} 不受支持,请升级应用")]
+    Version(u16),
+}
+
+/// Serialises and compresses a message.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut cbor = Vec::new();
+    ciborium::into_writer(msg, &mut cbor).expect("writing to a Vec cannot fail");
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(&cbor).expect("writing to a Vec cannot fail");
+    z.finish().expect("writing to a Vec cannot fail")
+}
+
+/// Decompresses (bounded) and deserialises a message.
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtocolError> {
+    let mut cbor = Vec::new();
+    flate2::read::DeflateDecoder::new(body)
+        .take(MAX_BODY_BYTES as u64 + 1)
+        .read_to_end(&mut cbor)
+        .map_err(|_| ProtocolError::Compression)?;
+    if cbor.len() > MAX_BODY_BYTES {
+        return Err(ProtocolError::TooLarge(MAX_BODY_BYTES));
+    }
+    ciborium::from_reader(cbor.as_slice()).map_err(|e| ProtocolError::Format(e.to_string()))
+}
+
+/// Decodes a request and checks its version.
+pub fn decode_request(body: &[u8]) -> Result<SyncRequest, ProtocolError> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        v: u16,
+    }
+    let v: Versioned = decode(body)?;
+    if v.v != PROTOCOL_VERSION {
+        return Err(ProtocolError::Version(v.v));
+    }
+    decode(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_bounds() {
+        let req = SyncRequest {
+            v: PROTOCOL_VERSION,
+            cursor: Some(7),
+            push: vec![DocChanges {
+                doc: DocId([7; 16]),
+                changes: vec![serde_bytes::ByteBuf::from(vec![1, 2, 3])],
+            }],
+            page_bytes: None,
+        };
+        let bytes = encode(&req);
+        assert_eq!(decode_request(&bytes).unwrap(), req);
+        let empty = encode(&SyncRequest {
+            v: 1,
+            cursor: Some(123456),
+            push: vec![],
+            page_bytes: None,
+        });
+        assert!(
+            empty.len() < 40,
+            "an idle round is tiny: {} bytes",
+            empty.len()
+        );
+        assert!(matches!(
+            decode_request(&encode(&SyncRequest {
+                v: 9,
+                ..req.clone()
+            })),
+            Err(ProtocolError::Version(9))
+        ));
+        assert!(matches!(
+            decode_request(b"garbage"),
+            Err(ProtocolError::Compression | ProtocolError::Format(_))
+        ));
+        assert!(decode_request(&bytes[..bytes.len() / 2]).is_err());
+        // A deflate bomb is cut off at the bound.
+        let bomb = {
+            let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+            z.write_all(&vec![0u8; MAX_BODY_BYTES + 10]).unwrap();
+            z.finish().unwrap()
+        };
+        assert!(matches!(
+            decode_request(&bomb),
+            Err(ProtocolError::TooLarge(_))
+        ));
+    }
+}

@@ -1,0 +1,331 @@
+//! Shared state, the router and the HTTP handlers.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use automerge::ActorId;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use gridlink_core::sync::protocol::{self, CONTENT_TYPE, ProtocolError};
+use gridlink_core::{Clock, Role, masked_json};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use tokio::sync::broadcast;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::attachments;
+use crate::auth::{self, AuthDevice, LoginLimiter};
+use crate::db::{self, Db};
+use crate::docs::{self, ScopeEvent};
+use crate::error::{AppError, AppResult};
+
+/// Server settings (from flags, environment and the TOML file).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Prefix of case numbers (`GT` gives `GT-2026-000123`).
+    pub case_prefix: String,
+    /// Days a device token stays valid.
+    pub token_days: u32,
+    /// Largest photo accepted, in bytes.
+    pub max_attachment_bytes: u64,
+    /// Where attachments are kept.
+    pub data_dir: PathBuf,
+}
+
+/// State shared by all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub settings: Arc<Settings>,
+    pub clock: Arc<dyn Clock>,
+    pub server_actor: ActorId,
+    pub events: broadcast::Sender<ScopeEvent>,
+    pub limiter: Arc<LoginLimiter>,
+    pub metrics: PrometheusHandle,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Now, from the injectable clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Tells live clients about changed records (after the transaction committed).
+    pub fn notify(&self, events: Vec<ScopeEvent>) {
+        for e in events {
+            let _ = self.events.send(e);
+        }
+    }
+}
+
+/// Largest sync request body accepted (compressed).
+pub const MAX_SYNC_BODY: usize = 32 << 20;
+
+/// The router; tests call it without a socket.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/login", post(login))
+        .route("/api/v1/logout", post(logout))
+        .route("/api/v1/me", get(me))
+        .route(
+            "/api/v1/sync",
+            post(sync).layer(DefaultBodyLimit::max(MAX_SYNC_BODY)),
+        )
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/records/{id}", get(record))
+        .route(
+            "/api/v1/attachments/{sha}",
+            get(attachments::download).put(attachments::upload),
+        )
+        .route("/api/v1/attachments/{sha}/status", get(attachments::status))
+        .route("/api/v1/admin/devices", get(list_devices))
+        .route("/api/v1/admin/devices/{id}/revoke", post(revoke_device))
+        .layer(DefaultBodyLimit::max(2 << 20))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<AppState>) -> AppResult<&'static str> {
+    state
+        .db
+        .read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+        .await?;
+    Ok("ok")
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    username: String,
+    password: String,
+    #[serde(default)]
+    device_name: String,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    Json(form): Json<LoginForm>,
+) -> AppResult<Json<serde_json::Value>> {
+    let now = state.now_ms();
+    let user = form.username.trim().to_owned();
+    if user.is_empty() || user.len() > 64 || form.password.len() > 256 {
+        return Err(AppError::BadCredentials);
+    }
+    if !state.limiter.allowed(&user, now) {
+        return Err(AppError::TooManyRequests);
+    }
+    let lookup = user.clone();
+    let found = state
+        .db
+        .read(move |c| auth::load_person(c, &lookup))
+        .await?;
+    let password = form.password;
+    // argon2 is deliberately slow: keep it off the async threads. An unknown user costs the same.
+    let ok = tokio::task::spawn_blocking(move || match found {
+        Some((person, hash, true)) => auth::verify_password(&hash, &password).then_some(person),
+        _ => {
+            auth::verify_password("$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$J7e1GSqyoTCd1qGgcORQ4s0n4Nl0n2ZNzqQCz1cHl4M", &password);
+            None
+        }
+    })
+    .await?;
+    let Some(person) = ok else {
+        state.limiter.failed(&user, now);
+        tracing::info!(user = %user, "login failed");
+        return Err(AppError::BadCredentials);
+    };
+    state.limiter.succeeded(&user);
+    let token = auth::new_token();
+    let device_id = uuid::Uuid::now_v7().to_string();
+    let expires = now + i64::from(state.settings.token_days) * 86_400_000;
+    let name: String = form.device_name.chars().take(64).collect();
+    let (hash, pid, did) = (
+        auth::token_hash(&token),
+        person.id.clone(),
+        device_id.clone(),
+    );
+    state
+        .db
+        .write(move |c| {
+            c.execute(
+                "INSERT INTO devices(id, person_id, name, token_hash, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                rusqlite::params![did, pid, name, hash, now, expires],
+            )?;
+            db::audit(c, now, &pid, "login", &format!("device {did}"))
+        })
+        .await?;
+    tracing::info!(user = %person.id, device = %device_id, "login");
+    Ok(Json(
+        serde_json::json!({ "token": token, "device_id": device_id, "person": person, "expires_ms": expires }),
+    ))
+}
+
+async fn logout(State(state): State<AppState>, auth: AuthDevice) -> AppResult<StatusCode> {
+    state
+        .db
+        .write(move |c| {
+            c.execute(
+                "UPDATE devices SET logged_out = 1 WHERE id = ?1",
+                [&auth.device_id],
+            )?;
+            Ok(())
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn me(auth: AuthDevice) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "person": auth.person, "device_id": auth.device_id }))
+}
+
+async fn sync(
+    State(state): State<AppState>,
+    auth: AuthDevice,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AppResult<Response> {
+    let started = std::time::Instant::now();
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !ct.starts_with(CONTENT_TYPE) {
+        return Err(AppError::BadRequest(format!(
+            "同步请求的内容类型应为 {CONTENT_TYPE}"
+        )));
+    }
+    let req = protocol::decode_request(&body).map_err(|e| match e {
+        ProtocolError::TooLarge(n) => AppError::TooLarge(n),
+        ProtocolError::Version(_) => AppError::Unprocessable(e.to_string()),
+        other => AppError::BadRequest(other.to_string()),
+    })?;
+    if req.push.iter().any(|d| d.changes.is_empty()) || req.push.len() > 100_000 {
+        return Err(AppError::BadRequest("同步请求中的变更列表无效".into()));
+    }
+    let st = state.clone();
+    let (resp, events) = state
+        .db
+        .write(move |c| crate::sync::round(c, &st, &auth, req))
+        .await?;
+    state.notify(events);
+    metrics::histogram!("gridlink_sync_seconds").record(started.elapsed().as_secs_f64());
+    Ok((
+        [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))],
+        protocol::encode(&resp),
+    )
+        .into_response())
+}
+
+async fn events(
+    State(state): State<AppState>,
+    auth: AuthDevice,
+) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
+    let person = auth.person;
+    let stream = BroadcastStream::new(state.events.subscribe()).filter_map(move |e| match e {
+        Ok(e) if e.visible_to(&person) => Some(Ok(Event::default().event("sync").data(e.doc_id))),
+        Ok(_) => None,
+        // The client fell behind: tell it to sync anyway.
+        Err(_) => Some(Ok(Event::default().event("sync").data(""))),
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(20)))
+}
+
+async fn record(
+    State(state): State<AppState>,
+    auth: AuthDevice,
+    Path(id): Path<String>,
+) -> AppResult<Json<serde_json::Value>> {
+    let actor = state.server_actor.clone();
+    state
+        .db
+        .read(move |c| {
+            let (record, state, access) = docs::read_for(c, &actor, &id, &auth.person)?;
+            let folded = record.fold();
+            Ok(Json(serde_json::json!({
+                "record": masked_json(&record),
+                "state": state,
+                "timeline": folded.entries,
+                "read_only": access != gridlink_core::Access::Full,
+            })))
+        })
+        .await
+}
+
+fn require_admin(auth: &AuthDevice) -> AppResult<()> {
+    if auth.person.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden)
+    }
+}
+
+async fn list_devices(
+    State(state): State<AppState>,
+    auth: AuthDevice,
+) -> AppResult<Json<serde_json::Value>> {
+    require_admin(&auth)?;
+    state
+        .db
+        .read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT d.id, d.person_id, p.name, d.name, d.created_ms, d.last_seen_ms, d.revoked_ms FROM devices d
+                 JOIN people p ON p.id = d.person_id ORDER BY d.created_ms DESC LIMIT 500",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(serde_json::json!({
+                    "id": r.get::<_, String>(0)?, "person_id": r.get::<_, String>(1)?, "person_name": r.get::<_, String>(2)?,
+                    "name": r.get::<_, String>(3)?, "created_ms": r.get::<_, i64>(4)?, "last_seen_ms": r.get::<_, Option<i64>>(5)?,
+                    "revoked_ms": r.get::<_, Option<i64>>(6)?,
+                }))
+            })?;
+            Ok(Json(serde_json::Value::Array(rows.collect::<Result<_, _>>()?)))
+        })
+        .await
+}
+
+async fn revoke_device(
+    State(state): State<AppState>,
+    auth: AuthDevice,
+    Path(id): Path<String>,
+) -> AppResult<StatusCode> {
+    require_admin(&auth)?;
+    let now = state.now_ms();
+    state
+        .db
+        .write(move |c| {
+            let n = c.execute(
+                "UPDATE devices SET revoked_ms = ?1 WHERE id = ?2 AND revoked_ms IS NULL",
+                rusqlite::params![now, id],
+            )?;
+            if n == 0 {
+                return Err(AppError::NotFound);
+            }
+            db::audit(c, now, &auth.person.id, "revoke_device", &id)
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

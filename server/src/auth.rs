@@ -1,0 +1,224 @@
+//! Accounts and devices: argon2id password hashes, one random token per device (stored hashed,
+//! expiring, revocable), and the extractor that authenticates a request.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use base64::Engine;
+use gridlink_core::{Person, Role, UnitCode};
+use rusqlite::{Connection, OptionalExtension};
+use sha2::{Digest, Sha256};
+
+use crate::app::AppState;
+use crate::error::{AppError, AppResult};
+
+/// Hashes a password with argon2id (PHC string).
+pub fn hash_password(password: &str) -> String {
+    let salt =
+        SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes make a valid salt");
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 with default parameters")
+        .to_string()
+}
+
+/// Checks a password against its stored hash (constant-time comparison inside argon2).
+pub fn verify_password(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
+}
+
+/// A new device token: 32 random bytes, URL-safe base64.
+pub fn new_token() -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+}
+
+/// How a token is stored: its SHA-256. Tokens are random, so a fast hash suffices, and a lookup by
+/// hash does not compare secrets byte by byte.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Parses a stored role name.
+pub fn parse_role(s: &str) -> Option<Role> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+}
+
+/// The stored name of a role.
+pub fn role_name(r: Role) -> String {
+    serde_json::to_value(r)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Loads a person by id.
+pub fn load_person(conn: &Connection, id: &str) -> AppResult<Option<(Person, String, bool)>> {
+    let row = conn
+        .query_row(
+            "SELECT id, name, role, unit, password_hash, active FROM people WHERE id = ?1",
+            [id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, bool>(5)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((id, name, role, unit, hash, active)) = row else {
+        return Ok(None);
+    };
+    let role = parse_role(&role).ok_or_else(|| AppError::Internal(format!("bad role for {id}")))?;
+    let unit =
+        UnitCode::parse(&unit).map_err(|_| AppError::Internal(format!("bad unit for {id}")))?;
+    Ok(Some((
+        Person {
+            id,
+            name,
+            role,
+            unit,
+        },
+        hash,
+        active,
+    )))
+}
+
+/// An authenticated device and the person using it.
+#[derive(Debug, Clone)]
+pub struct AuthDevice {
+    pub device_id: String,
+    pub person: Person,
+}
+
+impl FromRequestParts<AppState> for AuthDevice {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let from_query = parts
+            .uri
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
+        let token = header
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .or(from_query)
+            .ok_or(AppError::Unauthorized)?;
+        if token.len() > 200 {
+            return Err(AppError::Unauthorized);
+        }
+        let hash = token_hash(token);
+        let now = state.now_ms();
+        state
+            .db
+            .read(move |conn| {
+                let row = conn
+                    .query_row(
+                        "SELECT id, person_id, expires_ms, revoked_ms, logged_out FROM devices WHERE token_hash = ?1",
+                        [&hash],
+                        |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<i64>>(3)?, r.get::<_, bool>(4)?)),
+                    )
+                    .optional()?;
+                let Some((device_id, person_id, expires, revoked, logged_out)) = row else { return Err(AppError::Unauthorized) };
+                if revoked.is_some() {
+                    return Err(AppError::Wipe);
+                }
+                if logged_out || expires < now {
+                    return Err(AppError::Unauthorized);
+                }
+                match load_person(conn, &person_id)? {
+                    Some((person, _, true)) => Ok(AuthDevice { device_id, person }),
+                    _ => Err(AppError::Unauthorized),
+                }
+            })
+            .await
+    }
+}
+
+/// Failed logins per user name, to slow down guessing: after [`LIMIT`] failures within
+/// [`WINDOW_MS`], further attempts are refused until the window passes.
+#[derive(Debug, Default)]
+pub struct LoginLimiter {
+    failures: Mutex<HashMap<String, (u32, i64)>>,
+}
+
+const LIMIT: u32 = 10;
+const WINDOW_MS: i64 = 5 * 60_000;
+
+impl LoginLimiter {
+    /// True when this user name may try now.
+    pub fn allowed(&self, user: &str, now: i64) -> bool {
+        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(user)
+            .is_none_or(|(n, since)| *n < LIMIT || now - since > WINDOW_MS)
+    }
+
+    /// Records a failure.
+    pub fn failed(&self, user: &str, now: i64) {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let e = map
+            .entry(user.chars().take(64).collect())
+            .or_insert((0, now));
+        if now - e.1 > WINDOW_MS {
+            *e = (0, now);
+        }
+        e.0 += 1;
+    }
+
+    /// Clears a user's failures after a successful login.
+    pub fn succeeded(&self, user: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(user);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_and_tokens() {
+        let h = hash_password("正确的密码");
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password(&h, "正确的密码"));
+        assert!(!verify_password(&h, "错误"));
+        assert!(!verify_password("garbage", "x"));
+        let t = new_token();
+        assert_eq!(t.len(), 43);
+        assert_ne!(t, new_token());
+        assert_eq!(token_hash(&t).len(), 64);
+        assert_eq!(parse_role("grid_member"), Some(Role::GridMember));
+        assert_eq!(role_name(Role::CenterOperator), "center_operator");
+    }
+
+    #[test]
+    fn limiter() {
+        let l = LoginLimiter::default();
+        for _ in 0..LIMIT {
+            assert!(l.allowed("a", 0));
+            l.failed("a", 0);
+        }
+        assert!(!l.allowed("a", 1000));
+        assert!(l.allowed("b", 1000));
+        assert!(l.allowed("a", WINDOW_MS + 1));
+    }
+}

@@ -1,0 +1,139 @@
+//! Configuration: command-line flags, then environment variables, then a TOML file, then defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+use crate::app::Settings;
+
+/// The town server of Gridlink (网格通).
+#[derive(Debug, Parser)]
+#[command(
+    name = "gridlink-server",
+    version,
+    about = "Gridlink town server: sync, accounts, routing, console"
+)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "GRIDLINK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log as JSON lines (for log collectors) instead of text.
+    #[arg(long, global = true, env = "GRIDLINK_LOG_JSON")]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a town's database.
+    Serve(ServeArgs),
+    /// Start with a seeded demo town (广通镇) and print the logins.
+    Demo(DemoArgs),
+    /// Import units, people or catalogs (all rows or nothing).
+    Import(ImportArgs),
+}
+
+/// Options shared by `serve` and `demo`.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Case-number prefix (`GT` gives `GT-2026-000123`).
+    #[arg(long, env = "GRIDLINK_CASE_PREFIX")]
+    pub case_prefix: Option<String>,
+    /// Directory for attachments (default: beside the database).
+    #[arg(long, env = "GRIDLINK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// SQLite database file.
+    #[arg(long, env = "GRIDLINK_DB")]
+    pub db: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "GRIDLINK_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Address to listen on.
+    #[arg(long, env = "GRIDLINK_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Keep the demo database in this file (default: a temporary directory).
+    #[arg(long, env = "GRIDLINK_DB")]
+    pub db: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// SQLite database file.
+    #[arg(long, env = "GRIDLINK_DB")]
+    pub db: PathBuf,
+    #[command(subcommand)]
+    pub what: ImportWhat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportWhat {
+    /// Org units, CSV: code,name,kind,parent,department_key
+    Units { file: PathBuf },
+    /// People, CSV: id,name,role,unit,password
+    People { file: PathBuf },
+    /// Catalogs, JSON: the incident-category file and the service-item file.
+    Catalog { categories: PathBuf, items: PathBuf },
+}
+
+/// Settings that may come from the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub db: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub case_prefix: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub token_days: Option<u32>,
+    pub max_attachment_mb: Option<u64>,
+}
+
+impl FileConfig {
+    /// Reads the file, or the defaults when there is none.
+    pub fn load(path: Option<&Path>) -> Result<Self, String> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("配置文件 {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("配置文件 {}: {e}", path.display()))
+    }
+}
+
+/// Resolves the settings: flag or environment first, then the file, then the defaults.
+pub fn settings(common: &CommonArgs, file: &FileConfig, db: &Path) -> Settings {
+    let data_dir = common
+        .data_dir
+        .clone()
+        .or_else(|| file.data_dir.clone())
+        .unwrap_or_else(|| {
+            db.parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
+                .join("gridlink-data")
+        });
+    Settings {
+        case_prefix: common
+            .case_prefix
+            .clone()
+            .or_else(|| file.case_prefix.clone())
+            .unwrap_or_else(|| "GT".into()),
+        token_days: file.token_days.unwrap_or(90),
+        max_attachment_bytes: file.max_attachment_mb.unwrap_or(10) << 20,
+        data_dir,
+    }
+}

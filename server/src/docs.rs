@@ -1,0 +1,293 @@
+//! Records on the server: ingesting pushed changes (validated with the core's rules), case
+//! numbers, the index used for scope, and reading a record.
+
+use std::collections::HashSet;
+
+use automerge::{ActorId, Change};
+use gridlink_core::calendar::local_time;
+use gridlink_core::org::access;
+use gridlink_core::record::RecordDoc;
+use gridlink_core::sync::validate::scope_of;
+use gridlink_core::sync::validate::validate_update as validate_update_fn;
+use gridlink_core::{Access, Person, Record, RecordBody, RecordState, Status};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::error::{AppError, AppResult};
+
+/// Device id recorded for changes the server makes itself (case numbers, supervision).
+pub const SERVER_DEVICE: &str = "server";
+
+/// What a stored change touched, for live notifications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeEvent {
+    pub doc_id: String,
+    pub location: String,
+    pub holder: Option<String>,
+    pub reporter: Option<String>,
+}
+
+impl ScopeEvent {
+    /// True when `person` may see the record this event is about.
+    pub fn visible_to(&self, person: &Person) -> bool {
+        let Ok(location) = gridlink_core::UnitCode::parse(&self.location) else {
+            return false;
+        };
+        let holder = self
+            .holder
+            .as_deref()
+            .and_then(|h| gridlink_core::UnitCode::parse(h).ok());
+        let scope = gridlink_core::org::RecordScope {
+            location: &location,
+            holder: holder.as_ref(),
+            assignee: None,
+            reporter: self.reporter.as_deref(),
+        };
+        access(person, &scope) != Access::None
+    }
+}
+
+/// Everything ingesting needs besides the transaction.
+#[derive(Debug)]
+pub struct IngestCtx<'a> {
+    pub server_actor: &'a ActorId,
+    pub case_prefix: &'a str,
+    pub now_ms: i64,
+    pub events: &'a mut Vec<ScopeEvent>,
+}
+
+/// Loads the server's copy of a record.
+pub fn load_doc(conn: &Connection, id: &str, actor: &ActorId) -> AppResult<Option<RecordDoc>> {
+    let snapshot: Option<Vec<u8>> = conn
+        .query_row("SELECT snapshot FROM docs WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    snapshot
+        .map(|s| RecordDoc::load(id, &[&s], actor).map_err(AppError::from))
+        .transpose()
+}
+
+/// Ingests one device's changes to one record, in order. Changes are stored until the first one
+/// that is refused; returns how many were accepted, or the refused index and the reason.
+pub fn ingest(
+    tx: &Transaction<'_>,
+    ctx: &mut IngestCtx<'_>,
+    device_id: &str,
+    person: &Person,
+    doc_id: &str,
+    changes: &[Vec<u8>],
+) -> AppResult<Result<usize, (usize, String)>> {
+    let existing = load_doc(tx, doc_id, ctx.server_actor)?;
+    let mut before: Option<Record> = existing.as_ref().map(|d| d.read()).transpose()?;
+    let mut doc = existing.unwrap_or_else(|| RecordDoc::empty(ctx.server_actor));
+    let mut stored = false;
+    let mut outcome = Ok(changes.len());
+    for (i, bytes) in changes.iter().enumerate() {
+        match ingest_one(
+            tx,
+            ctx,
+            device_id,
+            person,
+            doc_id,
+            &mut doc,
+            before.as_ref(),
+            bytes,
+        )? {
+            Ok(Some(record)) => {
+                before = Some(record);
+                stored = true;
+            }
+            Ok(None) => {} // already stored (a repeated request)
+            Err(reason) => {
+                outcome = Err((i, reason));
+                break;
+            }
+        }
+    }
+    if stored {
+        let record = before.as_ref().expect("a stored change leaves a record");
+        write_index(tx, record, &mut doc, ctx)?;
+    }
+    Ok(outcome)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn ingest_one(
+    tx: &Transaction<'_>,
+    ctx: &mut IngestCtx<'_>,
+    device_id: &str,
+    person: &Person,
+    doc_id: &str,
+    doc: &mut RecordDoc,
+    before: Option<&Record>,
+    bytes: &[u8],
+) -> AppResult<Result<Option<Record>, String>> {
+    let Ok(change) = Change::from_bytes(bytes.to_vec()) else {
+        return Ok(Err("变更数据无效".into()));
+    };
+    let hash = change.hash().to_string();
+    let known: bool = tx.query_row(
+        "SELECT count(*) FROM changes WHERE hash = ?1",
+        [&hash],
+        |r| r.get::<_, i64>(0),
+    )? > 0;
+    if known {
+        return Ok(Ok(None));
+    }
+    let mut next = doc.clone();
+    if next.apply_changes(vec![change]).is_err() {
+        return Ok(Err("变更数据无效".into()));
+    }
+    if !next.missing_deps(&[]).is_empty() {
+        return Ok(Err("缺少前置变更,请重新同步".into()));
+    }
+    let after = match next.read() {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    if after.id != doc_id {
+        return Ok(Err("记录编号与文档不符".into()));
+    }
+    if let Err(reason) = validate_update_fn(before, &after, person, ctx.now_ms) {
+        return Ok(Err(reason));
+    }
+    tx.execute(
+        "INSERT INTO changes(doc_id, hash, bytes, device_id, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![doc_id, hash, bytes, device_id, ctx.now_ms],
+    )?;
+    if before.is_none() {
+        let case_no = next_case_no(tx, ctx.case_prefix, ctx.now_ms)?;
+        next.set_case_no(&case_no, ctx.now_ms)?;
+        store_server_change(tx, doc_id, &mut next, ctx.now_ms)?;
+    }
+    let record = next.read()?;
+    *doc = next;
+    Ok(Ok(Some(record)))
+}
+
+/// Stores the change the server itself just made to `doc`.
+pub fn store_server_change(
+    tx: &Transaction<'_>,
+    doc_id: &str,
+    doc: &mut RecordDoc,
+    now_ms: i64,
+) -> AppResult<()> {
+    let mut change = doc
+        .last_local_change()
+        .ok_or_else(|| AppError::Internal("server change missing".into()))?;
+    tx.execute(
+        "INSERT INTO changes(doc_id, hash, bytes, device_id, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![doc_id, change.hash().to_string(), change.bytes().as_ref(), SERVER_DEVICE, now_ms],
+    )?;
+    Ok(())
+}
+
+/// The next case number (`GT-2026-000123`), per prefix and year, in order and without gaps: the
+/// counter moves in the same transaction that stores the record.
+pub fn next_case_no(tx: &Transaction<'_>, prefix: &str, now_ms: i64) -> AppResult<String> {
+    let year = chrono::Datelike::year(&local_time(now_ms));
+    let n: i64 = tx.query_row(
+        "INSERT INTO case_counters(prefix, year, last) VALUES (?1, ?2, 1)
+         ON CONFLICT(prefix, year) DO UPDATE SET last = last + 1 RETURNING last",
+        params![prefix, year],
+        |r| r.get(0),
+    )?;
+    Ok(format!("{prefix}-{year}-{n:06}"))
+}
+
+/// Writes the record's index row and snapshot, and notes the event.
+pub fn write_index(
+    tx: &Transaction<'_>,
+    record: &Record,
+    doc: &mut RecordDoc,
+    ctx: &mut IngestCtx<'_>,
+) -> AppResult<()> {
+    let folded = record.fold();
+    let s = &folded.state;
+    let (category, title, photos) = match &record.body {
+        RecordBody::Incident(f) => (f.category.clone(), f.title.clone(), f.photos.clone()),
+        RecordBody::ServiceRequest(f) => (f.item.clone(), f.item.clone(), Vec::new()),
+    };
+    tx.execute(
+        "INSERT OR REPLACE INTO docs(id, kind, location, holder, owner, reporter, status, open, category, title, case_no,
+            deadline_ms, created_ms, updated_ms, conflicts, snapshot)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        params![
+            record.id,
+            record.kind().as_str(),
+            record.location().as_str(),
+            s.holder.as_ref().map(|u| u.as_str()),
+            s.owner.as_ref().map(|u| u.as_str()),
+            s.reporter,
+            s.status.map(Status::as_str),
+            s.status.is_none_or(Status::is_open),
+            category,
+            title,
+            record.case_no,
+            s.deadline_ms,
+            record.created_at_ms,
+            s.last_at.map_or(record.created_at_ms, |h| h.wall_ms),
+            folded.conflicts() as i64,
+            doc.save(),
+        ],
+    )?;
+    for sha in photos {
+        tx.execute(
+            "INSERT OR IGNORE INTO attachment_refs(doc_id, sha256) VALUES (?1, ?2)",
+            [&record.id, &sha],
+        )?;
+    }
+    ctx.events.push(ScopeEvent {
+        doc_id: record.id.clone(),
+        location: record.location().to_string(),
+        holder: s.holder.as_ref().map(ToString::to_string),
+        reporter: s.reporter.clone(),
+    });
+    Ok(())
+}
+
+/// Ids of the records `person` may see: a SQL prefilter by unit prefix, then the core's scope
+/// rule on each candidate, so the server and the phones can never disagree.
+pub fn scope_ids(conn: &Connection, person: &Person) -> AppResult<HashSet<String>> {
+    let unit = person.unit.as_str();
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, location, holder, reporter FROM docs
+         WHERE location = ?1 OR location LIKE ?1 || '-%' OR (length(?1) = 9 AND location LIKE ?1 || '%')
+            OR holder = ?1 OR holder LIKE ?1 || '-%' OR (length(?1) = 9 AND holder LIKE ?1 || '%')
+            OR reporter = ?2",
+    )?;
+    let rows = stmt.query_map(params![unit, person.id], |r| {
+        Ok(ScopeEvent {
+            doc_id: r.get(0)?,
+            location: r.get(1)?,
+            holder: r.get(2)?,
+            reporter: r.get(3)?,
+        })
+    })?;
+    let mut ids = HashSet::new();
+    for row in rows {
+        let row = row?;
+        if row.visible_to(person) {
+            ids.insert(row.doc_id);
+        }
+    }
+    Ok(ids)
+}
+
+/// A record for an API reader, if `person` may see it.
+pub fn read_for(
+    conn: &Connection,
+    actor: &ActorId,
+    id: &str,
+    person: &Person,
+) -> AppResult<(Record, RecordState, Access)> {
+    let doc = load_doc(conn, id, actor)?.ok_or(AppError::NotFound)?;
+    let record = doc.read()?;
+    let state = record.fold().state;
+    let who = access(person, &scope_of(&record, &state));
+    if who == Access::None {
+        // Same answer as for a record that does not exist: no probing of other units' ids.
+        return Err(AppError::NotFound);
+    }
+    Ok((record, state, who))
+}

@@ -1,0 +1,103 @@
+//! The one error type of the server. It tells the client only what it may know (in Chinese), and
+//! logs the details of server-side failures.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("未登录或登录已失效")]
+    Unauthorized,
+    #[error("用户名或密码错误")]
+    BadCredentials,
+    #[error("无权访问")]
+    Forbidden,
+    #[error("找不到请求的内容")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    /// The device was revoked: it must delete its local data.
+    #[error("本设备已被停用,请清除本地数据")]
+    Wipe,
+    #[error("请求数据过大(上限 {0} 字节)")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("尝试过于频繁,请稍后再试")]
+    TooManyRequests,
+    #[error("服务器内部错误")]
+    Internal(String),
+}
+
+impl AppError {
+    fn status(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Unauthorized | AppError::BadCredentials => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden => StatusCode::FORBIDDEN,
+            AppError::NotFound => StatusCode::NOT_FOUND,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::Wipe => StatusCode::GONE,
+            AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            AppError::BadRequest(_) => "bad_request",
+            AppError::Unauthorized => "unauthorized",
+            AppError::BadCredentials => "bad_credentials",
+            AppError::Forbidden => "forbidden",
+            AppError::NotFound => "not_found",
+            AppError::Conflict(_) => "conflict",
+            AppError::Wipe => "wipe",
+            AppError::TooLarge(_) => "too_large",
+            AppError::Unprocessable(_) => "unprocessable",
+            AppError::TooManyRequests => "too_many_requests",
+            AppError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        if let AppError::Internal(detail) = &self {
+            tracing::error!(%detail, "request failed");
+        }
+        let body = serde_json::json!({ "error": { "code": self.code(), "message": self.to_string(), "wipe": matches!(self, AppError::Wipe) } });
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+impl From<rusqlite::Error> for AppError {
+    fn from(e: rusqlite::Error) -> Self {
+        AppError::Internal(format!("database: {e}"))
+    }
+}
+
+impl From<gridlink_core::CoreError> for AppError {
+    fn from(e: gridlink_core::CoreError) -> Self {
+        use gridlink_core::CoreError as C;
+        match e {
+            C::Storage(e) => AppError::Internal(format!("database: {e}")),
+            C::NotFound(_) => AppError::NotFound,
+            other => AppError::BadRequest(other.to_string()),
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for AppError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        AppError::Internal(format!("task: {e}"))
+    }
+}
+
+/// Handler result.
+pub type AppResult<T> = Result<T, AppError>;
