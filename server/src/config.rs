@@ -137,3 +137,28 @@ pub fn settings(common: &CommonArgs, file: &FileConfig, db: &Path) -> Settings {
         data_dir,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_then_file_then_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gridlink.toml");
+        std::fs::write(&path, "case_prefix = \"LF\"\ntoken_days = 30\nmax_attachment_mb = 5\n").unwrap();
+        let file = FileConfig::load(Some(&path)).unwrap();
+        let none = CommonArgs { case_prefix: None, data_dir: None };
+        let s = settings(&none, &file, &dir.path().join("town.db"));
+        assert_eq!((s.case_prefix.as_str(), s.token_days, s.max_attachment_bytes), ("LF", 30, 5 << 20));
+        assert_eq!(s.data_dir, dir.path().join("gridlink-data"));
+        let flag = CommonArgs { case_prefix: Some("GT".into()), data_dir: Some(dir.path().join("d")) };
+        let s = settings(&flag, &file, &dir.path().join("town.db"));
+        assert_eq!((s.case_prefix.as_str(), s.data_dir), ("GT", dir.path().join("d")));
+        let s = settings(&none, &FileConfig::default(), &dir.path().join("town.db"));
+        assert_eq!((s.case_prefix.as_str(), s.token_days), ("GT", 90));
+        std::fs::write(&path, "case_prefx = \"typo\"\n").unwrap();
+        let err = FileConfig::load(Some(&path)).unwrap_err();
+        assert!(err.contains("case_prefx"), "a misspelt key is reported, not ignored: {err}");
+    }
+}

@@ -1,0 +1,267 @@
+//! Harness for end-to-end tests: a real town server on `127.0.0.1:0` with a small town, and
+//! phones that each have their own SQLite store and sync over real HTTP.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use gridlink_core::sync::{SyncEngine, SyncError, SyncReport};
+use gridlink_core::{Client, ClientOptions, Clock, OrgUnit, SystemClock, UnitCode, UnitKind};
+use gridlink_server::import::{PersonRow, insert_people, insert_units, parse_role_text};
+use gridlink_server::{AppState, Settings, build_state, launch};
+
+pub const PASSWORD: &str = "test-password-1";
+pub const TOWN: &str = "532331101";
+pub const VILLAGE: &str = "532331101201";
+pub const VILLAGE2: &str = "532331101202";
+pub const GRID_A: &str = "532331101201-01-01";
+pub const GRID_B: &str = "532331101201-01-02";
+pub const GRID_C: &str = "532331101202-01-01";
+pub const DEPT_A: &str = "532331101-D01";
+pub const DEPT_B: &str = "532331101-D02";
+
+/// Accounts of the test town: (user, role, unit).
+pub const PEOPLE: &[(&str, &str, &str)] = &[
+    ("grid_a", "grid_member", GRID_A),
+    ("grid_b", "grid_member", GRID_B),
+    ("grid_c", "grid_member", GRID_C),
+    ("village", "station_staff", VILLAGE),
+    ("village2", "station_staff", VILLAGE2),
+    ("center", "center_operator", TOWN),
+    ("dept_a", "department_handler", DEPT_A),
+    ("dept_b", "department_handler", DEPT_B),
+    ("admin", "admin", TOWN),
+];
+
+pub fn unit(code: &str) -> UnitCode {
+    UnitCode::parse(code).unwrap()
+}
+
+fn org() -> Vec<OrgUnit> {
+    let u = |code: &str, name: &str, kind, parent: Option<&str>, key: Option<&str>| OrgUnit {
+        code: unit(code),
+        name: name.into(),
+        kind,
+        parent: parent.map(unit),
+        department_key: key.map(Into::into),
+    };
+    vec![
+        u(TOWN, "广通镇", UnitKind::Town, None, None),
+        u(VILLAGE, "广通社区", UnitKind::Village, Some(TOWN), None),
+        u(VILLAGE2, "妥安村", UnitKind::Village, Some(TOWN), None),
+        u(
+            "532331101201-01",
+            "一组",
+            UnitKind::Group,
+            Some(VILLAGE),
+            None,
+        ),
+        u(
+            "532331101202-01",
+            "一组",
+            UnitKind::Group,
+            Some(VILLAGE2),
+            None,
+        ),
+        u(
+            GRID_A,
+            "一组1号网格",
+            UnitKind::Grid,
+            Some("532331101201-01"),
+            None,
+        ),
+        u(
+            GRID_B,
+            "一组2号网格",
+            UnitKind::Grid,
+            Some("532331101201-01"),
+            None,
+        ),
+        u(
+            GRID_C,
+            "妥安一组1号网格",
+            UnitKind::Grid,
+            Some("532331101202-01"),
+            None,
+        ),
+        u(
+            DEPT_A,
+            "综合行政执法中队",
+            UnitKind::Department,
+            Some(TOWN),
+            Some("zhifa"),
+        ),
+        u(
+            DEPT_B,
+            "环境卫生管理所",
+            UnitKind::Department,
+            Some(TOWN),
+            Some("huanwei"),
+        ),
+    ]
+}
+
+/// Creates the test town in a server database.
+pub fn seed(state: &AppState) {
+    let mut conn = state.db.writer();
+    insert_units(&mut conn, &org()).unwrap();
+    let people: Vec<PersonRow> = PEOPLE
+        .iter()
+        .map(|(id, role, u)| PersonRow {
+            id: (*id).into(),
+            name: format!("测试{id}"),
+            role: parse_role_text(role).unwrap(),
+            unit: unit(u),
+            password: PASSWORD.into(),
+        })
+        .collect();
+    insert_people(&mut conn, &people, 0).unwrap();
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct TestServer {
+    pub base: String,
+    pub addr: std::net::SocketAddr,
+    pub state: AppState,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server with the test town.
+    pub fn start() -> Self {
+        Self::start_with_clock(Arc::new(SystemClock))
+    }
+
+    /// Starts a server with the given clock.
+    pub fn start_with_clock(clock: Arc<dyn Clock>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("server.db");
+        let settings = Settings {
+            case_prefix: "GT".into(),
+            token_days: 90,
+            max_attachment_bytes: 10 << 20,
+            data_dir: dir.path().join("data"),
+        };
+        let state = build_state(settings, &db, clock).unwrap();
+        seed(&state);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let st = state.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                launch(st, listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let addr = addr_rx.recv().unwrap();
+        Self {
+            base: format!("http://{addr}"),
+            addr,
+            state,
+            dir,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// A phone logged in as `user`.
+    pub fn phone(&self, user: &str) -> Phone {
+        Phone::login(&self.base, user)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A phone: its own store, its own sync engine.
+#[derive(Debug)]
+pub struct Phone {
+    pub client: Client,
+    pub engine: SyncEngine,
+    pub dir: tempfile::TempDir,
+    /// The server this phone talks to.
+    pub base: String,
+    /// The device id the server gave at login.
+    pub device_id: String,
+}
+
+impl Phone {
+    /// A fresh phone that logs in.
+    pub fn login(base: &str, user: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut client =
+            Client::open_with(dir.path().join("phone.db"), ClientOptions::default()).unwrap();
+        let engine = SyncEngine::http(base);
+        let login = engine
+            .login(&mut client, user, PASSWORD, "测试手机")
+            .unwrap();
+        Self {
+            client,
+            engine,
+            dir,
+            base: base.to_owned(),
+            device_id: login.device_id,
+        }
+    }
+
+    /// One sync (until nothing more is waiting).
+    pub fn sync(&mut self) -> Result<SyncReport, SyncError> {
+        self.engine.sync_once(&mut self.client)
+    }
+}
+
+impl std::ops::Deref for Phone {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Phone {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+/// Raw HTTP to the server, for what a phone would never send.
+pub fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// Reads a response body as JSON.
+pub fn json(resp: ureq::http::Response<ureq::Body>) -> (u16, serde_json::Value) {
+    let status = resp.status().as_u16();
+    let body = resp.into_body().read_to_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// The token a phone holds.
+pub fn token(phone: &Phone) -> String {
+    phone.sync_meta("token").unwrap().unwrap()
+}
