@@ -11,16 +11,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use gridlink_core::{Action, Client, NewIncident, Person, RecordQuery, Role, UnitCode};
 
-const PLACES: [&str; 8] = [
-    "村口桥头",
-    "小学门口",
-    "农贸市场",
-    "卫生院旁",
-    "一组晒场",
-    "河堤路",
-    "老街",
-    "村委会后",
-];
+const PLACES: [&str; 8] = ["村口桥头", "小学门口", "农贸市场", "卫生院旁", "一组晒场", "河堤路", "老街", "村委会后"];
 const PROBLEMS: [(&str, &str); 8] = [
     ("0501", "生活垃圾堆积"),
     ("0802", "路灯不亮"),
@@ -33,12 +24,7 @@ const PROBLEMS: [(&str, &str); 8] = [
 ];
 
 fn village_staff() -> Person {
-    Person {
-        id: "lijun".into(),
-        name: "李军".into(),
-        role: Role::StationStaff,
-        unit: UnitCode::parse("532331101201").unwrap(),
-    }
+    Person { id: "lijun".into(), name: "李军".into(), role: Role::StationStaff, unit: UnitCode::parse("532331101201").unwrap() }
 }
 
 fn incident(i: usize) -> NewIncident {
@@ -47,13 +33,8 @@ fn incident(i: usize) -> NewIncident {
     NewIncident {
         category: cat.into(),
         title: format!("{place}{what}"),
-        description: format!(
-            "第{i}号巡查:{place}发现{what},群众反映已持续{}天,请尽快处理。",
-            i % 9 + 1
-        ),
-        grid: Some(
-            UnitCode::parse(&format!("532331101201-0{}-0{}", i % 3 + 1, i % 4 + 1)).unwrap(),
-        ),
+        description: format!("第{i}号巡查:{place}发现{what},群众反映已持续{}天,请尽快处理。", i % 9 + 1),
+        grid: Some(UnitCode::parse(&format!("532331101201-0{}-0{}", i % 3 + 1, i % 4 + 1)).unwrap()),
         address: format!("{place}{}号", i % 97),
         ..Default::default()
     }
@@ -91,13 +72,7 @@ fn benches(c: &mut Criterion) {
     c.bench_function("open_10k_and_list_50_open_tasks", |b| {
         b.iter(|| {
             let c = Client::open(&big).unwrap();
-            let tasks = c
-                .list(&RecordQuery {
-                    open_only: true,
-                    limit: 50,
-                    ..Default::default()
-                })
-                .unwrap();
+            let tasks = c.list(&RecordQuery { open_only: true, limit: 50, ..Default::default() }).unwrap();
             assert_eq!(tasks.len(), 50);
             black_box(tasks)
         })

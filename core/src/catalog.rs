@@ -96,13 +96,7 @@ impl ServiceMode {
 
     /// Parses the machine name.
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            ServiceMode::Immediate,
-            ServiceMode::Errand,
-            ServiceMode::HomeVisit,
-        ]
-        .into_iter()
-        .find(|m| m.as_str() == s)
+        [ServiceMode::Immediate, ServiceMode::Errand, ServiceMode::HomeVisit].into_iter().find(|m| m.as_str() == s)
     }
 }
 
@@ -155,37 +149,25 @@ pub struct Catalog {
 impl Catalog {
     /// The catalog shipped in the repository.
     pub fn bundled() -> Self {
-        Self::from_json(
-            include_str!("../catalog/incident_categories.json"),
-            include_str!("../catalog/service_items.json"),
-        )
-        .expect("bundled catalog is valid")
+        Self::from_json(include_str!("../catalog/incident_categories.json"), include_str!("../catalog/service_items.json"))
+            .expect("bundled catalog is valid")
     }
 
     /// Loads both catalog files from their JSON text and validates them.
     pub fn from_json(categories: &str, service_items: &str) -> Result<Self> {
-        let c: CategoryFile = serde_json::from_str(categories)
-            .map_err(|e| CoreError::Catalog(format!("事件分类文件: {e}")))?;
-        let s: ServiceItemFile = serde_json::from_str(service_items)
-            .map_err(|e| CoreError::Catalog(format!("服务事项文件: {e}")))?;
+        let c: CategoryFile = serde_json::from_str(categories).map_err(|e| CoreError::Catalog(format!("事件分类文件: {e}")))?;
+        let s: ServiceItemFile = serde_json::from_str(service_items).map_err(|e| CoreError::Catalog(format!("服务事项文件: {e}")))?;
         Self::new(c.departments, c.categories, s.service_items)
     }
 
     /// Loads both catalog files from disk.
     pub fn load(categories: &std::path::Path, service_items: &std::path::Path) -> Result<Self> {
-        let read = |p: &std::path::Path| {
-            std::fs::read_to_string(p)
-                .map_err(|e| CoreError::Catalog(format!("{}: {e}", p.display())))
-        };
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| CoreError::Catalog(format!("{}: {e}", p.display())));
         Self::from_json(&read(categories)?, &read(service_items)?)
     }
 
     /// Builds and validates a catalog.
-    pub fn new(
-        departments: Vec<Department>,
-        categories: Vec<MajorCategory>,
-        service_items: Vec<ServiceItem>,
-    ) -> Result<Self> {
+    pub fn new(departments: Vec<Department>, categories: Vec<MajorCategory>, service_items: Vec<ServiceItem>) -> Result<Self> {
         let bad = |m: String| Err(CoreError::Catalog(m));
         let dept_keys: BTreeSet<&str> = departments.iter().map(|d| d.key.as_str()).collect();
         if dept_keys.len() != departments.len() {
@@ -199,16 +181,10 @@ impl Catalog {
             }
             for (j, minor) in major.minors.iter().enumerate() {
                 if !minor.code.starts_with(&major.code) || minor.name.trim().is_empty() {
-                    return bad(format!(
-                        "小类 {} 的代码须以大类代码 {} 开头且名称不能为空",
-                        minor.code, major.code
-                    ));
+                    return bad(format!("小类 {} 的代码须以大类代码 {} 开头且名称不能为空", minor.code, major.code));
                 }
                 if !dept_keys.contains(minor.department.as_str()) {
-                    return bad(format!(
-                        "小类 {} 的责任部门 {} 不存在",
-                        minor.code, minor.department
-                    ));
+                    return bad(format!("小类 {} 的责任部门 {} 不存在", minor.code, minor.department));
                 }
                 if matches!(minor.time_limit, TimeLimit::Hours(0)) {
                     return bad(format!("小类 {} 的时限不能为0小时", minor.code));
@@ -221,16 +197,10 @@ impl Catalog {
         let mut item_index = BTreeMap::new();
         for (i, item) in service_items.iter().enumerate() {
             if !dept_keys.contains(item.department.as_str()) {
-                return bad(format!(
-                    "事项 {} 的主管部门 {} 不存在",
-                    item.code, item.department
-                ));
+                return bad(format!("事项 {} 的主管部门 {} 不存在", item.code, item.department));
             }
             if item.modes.is_empty() || item.materials.is_empty() {
-                return bad(format!(
-                    "事项 {} 须至少有一种办理方式和一项所需材料",
-                    item.code
-                ));
+                return bad(format!("事项 {} 须至少有一种办理方式和一项所需材料", item.code));
             }
             if item.legal_days.is_some_and(|l| l < item.promised_days) {
                 return bad(format!("事项 {} 的承诺时限长于法定时限", item.code));
@@ -239,13 +209,7 @@ impl Catalog {
                 return bad(format!("事项代码 {} 重复", item.code));
             }
         }
-        Ok(Self {
-            departments,
-            categories,
-            service_items,
-            minor_index,
-            item_index,
-        })
+        Ok(Self { departments, categories, service_items, minor_index, item_index })
     }
 
     /// A minor category by code.
@@ -274,10 +238,7 @@ impl Catalog {
 
     /// Department name by key.
     pub fn department_name(&self, key: &str) -> Option<&str> {
-        self.departments
-            .iter()
-            .find(|d| d.key == key)
-            .map(|d| d.name.as_str())
+        self.departments.iter().find(|d| d.key == key).map(|d| d.name.as_str())
     }
 
     /// All minor categories.
@@ -300,27 +261,15 @@ mod tests {
         assert_eq!(garbage.name, "暴露垃圾");
         assert_eq!(garbage.time_limit, TimeLimit::WorkingDays(1));
         assert_eq!(c.major_of("0501").unwrap().name, "环境卫生");
-        assert!(matches!(
-            c.category("9999"),
-            Err(CoreError::UnknownCategory(_))
-        ));
-        assert!(
-            c.service_item("FW001")
-                .unwrap()
-                .materials
-                .contains(&"居民身份证".to_owned())
-        );
+        assert!(matches!(c.category("9999"), Err(CoreError::UnknownCategory(_))));
+        assert!(c.service_item("FW001").unwrap().materials.contains(&"居民身份证".to_owned()));
     }
 
     #[test]
     fn invalid_catalog_is_refused_whole() {
-        let cats = include_str!("../catalog/incident_categories.json").replacen(
-            "\"department\": \"sifasuo\"",
-            "\"department\": \"nope\"",
-            1,
-        );
-        let err =
-            Catalog::from_json(&cats, include_str!("../catalog/service_items.json")).unwrap_err();
+        let cats =
+            include_str!("../catalog/incident_categories.json").replacen("\"department\": \"sifasuo\"", "\"department\": \"nope\"", 1);
+        let err = Catalog::from_json(&cats, include_str!("../catalog/service_items.json")).unwrap_err();
         assert!(err.to_string().contains("责任部门"), "{err}");
         assert!(Catalog::from_json("{", "{}").is_err());
     }

@@ -18,13 +18,11 @@ use crate::org::{Access, Identity, RecordScope, UnitCode, access};
 use crate::photo;
 use crate::pii::{IdNumber, mask_id_number, mask_name, mask_phone, validate_phone};
 use crate::record::{
-    ChangeInfo, GeoPoint, IncidentEdit, IncidentFields, Party, Record, RecordBody, RecordDoc,
-    Resident, ServiceRequestEdit, ServiceRequestFields, Urgency,
+    ChangeInfo, GeoPoint, IncidentEdit, IncidentFields, Party, Record, RecordBody, RecordDoc, Resident, ServiceRequestEdit,
+    ServiceRequestFields, Urgency,
 };
 use crate::store::{self, DocWrite, IndexRow, OutboxEntry};
-use crate::workflow::{
-    Action, ActionKind, Folded, RecordKind, Status, TimelineEntry, allowed_actions, check,
-};
+use crate::workflow::{Action, ActionKind, Folded, RecordKind, Status, TimelineEntry, allowed_actions, check};
 
 /// Longest title accepted.
 pub const MAX_TITLE_CHARS: usize = 100;
@@ -82,11 +80,7 @@ pub struct ClientOptions {
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        Self {
-            catalog: Arc::new(Catalog::bundled()),
-            calendar: Arc::new(WorkCalendar::bundled()),
-            clock: Arc::new(SystemClock),
-        }
+        Self { catalog: Arc::new(Catalog::bundled()), calendar: Arc::new(WorkCalendar::bundled()), clock: Arc::new(SystemClock) }
     }
 }
 
@@ -209,26 +203,10 @@ impl Client {
                 id
             }
         };
-        let actor =
-            ActorId::from(
-                hex::decode(&device_id).map_err(|_| CoreError::CorruptDocument {
-                    id: "device_id".into(),
-                })?,
-            );
-        let identity =
-            store::meta_get(&conn, "identity")?.and_then(|s| serde_json::from_str(&s).ok());
-        let hlc = HlcClock::from_last(
-            store::meta_get(&conn, "hlc")?.and_then(|s| serde_json::from_str(&s).ok()),
-        );
-        Ok(Self {
-            conn,
-            path,
-            device_id,
-            actor,
-            identity,
-            hlc,
-            opts,
-        })
+        let actor = ActorId::from(hex::decode(&device_id).map_err(|_| CoreError::CorruptDocument { id: "device_id".into() })?);
+        let identity = store::meta_get(&conn, "identity")?.and_then(|s| serde_json::from_str(&s).ok());
+        let hlc = HlcClock::from_last(store::meta_get(&conn, "hlc")?.and_then(|s| serde_json::from_str(&s).ok()));
+        Ok(Self { conn, path, device_id, actor, identity, hlc, opts })
     }
 
     /// The database file.
@@ -259,17 +237,10 @@ impl Client {
     /// Sets who is acting on this device (after login). Kept across restarts.
     pub fn set_identity(&mut self, identity: Identity) -> Result<()> {
         if !crate::workflow::role_fits_unit(identity.role, &identity.unit) {
-            return Err(CoreError::InvalidInput(format!(
-                "{}不能隶属于单位 {}",
-                identity.role, identity.unit
-            )));
+            return Err(CoreError::InvalidInput(format!("{}不能隶属于单位 {}", identity.role, identity.unit)));
         }
         let tx = self.conn.unchecked_transaction()?;
-        store::meta_set(
-            &tx,
-            "identity",
-            &serde_json::to_string(&identity).expect("serialisable"),
-        )?;
+        store::meta_set(&tx, "identity", &serde_json::to_string(&identity).expect("serialisable"))?;
         tx.commit()?;
         self.identity = Some(identity);
         Ok(())
@@ -311,15 +282,9 @@ impl Client {
     }
 
     fn next_provisional_no(&self, tx: &rusqlite::Transaction<'_>) -> Result<String> {
-        let n: i64 = store::meta_get(tx, "provisional_seq")?
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
-            + 1;
+        let n: i64 = store::meta_get(tx, "provisional_seq")?.and_then(|s| s.parse().ok()).unwrap_or(0) + 1;
         store::meta_set(tx, "provisional_seq", &n.to_string())?;
-        Ok(format!(
-            "临-{}-{n:04}",
-            self.device_id[self.device_id.len() - 4..].to_uppercase()
-        ))
+        Ok(format!("临-{}-{n:04}", self.device_id[self.device_id.len() - 4..].to_uppercase()))
     }
 
     /// Reports a new incident (上报). Returns its id.
@@ -356,59 +321,30 @@ impl Client {
         let me = self.me()?.clone();
         let item = self.opts.catalog.service_item(&new.item)?.clone();
         if !item.modes.contains(&new.mode) {
-            return Err(CoreError::InvalidInput(format!(
-                "事项“{}”不支持{}",
-                item.name, new.mode
-            )));
+            return Err(CoreError::InvalidInput(format!("事项“{}”不支持{}", item.name, new.mode)));
         }
         check_text("申请人姓名", &new.resident_name, 50, true)?;
         check_text("说明", &new.description, MAX_TEXT_CHARS, false)?;
-        let id_number = new
-            .resident_id_number
-            .as_deref()
-            .map(IdNumber::parse)
-            .transpose()?;
+        let id_number = new.resident_id_number.as_deref().map(IdNumber::parse).transpose()?;
         if let Some(p) = &new.resident_phone {
             validate_phone(p)?;
         }
-        if let Some(unknown) = new
-            .materials_received
-            .iter()
-            .find(|m| !item.materials.contains(m))
-        {
-            return Err(CoreError::InvalidInput(format!(
-                "材料“{unknown}”不在该事项的材料清单中"
-            )));
+        if let Some(unknown) = new.materials_received.iter().find(|m| !item.materials.contains(m)) {
+            return Err(CoreError::InvalidInput(format!("材料“{unknown}”不在该事项的材料清单中")));
         }
         let station = match new.station {
             Some(s) => s,
             None => village_of(&me.unit)?,
         };
         let now = self.now_ms();
-        let deadline = self.opts.calendar.deadline(
-            now,
-            crate::calendar::TimeLimit::WorkingDays(item.promised_days),
-        );
-        let entry = self.new_entry(
-            Action::Receive {
-                deadline_ms: Some(deadline),
-            },
-            "",
-        )?;
-        let materials = item
-            .materials
-            .iter()
-            .map(|m| (m.clone(), new.materials_received.contains(m)))
-            .collect();
+        let deadline = self.opts.calendar.deadline(now, crate::calendar::TimeLimit::WorkingDays(item.promised_days));
+        let entry = self.new_entry(Action::Receive { deadline_ms: Some(deadline) }, "")?;
+        let materials = item.materials.iter().map(|m| (m.clone(), new.materials_received.contains(m))).collect();
         let body = RecordBody::ServiceRequest(ServiceRequestFields {
             item: item.code,
             mode: new.mode,
             station,
-            resident: Resident {
-                name: new.resident_name.trim().to_owned(),
-                id_number,
-                phone: new.resident_phone,
-            },
+            resident: Resident { name: new.resident_name.trim().to_owned(), id_number, phone: new.resident_phone },
             materials,
             description: new.description,
             notes: String::new(),
@@ -421,43 +357,23 @@ impl Client {
         let id = uuid::Uuid::now_v7().to_string();
         let tx = self.conn.unchecked_transaction()?;
         let provisional_no = self.next_provisional_no(&tx)?;
-        let record = Record {
-            id: id.clone(),
-            provisional_no,
-            case_no: None,
-            created_at_ms: now,
-            body,
-            timeline: vec![entry],
-        };
+        let record = Record { id: id.clone(), provisional_no, case_no: None, created_at_ms: now, body, timeline: vec![entry] };
         // The first entry must take effect: refuse rather than store a record born in conflict.
-        check(
-            &Default::default(),
-            record.fold_context(),
-            &record.timeline[0],
-        )?;
+        check(&Default::default(), record.fold_context(), &record.timeline[0])?;
         let folded = record.fold();
         let mut doc = RecordDoc::create(&self.actor, &record, now)?;
-        let change = doc
-            .last_local_change()
-            .ok_or_else(|| CoreError::MalformedRecord {
-                id: id.clone(),
-                reason: "没有生成变更".into(),
-            })?;
+        let change =
+            doc.last_local_change().ok_or_else(|| CoreError::MalformedRecord { id: id.clone(), reason: "没有生成变更".into() })?;
         store::write_doc(&tx, &id, record.kind(), DocWrite::Create(doc.save()))?;
         self.index(&tx, &record, &folded)?;
         queue_change(&tx, &id, change, now)?;
-        store::meta_set(
-            &tx,
-            "hlc",
-            &serde_json::to_string(&self.hlc.last()).expect("serialisable"),
-        )?;
+        store::meta_set(&tx, "hlc", &serde_json::to_string(&self.hlc.last()).expect("serialisable"))?;
         tx.commit()?;
         Ok(id)
     }
 
     fn load_doc(&self, id: &str) -> Result<RecordDoc> {
-        let chunks = store::doc_chunks(&self.conn, id)?
-            .ok_or_else(|| CoreError::NotFound(id.chars().take(40).collect()))?;
+        let chunks = store::doc_chunks(&self.conn, id)?.ok_or_else(|| CoreError::NotFound(id.chars().take(40).collect()))?;
         let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
         RecordDoc::load(id, &refs, &self.actor)
     }
@@ -477,25 +393,12 @@ impl Client {
             _ => Vec::new(),
         };
         let overdue = folded.state.is_overdue(self.now_ms());
-        RecordView {
-            record,
-            folded,
-            allowed,
-            overdue,
-        }
+        RecordView { record, folded, allowed, overdue }
     }
 
     fn access(&self, me: &Identity, record: &Record, folded: &Folded) -> Access {
         let s = &folded.state;
-        access(
-            me,
-            &RecordScope {
-                location: record.location(),
-                holder: s.holder.as_ref(),
-                assignee: None,
-                reporter: s.reporter.as_deref(),
-            },
-        )
+        access(me, &RecordScope { location: record.location(), holder: s.holder.as_ref(), assignee: None, reporter: s.reporter.as_deref() })
     }
 
     /// Takes a workflow action on a record. The action is checked against the same rules every
@@ -507,9 +410,7 @@ impl Client {
         let me = self.me()?.clone();
         if self.access(&me, &record, &folded) == Access::None {
             return Err(CoreError::NotAllowed {
-                action: action.kind(),
-                role: me.role,
-                reason: "记录不在本人的办理范围内".into(),
+                action: action.kind(), role: me.role, reason: "记录不在本人的办理范围内".into()
             });
         }
         let action = self.complete_action(&record, action)?;
@@ -523,24 +424,13 @@ impl Client {
     /// Fills in what the device computes: a dispatch deadline from the catalog and calendar.
     fn complete_action(&self, record: &Record, action: Action) -> Result<Action> {
         Ok(match (action, &record.body) {
-            (
-                Action::Dispatch {
-                    to_unit,
-                    deadline_ms: None,
-                },
-                RecordBody::Incident(f),
-            ) => {
+            (Action::Dispatch { to_unit, deadline_ms: None }, RecordBody::Incident(f)) => {
                 let limit = self.opts.catalog.category(&f.category)?.time_limit;
-                Action::Dispatch {
-                    to_unit,
-                    deadline_ms: Some(self.opts.calendar.deadline(self.now_ms(), limit)),
-                }
+                Action::Dispatch { to_unit, deadline_ms: Some(self.opts.calendar.deadline(self.now_ms(), limit)) }
             }
             (Action::RequestMaterials { missing }, RecordBody::ServiceRequest(f)) => {
                 if let Some(m) = missing.iter().find(|m| !f.materials.contains_key(*m)) {
-                    return Err(CoreError::InvalidInput(format!(
-                        "材料“{m}”不在该事项的材料清单中"
-                    )));
+                    return Err(CoreError::InvalidInput(format!("材料“{m}”不在该事项的材料清单中")));
                 }
                 Action::RequestMaterials { missing }
             }
@@ -556,10 +446,7 @@ impl Client {
         if let Some(t) = &edit.title {
             check_text("标题", t, MAX_TITLE_CHARS, true)?;
         }
-        for t in [&edit.description, &edit.notes, &edit.address]
-            .into_iter()
-            .flatten()
-        {
+        for t in [&edit.description, &edit.notes, &edit.address].into_iter().flatten() {
             check_text("文本", t, MAX_TEXT_CHARS, false)?;
         }
         for p in edit.parties.iter().flatten() {
@@ -574,11 +461,7 @@ impl Client {
     }
 
     /// Edits a service request's fields.
-    pub fn edit_service_request(
-        &mut self,
-        id: &str,
-        edit: ServiceRequestEdit,
-    ) -> Result<RecordView> {
+    pub fn edit_service_request(&mut self, id: &str, edit: ServiceRequestEdit) -> Result<RecordView> {
         for t in [&edit.description, &edit.notes].into_iter().flatten() {
             check_text("文本", t, MAX_TEXT_CHARS, false)?;
         }
@@ -589,9 +472,7 @@ impl Client {
         if let (Some(m), RecordBody::ServiceRequest(f)) = (&edit.materials, &doc.read()?.body)
             && let Some(unknown) = m.keys().find(|k| !f.materials.contains_key(*k))
         {
-            return Err(CoreError::InvalidInput(format!(
-                "材料“{unknown}”不在该事项的材料清单中"
-            )));
+            return Err(CoreError::InvalidInput(format!("材料“{unknown}”不在该事项的材料清单中")));
         }
         let now = self.now_ms();
         self.write(id, &mut doc, |d| d.edit_service_request(&edit, now))?;
@@ -607,9 +488,7 @@ impl Client {
         }
         if self.access(me, &record, &record.fold()) != Access::Full {
             return Err(CoreError::NotAllowed {
-                action: ActionKind::Report,
-                role: me.role,
-                reason: "记录不在本人的办理范围内".into(),
+                action: ActionKind::Report, role: me.role, reason: "记录不在本人的办理范围内".into()
             });
         }
         Ok(doc)
@@ -637,12 +516,7 @@ impl Client {
     }
 
     /// Applies one local change to a document and stores everything in one transaction.
-    fn write(
-        &mut self,
-        id: &str,
-        doc: &mut RecordDoc,
-        edit: impl FnOnce(&mut RecordDoc) -> Result<()>,
-    ) -> Result<()> {
+    fn write(&mut self, id: &str, doc: &mut RecordDoc, edit: impl FnOnce(&mut RecordDoc) -> Result<()>) -> Result<()> {
         self.write_with(id, doc, edit, |_| Ok(()))
     }
 
@@ -656,10 +530,7 @@ impl Client {
         let heads = doc.heads();
         let mut next = doc.clone();
         edit(&mut next)?;
-        let Some(change) = next
-            .last_local_change()
-            .filter(|c| !heads.contains(&c.hash()))
-        else {
+        let Some(change) = next.last_local_change().filter(|c| !heads.contains(&c.hash())) else {
             return Ok(()); // nothing changed
         };
         let record = next.read()?;
@@ -670,55 +541,27 @@ impl Client {
         save_doc(&tx, id, record.kind(), &mut next, &heads)?;
         self.index(&tx, &record, &folded)?;
         queue_change(&tx, id, change, now)?;
-        store::meta_set(
-            &tx,
-            "hlc",
-            &serde_json::to_string(&self.hlc.last()).expect("serialisable"),
-        )?;
+        store::meta_set(&tx, "hlc", &serde_json::to_string(&self.hlc.last()).expect("serialisable"))?;
         tx.commit()?;
         *doc = next;
         Ok(())
     }
 
-    fn index(
-        &self,
-        tx: &rusqlite::Transaction<'_>,
-        record: &Record,
-        folded: &Folded,
-    ) -> Result<()> {
+    fn index(&self, tx: &rusqlite::Transaction<'_>, record: &Record, folded: &Folded) -> Result<()> {
         let s = &folded.state;
         let cat = self.opts.catalog.as_ref();
         let (category, title, body) = match &record.body {
             RecordBody::Incident(f) => {
-                let cname = cat
-                    .category(&f.category)
-                    .map(|c| c.name.as_str())
-                    .unwrap_or_default();
-                (
-                    f.category.clone(),
-                    f.title.clone(),
-                    format!("{} {} {} {}", f.description, f.address, f.notes, cname),
-                )
+                let cname = cat.category(&f.category).map(|c| c.name.as_str()).unwrap_or_default();
+                (f.category.clone(), f.title.clone(), format!("{} {} {} {}", f.description, f.address, f.notes, cname))
             }
             RecordBody::ServiceRequest(f) => {
-                let iname = cat
-                    .service_item(&f.item)
-                    .map(|i| i.name.as_str())
-                    .unwrap_or(&f.item);
+                let iname = cat.service_item(&f.item).map(|i| i.name.as_str()).unwrap_or(&f.item);
                 let title = format!("{iname}({})", mask_name(&f.resident.name));
-                (
-                    f.item.clone(),
-                    title,
-                    format!("{} {} {}", f.description, f.notes, f.resident.name),
-                )
+                (f.item.clone(), title, format!("{} {} {}", f.description, f.notes, f.resident.name))
             }
         };
-        let notes: Vec<&str> = folded
-            .entries
-            .iter()
-            .map(|e| e.entry.note.as_str())
-            .filter(|n| !n.is_empty())
-            .collect();
+        let notes: Vec<&str> = folded.entries.iter().map(|e| e.entry.note.as_str()).filter(|n| !n.is_empty()).collect();
         let row = IndexRow {
             id: record.id.clone(),
             kind: record.kind(),
@@ -728,9 +571,7 @@ impl Client {
             holder: s.holder.clone(),
             owner: s.owner.clone(),
             reporter: s.reporter.clone(),
-            deadline_ms: s
-                .deadline_ms
-                .filter(|_| s.status.is_some_and(Status::is_open)),
+            deadline_ms: s.deadline_ms.filter(|_| s.status.is_some_and(Status::is_open)),
             created_ms: record.created_at_ms,
             updated_ms: s.last_at.map_or(record.created_at_ms, |h| h.wall_ms),
             display_no: record.display_no().to_owned(),
@@ -740,11 +581,7 @@ impl Client {
             supervisions: i64::from(s.supervisions),
             satisfaction: s.satisfaction.map(i64::from),
         };
-        store::write_index(
-            tx,
-            &row,
-            &format!("{body} {} {}", notes.join(" "), record.display_no()),
-        )
+        store::write_index(tx, &row, &format!("{body} {} {}", notes.join(" "), record.display_no()))
     }
 
     /// Lists records from the offline index.
@@ -759,15 +596,8 @@ impl Client {
             args.push(k.as_str().to_owned().into());
         }
         if !q.statuses.is_empty() {
-            sql.push_str(&format!(
-                " AND status IN ({})",
-                vec!["?"; q.statuses.len()].join(",")
-            ));
-            args.extend(
-                q.statuses
-                    .iter()
-                    .map(|s| Value::from(s.as_str().to_owned())),
-            );
+            sql.push_str(&format!(" AND status IN ({})", vec!["?"; q.statuses.len()].join(",")));
+            args.extend(q.statuses.iter().map(|s| Value::from(s.as_str().to_owned())));
         }
         if q.open_only {
             sql.push_str(" AND open = 1");
@@ -787,28 +617,17 @@ impl Client {
         if q.my_tasks {
             let me = self.me()?;
             sql.push_str(" AND open = 1 AND (holder = ? OR (status = 'handled' AND location = ?))");
-            args.extend(std::iter::repeat_n(
-                Value::from(me.unit.as_str().to_owned()),
-                2,
-            ));
+            args.extend(std::iter::repeat_n(Value::from(me.unit.as_str().to_owned()), 2));
         }
         sql.push_str(" ORDER BY due, updated_ms DESC, id LIMIT ? OFFSET ?");
-        args.push(
-            i64::try_from(if q.limit == 0 { 50 } else { q.limit.min(1000) })
-                .unwrap_or(50)
-                .into(),
-        );
+        args.push(i64::try_from(if q.limit == 0 { 50 } else { q.limit.min(1000) }).unwrap_or(50).into());
         args.push(i64::try_from(q.offset).unwrap_or(0).into());
         self.summaries(&sql, rusqlite::params_from_iter(args))
     }
 
     /// The current identity's open tasks, soonest deadline first.
     pub fn my_tasks(&self, limit: usize) -> Result<Vec<RecordSummary>> {
-        self.list(&RecordQuery {
-            my_tasks: true,
-            limit,
-            ..Default::default()
-        })
+        self.list(&RecordQuery { my_tasks: true, limit, ..Default::default() })
     }
 
     /// Full-text search (Chinese substrings work: 3+ characters use the trigram index, shorter
@@ -819,7 +638,8 @@ impl Client {
             return Ok(Vec::new());
         }
         let limit = limit.clamp(1, 200) as i64;
-        let cols = "r.id, r.kind, r.display_no, r.title, r.status, r.category, r.location, r.holder, r.deadline_ms, r.conflicts, r.updated_ms";
+        let cols =
+            "r.id, r.kind, r.display_no, r.title, r.status, r.category, r.location, r.holder, r.deadline_ms, r.conflicts, r.updated_ms";
         if text.chars().count() >= 3 {
             let phrase = format!("\"{}\"", text.replace('"', "\"\""));
             let sql = format!(
@@ -827,12 +647,7 @@ impl Client {
             );
             self.summaries(&sql, params![phrase, limit])
         } else {
-            let pattern = format!(
-                "%{}%",
-                text.replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            );
+            let pattern = format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
             let sql = format!(
                 "SELECT {cols} FROM records_fts f JOIN records r ON r.id = f.id
                  WHERE f.title LIKE ?1 ESCAPE '\\' OR f.body LIKE ?1 ESCAPE '\\' ORDER BY r.updated_ms DESC, r.id LIMIT ?2"
@@ -859,8 +674,7 @@ impl Client {
                 location: r.get(6)?,
                 holder: r.get(7)?,
                 deadline_ms,
-                overdue: status.is_some_and(|s| s.is_open() && s != Status::Suspended)
-                    && deadline_ms.is_some_and(|d| d < now),
+                overdue: status.is_some_and(|s| s.is_open() && s != Status::Suspended) && deadline_ms.is_some_and(|d| d < now),
                 conflicts: r.get(9)?,
                 updated_ms: r.get(10)?,
             })
@@ -870,9 +684,7 @@ impl Client {
 
     /// Number of records stored.
     pub fn record_count(&self) -> Result<i64> {
-        Ok(self
-            .conn
-            .query_row("SELECT count(*) FROM records", [], |r| r.get(0))?)
+        Ok(self.conn.query_row("SELECT count(*) FROM records", [], |r| r.get(0))?)
     }
 
     /// A record's full history: fields (personal data masked), folded state, every timeline entry
@@ -881,12 +693,7 @@ impl Client {
         let mut doc = self.load_doc(id)?;
         let record = doc.read()?;
         let folded = record.fold();
-        Ok(HistoryExport {
-            state: folded.state,
-            timeline: folded.entries,
-            changes: doc.history(),
-            record: masked_json(&record),
-        })
+        Ok(HistoryExport { state: folded.state, timeline: folded.entries, changes: doc.history(), record: masked_json(&record) })
     }
 
     // ---- for the sync engine ----
@@ -921,11 +728,7 @@ impl Client {
     /// All changes of a stored document (for a full upload or a peer).
     pub fn changes(&self, id: &str) -> Result<Vec<Vec<u8>>> {
         let mut doc = self.load_doc(id)?;
-        Ok(doc
-            .changes_since(&[])
-            .into_iter()
-            .map(|mut c| c.bytes().into_owned())
-            .collect())
+        Ok(doc.changes_since(&[]).into_iter().map(|mut c| c.bytes().into_owned()).collect())
     }
 
     /// Applies changes received from the server (or another replica) to a document, creating it
@@ -937,20 +740,13 @@ impl Client {
 
     /// Applies changes sent by the town server. Their timestamps are checked against the server's
     /// clock, which already validated them, so a device whose own clock is wrong still syncs.
-    pub fn apply_from_server(
-        &mut self,
-        id: &str,
-        changes: &[Vec<u8>],
-        server_now_ms: i64,
-    ) -> Result<()> {
+    pub fn apply_from_server(&mut self, id: &str, changes: &[Vec<u8>], server_now_ms: i64) -> Result<()> {
         self.apply_changes_checked(id, changes, server_now_ms.max(self.now_ms()))
     }
 
     fn apply_changes_checked(&mut self, id: &str, changes: &[Vec<u8>], now: i64) -> Result<()> {
-        let decoded = changes
-            .iter()
-            .map(|b| Change::from_bytes(b.clone()).map_err(|_| CoreError::CorruptChange))
-            .collect::<Result<Vec<_>>>()?;
+        let decoded =
+            changes.iter().map(|b| Change::from_bytes(b.clone()).map_err(|_| CoreError::CorruptChange)).collect::<Result<Vec<_>>>()?;
         let existing = match self.load_doc(id) {
             Ok(d) => Some(d),
             Err(CoreError::NotFound(_)) => None,
@@ -969,28 +765,16 @@ impl Client {
             return Ok(()); // all known already
         }
         let record = doc.read().map_err(|e| match e {
-            CoreError::MalformedRecord { reason, .. } => CoreError::MalformedRecord {
-                id: id.chars().take(40).collect(),
-                reason,
-            },
+            CoreError::MalformedRecord { reason, .. } => CoreError::MalformedRecord { id: id.chars().take(40).collect(), reason },
             other => other,
         })?;
         if record.id != id {
-            return Err(CoreError::MalformedRecord {
-                id: id.chars().take(40).collect(),
-                reason: "记录编号与文档不符".into(),
-            });
+            return Err(CoreError::MalformedRecord { id: id.chars().take(40).collect(), reason: "记录编号与文档不符".into() });
         }
-        let known: std::collections::HashSet<&str> = before
-            .as_ref()
-            .map(|b| b.timeline.iter().map(|e| e.id.as_str()).collect())
-            .unwrap_or_default();
+        let known: std::collections::HashSet<&str> =
+            before.as_ref().map(|b| b.timeline.iter().map(|e| e.id.as_str()).collect()).unwrap_or_default();
         let mut hlc = self.hlc;
-        for e in record
-            .timeline
-            .iter()
-            .filter(|e| !known.contains(e.id.as_str()))
-        {
+        for e in record.timeline.iter().filter(|e| !known.contains(e.id.as_str())) {
             e.at.check_sane(now)?;
             hlc.observe(e.at);
         }
@@ -1002,11 +786,7 @@ impl Client {
             store::write_doc(&tx, id, record.kind(), DocWrite::Create(doc.save()))?;
         }
         self.index(&tx, &record, &folded)?;
-        store::meta_set(
-            &tx,
-            "hlc",
-            &serde_json::to_string(&hlc.last()).expect("serialisable"),
-        )?;
+        store::meta_set(&tx, "hlc", &serde_json::to_string(&hlc.last()).expect("serialisable"))?;
         tx.commit()?;
         self.hlc = hlc;
         Ok(())
@@ -1050,18 +830,13 @@ impl Client {
 
     /// Notes that the server refused a change, so the user can see why.
     pub fn record_rejection(&mut self, id: &str, reason: &str) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO sync_rejections(doc_id, reason, at_ms) VALUES (?1, ?2, ?3)",
-            params![id, reason, self.now_ms()],
-        )?;
+        self.conn.execute("INSERT INTO sync_rejections(doc_id, reason, at_ms) VALUES (?1, ?2, ?3)", params![id, reason, self.now_ms()])?;
         Ok(())
     }
 
     /// Changes the server refused: (record id, reason, when), newest first.
     pub fn rejections(&self) -> Result<Vec<(String, String, i64)>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT doc_id, reason, at_ms FROM sync_rejections ORDER BY seq DESC LIMIT 100",
-        )?;
+        let mut stmt = self.conn.prepare("SELECT doc_id, reason, at_ms FROM sync_rejections ORDER BY seq DESC LIMIT 100")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -1073,11 +848,7 @@ impl Client {
 
     /// Number of photos waiting for upload.
     pub fn pending_photo_count(&self) -> Result<i64> {
-        Ok(self.conn.query_row(
-            "SELECT count(*) FROM attachments WHERE uploaded = 0",
-            [],
-            |r| r.get(0),
-        )?)
+        Ok(self.conn.query_row("SELECT count(*) FROM attachments WHERE uploaded = 0", [], |r| r.get(0))?)
     }
 
     /// Marks a photo as stored on the server.
@@ -1116,9 +887,7 @@ impl Client {
     /// Ids of all stored records.
     pub fn record_ids(&self) -> Result<Vec<String>> {
         let mut stmt = self.conn.prepare("SELECT id FROM documents ORDER BY id")?;
-        let ids = stmt
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+        let ids = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
         Ok(ids)
     }
 
@@ -1126,9 +895,7 @@ impl Client {
     /// agrees with the documents. Returns the problems found (empty when sound).
     pub fn verify_integrity(&self) -> Result<Vec<String>> {
         let mut problems = Vec::new();
-        let ok: String = self
-            .conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        let ok: String = self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
         if ok != "ok" {
             problems.push(format!("integrity_check: {ok}"));
         }
@@ -1138,16 +905,9 @@ impl Client {
                     let folded = record.fold();
                     let indexed: Option<(Option<String>, String)> = self
                         .conn
-                        .query_row(
-                            "SELECT status, display_no FROM records WHERE id = ?1",
-                            [&id],
-                            |r| Ok((r.get(0)?, r.get(1)?)),
-                        )
+                        .query_row("SELECT status, display_no FROM records WHERE id = ?1", [&id], |r| Ok((r.get(0)?, r.get(1)?)))
                         .optional()?;
-                    let expected = (
-                        folded.state.status.map(|s| s.as_str().to_owned()),
-                        record.display_no().to_owned(),
-                    );
+                    let expected = (folded.state.status.map(|s| s.as_str().to_owned()), record.display_no().to_owned());
                     if indexed.as_ref() != Some(&expected) {
                         problems.push(format!("{id}: 索引与文档不一致"));
                     }
@@ -1155,11 +915,8 @@ impl Client {
                 Err(e) => problems.push(format!("{id}: {e}")),
             }
         }
-        let orphans: i64 = self.conn.query_row(
-            "SELECT count(*) FROM records WHERE id NOT IN (SELECT id FROM documents)",
-            [],
-            |r| r.get(0),
-        )?;
+        let orphans: i64 =
+            self.conn.query_row("SELECT count(*) FROM records WHERE id NOT IN (SELECT id FROM documents)", [], |r| r.get(0))?;
         if orphans > 0 {
             problems.push(format!("{orphans} 条索引没有对应文档"));
         }
@@ -1187,29 +944,18 @@ fn save_doc(
     Ok(())
 }
 
-fn queue_change(
-    tx: &rusqlite::Transaction<'_>,
-    id: &str,
-    mut change: Change,
-    now: i64,
-) -> Result<()> {
+fn queue_change(tx: &rusqlite::Transaction<'_>, id: &str, mut change: Change, now: i64) -> Result<()> {
     let hash = change.hash().to_string();
     store::outbox_push(tx, id, &hash, &change.bytes(), now)
 }
 
 /// SQL clause: `column` is the bound unit or below it.
 fn within_clause(column: &str) -> String {
-    format!(
-        " AND ({column} = ? OR {column} LIKE (?) || '-%' OR (length(?) = 9 AND {column} LIKE (?) || '%'))"
-    )
+    format!(" AND ({column} = ? OR {column} LIKE (?) || '-%' OR (length(?) = 9 AND {column} LIKE (?) || '%'))")
 }
 
 fn village_of(unit: &UnitCode) -> Result<UnitCode> {
-    UnitCode::parse(
-        unit.as_str()
-            .get(..12)
-            .ok_or_else(|| CoreError::InvalidInput("请指定服务站所在村(社区)".into()))?,
-    )
+    UnitCode::parse(unit.as_str().get(..12).ok_or_else(|| CoreError::InvalidInput("请指定服务站所在村(社区)".into()))?)
 }
 
 fn check_text(what: &str, text: &str, max: usize, required: bool) -> Result<()> {
@@ -1219,13 +965,8 @@ fn check_text(what: &str, text: &str, max: usize, required: bool) -> Result<()> 
     if text.chars().count() > max {
         return Err(CoreError::InvalidInput(format!("{what}超过{max}字")));
     }
-    if text
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
-    {
-        return Err(CoreError::InvalidInput(format!(
-            "{what}含有不可见的控制字符"
-        )));
+    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
+        return Err(CoreError::InvalidInput(format!("{what}含有不可见的控制字符")));
     }
     Ok(())
 }
@@ -1242,11 +983,7 @@ pub fn masked_json(record: &Record) -> serde_json::Value {
         }
         RecordBody::ServiceRequest(f) => {
             f.resident.phone = f.resident.phone.as_deref().map(mask_phone);
-            id_number = f
-                .resident
-                .id_number
-                .as_ref()
-                .map(|n| mask_id_number(n.reveal()));
+            id_number = f.resident.id_number.as_ref().map(|n| mask_id_number(n.reveal()));
         }
     }
     let mut v = serde_json::to_value(&record).expect("serialisable");

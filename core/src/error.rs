@@ -39,11 +39,7 @@ pub enum CoreError {
     NoIdentity,
     /// The acting role may not take this action at all, or not on this record.
     #[error("{role}无权执行“{action}”:{reason}")]
-    NotAllowed {
-        action: ActionKind,
-        role: Role,
-        reason: String,
-    },
+    NotAllowed { action: ActionKind, role: Role, reason: String },
     /// The action is not possible in the record's current state.
     #[error("当前状态为“{status}”,不能执行“{action}”")]
     InvalidTransition { action: ActionKind, status: Status },

@@ -52,14 +52,8 @@ impl HlcClock {
     /// Issues a new timestamp, strictly after every one issued or observed before.
     pub fn tick(&mut self, wall_ms: i64) -> Hlc {
         let next = match self.last {
-            Some(l) if l.wall_ms >= wall_ms => Hlc {
-                wall_ms: l.wall_ms,
-                counter: l.counter.saturating_add(1),
-            },
-            _ => Hlc {
-                wall_ms,
-                counter: 0,
-            },
+            Some(l) if l.wall_ms >= wall_ms => Hlc { wall_ms: l.wall_ms, counter: l.counter.saturating_add(1) },
+            _ => Hlc { wall_ms, counter: 0 },
         };
         self.last = Some(next);
         next
@@ -83,46 +77,16 @@ mod tests {
         let a = c.tick(EARLIEST_MS + 1000);
         let b = c.tick(EARLIEST_MS + 500);
         assert!(b > a);
-        c.observe(Hlc {
-            wall_ms: EARLIEST_MS + 9000,
-            counter: 3,
-        });
+        c.observe(Hlc { wall_ms: EARLIEST_MS + 9000, counter: 3 });
         let d = c.tick(EARLIEST_MS + 2000);
-        assert_eq!(
-            d,
-            Hlc {
-                wall_ms: EARLIEST_MS + 9000,
-                counter: 4
-            }
-        );
+        assert_eq!(d, Hlc { wall_ms: EARLIEST_MS + 9000, counter: 4 });
     }
 
     #[test]
     fn absurd_clocks_are_refused() {
         let now = EARLIEST_MS + 365 * 86_400_000;
-        assert!(
-            Hlc {
-                wall_ms: 0,
-                counter: 0
-            }
-            .check_sane(now)
-            .is_err()
-        );
-        assert!(
-            Hlc {
-                wall_ms: now + MAX_FUTURE_SKEW_MS + 1,
-                counter: 0
-            }
-            .check_sane(now)
-            .is_err()
-        );
-        assert!(
-            Hlc {
-                wall_ms: now + 3 * 86_400_000,
-                counter: 0
-            }
-            .check_sane(now)
-            .is_ok()
-        );
+        assert!(Hlc { wall_ms: 0, counter: 0 }.check_sane(now).is_err());
+        assert!(Hlc { wall_ms: now + MAX_FUTURE_SKEW_MS + 1, counter: 0 }.check_sane(now).is_err());
+        assert!(Hlc { wall_ms: now + 3 * 86_400_000, counter: 0 }.check_sane(now).is_ok());
     }
 }

@@ -33,11 +33,13 @@ pub mod calendar;
 pub mod catalog;
 mod client;
 pub mod error;
+pub mod figures;
 pub mod hlc;
 pub mod org;
 pub mod photo;
 pub mod pii;
 pub mod record;
+pub mod routing;
 pub mod store;
 pub mod sync;
 pub mod workflow;
@@ -45,8 +47,8 @@ pub mod workflow;
 pub use calendar::{TimeLimit, WorkCalendar};
 pub use catalog::{Catalog, HandlingLevel, ServiceMode};
 pub use client::{
-    Client, ClientOptions, Clock, HistoryExport, ManualClock, NewIncident, NewServiceRequest,
-    RecordQuery, RecordSummary, RecordView, SystemClock, masked_json,
+    Client, ClientOptions, Clock, HistoryExport, ManualClock, NewIncident, NewServiceRequest, RecordQuery, RecordSummary, RecordView,
+    SystemClock, masked_json,
 };
 pub use error::{CoreError, Result};
 pub use hlc::Hlc;

@@ -32,8 +32,7 @@ impl UnitCode {
         }
         if !rest.is_empty() {
             for seg in rest[1..].split('-') {
-                let ok =
-                    (1..=4).contains(&seg.len()) && seg.bytes().all(|b| b.is_ascii_alphanumeric());
+                let ok = (1..=4).contains(&seg.len()) && seg.bytes().all(|b| b.is_ascii_alphanumeric());
                 if !ok {
                     return Err(bad());
                 }
@@ -153,30 +152,19 @@ impl OrgTree {
         let units: BTreeMap<_, _> = units.into_iter().map(|u| (u.code.clone(), u)).collect();
         for u in units.values() {
             let parent_kind = u.parent.as_ref().map(|p| {
-                units.get(p).map(|p| p.kind).ok_or_else(|| {
-                    CoreError::InvalidInput(format!("单位 {} 的上级 {} 不存在", u.name, p))
-                })
+                units.get(p).map(|p| p.kind).ok_or_else(|| CoreError::InvalidInput(format!("单位 {} 的上级 {} 不存在", u.name, p)))
             });
             let parent_kind = parent_kind.transpose()?;
             let fits = matches!(
                 (u.kind, parent_kind),
                 (UnitKind::Town, None)
-                    | (
-                        UnitKind::Village | UnitKind::Department,
-                        Some(UnitKind::Town)
-                    )
+                    | (UnitKind::Village | UnitKind::Department, Some(UnitKind::Town))
                     | (UnitKind::Group, Some(UnitKind::Village))
                     | (UnitKind::Grid, Some(UnitKind::Village | UnitKind::Group))
             );
-            let under = u
-                .parent
-                .as_ref()
-                .is_none_or(|p| p.strictly_contains(&u.code));
+            let under = u.parent.as_ref().is_none_or(|p| p.strictly_contains(&u.code));
             if !fits || !under {
-                return Err(CoreError::InvalidInput(format!(
-                    "单位 {}({})的层级或代码与上级不符",
-                    u.name, u.code
-                )));
+                return Err(CoreError::InvalidInput(format!("单位 {}({})的层级或代码与上级不符", u.name, u.code)));
             }
         }
         Ok(Self { units })
@@ -194,9 +182,7 @@ impl OrgTree {
 
     /// The department unit that carries a catalog department key.
     pub fn department(&self, key: &str) -> Option<&OrgUnit> {
-        self.units
-            .values()
-            .find(|u| u.department_key.as_deref() == Some(key))
+        self.units.values().find(|u| u.department_key.as_deref() == Some(key))
     }
 
     /// The nearest ancestor (or the unit itself) of the given kind.
@@ -369,47 +355,17 @@ mod tests {
     fn scope_rule() {
         let grid_a = c("532331101201-01-01");
         let grid_b = c("532331101201-01-02");
-        let member = Person {
-            id: "wang".into(),
-            name: "王".into(),
-            role: Role::GridMember,
-            unit: grid_a.clone(),
-        };
-        let dept = Person {
-            id: "li".into(),
-            name: "李".into(),
-            role: Role::DepartmentHandler,
-            unit: c("532331101-D01"),
-        };
-        let own = RecordScope {
-            location: &grid_a,
-            holder: None,
-            assignee: None,
-            reporter: None,
-        };
-        let sibling = RecordScope {
-            location: &grid_b,
-            holder: None,
-            assignee: None,
-            reporter: None,
-        };
+        let member = Person { id: "wang".into(), name: "王".into(), role: Role::GridMember, unit: grid_a.clone() };
+        let dept = Person { id: "li".into(), name: "李".into(), role: Role::DepartmentHandler, unit: c("532331101-D01") };
+        let own = RecordScope { location: &grid_a, holder: None, assignee: None, reporter: None };
+        let sibling = RecordScope { location: &grid_b, holder: None, assignee: None, reporter: None };
         assert_eq!(access(&member, &own), Access::Full);
         assert_eq!(access(&member, &sibling), Access::None);
         assert_eq!(access(&dept, &own), Access::None);
         let town = c("532331101");
-        let dispatched = RecordScope {
-            location: &grid_b,
-            holder: Some(&dept.unit),
-            assignee: None,
-            reporter: None,
-        };
+        let dispatched = RecordScope { location: &grid_b, holder: Some(&dept.unit), assignee: None, reporter: None };
         assert_eq!(access(&dept, &dispatched), Access::Full);
-        let escalated = RecordScope {
-            location: &grid_b,
-            holder: Some(&town),
-            assignee: None,
-            reporter: Some("wang"),
-        };
+        let escalated = RecordScope { location: &grid_b, holder: Some(&town), assignee: None, reporter: Some("wang") };
         assert_eq!(access(&member, &escalated), Access::Read);
     }
 }

@@ -30,37 +30,20 @@ pub struct PreparedPhoto {
 /// Decodes, orients, downscales and re-encodes a photo.
 pub fn prepare(bytes: &[u8]) -> Result<PreparedPhoto> {
     if bytes.len() > MAX_INPUT_BYTES {
-        return Err(CoreError::Photo(format!(
-            "文件超过 {} MB",
-            MAX_INPUT_BYTES / 1024 / 1024
-        )));
+        return Err(CoreError::Photo(format!("文件超过 {} MB", MAX_INPUT_BYTES / 1024 / 1024)));
     }
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| CoreError::Photo(e.to_string()))?;
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|_| CoreError::Photo("不是可识别的图片格式".into()))?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder)
-        .map_err(|_| CoreError::Photo("图片数据已损坏".into()))?;
+    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| CoreError::Photo(e.to_string()))?;
+    let mut decoder = reader.into_decoder().map_err(|_| CoreError::Photo("不是可识别的图片格式".into()))?;
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|_| CoreError::Photo("图片数据已损坏".into()))?;
     img.apply_orientation(orientation);
     if img.width().max(img.height()) > MAX_EDGE {
         img = img.resize(MAX_EDGE, MAX_EDGE, image::imageops::FilterType::Triangle);
     }
     let rgb = img.to_rgb8();
     let mut jpeg = Vec::new();
-    JpegEncoder::new_with_quality(&mut jpeg, JPEG_QUALITY)
-        .encode_image(&rgb)
-        .map_err(|e| CoreError::Photo(e.to_string()))?;
-    Ok(PreparedPhoto {
-        sha256: sha256_hex(&jpeg),
-        width: rgb.width(),
-        height: rgb.height(),
-        jpeg,
-    })
+    JpegEncoder::new_with_quality(&mut jpeg, JPEG_QUALITY).encode_image(&rgb).map_err(|e| CoreError::Photo(e.to_string()))?;
+    Ok(PreparedPhoto { sha256: sha256_hex(&jpeg), width: rgb.width(), height: rgb.height(), jpeg })
 }
 
 /// Lower-case hex SHA-256.
@@ -73,13 +56,9 @@ mod tests {
     use super::*;
 
     fn jpeg_with_exif(w: u32, h: u32) -> Vec<u8> {
-        let img = image::RgbImage::from_fn(w, h, |x, y| {
-            image::Rgb([(x % 256) as u8, (y % 256) as u8, 90])
-        });
+        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 90]));
         let mut out = Vec::new();
-        JpegEncoder::new_with_quality(&mut out, 90)
-            .encode_image(&img)
-            .unwrap();
+        JpegEncoder::new_with_quality(&mut out, 90).encode_image(&img).unwrap();
         // Insert an APP1 "Exif" segment right after SOI, as cameras do.
         let payload = b"Exif\0\0MM\0*\0\0\0\x08\0\0GPS-SECRET-DATA";
         let len = (payload.len() + 2) as u16;

@@ -74,14 +74,9 @@ pub fn mask_phone(s: &str) -> String {
 /// Checks a mainland mobile (11 digits starting with 1) or landline (digits and one dash) number.
 pub fn validate_phone(s: &str) -> Result<()> {
     let mobile = s.len() == 11 && s.starts_with('1') && s.bytes().all(|b| b.is_ascii_digit());
-    let landline = (7..=13).contains(&s.len())
-        && s.bytes().filter(|b| *b == b'-').count() <= 1
-        && s.bytes().all(|b| b.is_ascii_digit() || b == b'-');
-    if mobile || landline {
-        Ok(())
-    } else {
-        Err(CoreError::InvalidPhone)
-    }
+    let landline =
+        (7..=13).contains(&s.len()) && s.bytes().filter(|b| *b == b'-').count() <= 1 && s.bytes().all(|b| b.is_ascii_digit() || b == b'-');
+    if mobile || landline { Ok(()) } else { Err(CoreError::InvalidPhone) }
 }
 
 impl TryFrom<String> for IdNumber {
@@ -134,9 +129,7 @@ mod tests {
         let n = IdNumber::parse("11010519491231002x").unwrap();
         assert_eq!(n.masked(), "1101**********002X");
         assert!(!format!("{n:?}").contains("19491231"));
-        let err = IdNumber::parse("110105194912310021")
-            .unwrap_err()
-            .to_string();
+        let err = IdNumber::parse("110105194912310021").unwrap_err().to_string();
         assert!(!err.contains("110105"));
     }
 

@@ -12,9 +12,7 @@
 use std::collections::BTreeMap;
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{
-    ActorId, AutoCommit, AutoSerde, Change, ObjId, ObjType, ROOT, ReadDoc, ScalarValue,
-};
+use automerge::{ActorId, AutoCommit, AutoSerde, Change, ObjId, ObjType, ROOT, ReadDoc, ScalarValue};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::ServiceMode;
@@ -61,11 +59,7 @@ pub struct GeoPoint {
 impl GeoPoint {
     /// Validates the coordinate ranges.
     pub fn new(lat: f64, lon: f64) -> Result<Self> {
-        if !(lat.is_finite()
-            && lon.is_finite()
-            && (-90.0..=90.0).contains(&lat)
-            && (-180.0..=180.0).contains(&lon))
-        {
+        if !(lat.is_finite() && lon.is_finite() && (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon)) {
             return Err(CoreError::InvalidInput("经纬度超出范围".into()));
         }
         Ok(Self { lat, lon })
@@ -173,10 +167,7 @@ impl Record {
 
     /// The context the workflow fold needs.
     pub fn fold_context(&self) -> FoldContext<'_> {
-        FoldContext {
-            kind: self.kind(),
-            location: self.location(),
-        }
+        FoldContext { kind: self.kind(), location: self.location() }
     }
 
     /// The current state and the ordered, annotated timeline.
@@ -278,10 +269,7 @@ pub struct ServiceRequestEdit {
 }
 
 fn am(e: automerge::AutomergeError) -> CoreError {
-    CoreError::MalformedRecord {
-        id: String::new(),
-        reason: e.to_string(),
-    }
+    CoreError::MalformedRecord { id: String::new(), reason: e.to_string() }
 }
 
 impl RecordDoc {
@@ -291,21 +279,14 @@ impl RecordDoc {
         doc.put(ROOT, "kind", record.kind().as_str()).map_err(am)?;
         doc.put(ROOT, "schema", SCHEMA).map_err(am)?;
         doc.put(ROOT, "id", record.id.as_str()).map_err(am)?;
-        doc.put(ROOT, "provisional_no", record.provisional_no.as_str())
-            .map_err(am)?;
-        doc.put(ROOT, "created_at_ms", record.created_at_ms)
-            .map_err(am)?;
+        doc.put(ROOT, "provisional_no", record.provisional_no.as_str()).map_err(am)?;
+        doc.put(ROOT, "created_at_ms", record.created_at_ms).map_err(am)?;
         match &record.body {
             RecordBody::Incident(f) => {
                 doc.put(ROOT, "category", f.category.as_str()).map_err(am)?;
                 doc.put(ROOT, "grid", f.grid.as_str()).map_err(am)?;
                 doc.put(ROOT, "urgency", json_str(&f.urgency)).map_err(am)?;
-                for (key, text) in [
-                    ("title", &f.title),
-                    ("description", &f.description),
-                    ("address", &f.address),
-                    ("notes", &f.notes),
-                ] {
+                for (key, text) in [("title", &f.title), ("description", &f.description), ("address", &f.address), ("notes", &f.notes)] {
                     let t = doc.put_object(ROOT, key, ObjType::Text).map_err(am)?;
                     doc.splice_text(&t, 0, 0, text).map_err(am)?;
                 }
@@ -313,12 +294,7 @@ impl RecordDoc {
                     doc.put(ROOT, "lat", p.lat).map_err(am)?;
                     doc.put(ROOT, "lon", p.lon).map_err(am)?;
                 }
-                put_json(
-                    &mut doc,
-                    &ROOT,
-                    "parties",
-                    &serde_json::to_value(&f.parties).expect("serialisable"),
-                )?;
+                put_json(&mut doc, &ROOT, "parties", &serde_json::to_value(&f.parties).expect("serialisable"))?;
                 let photos = doc.put_object(ROOT, "photos", ObjType::Map).map_err(am)?;
                 for p in &f.photos {
                     doc.put(&photos, p.as_str(), time_ms).map_err(am)?;
@@ -328,18 +304,8 @@ impl RecordDoc {
                 doc.put(ROOT, "item", f.item.as_str()).map_err(am)?;
                 doc.put(ROOT, "mode", f.mode.as_str()).map_err(am)?;
                 doc.put(ROOT, "station", f.station.as_str()).map_err(am)?;
-                put_json(
-                    &mut doc,
-                    &ROOT,
-                    "resident",
-                    &serde_json::to_value(&f.resident).expect("serialisable"),
-                )?;
-                put_json(
-                    &mut doc,
-                    &ROOT,
-                    "materials",
-                    &serde_json::to_value(&f.materials).expect("serialisable"),
-                )?;
+                put_json(&mut doc, &ROOT, "resident", &serde_json::to_value(&f.resident).expect("serialisable"))?;
+                put_json(&mut doc, &ROOT, "materials", &serde_json::to_value(&f.materials).expect("serialisable"))?;
                 for (key, text) in [("description", &f.description), ("notes", &f.notes)] {
                     let t = doc.put_object(ROOT, key, ObjType::Text).map_err(am)?;
                     doc.splice_text(&t, 0, 0, text).map_err(am)?;
@@ -357,9 +323,7 @@ impl RecordDoc {
 
     /// An empty document, to receive a record's changes from elsewhere.
     pub fn empty(actor: &ActorId) -> Self {
-        Self {
-            doc: AutoCommit::new().with_actor(actor.clone()),
-        }
+        Self { doc: AutoCommit::new().with_actor(actor.clone()) }
     }
 
     /// Loads a document from saved bytes (a full save followed by any incremental saves).
@@ -378,32 +342,18 @@ impl RecordDoc {
 
     /// Reads the typed record.
     pub fn read(&self) -> Result<Record> {
-        let value = serde_json::to_value(AutoSerde::from(&self.doc)).map_err(|e| {
-            CoreError::MalformedRecord {
-                id: String::new(),
-                reason: e.to_string(),
-            }
-        })?;
+        let value = serde_json::to_value(AutoSerde::from(&self.doc))
+            .map_err(|e| CoreError::MalformedRecord { id: String::new(), reason: e.to_string() })?;
         let s: StoredRecord =
-            serde_json::from_value(value).map_err(|e| CoreError::MalformedRecord {
-                id: String::new(),
-                reason: e.to_string(),
-            })?;
-        let malformed = |reason: String| CoreError::MalformedRecord {
-            id: s.id.clone(),
-            reason,
-        };
+            serde_json::from_value(value).map_err(|e| CoreError::MalformedRecord { id: String::new(), reason: e.to_string() })?;
+        let malformed = |reason: String| CoreError::MalformedRecord { id: s.id.clone(), reason };
         if s.schema > SCHEMA {
-            return Err(malformed(format!(
-                "数据版本 {} 高于本程序支持的版本,请升级应用",
-                s.schema
-            )));
+            return Err(malformed(format!("数据版本 {} 高于本程序支持的版本,请升级应用", s.schema)));
         }
         let rest = serde_json::Value::Object(s.rest);
         let body = match RecordKind::parse(&s.kind) {
             Some(RecordKind::Incident) => {
-                let f: StoredIncident =
-                    serde_json::from_value(rest).map_err(|e| malformed(e.to_string()))?;
+                let f: StoredIncident = serde_json::from_value(rest).map_err(|e| malformed(e.to_string()))?;
                 let location = match (f.lat, f.lon) {
                     (Some(lat), Some(lon)) => Some(GeoPoint { lat, lon }),
                     _ => None,
@@ -421,9 +371,9 @@ impl RecordDoc {
                     notes: f.notes,
                 })
             }
-            Some(RecordKind::ServiceRequest) => RecordBody::ServiceRequest(
-                serde_json::from_value(rest).map_err(|e| malformed(e.to_string()))?,
-            ),
+            Some(RecordKind::ServiceRequest) => {
+                RecordBody::ServiceRequest(serde_json::from_value(rest).map_err(|e| malformed(e.to_string()))?)
+            }
             None => return Err(malformed(format!("未知的记录类型 {}", s.kind))),
         };
         let timeline = s
@@ -431,10 +381,7 @@ impl RecordDoc {
             .into_iter()
             .map(|(id, e)| TimelineEntry {
                 id,
-                at: Hlc {
-                    wall_ms: e.at_ms,
-                    counter: e.at_c,
-                },
+                at: Hlc { wall_ms: e.at_ms, counter: e.at_c },
                 actor: e.actor,
                 actor_name: e.actor_name,
                 role: e.role,
@@ -443,50 +390,25 @@ impl RecordDoc {
                 note: e.note,
             })
             .collect();
-        Ok(Record {
-            id: s.id,
-            provisional_no: s.provisional_no,
-            case_no: s.case_no,
-            created_at_ms: s.created_at_ms,
-            body,
-            timeline,
-        })
+        Ok(Record { id: s.id, provisional_no: s.provisional_no, case_no: s.case_no, created_at_ms: s.created_at_ms, body, timeline })
     }
 
     fn put_entry(&mut self, e: &TimelineEntry) -> Result<()> {
         let timeline = match self.doc.get(ROOT, "timeline").map_err(am)? {
             Some((_, id)) => id,
             None => {
-                return Err(CoreError::MalformedRecord {
-                    id: String::new(),
-                    reason: "缺少 timeline".into(),
-                });
+                return Err(CoreError::MalformedRecord { id: String::new(), reason: "缺少 timeline".into() });
             }
         };
-        let obj = self
-            .doc
-            .put_object(&timeline, e.id.as_str(), ObjType::Map)
-            .map_err(am)?;
+        let obj = self.doc.put_object(&timeline, e.id.as_str(), ObjType::Map).map_err(am)?;
         self.doc.put(&obj, "at_ms", e.at.wall_ms).map_err(am)?;
-        self.doc
-            .put(&obj, "at_c", u64::from(e.at.counter))
-            .map_err(am)?;
+        self.doc.put(&obj, "at_c", u64::from(e.at.counter)).map_err(am)?;
         self.doc.put(&obj, "actor", e.actor.as_str()).map_err(am)?;
-        self.doc
-            .put(&obj, "actor_name", e.actor_name.as_str())
-            .map_err(am)?;
+        self.doc.put(&obj, "actor_name", e.actor_name.as_str()).map_err(am)?;
         self.doc.put(&obj, "role", json_str(&e.role)).map_err(am)?;
         self.doc.put(&obj, "unit", e.unit.as_str()).map_err(am)?;
-        put_json(
-            &mut self.doc,
-            &obj,
-            "action",
-            &serde_json::to_value(&e.action).expect("serialisable"),
-        )?;
-        let note = self
-            .doc
-            .put_object(&obj, "note", ObjType::Text)
-            .map_err(am)?;
+        put_json(&mut self.doc, &obj, "action", &serde_json::to_value(&e.action).expect("serialisable"))?;
+        let note = self.doc.put_object(&obj, "note", ObjType::Text).map_err(am)?;
         self.doc.splice_text(&note, 0, 0, &e.note).map_err(am)?;
         Ok(())
     }
@@ -503,12 +425,8 @@ impl RecordDoc {
         if let Some(c) = &edit.category {
             self.doc.put(ROOT, "category", c.as_str()).map_err(am)?;
         }
-        for (key, text) in [
-            ("title", &edit.title),
-            ("description", &edit.description),
-            ("address", &edit.address),
-            ("notes", &edit.notes),
-        ] {
+        for (key, text) in [("title", &edit.title), ("description", &edit.description), ("address", &edit.address), ("notes", &edit.notes)]
+        {
             if let Some(t) = text {
                 self.update_text(&ROOT, key, t)?;
             }
@@ -521,12 +439,7 @@ impl RecordDoc {
             self.doc.put(ROOT, "lon", p.lon).map_err(am)?;
         }
         if let Some(parties) = &edit.parties {
-            put_json(
-                &mut self.doc,
-                &ROOT,
-                "parties",
-                &serde_json::to_value(parties).expect("serialisable"),
-            )?;
+            put_json(&mut self.doc, &ROOT, "parties", &serde_json::to_value(parties).expect("serialisable"))?;
         }
         self.commit("编辑事件", time_ms);
         Ok(())
@@ -542,10 +455,7 @@ impl RecordDoc {
         if let Some(m) = &edit.materials {
             let obj = match self.doc.get(ROOT, "materials").map_err(am)? {
                 Some((_, id)) => id,
-                None => self
-                    .doc
-                    .put_object(ROOT, "materials", ObjType::Map)
-                    .map_err(am)?,
+                None => self.doc.put_object(ROOT, "materials", ObjType::Map).map_err(am)?,
             };
             for (name, got) in m {
                 self.doc.put(&obj, name.as_str(), *got).map_err(am)?;
@@ -564,10 +474,7 @@ impl RecordDoc {
     pub fn add_photo(&mut self, sha256: &str, time_ms: i64) -> Result<()> {
         let photos = match self.doc.get(ROOT, "photos").map_err(am)? {
             Some((_, id)) => id,
-            None => self
-                .doc
-                .put_object(ROOT, "photos", ObjType::Map)
-                .map_err(am)?,
+            None => self.doc.put_object(ROOT, "photos", ObjType::Map).map_err(am)?,
         };
         self.doc.put(&photos, sha256, time_ms).map_err(am)?;
         self.commit("添加照片", time_ms);
@@ -584,20 +491,13 @@ impl RecordDoc {
     fn update_text(&mut self, parent: &ObjId, key: &str, text: &str) -> Result<()> {
         let obj = match self.doc.get(parent, key).map_err(am)? {
             Some((automerge::Value::Object(ObjType::Text), id)) => id,
-            _ => self
-                .doc
-                .put_object(parent, key, ObjType::Text)
-                .map_err(am)?,
+            _ => self.doc.put_object(parent, key, ObjType::Text).map_err(am)?,
         };
         self.doc.update_text(&obj, text).map_err(am)
     }
 
     fn commit(&mut self, message: &str, time_ms: i64) {
-        self.doc.commit_with(
-            CommitOptions::default()
-                .with_message(message.to_owned())
-                .with_time(time_ms / 1000),
-        );
+        self.doc.commit_with(CommitOptions::default().with_message(message.to_owned()).with_time(time_ms / 1000));
     }
 
     /// The most recent change made on this device, to queue in the outbox.
@@ -612,9 +512,12 @@ impl RecordDoc {
 
     /// Applies changes received from elsewhere.
     pub fn apply_changes(&mut self, changes: Vec<Change>) -> Result<()> {
-        self.doc
-            .apply_changes(changes)
-            .map_err(|_| CoreError::CorruptChange)
+        self.doc.apply_changes(changes).map_err(|_| CoreError::CorruptChange)
+    }
+
+    /// The document as it was at `heads` (what the author of a change built on saw).
+    pub fn fork_at(&mut self, heads: &[automerge::ChangeHash]) -> Result<Self> {
+        Ok(Self { doc: self.doc.fork_at(heads).map_err(|_| CoreError::MissingDependencies)? })
     }
 
     /// Current heads of the document.
@@ -679,12 +582,7 @@ fn json_str<T: Serialize>(v: &T) -> String {
 }
 
 /// Writes a JSON value as nested Automerge maps, lists and scalars.
-fn put_json(
-    doc: &mut AutoCommit,
-    parent: &ObjId,
-    key: &str,
-    value: &serde_json::Value,
-) -> Result<()> {
+fn put_json(doc: &mut AutoCommit, parent: &ObjId, key: &str, value: &serde_json::Value) -> Result<()> {
     use serde_json::Value as J;
     match value {
         J::Object(map) => {
@@ -706,12 +604,7 @@ fn put_json(
     Ok(())
 }
 
-fn insert_json(
-    doc: &mut AutoCommit,
-    list: &ObjId,
-    index: usize,
-    value: &serde_json::Value,
-) -> Result<()> {
+fn insert_json(doc: &mut AutoCommit, list: &ObjId, index: usize, value: &serde_json::Value) -> Result<()> {
     use serde_json::Value as J;
     match value {
         J::Object(map) => {

@@ -107,10 +107,7 @@ pub fn open(path: &Path) -> Result<Connection> {
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
-    let version: usize = conn
-        .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))?
-        .try_into()
-        .unwrap_or(0);
+    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))?.try_into().unwrap_or(0);
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
@@ -122,9 +119,7 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
 
 /// Reads a meta value.
 pub fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>> {
-    Ok(conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-        .optional()?)
+    Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
 }
 
 /// Writes a meta value.
@@ -141,16 +136,11 @@ pub fn meta_delete(tx: &Transaction<'_>, key: &str) -> Result<()> {
 
 /// The saved bytes of a document: its snapshot followed by incremental chunks.
 pub fn doc_chunks(conn: &Connection, id: &str) -> Result<Option<Vec<Vec<u8>>>> {
-    let Some(snapshot) = conn
-        .query_row("SELECT snapshot FROM documents WHERE id = ?1", [id], |r| {
-            r.get::<_, Vec<u8>>(0)
-        })
-        .optional()?
+    let Some(snapshot) = conn.query_row("SELECT snapshot FROM documents WHERE id = ?1", [id], |r| r.get::<_, Vec<u8>>(0)).optional()?
     else {
         return Ok(None);
     };
-    let mut stmt =
-        conn.prepare_cached("SELECT bytes FROM doc_chunks WHERE doc_id = ?1 ORDER BY seq")?;
+    let mut stmt = conn.prepare_cached("SELECT bytes FROM doc_chunks WHERE doc_id = ?1 ORDER BY seq")?;
     let mut out = vec![snapshot];
     for b in stmt.query_map([id], |r| r.get::<_, Vec<u8>>(0))? {
         out.push(b?);
@@ -182,15 +172,8 @@ pub fn write_doc(tx: &Transaction<'_>, id: &str, kind: RecordKind, write: DocWri
             Ok(0)
         }
         DocWrite::Append(bytes) => {
-            let n: i64 = tx.query_row(
-                "UPDATE documents SET chunks = chunks + 1 WHERE id = ?1 RETURNING chunks",
-                [id],
-                |r| r.get(0),
-            )?;
-            tx.execute(
-                "INSERT INTO doc_chunks(doc_id, seq, bytes) VALUES (?1, ?2, ?3)",
-                params![id, n, bytes],
-            )?;
+            let n: i64 = tx.query_row("UPDATE documents SET chunks = chunks + 1 WHERE id = ?1 RETURNING chunks", [id], |r| r.get(0))?;
+            tx.execute("INSERT INTO doc_chunks(doc_id, seq, bytes) VALUES (?1, ?2, ?3)", params![id, n, bytes])?;
             Ok(n)
         }
     }
@@ -255,10 +238,7 @@ pub fn write_index(tx: &Transaction<'_>, row: &IndexRow, fts_body: &str) -> Resu
         ],
     )?;
     tx.execute("DELETE FROM records_fts WHERE id = ?1", [&row.id])?;
-    tx.execute(
-        "INSERT INTO records_fts(id, title, body) VALUES (?1, ?2, ?3)",
-        params![row.id, row.title, fts_body],
-    )?;
+    tx.execute("INSERT INTO records_fts(id, title, body) VALUES (?1, ?2, ?3)", params![row.id, row.title, fts_body])?;
     Ok(())
 }
 
@@ -274,13 +254,7 @@ pub struct OutboxEntry {
 }
 
 /// Queues a change for upload; a change already queued is ignored.
-pub fn outbox_push(
-    tx: &Transaction<'_>,
-    doc_id: &str,
-    hash: &str,
-    bytes: &[u8],
-    now_ms: i64,
-) -> Result<()> {
+pub fn outbox_push(tx: &Transaction<'_>, doc_id: &str, hash: &str, bytes: &[u8], now_ms: i64) -> Result<()> {
     tx.execute(
         "INSERT OR IGNORE INTO outbox(doc_id, hash, bytes, created_ms) VALUES (?1, ?2, ?3, ?4)",
         params![doc_id, hash, bytes, now_ms],
@@ -290,16 +264,9 @@ pub fn outbox_push(
 
 /// The oldest queued changes, in the order they were made.
 pub fn outbox_list(conn: &Connection, limit: usize) -> Result<Vec<OutboxEntry>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT seq, doc_id, hash, bytes FROM outbox ORDER BY seq LIMIT ?1")?;
-    let rows = stmt.query_map([limit as i64], |r| {
-        Ok(OutboxEntry {
-            seq: r.get(0)?,
-            doc_id: r.get(1)?,
-            hash: r.get(2)?,
-            bytes: r.get(3)?,
-        })
-    })?;
+    let mut stmt = conn.prepare_cached("SELECT seq, doc_id, hash, bytes FROM outbox ORDER BY seq LIMIT ?1")?;
+    let rows =
+        stmt.query_map([limit as i64], |r| Ok(OutboxEntry { seq: r.get(0)?, doc_id: r.get(1)?, hash: r.get(2)?, bytes: r.get(3)? }))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -319,14 +286,7 @@ pub fn outbox_ack(tx: &Transaction<'_>, hashes: &[String]) -> Result<usize> {
 }
 
 /// Stores a prepared photo (content-addressed; storing it twice is a no-op).
-pub fn put_attachment(
-    tx: &Transaction<'_>,
-    sha256: &str,
-    width: u32,
-    height: u32,
-    jpeg: &[u8],
-    now_ms: i64,
-) -> Result<()> {
+pub fn put_attachment(tx: &Transaction<'_>, sha256: &str, width: u32, height: u32, jpeg: &[u8], now_ms: i64) -> Result<()> {
     tx.execute(
         "INSERT OR IGNORE INTO attachments(sha256, mime, width, height, bytes, created_ms) VALUES (?1, 'image/jpeg', ?2, ?3, ?4, ?5)",
         params![sha256, width, height, jpeg, now_ms],
@@ -336,30 +296,19 @@ pub fn put_attachment(
 
 /// Reads an attachment's bytes.
 pub fn get_attachment(conn: &Connection, sha256: &str) -> Result<Option<Vec<u8>>> {
-    Ok(conn
-        .query_row(
-            "SELECT bytes FROM attachments WHERE sha256 = ?1",
-            [sha256],
-            |r| r.get(0),
-        )
-        .optional()?)
+    Ok(conn.query_row("SELECT bytes FROM attachments WHERE sha256 = ?1", [sha256], |r| r.get(0)).optional()?)
 }
 
 /// Photos not yet uploaded, oldest first.
 pub fn pending_attachments(conn: &Connection) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT sha256 FROM attachments WHERE uploaded = 0 ORDER BY created_ms, sha256",
-    )?;
+    let mut stmt = conn.prepare_cached("SELECT sha256 FROM attachments WHERE uploaded = 0 ORDER BY created_ms, sha256")?;
     let rows = stmt.query_map([], |r| r.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Marks a photo as stored on the server.
 pub fn mark_uploaded(tx: &Transaction<'_>, sha256: &str) -> Result<()> {
-    tx.execute(
-        "UPDATE attachments SET uploaded = 1 WHERE sha256 = ?1",
-        [sha256],
-    )?;
+    tx.execute("UPDATE attachments SET uploaded = 1 WHERE sha256 = ?1", [sha256])?;
     Ok(())
 }
 

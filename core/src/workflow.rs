@@ -108,6 +108,8 @@ labelled_enum! {
         Queued = "queued", "待代办";
         /// 已移交: handed off to the town in a batch.
         HandedOff = "handed_off", "已移交";
+        /// 办理中: the town signed for the errand and is working on it.
+        Processing = "processing", "办理中";
         /// 已办结.
         Completed = "completed", "已办结";
         /// 已送达.
@@ -124,14 +126,7 @@ labelled_enum! {
 impl Status {
     /// True while somebody still has to act (the record counts as open work).
     pub fn is_open(self) -> bool {
-        !matches!(
-            self,
-            Status::Closed
-                | Status::Delivered
-                | Status::Archived
-                | Status::Rejected
-                | Status::Withdrawn
-        )
+        !matches!(self, Status::Closed | Status::Delivered | Status::Archived | Status::Rejected | Status::Withdrawn)
     }
 }
 
@@ -139,6 +134,7 @@ labelled_enum! {
     /// The kind of an [`Action`], without its payload.
     ActionKind {
         Report = "report", "上报";
+        Route = "route", "分流";
         SelfResolve = "self_resolve", "自行处置";
         Accept = "accept", "受理";
         Escalate = "escalate", "逐级上报";
@@ -161,6 +157,7 @@ labelled_enum! {
         SupplyMaterials = "supply_materials", "材料补齐";
         Queue = "queue", "列入代办";
         HandOff = "hand_off", "移交代办";
+        AcceptHandOff = "accept_hand_off", "接收代办件";
         Complete = "complete", "办结";
         Deliver = "deliver", "送达";
         Archive = "archive", "归档";
@@ -175,6 +172,10 @@ labelled_enum! {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Action {
     Report,
+    /// Routed by the town's rules to the unit that should handle it (分流).
+    Route {
+        to_unit: UnitCode,
+    },
     /// Fixed on the spot by the people of the grid; evidence photos by SHA-256.
     SelfResolve {
         #[serde(default)]
@@ -214,6 +215,9 @@ pub enum Action {
     Supervise {
         #[serde(default)]
         overdue: bool,
+        /// Units the notice is addressed to (the holder and its parent for overdue items).
+        #[serde(default)]
+        to_units: Vec<UnitCode>,
     },
     /// Intake at the station; the promised date comes from the service-item catalog.
     Receive {
@@ -232,6 +236,8 @@ pub enum Action {
         batch_id: String,
         carrier: String,
     },
+    /// The town signs for an errand of a batch.
+    AcceptHandOff,
     Complete,
     Deliver,
     Archive,
@@ -247,6 +253,7 @@ impl Action {
     pub fn kind(&self) -> ActionKind {
         match self {
             Action::Report => ActionKind::Report,
+            Action::Route { .. } => ActionKind::Route,
             Action::SelfResolve { .. } => ActionKind::SelfResolve,
             Action::Accept => ActionKind::Accept,
             Action::Escalate { .. } => ActionKind::Escalate,
@@ -269,6 +276,7 @@ impl Action {
             Action::SupplyMaterials { .. } => ActionKind::SupplyMaterials,
             Action::Queue => ActionKind::Queue,
             Action::HandOff { .. } => ActionKind::HandOff,
+            Action::AcceptHandOff => ActionKind::AcceptHandOff,
             Action::Complete => ActionKind::Complete,
             Action::Deliver => ActionKind::Deliver,
             Action::Archive => ActionKind::Archive,
@@ -314,36 +322,24 @@ use Role::*;
 use Status::*;
 
 const FIELD_AND_VILLAGE: &[Role] = &[GridMember, GroupLeader, StationStaff, VillageHead];
-const WORKERS: &[Role] = &[
-    GridMember,
-    GroupLeader,
-    StationStaff,
-    VillageHead,
-    DepartmentHandler,
-];
+const WORKERS: &[Role] = &[GridMember, GroupLeader, StationStaff, VillageHead, DepartmentHandler];
 const TRIAGE: &[Role] = &[StationStaff, VillageHead, CenterOperator];
-const VERIFIERS: &[Role] = &[
-    GridMember,
-    GroupLeader,
-    StationStaff,
-    VillageHead,
-    CenterOperator,
-];
+const VERIFIERS: &[Role] = &[GridMember, GroupLeader, StationStaff, VillageHead, CenterOperator];
 const APPROVERS: &[Role] = &[StationStaff, VillageHead, CenterOperator, TownLeader];
 const STATION: &[Role] = &[StationStaff, VillageHead];
 const STATION_AND_FIELD: &[Role] = &[StationStaff, VillageHead, GridMember];
 const STATION_AND_TOWN: &[Role] = &[StationStaff, VillageHead, DepartmentHandler, CenterOperator];
+const TOWN_SERVICE: &[Role] = &[DepartmentHandler, CenterOperator];
 const LEADERS: &[Role] = &[VillageHead, CenterOperator, TownLeader];
 const SUPERVISORS: &[Role] = &[VillageHead, CenterOperator, TownLeader, System];
-const INCIDENT_OPEN: &[Status] = &[
-    Reported, Accepted, Dispatched, InProgress, Handled, Verified, Suspended,
-];
+const INCIDENT_OPEN: &[Status] = &[Reported, Accepted, Dispatched, InProgress, Handled, Verified, Suspended];
 
 /// Who may do what: the one permission table of Gridlink.
 #[rustfmt::skip]
 pub const RULES: &[Rule] = &[
     //   action                            kind roles                        from states                                        actor scope            note required
     rule_row(ActionKind::Report,            Inc, &[GridMember, GroupLeader, StationStaff, VillageHead, CenterOperator], &[], S::LocationOrAbove, false),
+    rule_row(ActionKind::Route,             Inc, &[System, CenterOperator], &[Reported],                          S::HolderOrAbove,   false),
     rule_row(ActionKind::SelfResolve,       Inc, FIELD_AND_VILLAGE, &[Reported],                                      S::HolderOrAbove,   true),
     rule_row(ActionKind::Accept,            Inc, TRIAGE,            &[Reported],                                      S::HolderOrAbove,   false),
     rule_row(ActionKind::Escalate,          Inc, FIELD_AND_VILLAGE, &[Reported, Accepted],                            S::HolderOrAbove,   true),
@@ -362,15 +358,16 @@ pub const RULES: &[Rule] = &[
     rule_row(ActionKind::Resume,            Inc, LEADERS,           &[Suspended],                                     S::OwnerOrAbove,    false),
     rule_row(ActionKind::Supervise,         Inc, SUPERVISORS,       INCIDENT_OPEN,                                    S::HolderOrAbove,   false),
     rule_row(ActionKind::Receive,           Svc, STATION_AND_FIELD, &[],                                              S::Related,         false),
-    rule_row(ActionKind::RequestMaterials,  Svc, STATION_AND_TOWN,  &[Received, Queued, HandedOff],                   S::HolderOrAbove,   false),
+    rule_row(ActionKind::RequestMaterials,  Svc, STATION_AND_TOWN,  &[Received, Queued, HandedOff, Processing],       S::HolderOrAbove,   false),
     rule_row(ActionKind::SupplyMaterials,   Svc, STATION_AND_FIELD, &[MaterialsMissing],                              S::Related,         false),
     rule_row(ActionKind::Queue,             Svc, STATION,           &[Received],                                      S::HolderOrAbove,   false),
     rule_row(ActionKind::HandOff,           Svc, STATION,           &[Queued],                                        S::HolderOrAbove,   false),
-    rule_row(ActionKind::Complete,          Svc, STATION_AND_TOWN,  &[Received, HandedOff],                           S::HolderOrAbove,   false),
+    rule_row(ActionKind::AcceptHandOff,     Svc, TOWN_SERVICE,      &[HandedOff],                                     S::Holder,          false),
+    rule_row(ActionKind::Complete,          Svc, STATION_AND_TOWN,  &[Received, HandedOff, Processing],               S::HolderOrAbove,   false),
     rule_row(ActionKind::Deliver,           Svc, STATION_AND_FIELD, &[Completed],                                     S::Related,         false),
     rule_row(ActionKind::Archive,           Svc, STATION,           &[Delivered],                                     S::Related,         false),
     rule_row(ActionKind::FollowUp,          Svc, STATION_AND_FIELD, &[Delivered, Archived],                           S::Related,         false),
-    rule_row(ActionKind::Reject,            Svc, STATION_AND_TOWN,  &[Received, MaterialsMissing, Queued, HandedOff], S::HolderOrAbove,   true),
+    rule_row(ActionKind::Reject,            Svc, STATION_AND_TOWN,  &[Received, MaterialsMissing, Queued, HandedOff, Processing], S::HolderOrAbove, true),
     rule_row(ActionKind::Withdraw,          Svc, STATION_AND_FIELD, &[Received, MaterialsMissing, Queued],            S::Related,         true),
 ];
 
@@ -382,22 +379,12 @@ const fn rule_row(
     scope: ActorScope,
     note_required: bool,
 ) -> Rule {
-    Rule {
-        action,
-        kind,
-        roles,
-        from,
-        scope,
-        note_required,
-    }
+    Rule { action, kind, roles, from, scope, note_required }
 }
 
 /// The rule for an action.
 pub fn rule(action: ActionKind) -> &'static Rule {
-    RULES
-        .iter()
-        .find(|r| r.action == action)
-        .expect("every action kind has a rule")
+    RULES.iter().find(|r| r.action == action).expect("every action kind has a rule")
 }
 
 /// One entry of a record's timeline (全程留痕: who, in which role and unit, when, what, why).
@@ -451,14 +438,22 @@ pub struct RecordState {
     /// Hand-off batch the request travelled in.
     pub batch_id: Option<String>,
     pub last_at: Option<Hlc>,
+    /// Unit that reported the result (处置反馈) last, and when.
+    pub handled_by: Option<UnitCode>,
+    pub handled_at_ms: Option<i64>,
+    /// Unit that closed the incident.
+    pub closed_by: Option<UnitCode>,
+    /// The record was held by the town or a department at some point (it did not stay in the village).
+    pub reached_town: bool,
+    /// Service requests: when completed (办结) and delivered (送达).
+    pub completed_at_ms: Option<i64>,
+    pub delivered_at_ms: Option<i64>,
 }
 
 impl RecordState {
     /// True when the deadline has passed and the record is still open.
     pub fn is_overdue(&self, now_ms: i64) -> bool {
-        self.status.is_some_and(Status::is_open)
-            && self.status != Some(Suspended)
-            && self.deadline_ms.is_some_and(|d| d < now_ms)
+        self.status.is_some_and(Status::is_open) && self.status != Some(Suspended) && self.deadline_ms.is_some_and(|d| d < now_ms)
     }
 }
 
@@ -514,9 +509,7 @@ fn in_scope(scope: ActorScope, state: &RecordState, ctx: FoldContext<'_>, unit: 
         S::HolderOrAbove => unit.contains(holder),
         S::OwnerOrAbove => unit.contains(state.owner.as_ref().unwrap_or(holder)),
         S::LocationOrAbove => unit.contains(ctx.location),
-        S::Related => {
-            unit.contains(ctx.location) || ctx.location.contains(unit) || unit.contains(holder)
-        }
+        S::Related => unit.contains(ctx.location) || ctx.location.contains(unit) || unit.contains(holder),
     }
 }
 
@@ -525,11 +518,7 @@ fn in_scope(scope: ActorScope, state: &RecordState, ctx: FoldContext<'_>, unit: 
 pub fn check(state: &RecordState, ctx: FoldContext<'_>, entry: &TimelineEntry) -> Result<()> {
     let kind = entry.action.kind();
     let r = rule(kind);
-    let not_allowed = |reason: &str| CoreError::NotAllowed {
-        action: kind,
-        role: entry.role,
-        reason: reason.to_owned(),
-    };
+    let not_allowed = |reason: &str| CoreError::NotAllowed { action: kind, role: entry.role, reason: reason.to_owned() };
     if r.kind != ctx.kind {
         return Err(not_allowed("该操作不适用于此类记录"));
     }
@@ -543,16 +532,10 @@ pub fn check(state: &RecordState, ctx: FoldContext<'_>, entry: &TimelineEntry) -
         (None, true) => {}
         (Some(s), false) if r.from.contains(&s) => {}
         (Some(s), _) => {
-            return Err(CoreError::InvalidTransition {
-                action: kind,
-                status: s,
-            });
+            return Err(CoreError::InvalidTransition { action: kind, status: s });
         }
         (None, false) => {
-            return Err(CoreError::InvalidTransition {
-                action: kind,
-                status: Reported,
-            });
+            return Err(CoreError::InvalidTransition { action: kind, status: Reported });
         }
     }
     let unit = &entry.unit;
@@ -564,14 +547,13 @@ pub fn check(state: &RecordState, ctx: FoldContext<'_>, entry: &TimelineEntry) -
         return Err(CoreError::NoteRequired { action: kind });
     }
     match &entry.action {
-        Action::Escalate { to_unit }
-            if !(to_unit.strictly_contains(holder) && to_unit.strictly_contains(unit)) =>
-        {
+        Action::Route { to_unit } if !to_unit.contains(ctx.location) || to_unit.as_str().contains('-') => {
+            Err(not_allowed("只能分流到事发地所在的村(社区)或镇"))
+        }
+        Action::Escalate { to_unit } if !(to_unit.strictly_contains(holder) && to_unit.strictly_contains(unit)) => {
             Err(not_allowed("只能向上级单位逐级上报"))
         }
-        Action::Dispatch { to_unit, .. } if !unit.strictly_contains(to_unit) => {
-            Err(not_allowed("只能派遣给本单位下属的单位或部门"))
-        }
+        Action::Dispatch { to_unit, .. } if !unit.strictly_contains(to_unit) => Err(not_allowed("只能派遣给本单位下属的单位或部门")),
         Action::RequestExtension { until_ms } => {
             if state.pending_extension_ms.is_some() {
                 Err(not_allowed("已有待审批的延期申请"))
@@ -581,9 +563,7 @@ pub fn check(state: &RecordState, ctx: FoldContext<'_>, entry: &TimelineEntry) -
                 Ok(())
             }
         }
-        Action::ApproveExtension | Action::DenyExtension
-            if state.pending_extension_ms.is_none() =>
-        {
+        Action::ApproveExtension | Action::DenyExtension if state.pending_extension_ms.is_none() => {
             Err(not_allowed("没有待审批的延期申请"))
         }
         Action::Evaluate { satisfaction } | Action::FollowUp { satisfaction } => {
@@ -595,12 +575,8 @@ pub fn check(state: &RecordState, ctx: FoldContext<'_>, entry: &TimelineEntry) -
                 Ok(())
             }
         }
-        Action::RequestMaterials { missing } if missing.is_empty() => {
-            Err(CoreError::InvalidInput("请列出需要补正的材料".into()))
-        }
-        Action::HandOff {
-            batch_id, carrier, ..
-        } if batch_id.trim().is_empty() || carrier.trim().is_empty() => {
+        Action::RequestMaterials { missing } if missing.is_empty() => Err(CoreError::InvalidInput("请列出需要补正的材料".into())),
+        Action::HandOff { batch_id, carrier, .. } if batch_id.trim().is_empty() || carrier.trim().is_empty() => {
             Err(CoreError::InvalidInput("移交须填写批次和携带人".into()))
         }
         _ => Ok(()),
@@ -614,21 +590,21 @@ fn apply(state: &mut RecordState, ctx: FoldContext<'_>, entry: &TimelineEntry) {
         Action::Report | Action::Receive { .. } => {
             state.reporter = Some(entry.actor.clone());
             state.opened_at_ms = Some(now);
-            state.holder = Some(if ctx.kind == RecordKind::Incident {
-                entry.unit.clone()
-            } else {
-                ctx.location.clone()
-            });
+            state.holder = Some(if ctx.kind == RecordKind::Incident { entry.unit.clone() } else { ctx.location.clone() });
             if let Action::Receive { deadline_ms } = entry.action {
                 state.deadline_ms = deadline_ms;
             }
-            if ctx.kind == RecordKind::Incident {
-                Reported
-            } else {
-                Received
-            }
+            if ctx.kind == RecordKind::Incident { Reported } else { Received }
         }
-        Action::SelfResolve { .. } => Handled,
+        Action::Route { to_unit } => {
+            state.holder = Some(to_unit.clone());
+            Reported
+        }
+        Action::SelfResolve { .. } => {
+            state.handled_by = Some(entry.unit.clone());
+            state.handled_at_ms = Some(now);
+            Handled
+        }
         Action::Accept => {
             state.owner = Some(entry.unit.clone());
             state.holder = Some(entry.unit.clone());
@@ -640,10 +616,7 @@ fn apply(state: &mut RecordState, ctx: FoldContext<'_>, entry: &TimelineEntry) {
             state.holder = Some(to_unit.clone());
             Reported
         }
-        Action::Dispatch {
-            to_unit,
-            deadline_ms,
-        } => {
+        Action::Dispatch { to_unit, deadline_ms } => {
             state.holder = Some(to_unit.clone());
             state.deadline_ms = *deadline_ms;
             state.pending_extension_ms = None;
@@ -668,10 +641,17 @@ fn apply(state: &mut RecordState, ctx: FoldContext<'_>, entry: &TimelineEntry) {
             state.pending_extension_ms = None;
             state.status.unwrap_or(InProgress)
         }
-        Action::Handle { .. } => Handled,
+        Action::Handle { .. } => {
+            state.handled_by = Some(entry.unit.clone());
+            state.handled_at_ms = Some(now);
+            Handled
+        }
         Action::Verify => Verified,
         Action::FailVerification => InProgress,
-        Action::Close => Closed,
+        Action::Close => {
+            state.closed_by = Some(entry.unit.clone());
+            Closed
+        }
         Action::Evaluate { satisfaction } | Action::FollowUp { satisfaction } => {
             state.satisfaction = Some(*satisfaction);
             state.status.unwrap_or(Closed)
@@ -695,9 +675,8 @@ fn apply(state: &mut RecordState, ctx: FoldContext<'_>, entry: &TimelineEntry) {
             Received
         }
         Action::Queue => Queued,
-        Action::HandOff {
-            to_unit, batch_id, ..
-        } => {
+        Action::AcceptHandOff => Processing,
+        Action::HandOff { to_unit, batch_id, .. } => {
             state.holder = Some(to_unit.clone());
             state.batch_id = Some(batch_id.clone());
             HandedOff
@@ -706,13 +685,23 @@ fn apply(state: &mut RecordState, ctx: FoldContext<'_>, entry: &TimelineEntry) {
             state.holder = Some(ctx.location.clone());
             Completed
         }
-        Action::Deliver => Delivered,
+        Action::Deliver => {
+            state.delivered_at_ms = Some(now);
+            Delivered
+        }
         Action::Archive => Archived,
         Action::Reject => Rejected,
         Action::Withdraw => Withdrawn,
     };
     if state.status.is_some_and(Status::is_open) && !next.is_open() {
         state.finished_at_ms = Some(now);
+    }
+    if next == Completed {
+        state.completed_at_ms = Some(now);
+    }
+    // Held by the town itself or one of its departments: the record left the village.
+    if state.holder.as_ref().is_some_and(|h| h.as_str().split('-').next().is_some_and(|head| head.len() == 9)) {
+        state.reached_town = true;
     }
     state.status = Some(next);
     state.last_at = Some(entry.at);
@@ -741,12 +730,7 @@ pub fn fold(ctx: FoldContext<'_>, mut entries: Vec<TimelineEntry>) -> Folded {
 }
 
 /// The actions a person could take on a record now (for the phone's action buttons).
-pub fn allowed_actions(
-    state: &RecordState,
-    ctx: FoldContext<'_>,
-    role: Role,
-    unit: &UnitCode,
-) -> Vec<ActionKind> {
+pub fn allowed_actions(state: &RecordState, ctx: FoldContext<'_>, role: Role, unit: &UnitCode) -> Vec<ActionKind> {
     RULES
         .iter()
         .filter(|r| r.kind == ctx.kind && r.roles.contains(&role) && role_fits_unit(role, unit))
@@ -756,9 +740,7 @@ pub fn allowed_actions(
         })
         .filter(|r| in_scope(r.scope, state, ctx, unit))
         .filter(|r| match r.action {
-            ActionKind::ApproveExtension | ActionKind::DenyExtension => {
-                state.pending_extension_ms.is_some()
-            }
+            ActionKind::ApproveExtension | ActionKind::DenyExtension => state.pending_extension_ms.is_some(),
             ActionKind::RequestExtension => state.pending_extension_ms.is_none(),
             ActionKind::Evaluate | ActionKind::FollowUp => state.satisfaction.is_none(),
             _ => true,

@@ -4,39 +4,17 @@ mod common;
 
 use automerge::transaction::Transactable;
 use common::*;
-use gridlink_core::{
-    Action, CoreError, IncidentEdit, NewIncident, NewServiceRequest, RecordQuery, ServiceMode,
-};
+use gridlink_core::{Action, CoreError, IncidentEdit, NewIncident, NewServiceRequest, RecordQuery, ServiceMode};
 
 /// Everything observable about a device's data, to compare before and after a refused call.
-fn snapshot(
-    c: &gridlink_core::Client,
-) -> (
-    Vec<String>,
-    i64,
-    Vec<gridlink_core::RecordSummary>,
-    Vec<Vec<String>>,
-) {
+fn snapshot(c: &gridlink_core::Client) -> (Vec<String>, i64, Vec<gridlink_core::RecordSummary>, Vec<Vec<String>>) {
     let ids = c.record_ids().unwrap();
     let heads = ids.iter().map(|id| c.heads(id).unwrap().unwrap()).collect();
-    (
-        ids,
-        c.pending_count().unwrap(),
-        c.list(&RecordQuery {
-            limit: 1000,
-            ..Default::default()
-        })
-        .unwrap(),
-        heads,
-    )
+    (ids, c.pending_count().unwrap(), c.list(&RecordQuery { limit: 1000, ..Default::default() }).unwrap(), heads)
 }
 
 fn report() -> NewIncident {
-    NewIncident {
-        category: "0501".into(),
-        title: "暴露垃圾".into(),
-        ..Default::default()
-    }
+    NewIncident { category: "0501".into(), title: "暴露垃圾".into(), ..Default::default() }
 }
 
 #[test]
@@ -44,25 +22,9 @@ fn unknown_catalog_codes() {
     let mut d = Device::new(grid_member(), at(2026, 11, 23, 9));
     let id = d.create_incident(report()).unwrap();
     let before = snapshot(&d);
-    let err = d
-        .create_incident(NewIncident {
-            category: "9999".into(),
-            ..report()
-        })
-        .unwrap_err();
-    assert!(
-        matches!(err, CoreError::UnknownCategory(ref c) if c == "9999"),
-        "{err}"
-    );
-    let err = d
-        .edit_incident(
-            &id,
-            IncidentEdit {
-                category: Some("05".into()),
-                ..Default::default()
-            },
-        )
-        .unwrap_err();
+    let err = d.create_incident(NewIncident { category: "9999".into(), ..report() }).unwrap_err();
+    assert!(matches!(err, CoreError::UnknownCategory(ref c) if c == "9999"), "{err}");
+    let err = d.edit_incident(&id, IncidentEdit { category: Some("05".into()), ..Default::default() }).unwrap_err();
     assert!(matches!(err, CoreError::UnknownCategory(_)));
     let mut station = Device::new(station_staff(), at(2026, 11, 23, 9));
     let err = station
@@ -87,95 +49,31 @@ fn actions_by_roles_not_allowed() {
     let t0 = at(2026, 11, 23, 9);
     let mut grid = Device::new(grid_member(), t0);
     let mut dept = Device::new(dept_a(), t0);
-    let mut other_village = Device::new(
-        person(
-            "x",
-            "外村",
-            gridlink_core::Role::StationStaff,
-            OTHER_VILLAGE,
-        ),
-        t0,
-    );
+    let mut other_village = Device::new(person("x", "外村", gridlink_core::Role::StationStaff, OTHER_VILLAGE), t0);
     let id = grid.create_incident(report()).unwrap();
     push(&grid, &mut dept, &id);
     push(&grid, &mut other_village, &id);
     let before = snapshot(&grid);
 
-    let e = grid
-        .act(
-            &id,
-            Action::Dispatch {
-                to_unit: unit(DEPT_A),
-                deadline_ms: None,
-            },
-            "",
-        )
-        .unwrap_err();
-    assert!(
-        matches!(e, CoreError::NotAllowed { .. }),
-        "grid member cannot dispatch: {e}"
-    );
+    let e = grid.act(&id, Action::Dispatch { to_unit: unit(DEPT_A), deadline_ms: None }, "").unwrap_err();
+    assert!(matches!(e, CoreError::NotAllowed { .. }), "grid member cannot dispatch: {e}");
     let e = grid.act(&id, Action::Close, "").unwrap_err();
-    assert!(
-        matches!(
-            e,
-            CoreError::NotAllowed { .. } | CoreError::InvalidTransition { .. }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, CoreError::NotAllowed { .. } | CoreError::InvalidTransition { .. }), "{e}");
     let e = grid.act(&id, Action::Sign, "").unwrap_err();
     assert!(matches!(e, CoreError::InvalidTransition { .. }), "{e}");
-    let e = grid
-        .act(
-            &id,
-            Action::Escalate {
-                to_unit: unit(OTHER_VILLAGE),
-            },
-            "去外村",
-        )
-        .unwrap_err();
-    assert!(
-        e.to_string().contains("逐级上报"),
-        "escalation goes to one's own parent: {e}"
-    );
-    let e = grid
-        .act(
-            &id,
-            Action::Escalate {
-                to_unit: unit(VILLAGE),
-            },
-            "   ",
-        )
-        .unwrap_err();
+    let e = grid.act(&id, Action::Escalate { to_unit: unit(OTHER_VILLAGE) }, "去外村").unwrap_err();
+    assert!(e.to_string().contains("逐级上报"), "escalation goes to one's own parent: {e}");
+    let e = grid.act(&id, Action::Escalate { to_unit: unit(VILLAGE) }, "   ").unwrap_err();
     assert!(matches!(e, CoreError::NoteRequired { .. }), "{e}");
-    let e = grid
-        .act(&id, Action::Receive { deadline_ms: None }, "")
-        .unwrap_err();
-    assert!(
-        e.to_string().contains("不适用"),
-        "service actions do not apply to incidents: {e}"
-    );
+    let e = grid.act(&id, Action::Receive { deadline_ms: None }, "").unwrap_err();
+    assert!(e.to_string().contains("不适用"), "service actions do not apply to incidents: {e}");
     assert_eq!(snapshot(&grid), before);
 
     let e = dept.act(&id, Action::Accept, "").unwrap_err();
-    assert!(
-        matches!(e, CoreError::NotAllowed { .. }),
-        "a department cannot accept what was not dispatched to it: {e}"
-    );
+    assert!(matches!(e, CoreError::NotAllowed { .. }), "a department cannot accept what was not dispatched to it: {e}");
     let e = other_village.act(&id, Action::Accept, "").unwrap_err();
-    assert!(
-        matches!(e, CoreError::NotAllowed { .. }),
-        "a sibling village cannot act: {e}"
-    );
-    let e = other_village
-        .edit_incident(
-            &id,
-            IncidentEdit {
-                description: Some("改掉".into()),
-                ..Default::default()
-            },
-        )
-        .unwrap_err();
+    assert!(matches!(e, CoreError::NotAllowed { .. }), "a sibling village cannot act: {e}");
+    let e = other_village.edit_incident(&id, IncidentEdit { description: Some("改掉".into()), ..Default::default() }).unwrap_err();
     assert!(matches!(e, CoreError::NotAllowed { .. }), "{e}");
     assert_eq!(other_village.pending_count().unwrap(), 0);
     assert_eq!(dept.pending_count().unwrap(), 0);
@@ -188,14 +86,7 @@ fn corrupt_changes_and_documents() {
     let mut village = Device::new(station_staff(), t0);
     let id = grid.create_incident(report()).unwrap();
     push(&grid, &mut village, &id);
-    grid.act(
-        &id,
-        Action::Escalate {
-            to_unit: unit(VILLAGE),
-        },
-        "请村里处理",
-    )
-    .unwrap();
+    grid.act(&id, Action::Escalate { to_unit: unit(VILLAGE) }, "请村里处理").unwrap();
     let before = snapshot(&village);
 
     // Garbage bytes, a truncated change, a change with a flipped byte.
@@ -203,19 +94,12 @@ fn corrupt_changes_and_documents() {
     let mut flipped = good.clone();
     let mid = flipped.len() / 2;
     flipped[mid] ^= 0xFF;
-    for bad in [
-        b"not automerge".to_vec(),
-        good[..good.len() / 2].to_vec(),
-        flipped,
-    ] {
+    for bad in [b"not automerge".to_vec(), good[..good.len() / 2].to_vec(), flipped] {
         let e = village.apply_remote(&id, &[bad]).unwrap_err();
         assert!(matches!(e, CoreError::CorruptChange), "{e}");
     }
     // A change that depends on one we never sent.
-    let e = village
-        .apply_remote(&id, std::slice::from_ref(&good))
-        .map(|_| ())
-        .err();
+    let e = village.apply_remote(&id, std::slice::from_ref(&good)).map(|_| ()).err();
     assert!(e.is_none(), "its dependency is present, so it applies");
     let before_after_good = snapshot(&village);
     assert_ne!(before_after_good, before);
@@ -224,32 +108,18 @@ fn corrupt_changes_and_documents() {
     let mut doc = automerge::AutoCommit::new();
     doc.put(automerge::ROOT, "foo", 1).unwrap();
     let stranger = doc.get_last_local_change().unwrap().raw_bytes().to_vec();
-    let e = village
-        .apply_remote("0199aaaa-0000-7000-8000-000000000000", &[stranger])
-        .unwrap_err();
+    let e = village.apply_remote("0199aaaa-0000-7000-8000-000000000000", &[stranger]).unwrap_err();
     assert!(matches!(e, CoreError::MalformedRecord { .. }), "{e}");
     assert_eq!(snapshot(&village), before_after_good);
 
     // Stored document bytes corrupted on disk: a typed error for that record, others unaffected.
-    let other = village
-        .create_incident(NewIncident {
-            grid: Some(unit(GRID)),
-            ..report()
-        })
-        .unwrap();
+    let other = village.create_incident(NewIncident { grid: Some(unit(GRID)), ..report() }).unwrap();
     let path = village.path().to_path_buf();
-    let Device {
-        client, dir: _keep, ..
-    } = village;
+    let Device { client, dir: _keep, .. } = village;
     drop(client);
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute(
-        "UPDATE documents SET snapshot = x'00112233' WHERE id = ?1",
-        [&id],
-    )
-    .unwrap();
-    conn.execute("DELETE FROM doc_chunks WHERE doc_id = ?1", [&id])
-        .unwrap();
+    conn.execute("UPDATE documents SET snapshot = x'00112233' WHERE id = ?1", [&id]).unwrap();
+    conn.execute("DELETE FROM doc_chunks WHERE doc_id = ?1", [&id]).unwrap();
     drop(conn);
     let village = gridlink_core::Client::open(&path).unwrap();
     let e = village.get(&id).unwrap_err();
@@ -273,24 +143,16 @@ fn absurd_clocks() {
     let mut future = Device::new(grid_member(), at(2031, 1, 1, 9));
     let mut village = Device::new(station_staff(), now);
     let id = future.create_incident(report()).unwrap();
-    let e = village
-        .apply_remote(&id, &future.changes(&id).unwrap())
-        .unwrap_err();
+    let e = village.apply_remote(&id, &future.changes(&id).unwrap()).unwrap_err();
     assert!(matches!(e, CoreError::AbsurdClock), "{e}");
     assert_eq!(village.record_count().unwrap(), 0);
 
     // Three days of skew is tolerated, and the receiver's clock moves past it.
     let mut skewed = Device::new(grid_member(), now + 3 * 86_400_000);
     let id = skewed.create_incident(report()).unwrap();
-    village
-        .apply_remote(&id, &skewed.changes(&id).unwrap())
-        .unwrap();
+    village.apply_remote(&id, &skewed.changes(&id).unwrap()).unwrap();
     let v = village.act(&id, Action::Accept, "").unwrap();
-    assert_eq!(
-        v.folded.conflicts(),
-        0,
-        "the accept is ordered after the skewed report"
-    );
+    assert_eq!(v.folded.conflicts(), 0, "the accept is ordered after the skewed report");
     assert!(v.folded.entries[1].entry.at > v.folded.entries[0].entry.at);
 }
 
@@ -316,10 +178,7 @@ fn personal_data_is_validated_and_never_echoed() {
     assert!(matches!(e, CoreError::InvalidPhone) && !e.to_string().contains("1381234567"));
     new.resident_phone = None;
     new.materials_received = vec!["不存在的材料".into()];
-    assert!(matches!(
-        station.create_service_request(new).unwrap_err(),
-        CoreError::InvalidInput(_)
-    ));
+    assert!(matches!(station.create_service_request(new).unwrap_err(), CoreError::InvalidInput(_)));
     assert_eq!(station.record_count().unwrap(), 0);
 }
 
@@ -327,36 +186,15 @@ fn personal_data_is_validated_and_never_echoed() {
 fn text_limits_and_identity() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = gridlink_core::Client::open(dir.path().join("x.db")).unwrap();
-    assert!(matches!(
-        c.create_incident(report()).unwrap_err(),
-        CoreError::NoIdentity
-    ));
+    assert!(matches!(c.create_incident(report()).unwrap_err(), CoreError::NoIdentity));
     let wrong = person("a", "甲", gridlink_core::Role::CenterOperator, GRID);
-    assert!(
-        c.set_identity(wrong).is_err(),
-        "a center operator does not sit in a grid"
-    );
+    assert!(c.set_identity(wrong).is_err(), "a center operator does not sit in a grid");
     c.set_identity(grid_member()).unwrap();
-    let e = c
-        .create_incident(NewIncident {
-            title: "长".repeat(101),
-            ..report()
-        })
-        .unwrap_err();
+    let e = c.create_incident(NewIncident { title: "长".repeat(101), ..report() }).unwrap_err();
     assert!(e.to_string().contains("标题超过100字"), "{e}");
-    let e = c
-        .create_incident(NewIncident {
-            title: "  ".into(),
-            ..report()
-        })
-        .unwrap_err();
+    let e = c.create_incident(NewIncident { title: "  ".into(), ..report() }).unwrap_err();
     assert!(e.to_string().contains("标题不能为空"), "{e}");
-    let e = c
-        .create_incident(NewIncident {
-            description: "a\u{0}b".into(),
-            ..report()
-        })
-        .unwrap_err();
+    let e = c.create_incident(NewIncident { description: "a\u{0}b".into(), ..report() }).unwrap_err();
     assert!(matches!(e, CoreError::InvalidInput(_)));
     assert!(matches!(c.get("nope").unwrap_err(), CoreError::NotFound(_)));
     assert_eq!(c.record_count().unwrap(), 0);

@@ -10,10 +10,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::*;
-use gridlink_core::{
-    Action, ActionKind, CoreError, IncidentEdit, NewIncident, NewServiceRequest, RecordBody,
-    ServiceMode,
-};
+use gridlink_core::{Action, ActionKind, CoreError, IncidentEdit, NewIncident, NewServiceRequest, RecordBody, ServiceMode};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -24,73 +21,46 @@ fn people() -> Vec<gridlink_core::Person> {
 }
 
 /// A valid payload for an action the rules allow, or `None` when this actor has no valid target.
-fn payload(
-    kind: ActionKind,
-    dev: &Device,
-    view: &gridlink_core::RecordView,
-    rng: &mut StdRng,
-) -> Option<Action> {
+fn payload(kind: ActionKind, dev: &Device, view: &gridlink_core::RecordView, rng: &mut StdRng) -> Option<Action> {
     let me = dev.identity().unwrap();
     let mine = me.unit.as_str();
     let s = &view.folded.state;
     Some(match kind {
         ActionKind::SelfResolve => Action::SelfResolve { photos: vec![] },
         ActionKind::Accept => Action::Accept,
-        ActionKind::Escalate => Action::Escalate {
-            to_unit: unit(if mine.len() > 12 {
-                &mine[..12]
-            } else {
-                &mine[..9]
-            }),
-        },
+        ActionKind::Route => Action::Route { to_unit: unit(if rng.random_bool(0.5) { VILLAGE } else { TOWN }) },
+        ActionKind::AcceptHandOff => Action::AcceptHandOff,
+        ActionKind::Escalate => Action::Escalate { to_unit: unit(if mine.len() > 12 { &mine[..12] } else { &mine[..9] }) },
         ActionKind::Dispatch => {
-            let targets: Vec<_> = [DEPT_A, DEPT_B, VILLAGE, GRID]
-                .into_iter()
-                .filter(|t| me.unit.strictly_contains(&unit(t)))
-                .collect();
-            Action::Dispatch {
-                to_unit: unit(targets.choose(rng)?),
-                deadline_ms: None,
-            }
+            let targets: Vec<_> = [DEPT_A, DEPT_B, VILLAGE, GRID].into_iter().filter(|t| me.unit.strictly_contains(&unit(t))).collect();
+            Action::Dispatch { to_unit: unit(targets.choose(rng)?), deadline_ms: None }
         }
         ActionKind::Sign => Action::Sign,
         ActionKind::Return => Action::Return,
-        ActionKind::RequestExtension => Action::RequestExtension {
-            until_ms: s.deadline_ms.unwrap_or(dev.now_ms()) + rng.random_range(1..5) * 86_400_000,
-        },
+        ActionKind::RequestExtension => {
+            Action::RequestExtension { until_ms: s.deadline_ms.unwrap_or(dev.now_ms()) + rng.random_range(1..5) * 86_400_000 }
+        }
         ActionKind::ApproveExtension => Action::ApproveExtension,
         ActionKind::DenyExtension => Action::DenyExtension,
         ActionKind::Handle => Action::Handle { photos: vec![] },
         ActionKind::Verify => Action::Verify,
         ActionKind::FailVerification => Action::FailVerification,
         ActionKind::Close => Action::Close,
-        ActionKind::Evaluate => Action::Evaluate {
-            satisfaction: rng.random_range(1..=5),
-        },
+        ActionKind::Evaluate => Action::Evaluate { satisfaction: rng.random_range(1..=5) },
         ActionKind::Suspend => Action::Suspend,
         ActionKind::Resume => Action::Resume,
-        ActionKind::Supervise => Action::Supervise { overdue: false },
+        ActionKind::Supervise => Action::Supervise { overdue: false, to_units: vec![] },
         ActionKind::RequestMaterials => match &view.record.body {
-            RecordBody::ServiceRequest(f) => Action::RequestMaterials {
-                missing: vec![f.materials.keys().next()?.clone()],
-            },
+            RecordBody::ServiceRequest(f) => Action::RequestMaterials { missing: vec![f.materials.keys().next()?.clone()] },
             RecordBody::Incident(_) => return None,
         },
-        ActionKind::SupplyMaterials => Action::SupplyMaterials {
-            supplied: s.missing_materials.clone(),
-        },
+        ActionKind::SupplyMaterials => Action::SupplyMaterials { supplied: s.missing_materials.clone() },
         ActionKind::Queue => Action::Queue,
-        ActionKind::HandOff => Action::HandOff {
-            to_unit: unit(DEPT_A),
-            batch_id: "B-01".into(),
-            carrier: "李军".into(),
-        },
+        ActionKind::HandOff => Action::HandOff { to_unit: unit(DEPT_A), batch_id: "B-01".into(), carrier: "李军".into() },
         ActionKind::Complete => Action::Complete,
         ActionKind::Deliver => Action::Deliver,
         ActionKind::Archive => Action::Archive,
-        ActionKind::FollowUp => Action::FollowUp {
-            satisfaction: rng.random_range(1..=5),
-        },
+        ActionKind::FollowUp => Action::FollowUp { satisfaction: rng.random_range(1..=5) },
         ActionKind::Reject => Action::Reject,
         ActionKind::Withdraw => Action::Withdraw,
         ActionKind::Report | ActionKind::Receive => return None,
@@ -107,11 +77,7 @@ fn gossip(devs: &mut [Device], a: usize, b: usize, rng: &mut StdRng, partial: bo
             changes.shuffle(rng);
             changes.truncate(keep);
         }
-        let dups: Vec<_> = changes
-            .iter()
-            .filter(|_| rng.random_bool(0.3))
-            .cloned()
-            .collect();
+        let dups: Vec<_> = changes.iter().filter(|_| rng.random_bool(0.3)).cloned().collect();
         changes.extend(dups);
         changes.shuffle(rng);
         let (src, dst) = if a < b {
@@ -136,22 +102,12 @@ fn gossip(devs: &mut [Device], a: usize, b: usize, rng: &mut StdRng, partial: bo
 fn run(seed: u64, replicas: usize, steps: usize) {
     let mut rng = StdRng::seed_from_u64(seed);
     let t0 = at(2026, 11, 23, 9);
-    let mut devs: Vec<Device> = people()
-        .into_iter()
-        .take(replicas)
-        .map(|p| Device::new(p, t0))
-        .collect();
+    let mut devs: Vec<Device> = people().into_iter().take(replicas).map(|p| Device::new(p, t0)).collect();
     let mut created_entries = BTreeSet::new();
 
     // Records to work on: two reports from the grid, one errand at the station.
     for title in ["暴露垃圾", "路灯损坏"] {
-        devs[0]
-            .create_incident(NewIncident {
-                category: "0501".into(),
-                title: title.into(),
-                ..Default::default()
-            })
-            .unwrap();
+        devs[0].create_incident(NewIncident { category: "0501".into(), title: title.into(), ..Default::default() }).unwrap();
     }
     devs[1]
         .create_service_request(NewServiceRequest {
@@ -183,9 +139,7 @@ fn run(seed: u64, replicas: usize, steps: usize) {
                 let Some(action) = payload(kind, &devs[d], &view, &mut rng) else {
                     continue;
                 };
-                let after = devs[d]
-                    .act(&id, action, "随机操作")
-                    .unwrap_or_else(|e| panic!("allowed {kind:?} refused: {e}"));
+                let after = devs[d].act(&id, action, "随机操作").unwrap_or_else(|e| panic!("allowed {kind:?} refused: {e}"));
                 assert_eq!(after.folded.entries.len(), view.folded.entries.len() + 1);
                 for e in &after.folded.entries {
                     created_entries.insert(e.entry.id.clone());
@@ -201,10 +155,7 @@ fn run(seed: u64, replicas: usize, steps: usize) {
                     let mut chars: Vec<char> = f.description.chars().collect();
                     let at = rng.random_range(0..=chars.len());
                     chars.insert(at, ['甲', '乙', '丙', '丁'][d % 4]);
-                    let edit = IncidentEdit {
-                        description: Some(chars.into_iter().collect()),
-                        ..Default::default()
-                    };
+                    let edit = IncidentEdit { description: Some(chars.into_iter().collect()), ..Default::default() };
                     // Only holders may edit; others are refused, which is fine here.
                     let _ = devs[d].edit_incident(&id, edit);
                 }
@@ -221,11 +172,7 @@ fn run(seed: u64, replicas: usize, steps: usize) {
     let now = devs.iter().map(|d| d.now_ms()).max().unwrap();
     for d in &devs {
         d.clock.set(now);
-        assert_eq!(
-            d.record_ids().unwrap(),
-            ids,
-            "every replica holds every record"
-        );
+        assert_eq!(d.record_ids().unwrap(), ids, "every replica holds every record");
         assert!(d.verify_integrity().unwrap().is_empty());
     }
     for id in &ids {
@@ -241,14 +188,8 @@ fn run(seed: u64, replicas: usize, steps: usize) {
             created_entries.remove(&e.entry.id);
         }
     }
-    assert!(
-        created_entries.is_empty(),
-        "entries lost: {created_entries:?}"
-    );
-    let lists: Vec<_> = devs
-        .iter()
-        .map(|d| d.list(&Default::default()).unwrap())
-        .collect();
+    assert!(created_entries.is_empty(), "entries lost: {created_entries:?}");
+    let lists: Vec<_> = devs.iter().map(|d| d.list(&Default::default()).unwrap()).collect();
     assert!(lists.windows(2).all(|w| w[0] == w[1]), "indexes agree");
 }
 
@@ -265,10 +206,7 @@ fn full_sync(devs: &mut [Device], rng: &mut StdRng) {
 }
 
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(16)
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(16)
 }
 
 proptest! {
@@ -284,17 +222,8 @@ proptest! {
 /// Without the variables it runs a fixed seed, so it is also a plain regression test.
 #[test]
 fn replay() {
-    let env = |k: &str, d: u64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
-    run(
-        env("GRIDLINK_SEED", 20261123),
-        env("GRIDLINK_REPLICAS", 5) as usize,
-        env("GRIDLINK_STEPS", 120) as usize,
-    );
+    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    run(env("GRIDLINK_SEED", 20261123), env("GRIDLINK_REPLICAS", 5) as usize, env("GRIDLINK_STEPS", 120) as usize);
 }
 
 /// Found by `replicas_converge`: lists ordered only by time differed between replicas on ties.

@@ -34,14 +34,7 @@ fn crash_child() {
         writeln!(out.lock(), "CREATED {id}").unwrap();
         c.act(&id, Action::Accept, "").unwrap();
         writeln!(out.lock(), "ACCEPTED {id}").unwrap();
-        c.edit_incident(
-            &id,
-            IncidentEdit {
-                notes: Some(format!("备注{i}")),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        c.edit_incident(&id, IncidentEdit { notes: Some(format!("备注{i}")), ..Default::default() }).unwrap();
         writeln!(out.lock(), "EDITED {id} 备注{i}").unwrap();
         out.lock().flush().unwrap();
     }
@@ -49,10 +42,7 @@ fn crash_child() {
 
 #[test]
 fn killed_mid_write() {
-    let seed: u64 = std::env::var("GRIDLINK_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
+    let seed: u64 = std::env::var("GRIDLINK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("crash test seed: {seed} (replay with GRIDLINK_SEED={seed})");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
@@ -61,13 +51,7 @@ fn killed_mid_write() {
 
     for round in 0..6 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "crash_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
             .env(CHILD_DB, &db)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -96,9 +80,7 @@ fn killed_mid_write() {
             match (parts.next(), parts.next(), parts.next()) {
                 (Some("CREATED"), Some(id), _) => acked.push((id.to_owned(), "created", None)),
                 (Some("ACCEPTED"), Some(id), _) => acked.push((id.to_owned(), "accepted", None)),
-                (Some("EDITED"), Some(id), Some(note)) => {
-                    acked.push((id.to_owned(), "edited", Some(note.to_owned())))
-                }
+                (Some("EDITED"), Some(id), Some(note)) => acked.push((id.to_owned(), "edited", Some(note.to_owned()))),
                 _ => {}
             }
         }
@@ -107,9 +89,7 @@ fn killed_mid_write() {
         let problems = c.verify_integrity().unwrap();
         assert!(problems.is_empty(), "round {round}: {problems:?}");
         for (id, what, note) in &acked {
-            let v = c
-                .get(id)
-                .unwrap_or_else(|e| panic!("round {round}: acknowledged {what} {id} lost: {e}"));
+            let v = c.get(id).unwrap_or_else(|e| panic!("round {round}: acknowledged {what} {id} lost: {e}"));
             match *what {
                 "accepted" => assert!(v.folded.entries.len() >= 2, "acknowledged accept lost"),
                 "edited" => match &v.record.body {
@@ -123,30 +103,10 @@ fn killed_mid_write() {
         }
         // The outbox holds every change not yet uploaded, nothing half-written.
         let pending = c.pending_count().unwrap();
-        let changes: usize = c
-            .record_ids()
-            .unwrap()
-            .iter()
-            .map(|id| c.changes(id).unwrap().len())
-            .sum();
-        assert_eq!(
-            pending as usize, changes,
-            "one outbox entry per local change"
-        );
-        assert_eq!(
-            c.list(&RecordQuery {
-                limit: 1000,
-                ..Default::default()
-            })
-            .unwrap()
-            .len(),
-            c.record_count().unwrap() as usize
-        );
+        let changes: usize = c.record_ids().unwrap().iter().map(|id| c.changes(id).unwrap().len()).sum();
+        assert_eq!(pending as usize, changes, "one outbox entry per local change");
+        assert_eq!(c.list(&RecordQuery { limit: 1000, ..Default::default() }).unwrap().len(), c.record_count().unwrap() as usize);
     }
     eprintln!("{} acknowledged writes over 6 kills", acked.len());
-    assert!(
-        acked.len() > 10,
-        "the child wrote something in every round ({} acknowledged writes)",
-        acked.len()
-    );
+    assert!(acked.len() > 10, "the child wrote something in every round ({} acknowledged writes)", acked.len());
 }

@@ -24,8 +24,11 @@ use tokio_stream::wrappers::BroadcastStream;
 use crate::attachments;
 use crate::auth::{self, AuthDevice, LoginLimiter};
 use crate::db::{self, Db};
-use crate::docs::{self, ScopeEvent};
+use crate::docs::{self, IngestCtx, ScopeEvent};
 use crate::error::{AppError, AppResult};
+use gridlink_core::routing::RoutingRules;
+use gridlink_core::{Catalog, WorkCalendar};
+use std::sync::RwLock;
 
 /// Server settings (from flags, environment and the TOML file).
 #[derive(Debug, Clone)]
@@ -50,13 +53,14 @@ pub struct AppState {
     pub events: broadcast::Sender<ScopeEvent>,
     pub limiter: Arc<LoginLimiter>,
     pub metrics: PrometheusHandle,
+    pub catalog: Arc<Catalog>,
+    pub calendar: Arc<WorkCalendar>,
+    pub routing: Arc<RwLock<RoutingRules>>,
 }
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState")
-            .field("settings", &self.settings)
-            .finish_non_exhaustive()
+        f.debug_struct("AppState").field("settings", &self.settings).finish_non_exhaustive()
     }
 }
 
@@ -64,6 +68,23 @@ impl AppState {
     /// Now, from the injectable clock.
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// The routing rules in force.
+    pub fn routing(&self) -> RoutingRules {
+        self.routing.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// What ingesting and system actions need.
+    pub fn ingest_ctx<'a>(&'a self, routing: &'a RoutingRules, now_ms: i64, events: &'a mut Vec<ScopeEvent>) -> IngestCtx<'a> {
+        IngestCtx {
+            server_actor: &self.server_actor,
+            catalog: &self.catalog,
+            routing,
+            case_prefix: &self.settings.case_prefix,
+            now_ms,
+            events,
+        }
     }
 
     /// Tells live clients about changed records (after the transaction committed).
@@ -85,18 +106,20 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/login", post(login))
         .route("/api/v1/logout", post(logout))
         .route("/api/v1/me", get(me))
-        .route(
-            "/api/v1/sync",
-            post(sync).layer(DefaultBodyLimit::max(MAX_SYNC_BODY)),
-        )
+        .route("/api/v1/sync", post(sync).layer(DefaultBodyLimit::max(MAX_SYNC_BODY)))
         .route("/api/v1/events", get(events))
         .route("/api/v1/records/{id}", get(record))
-        .route(
-            "/api/v1/attachments/{sha}",
-            get(attachments::download).put(attachments::upload),
-        )
+        .route("/api/v1/attachments/{sha}", get(attachments::download).put(attachments::upload))
         .route("/api/v1/attachments/{sha}/status", get(attachments::status))
         .route("/api/v1/admin/devices", get(list_devices))
+        .route("/api/v1/admin/routing", get(crate::linkage::get_routing).put(crate::linkage::put_routing))
+        .route("/api/v1/figures", get(crate::linkage::figures))
+        .route("/api/v1/ledger", get(crate::linkage::ledger))
+        .route("/api/v1/batches/{id}", get(crate::linkage::batch))
+        .route("/api/v1/notices", get(crate::linkage::notices))
+        .route("/open311/v2/services.json", get(crate::open311::services))
+        .route("/open311/v2/requests.json", get(crate::open311::list).post(crate::open311::create))
+        .route("/open311/v2/requests/{id}", get(crate::open311::one))
         .route("/api/v1/admin/devices/{id}/revoke", post(revoke_device))
         .layer(DefaultBodyLimit::max(2 << 20))
         .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -104,18 +127,12 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn healthz(State(state): State<AppState>) -> AppResult<&'static str> {
-    state
-        .db
-        .read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
-        .await?;
+    state.db.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)).await?;
     Ok("ok")
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 
 #[derive(Deserialize)]
@@ -126,10 +143,7 @@ struct LoginForm {
     device_name: String,
 }
 
-async fn login(
-    State(state): State<AppState>,
-    Json(form): Json<LoginForm>,
-) -> AppResult<Json<serde_json::Value>> {
+async fn login(State(state): State<AppState>, Json(form): Json<LoginForm>) -> AppResult<Json<serde_json::Value>> {
     let now = state.now_ms();
     let user = form.username.trim().to_owned();
     if user.is_empty() || user.len() > 64 || form.password.len() > 256 {
@@ -139,16 +153,16 @@ async fn login(
         return Err(AppError::TooManyRequests);
     }
     let lookup = user.clone();
-    let found = state
-        .db
-        .read(move |c| auth::load_person(c, &lookup))
-        .await?;
+    let found = state.db.read(move |c| auth::load_person(c, &lookup)).await?;
     let password = form.password;
     // argon2 is deliberately slow: keep it off the async threads. An unknown user costs the same.
     let ok = tokio::task::spawn_blocking(move || match found {
         Some((person, hash, true)) => auth::verify_password(&hash, &password).then_some(person),
         _ => {
-            auth::verify_password("$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$J7e1GSqyoTCd1qGgcORQ4s0n4Nl0n2ZNzqQCz1cHl4M", &password);
+            auth::verify_password(
+                "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$J7e1GSqyoTCd1qGgcORQ4s0n4Nl0n2ZNzqQCz1cHl4M",
+                &password,
+            );
             None
         }
     })
@@ -163,11 +177,7 @@ async fn login(
     let device_id = uuid::Uuid::now_v7().to_string();
     let expires = now + i64::from(state.settings.token_days) * 86_400_000;
     let name: String = form.device_name.chars().take(64).collect();
-    let (hash, pid, did) = (
-        auth::token_hash(&token),
-        person.id.clone(),
-        device_id.clone(),
-    );
+    let (hash, pid, did) = (auth::token_hash(&token), person.id.clone(), device_id.clone());
     state
         .db
         .write(move |c| {
@@ -179,19 +189,14 @@ async fn login(
         })
         .await?;
     tracing::info!(user = %person.id, device = %device_id, "login");
-    Ok(Json(
-        serde_json::json!({ "token": token, "device_id": device_id, "person": person, "expires_ms": expires }),
-    ))
+    Ok(Json(serde_json::json!({ "token": token, "device_id": device_id, "person": person, "expires_ms": expires })))
 }
 
 async fn logout(State(state): State<AppState>, auth: AuthDevice) -> AppResult<StatusCode> {
     state
         .db
         .write(move |c| {
-            c.execute(
-                "UPDATE devices SET logged_out = 1 WHERE id = ?1",
-                [&auth.device_id],
-            )?;
+            c.execute("UPDATE devices SET logged_out = 1 WHERE id = ?1", [&auth.device_id])?;
             Ok(())
         })
         .await?;
@@ -202,21 +207,11 @@ async fn me(auth: AuthDevice) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "person": auth.person, "device_id": auth.device_id }))
 }
 
-async fn sync(
-    State(state): State<AppState>,
-    auth: AuthDevice,
-    headers: HeaderMap,
-    body: Bytes,
-) -> AppResult<Response> {
+async fn sync(State(state): State<AppState>, auth: AuthDevice, headers: HeaderMap, body: Bytes) -> AppResult<Response> {
     let started = std::time::Instant::now();
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !ct.starts_with(CONTENT_TYPE) {
-        return Err(AppError::BadRequest(format!(
-            "同步请求的内容类型应为 {CONTENT_TYPE}"
-        )));
+        return Err(AppError::BadRequest(format!("同步请求的内容类型应为 {CONTENT_TYPE}")));
     }
     let req = protocol::decode_request(&body).map_err(|e| match e {
         ProtocolError::TooLarge(n) => AppError::TooLarge(n),
@@ -227,23 +222,13 @@ async fn sync(
         return Err(AppError::BadRequest("同步请求中的变更列表无效".into()));
     }
     let st = state.clone();
-    let (resp, events) = state
-        .db
-        .write(move |c| crate::sync::round(c, &st, &auth, req))
-        .await?;
+    let (resp, events) = state.db.write(move |c| crate::sync::round(c, &st, &auth, req)).await?;
     state.notify(events);
     metrics::histogram!("gridlink_sync_seconds").record(started.elapsed().as_secs_f64());
-    Ok((
-        [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))],
-        protocol::encode(&resp),
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))], protocol::encode(&resp)).into_response())
 }
 
-async fn events(
-    State(state): State<AppState>,
-    auth: AuthDevice,
-) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
+async fn events(State(state): State<AppState>, auth: AuthDevice) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
     let person = auth.person;
     let stream = BroadcastStream::new(state.events.subscribe()).filter_map(move |e| match e {
         Ok(e) if e.visible_to(&person) => Some(Ok(Event::default().event("sync").data(e.doc_id))),
@@ -254,11 +239,7 @@ async fn events(
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(20)))
 }
 
-async fn record(
-    State(state): State<AppState>,
-    auth: AuthDevice,
-    Path(id): Path<String>,
-) -> AppResult<Json<serde_json::Value>> {
+async fn record(State(state): State<AppState>, auth: AuthDevice, Path(id): Path<String>) -> AppResult<Json<serde_json::Value>> {
     let actor = state.server_actor.clone();
     state
         .db
@@ -275,18 +256,11 @@ async fn record(
         .await
 }
 
-fn require_admin(auth: &AuthDevice) -> AppResult<()> {
-    if auth.person.role == Role::Admin {
-        Ok(())
-    } else {
-        Err(AppError::Forbidden)
-    }
+pub(crate) fn require_admin(auth: &AuthDevice) -> AppResult<()> {
+    if auth.person.role == Role::Admin { Ok(()) } else { Err(AppError::Forbidden) }
 }
 
-async fn list_devices(
-    State(state): State<AppState>,
-    auth: AuthDevice,
-) -> AppResult<Json<serde_json::Value>> {
+async fn list_devices(State(state): State<AppState>, auth: AuthDevice) -> AppResult<Json<serde_json::Value>> {
     require_admin(&auth)?;
     state
         .db
@@ -307,20 +281,13 @@ async fn list_devices(
         .await
 }
 
-async fn revoke_device(
-    State(state): State<AppState>,
-    auth: AuthDevice,
-    Path(id): Path<String>,
-) -> AppResult<StatusCode> {
+async fn revoke_device(State(state): State<AppState>, auth: AuthDevice, Path(id): Path<String>) -> AppResult<StatusCode> {
     require_admin(&auth)?;
     let now = state.now_ms();
     state
         .db
         .write(move |c| {
-            let n = c.execute(
-                "UPDATE devices SET revoked_ms = ?1 WHERE id = ?2 AND revoked_ms IS NULL",
-                rusqlite::params![now, id],
-            )?;
+            let n = c.execute("UPDATE devices SET revoked_ms = ?1 WHERE id = ?2 AND revoked_ms IS NULL", rusqlite::params![now, id])?;
             if n == 0 {
                 return Err(AppError::NotFound);
             }

@@ -27,16 +27,10 @@ pub struct ChunkQuery {
 }
 
 fn valid_sha(sha: &str) -> AppResult<()> {
-    if sha.len() == 64
-        && sha
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    if sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         Ok(())
     } else {
-        Err(AppError::BadRequest(
-            "照片编号应为64位小写十六进制SHA-256".into(),
-        ))
+        Err(AppError::BadRequest("照片编号应为64位小写十六进制SHA-256".into()))
     }
 }
 
@@ -47,17 +41,9 @@ fn paths(state: &AppState, sha: &str) -> (PathBuf, PathBuf) {
 
 fn upload_state(conn: &Connection, sha: &str) -> AppResult<Option<(u64, u64, bool)>> {
     Ok(conn
-        .query_row(
-            "SELECT total, received, complete FROM attachments WHERE sha256 = ?1",
-            [sha],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)? as u64,
-                    r.get::<_, i64>(1)? as u64,
-                    r.get::<_, bool>(2)?,
-                ))
-            },
-        )
+        .query_row("SELECT total, received, complete FROM attachments WHERE sha256 = ?1", [sha], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, bool>(2)?))
+        })
         .optional()?)
 }
 
@@ -66,11 +52,7 @@ fn state_json(received: u64, complete: bool) -> serde_json::Value {
 }
 
 /// `GET /api/v1/attachments/{sha}/status`: how much of a photo the server has.
-pub async fn status(
-    State(state): State<AppState>,
-    _auth: AuthDevice,
-    Path(sha): Path<String>,
-) -> AppResult<Json<serde_json::Value>> {
+pub async fn status(State(state): State<AppState>, _auth: AuthDevice, Path(sha): Path<String>) -> AppResult<Json<serde_json::Value>> {
     valid_sha(&sha)?;
     let row = state.db.read(move |c| upload_state(c, &sha)).await?;
     let (_, received, complete) = row.ok_or(AppError::NotFound)?;
@@ -146,12 +128,7 @@ pub async fn upload(
 
 /// `GET /api/v1/attachments/{sha}`: the photo, with `Range` support, for its uploader and for
 /// everyone who may see a record that shows it.
-pub async fn download(
-    State(state): State<AppState>,
-    auth: AuthDevice,
-    Path(sha): Path<String>,
-    req: Request,
-) -> AppResult<Response> {
+pub async fn download(State(state): State<AppState>, auth: AuthDevice, Path(sha): Path<String>, req: Request) -> AppResult<Response> {
     valid_sha(&sha)?;
     let person = auth.person.clone();
     let key = sha.clone();
@@ -168,9 +145,8 @@ pub async fn download(
             let mut stmt = c.prepare(
                 "SELECT d.id, d.location, d.holder, d.reporter FROM attachment_refs r JOIN docs d ON d.id = r.doc_id WHERE r.sha256 = ?1",
             )?;
-            let rows = stmt.query_map([&key], |r| {
-                Ok(ScopeEvent { doc_id: r.get(0)?, location: r.get(1)?, holder: r.get(2)?, reporter: r.get(3)? })
-            })?;
+            let rows = stmt
+                .query_map([&key], |r| Ok(ScopeEvent { doc_id: r.get(0)?, location: r.get(1)?, holder: r.get(2)?, reporter: r.get(3)? }))?;
             for row in rows {
                 if row?.visible_to(&person) {
                     return Ok(true);
@@ -183,12 +159,9 @@ pub async fn download(
         return Err(AppError::NotFound);
     }
     let (final_path, _) = paths(&state, &sha);
-    let served = tower_http::services::ServeFile::new_with_mime(
-        final_path,
-        &"image/jpeg".parse().expect("valid mime"),
-    )
-    .oneshot(req)
-    .await
-    .map_err(|e| AppError::Internal(format!("serve file: {e}")))?;
+    let served = tower_http::services::ServeFile::new_with_mime(final_path, &"image/jpeg".parse().expect("valid mime"))
+        .oneshot(req)
+        .await
+        .map_err(|e| AppError::Internal(format!("serve file: {e}")))?;
     Ok(served.map(Body::new))
 }

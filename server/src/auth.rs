@@ -18,21 +18,13 @@ use crate::error::{AppError, AppResult};
 
 /// Hashes a password with argon2id (PHC string).
 pub fn hash_password(password: &str) -> String {
-    let salt =
-        SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes make a valid salt");
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .expect("argon2 with default parameters")
-        .to_string()
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes make a valid salt");
+    Argon2::default().hash_password(password.as_bytes(), &salt).expect("argon2 with default parameters").to_string()
 }
 
 /// Checks a password against its stored hash (constant-time comparison inside argon2).
 pub fn verify_password(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|h| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok()
-    })
+    PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
 /// A new device token: 32 random bytes, URL-safe base64.
@@ -53,46 +45,29 @@ pub fn parse_role(s: &str) -> Option<Role> {
 
 /// The stored name of a role.
 pub fn role_name(r: Role) -> String {
-    serde_json::to_value(r)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+    serde_json::to_value(r).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 /// Loads a person by id.
 pub fn load_person(conn: &Connection, id: &str) -> AppResult<Option<(Person, String, bool)>> {
     let row = conn
-        .query_row(
-            "SELECT id, name, role, unit, password_hash, active FROM people WHERE id = ?1",
-            [id],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, bool>(5)?,
-                ))
-            },
-        )
+        .query_row("SELECT id, name, role, unit, password_hash, active FROM people WHERE id = ?1", [id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, bool>(5)?,
+            ))
+        })
         .optional()?;
     let Some((id, name, role, unit, hash, active)) = row else {
         return Ok(None);
     };
     let role = parse_role(&role).ok_or_else(|| AppError::Internal(format!("bad role for {id}")))?;
-    let unit =
-        UnitCode::parse(&unit).map_err(|_| AppError::Internal(format!("bad unit for {id}")))?;
-    Ok(Some((
-        Person {
-            id,
-            name,
-            role,
-            unit,
-        },
-        hash,
-        active,
-    )))
+    let unit = UnitCode::parse(&unit).map_err(|_| AppError::Internal(format!("bad unit for {id}")))?;
+    Ok(Some((Person { id, name, role, unit }, hash, active)))
 }
 
 /// An authenticated device and the person using it.
@@ -105,22 +80,10 @@ pub struct AuthDevice {
 impl FromRequestParts<AppState> for AuthDevice {
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let from_query = parts
-            .uri
-            .query()
-            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
-        let token = header
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .or(from_query)
-            .ok_or(AppError::Unauthorized)?;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let from_query = parts.uri.query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
+        let token = header.and_then(|h| h.strip_prefix("Bearer ")).or(from_query).ok_or(AppError::Unauthorized)?;
         if token.len() > 200 {
             return Err(AppError::Unauthorized);
         }
@@ -133,7 +96,15 @@ impl FromRequestParts<AppState> for AuthDevice {
                     .query_row(
                         "SELECT id, person_id, expires_ms, revoked_ms, logged_out FROM devices WHERE token_hash = ?1",
                         [&hash],
-                        |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<i64>>(3)?, r.get::<_, bool>(4)?)),
+                        |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, i64>(2)?,
+                                r.get::<_, Option<i64>>(3)?,
+                                r.get::<_, bool>(4)?,
+                            ))
+                        },
                     )
                     .optional()?;
                 let Some((device_id, person_id, expires, revoked, logged_out)) = row else { return Err(AppError::Unauthorized) };
@@ -166,16 +137,13 @@ impl LoginLimiter {
     /// True when this user name may try now.
     pub fn allowed(&self, user: &str, now: i64) -> bool {
         let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(user)
-            .is_none_or(|(n, since)| *n < LIMIT || now - since > WINDOW_MS)
+        map.get(user).is_none_or(|(n, since)| *n < LIMIT || now - since > WINDOW_MS)
     }
 
     /// Records a failure.
     pub fn failed(&self, user: &str, now: i64) {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let e = map
-            .entry(user.chars().take(64).collect())
-            .or_insert((0, now));
+        let e = map.entry(user.chars().take(64).collect()).or_insert((0, now));
         if now - e.1 > WINDOW_MS {
             *e = (0, now);
         }
@@ -184,10 +152,7 @@ impl LoginLimiter {
 
     /// Clears a user's failures after a successful login.
     pub fn succeeded(&self, user: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(user);
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(user);
     }
 }
 

@@ -10,11 +10,7 @@ use crate::app::Settings;
 
 /// The town server of Gridlink (网格通).
 #[derive(Debug, Parser)]
-#[command(
-    name = "gridlink-server",
-    version,
-    about = "Gridlink town server: sync, accounts, routing, console"
-)]
+#[command(name = "gridlink-server", version, about = "Gridlink town server: sync, accounts, routing, console")]
 pub struct Cli {
     /// TOML configuration file.
     #[arg(long, global = true, env = "GRIDLINK_CONFIG")]
@@ -34,6 +30,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Import units, people or catalogs (all rows or nothing).
     Import(ImportArgs),
+    /// Create an API key for Open311 clients, acting as the given account.
+    Apikey(ApiKeyArgs),
 }
 
 /// Options shared by `serve` and `demo`.
@@ -80,6 +78,19 @@ pub struct ImportArgs {
     pub what: ImportWhat,
 }
 
+#[derive(Debug, Args)]
+pub struct ApiKeyArgs {
+    /// SQLite database file.
+    #[arg(long, env = "GRIDLINK_DB")]
+    pub db: PathBuf,
+    /// The account the key acts as (e.g. the hotline desk of the center).
+    #[arg(long)]
+    pub person: String,
+    /// What the key is for.
+    #[arg(long, default_value = "Open311")]
+    pub name: String,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ImportWhat {
     /// Org units, CSV: code,name,kind,parent,department_key
@@ -108,8 +119,7 @@ impl FileConfig {
         let Some(path) = path else {
             return Ok(Self::default());
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("配置文件 {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("配置文件 {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("配置文件 {}: {e}", path.display()))
     }
 }
@@ -120,18 +130,9 @@ pub fn settings(common: &CommonArgs, file: &FileConfig, db: &Path) -> Settings {
         .data_dir
         .clone()
         .or_else(|| file.data_dir.clone())
-        .unwrap_or_else(|| {
-            db.parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default()
-                .join("gridlink-data")
-        });
+        .unwrap_or_else(|| db.parent().map(Path::to_path_buf).unwrap_or_default().join("gridlink-data"));
     Settings {
-        case_prefix: common
-            .case_prefix
-            .clone()
-            .or_else(|| file.case_prefix.clone())
-            .unwrap_or_else(|| "GT".into()),
+        case_prefix: common.case_prefix.clone().or_else(|| file.case_prefix.clone()).unwrap_or_else(|| "GT".into()),
         token_days: file.token_days.unwrap_or(90),
         max_attachment_bytes: file.max_attachment_mb.unwrap_or(10) << 20,
         data_dir,

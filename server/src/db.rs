@@ -29,8 +29,10 @@ const MIGRATIONS: &[&str] = &[
         id TEXT PRIMARY KEY, kind TEXT NOT NULL, location TEXT NOT NULL, holder TEXT, owner TEXT,
         reporter TEXT, status TEXT, open INTEGER NOT NULL, category TEXT NOT NULL, title TEXT NOT NULL,
         case_no TEXT UNIQUE, deadline_ms INTEGER, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL,
-        conflicts INTEGER NOT NULL, snapshot BLOB NOT NULL
+        conflicts INTEGER NOT NULL, batch_id TEXT, facts TEXT NOT NULL, snapshot BLOB NOT NULL
     );
+    CREATE INDEX docs_open_deadline ON docs(open, deadline_ms);
+    CREATE INDEX docs_batch ON docs(batch_id);
     CREATE INDEX docs_location ON docs(location);
     CREATE INDEX docs_holder ON docs(holder);
     CREATE INDEX docs_reporter ON docs(reporter);
@@ -52,6 +54,14 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE TABLE attachment_refs (doc_id TEXT NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (doc_id, sha256)) WITHOUT ROWID;
     CREATE INDEX attachment_refs_sha ON attachment_refs(sha256);
+    CREATE TABLE notices (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, doc_id TEXT NOT NULL, unit TEXT NOT NULL,
+        at_ms INTEGER NOT NULL, text TEXT NOT NULL
+    );
+    CREATE INDEX notices_unit ON notices(unit, at_ms);
+    CREATE TABLE api_keys (
+        key_hash TEXT PRIMARY KEY, person_id TEXT NOT NULL REFERENCES people(id), name TEXT NOT NULL, created_ms INTEGER NOT NULL
+    );
     CREATE TABLE audit (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL, actor TEXT NOT NULL,
         action TEXT NOT NULL, detail TEXT NOT NULL
@@ -92,16 +102,8 @@ impl Db {
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
-        let readers = (0..readers.max(1))
-            .map(|_| open_conn(path).map(Mutex::new))
-            .collect::<Result<_, _>>()?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                writer: Mutex::new(writer),
-                readers,
-                next: AtomicUsize::new(0),
-            }),
-        })
+        let readers = (0..readers.max(1)).map(|_| open_conn(path).map(Mutex::new)).collect::<Result<_, _>>()?;
+        Ok(Self { inner: Arc::new(Inner { writer: Mutex::new(writer), readers, next: AtomicUsize::new(0) }) })
     }
 
     /// The single writer (callers run on a blocking thread).
@@ -112,25 +114,17 @@ impl Db {
     /// A reader connection.
     pub fn reader(&self) -> MutexGuard<'_, Connection> {
         let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.readers.len();
-        self.inner.readers[i]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.inner.readers[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `f` with a reader on the blocking pool.
-    pub async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> AppResult<T> + Send + 'static,
-    ) -> AppResult<T> {
+    pub async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> AppResult<T> + Send + 'static) -> AppResult<T> {
         let db = self.clone();
         tokio::task::spawn_blocking(move || f(&db.reader())).await?
     }
 
     /// Runs `f` with the writer on the blocking pool.
-    pub async fn write<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> AppResult<T> + Send + 'static,
-    ) -> AppResult<T> {
+    pub async fn write<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> AppResult<T> + Send + 'static) -> AppResult<T> {
         let db = self.clone();
         tokio::task::spawn_blocking(move || f(&mut db.writer())).await?
     }
@@ -138,9 +132,7 @@ impl Db {
 
 /// Reads a meta value.
 pub fn meta_get(conn: &Connection, key: &str) -> AppResult<Option<String>> {
-    Ok(conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-        .optional()?)
+    Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
 }
 
 /// Writes a meta value.
@@ -150,13 +142,7 @@ pub fn meta_set(conn: &Connection, key: &str, value: &str) -> AppResult<()> {
 }
 
 /// Appends to the audit log (admin actions, logins, revocations).
-pub fn audit(
-    conn: &Connection,
-    at_ms: i64,
-    actor: &str,
-    action: &str,
-    detail: &str,
-) -> AppResult<()> {
+pub fn audit(conn: &Connection, at_ms: i64, actor: &str, action: &str, detail: &str) -> AppResult<()> {
     conn.execute(
         "INSERT INTO audit(at_ms, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
         rusqlite::params![at_ms, actor, action, detail],

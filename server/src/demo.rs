@@ -7,37 +7,27 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use gridlink_core::{
-    Action, Catalog, Client, ClientOptions, Clock, ManualClock, NewIncident, NewServiceRequest,
-    OrgUnit, Person, Role, ServiceMode, UnitCode, UnitKind,
+    Action, Catalog, Client, ClientOptions, Clock, ManualClock, NewIncident, NewServiceRequest, OrgUnit, Person, Role, ServiceMode,
+    UnitCode, UnitKind,
 };
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::app::AppState;
-use crate::docs::{IngestCtx, ingest};
+use crate::docs::ingest;
 use crate::error::{AppError, AppResult};
 use crate::import::{PersonRow, insert_people, insert_units};
 
 /// Password of every demo account.
 pub const DEMO_PASSWORD: &str = "gridlink2026";
 const TOWN: &str = "532331101";
-const VILLAGES: [(&str, &str); 6] = [
-    ("201", "广通社区"),
-    ("202", "妥安村"),
-    ("203", "大旧庄村"),
-    ("204", "小铺子村"),
-    ("205", "罗川村"),
-    ("206", "沙龙村"),
-];
-const SURNAMES: [&str; 20] = [
-    "王", "李", "张", "刘", "陈", "杨", "赵", "黄", "周", "吴", "徐", "孙", "马", "朱", "胡", "郭",
-    "何", "高", "罗", "郑",
-];
-const GIVEN: [&str; 20] = [
-    "芳", "军", "敏", "强", "洋", "丽", "伟", "静", "磊", "娟", "勇", "艳", "杰", "霞", "涛", "婷",
-    "明", "华", "平", "红",
-];
+const VILLAGES: [(&str, &str); 6] =
+    [("201", "广通社区"), ("202", "妥安村"), ("203", "大旧庄村"), ("204", "小铺子村"), ("205", "罗川村"), ("206", "沙龙村")];
+const SURNAMES: [&str; 20] =
+    ["王", "李", "张", "刘", "陈", "杨", "赵", "黄", "周", "吴", "徐", "孙", "马", "朱", "胡", "郭", "何", "高", "罗", "郑"];
+const GIVEN: [&str; 20] =
+    ["芳", "军", "敏", "强", "洋", "丽", "伟", "静", "磊", "娟", "勇", "艳", "杰", "霞", "涛", "婷", "明", "华", "平", "红"];
 
 /// The demo accounts, for the start-up banner.
 #[derive(Debug, Clone)]
@@ -52,15 +42,8 @@ impl DemoLogins {
     /// What `gridlink-server demo` prints.
     pub fn banner(&self, addr: std::net::SocketAddr) -> String {
         let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "网格通演示镇「广通镇」已就绪:{} 件事件,{} 件便民服务",
-            self.incidents, self.errands
-        );
-        let _ = writeln!(
-            s,
-            "服务器地址:http://{addr}/   健康检查:http://{addr}/healthz   同步接口:http://{addr}/api/v1/"
-        );
+        let _ = writeln!(s, "网格通演示镇「广通镇」已就绪:{} 件事件,{} 件便民服务", self.incidents, self.errands);
+        let _ = writeln!(s, "服务器地址:http://{addr}/   健康检查:http://{addr}/healthz   同步接口:http://{addr}/api/v1/");
         let _ = writeln!(s, "演示账号(密码均为 {DEMO_PASSWORD}):");
         for (role, user, name, unit) in &self.rows {
             let _ = writeln!(s, "  {role:<10}  {user:<14}  {name:<4}  {unit}");
@@ -71,11 +54,7 @@ impl DemoLogins {
 }
 
 fn name_of(i: usize) -> String {
-    format!(
-        "{}{}",
-        SURNAMES[i % SURNAMES.len()],
-        GIVEN[(i * 7 + 3) % GIVEN.len()]
-    )
+    format!("{}{}", SURNAMES[i % SURNAMES.len()], GIVEN[(i * 7 + 3) % GIVEN.len()])
 }
 
 fn code(s: &str) -> UnitCode {
@@ -84,36 +63,19 @@ fn code(s: &str) -> UnitCode {
 
 /// Units and people of the demo town.
 fn org(catalog: &Catalog) -> (Vec<OrgUnit>, Vec<PersonRow>) {
-    let mut units = vec![OrgUnit {
-        code: code(TOWN),
-        name: "广通镇".into(),
-        kind: UnitKind::Town,
-        parent: None,
-        department_key: None,
-    }];
+    let mut units = vec![OrgUnit { code: code(TOWN), name: "广通镇".into(), kind: UnitKind::Town, parent: None, department_key: None }];
     let mut people = Vec::new();
     let mut n = 0;
     let mut person = |id: String, role: Role, unit: &str, people: &mut Vec<PersonRow>| {
         n += 1;
-        people.push(PersonRow {
-            id,
-            name: name_of(n),
-            role,
-            unit: code(unit),
-            password: DEMO_PASSWORD.into(),
-        });
+        people.push(PersonRow { id, name: name_of(n), role, unit: code(unit), password: DEMO_PASSWORD.into() });
     };
     person("admin".into(), Role::Admin, TOWN, &mut people);
     person("zongzhi".into(), Role::CenterOperator, TOWN, &mut people);
     person("zongzhi2".into(), Role::CenterOperator, TOWN, &mut people);
     person("zhenzhang".into(), Role::TownLeader, TOWN, &mut people);
     // The comprehensive-governance center is the town itself, not a stationed department.
-    for (i, d) in catalog
-        .departments
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| d.key != "zongzhi")
-    {
+    for (i, d) in catalog.departments.iter().enumerate().filter(|(_, d)| d.key != "zongzhi") {
         let c = format!("{TOWN}-D{:02}", i + 1);
         units.push(OrgUnit {
             code: code(&c),
@@ -144,12 +106,7 @@ fn org(catalog: &Catalog) -> (Vec<OrgUnit>, Vec<PersonRow>) {
                 parent: Some(code(&vc)),
                 department_key: None,
             });
-            person(
-                format!("gt{v}-zu{g:02}"),
-                Role::GroupLeader,
-                &gc,
-                &mut people,
-            );
+            person(format!("gt{v}-zu{g:02}"), Role::GroupLeader, &gc, &mut people);
             for k in 1..=2 {
                 let kc = format!("{gc}-{k:02}");
                 units.push(OrgUnit {
@@ -159,12 +116,7 @@ fn org(catalog: &Catalog) -> (Vec<OrgUnit>, Vec<PersonRow>) {
                     parent: Some(code(&gc)),
                     department_key: None,
                 });
-                person(
-                    format!("gt{v}-{g:02}{k:02}"),
-                    Role::GridMember,
-                    &kc,
-                    &mut people,
-                );
+                person(format!("gt{v}-{g:02}{k:02}"), Role::GridMember, &kc, &mut people);
             }
         }
     }
@@ -172,66 +124,22 @@ fn org(catalog: &Catalog) -> (Vec<OrgUnit>, Vec<PersonRow>) {
 }
 
 const REPORTS: [(&str, &str, &str); 16] = [
-    (
-        "0501",
-        "村口垃圾堆积",
-        "村口桥头有大量生活垃圾堆积,已有异味,影响群众出行。",
-    ),
+    ("0501", "村口垃圾堆积", "村口桥头有大量生活垃圾堆积,已有异味,影响群众出行。"),
     ("0502", "垃圾桶满溢", "集市旁两个垃圾桶已满,垃圾散落地面。"),
-    (
-        "0503",
-        "河边倾倒建筑垃圾",
-        "河堤路东段新增约3车建筑垃圾,占用半幅路面。",
-    ),
+    ("0503", "河边倾倒建筑垃圾", "河堤路东段新增约3车建筑垃圾,占用半幅路面。"),
     ("0505", "田间焚烧秸秆", "二组农田有人焚烧秸秆,烟雾较大。"),
-    (
-        "0802",
-        "路灯不亮",
-        "村委会至小学路段三盏路灯夜间不亮,学生晚自习回家不安全。",
-    ),
-    (
-        "0801",
-        "道路坑洼",
-        "通村公路K3处路面塌陷,形成约1米见方的坑。",
-    ),
-    (
-        "0803",
-        "井盖缺失",
-        "老街菜市场门口井盖缺失,已用树枝临时标示。",
-    ),
-    (
-        "0101",
-        "宅基地边界纠纷",
-        "两户村民因宅基地边界围墙发生争执,情绪激动。",
-    ),
-    (
-        "0102",
-        "家庭矛盾",
-        "一对夫妻因赡养老人问题多次争吵,需调解。",
-    ),
-    (
-        "0104",
-        "工地拖欠工资",
-        "建筑工地十余名工人反映被拖欠两个月工资。",
-    ),
+    ("0802", "路灯不亮", "村委会至小学路段三盏路灯夜间不亮,学生晚自习回家不安全。"),
+    ("0801", "道路坑洼", "通村公路K3处路面塌陷,形成约1米见方的坑。"),
+    ("0803", "井盖缺失", "老街菜市场门口井盖缺失,已用树枝临时标示。"),
+    ("0101", "宅基地边界纠纷", "两户村民因宅基地边界围墙发生争执,情绪激动。"),
+    ("0102", "家庭矛盾", "一对夫妻因赡养老人问题多次争吵,需调解。"),
+    ("0104", "工地拖欠工资", "建筑工地十余名工人反映被拖欠两个月工资。"),
     ("0401", "消防通道被占", "商住楼后消防通道被杂物和车辆占用。"),
-    (
-        "0403",
-        "楼道电动车充电",
-        "居民楼一楼楼道内有电动车飞线充电。",
-    ),
-    (
-        "0602",
-        "违章搭建彩钢棚",
-        "临街商铺在屋顶违规搭建彩钢棚约40平方米。",
-    ),
+    ("0403", "楼道电动车充电", "居民楼一楼楼道内有电动车飞线充电。"),
+    ("0602", "违章搭建彩钢棚", "临街商铺在屋顶违规搭建彩钢棚约40平方米。"),
     ("0701", "占道经营", "早市摊贩占用主干道经营,造成交通拥堵。"),
     ("0905", "危房住人", "一户独居老人仍居住在C级危房内。"),
-    (
-        "1201",
-        "独居老人需探访",
-        "八十五岁独居老人近期身体不适,子女在外务工。",
-    ),
+    ("1201", "独居老人需探访", "八十五岁独居老人近期身体不适,子女在外务工。"),
 ];
 
 /// Which stage an incident is left in.
@@ -283,54 +191,24 @@ enum Who {
 fn incident_steps(path: Path) -> Vec<(Who, Action, &'static str)> {
     use Who::*;
     let up = [
-        (
-            Grid,
-            Action::Escalate {
-                to_unit: code(TOWN),
-            },
-            "",
-        ), // fixed below: to the village
-        (
-            Village,
-            Action::Escalate {
-                to_unit: code(TOWN),
-            },
-            "需镇里协调相关部门处置",
-        ),
+        (Grid, Action::Escalate { to_unit: code(TOWN) }, ""), // fixed below: to the village
+        (Village, Action::Escalate { to_unit: code(TOWN) }, "需镇里协调相关部门处置"),
         (Center, Action::Accept, ""),
     ];
-    let dispatch = (
-        Center,
-        Action::Dispatch {
-            to_unit: code(TOWN),
-            deadline_ms: None,
-        },
-        "请按时限处置并反馈",
-    ); // target fixed below
+    let dispatch = (Center, Action::Dispatch { to_unit: code(TOWN), deadline_ms: None }, "请按时限处置并反馈"); // target fixed below
     let mut s: Vec<(Who, Action, &'static str)> = Vec::new();
     let town = |s: &mut Vec<_>, n: usize| s.extend(up.iter().take(n).cloned());
     match path {
         Path::New => {}
         Path::SelfResolved => {
-            s.push((
-                Grid,
-                Action::SelfResolve { photos: vec![] },
-                "已现场劝导并清理完毕",
-            ));
+            // Fixed on the spot: the self-resolution is made on the phone with the report.
             s.push((Village, Action::Verify, ""));
             s.push((Village, Action::Close, ""));
             s.push((Grid, Action::Evaluate { satisfaction: 5 }, "群众满意"));
         }
         Path::VillageClosed => {
             s.push((Village, Action::Accept, ""));
-            s.push((
-                Village,
-                Action::Dispatch {
-                    to_unit: code(TOWN),
-                    deadline_ms: None,
-                },
-                "请网格员协调处理",
-            )); // to the grid
+            s.push((Village, Action::Dispatch { to_unit: code(TOWN), deadline_ms: None }, "请网格员协调处理")); // to the grid
             s.push((Grid, Action::Sign, ""));
             s.push((Grid, Action::Handle { photos: vec![] }, "已协调处理完毕"));
             s.push((Village, Action::Verify, ""));
@@ -341,11 +219,7 @@ fn incident_steps(path: Path) -> Vec<(Who, Action, &'static str)> {
         Path::AcceptedTown => town(&mut s, 3),
         Path::Suspended => {
             town(&mut s, 3);
-            s.push((
-                Center,
-                Action::Suspend,
-                "涉及历史遗留问题,需县级部门会商,暂挂账",
-            ));
+            s.push((Center, Action::Suspend, "涉及历史遗留问题,需县级部门会商,暂挂账"));
         }
         _ => {
             town(&mut s, 3);
@@ -366,11 +240,7 @@ fn incident_steps(path: Path) -> Vec<(Who, Action, &'static str)> {
                 Path::InProgress => 1,
                 Path::Extension => {
                     s.push(rest[0].clone());
-                    s.push((
-                        Dept,
-                        Action::RequestExtension { until_ms: 0 },
-                        "需协调机械设备,申请延期",
-                    ));
+                    s.push((Dept, Action::RequestExtension { until_ms: 0 }, "需协调机械设备,申请延期"));
                     0
                 }
                 Path::Handled => 2,
@@ -400,10 +270,7 @@ struct Devices<'a> {
 impl Devices<'_> {
     fn client(&mut self, pid: &str) -> AppResult<&mut Client> {
         if !self.devices.contains_key(pid) {
-            let opts = ClientOptions {
-                clock: self.clock.clone(),
-                ..Default::default()
-            };
+            let opts = ClientOptions { clock: self.clock.clone(), ..Default::default() };
             let mut c = Client::open_with(self.dir.path().join(format!("{pid}.db")), opts)?;
             c.set_identity(self.people[pid].clone())?;
             self.devices.insert(pid.to_owned(), c);
@@ -416,8 +283,7 @@ impl Devices<'_> {
         let doc_id = doc.to_owned();
         let changes: Vec<Vec<u8>> = {
             let conn = self.state.db.reader();
-            let mut stmt =
-                conn.prepare("SELECT bytes FROM changes WHERE doc_id = ?1 ORDER BY seq")?;
+            let mut stmt = conn.prepare("SELECT bytes FROM changes WHERE doc_id = ?1 ORDER BY seq")?;
             let rows = stmt.query_map([&doc_id], |r| r.get(0))?;
             rows.collect::<Result<_, _>>()?
         };
@@ -433,30 +299,15 @@ impl Devices<'_> {
         let person = self.people[pid].clone();
         let now = self.clock.now_ms();
         let client = self.client(pid)?;
-        let queued: Vec<_> = client
-            .outbox(1000)?
-            .into_iter()
-            .filter(|e| e.doc_id == doc)
-            .collect();
+        let queued: Vec<_> = client.outbox(1000)?.into_iter().filter(|e| e.doc_id == doc).collect();
         let changes: Vec<Vec<u8>> = queued.iter().map(|e| e.bytes.clone()).collect();
         let hashes: Vec<String> = queued.iter().map(|e| e.hash.clone()).collect();
         let mut conn = self.state.db.writer();
         let tx = conn.transaction()?;
         let mut events = Vec::new();
-        let mut ctx = IngestCtx {
-            server_actor: &self.state.server_actor,
-            case_prefix: &self.state.settings.case_prefix,
-            now_ms: now,
-            events: &mut events,
-        };
-        if let Err((_, reason)) = ingest(
-            &tx,
-            &mut ctx,
-            &format!("demo-{pid}"),
-            &person,
-            doc,
-            &changes,
-        )? {
+        let routing = self.state.routing();
+        let mut ctx = self.state.ingest_ctx(&routing, now, &mut events);
+        if let Err((_, reason)) = ingest(&tx, &mut ctx, &format!("demo-{pid}"), &person, doc, &changes)? {
             return Err(AppError::Internal(format!("demo change refused: {reason}")));
         }
         tx.commit()?;
@@ -475,11 +326,7 @@ fn id_number(rng: &mut StdRng) -> String {
         rng.random_range(1..=28),
         rng.random_range(0..1000)
     );
-    let sum: u32 = body
-        .bytes()
-        .zip(W)
-        .map(|(b, w)| u32::from(b - b'0') * w)
-        .sum();
+    let sum: u32 = body.bytes().zip(W).map(|(b, w)| u32::from(b - b'0') * w).sum();
     format!("{body}{}", b"10X98765432"[(sum % 11) as usize] as char)
 }
 
@@ -487,88 +334,42 @@ fn id_number(rng: &mut StdRng) -> String {
 pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
     let catalog = Catalog::bundled();
     let (units, people) = org(&catalog);
-    let seeded: i64 = state
-        .db
-        .reader()
-        .query_row("SELECT count(*) FROM people", [], |r| r.get(0))?;
+    let seeded: i64 = state.db.reader().query_row("SELECT count(*) FROM people", [], |r| r.get(0))?;
     let now = state.now_ms();
     if seeded == 0 {
         let mut conn = state.db.writer();
         insert_units(&mut conn, &units).map_err(AppError::Internal)?;
         insert_people(&mut conn, &people, now).map_err(AppError::Internal)?;
     }
-    let unit_name = |c: &UnitCode| {
-        units
-            .iter()
-            .find(|u| &u.code == c)
-            .map(|u| u.name.clone())
-            .unwrap_or_default()
-    };
+    let unit_name = |c: &UnitCode| units.iter().find(|u| &u.code == c).map(|u| u.name.clone()).unwrap_or_default();
     let pick = |id: &str| people.iter().find(|p| p.id == id).expect("demo person");
     let mut rows = Vec::new();
-    for id in [
-        "zongzhi",
-        "zhenzhang",
-        "zhifa",
-        "huanwei",
-        "bianmin",
-        "gt201-zhan",
-        "gt201-shuji",
-        "gt201-0101",
-        "gt202-0101",
-        "admin",
-    ] {
+    for id in ["zongzhi", "zhenzhang", "zhifa", "huanwei", "bianmin", "gt201-zhan", "gt201-shuji", "gt201-0101", "gt202-0101", "admin"] {
         let p = pick(id);
-        rows.push((
-            p.role.label().to_owned(),
-            p.id.clone(),
-            p.name.clone(),
-            unit_name(&p.unit),
-        ));
+        rows.push((p.role.label().to_owned(), p.id.clone(), p.name.clone(), unit_name(&p.unit)));
     }
     let count = |kind: &str| -> AppResult<usize> {
-        Ok(state.db.reader().query_row(
-            "SELECT count(*) FROM docs WHERE kind = ?1",
-            [kind],
-            |r| r.get::<_, i64>(0),
-        )? as usize)
+        Ok(state.db.reader().query_row("SELECT count(*) FROM docs WHERE kind = ?1", [kind], |r| r.get::<_, i64>(0))? as usize)
     };
     if seeded > 0 {
-        return Ok(DemoLogins {
-            rows,
-            incidents: count("incident")?,
-            errands: count("service_request")?,
-        });
+        return Ok(DemoLogins { rows, incidents: count("incident")?, errands: count("service_request")? });
     }
 
     let mut rng = StdRng::seed_from_u64(20261123);
-    let person_of = |p: &PersonRow| Person {
-        id: p.id.clone(),
-        name: p.name.clone(),
-        role: p.role,
-        unit: p.unit.clone(),
-    };
+    let person_of = |p: &PersonRow| Person { id: p.id.clone(), name: p.name.clone(), role: p.role, unit: p.unit.clone() };
     let mut dev = Devices {
         state,
         dir: tempfile::tempdir().map_err(|e| AppError::Internal(e.to_string()))?,
         clock: Arc::new(ManualClock::new(now)),
         devices: HashMap::new(),
-        people: people
-            .iter()
-            .map(|p| (p.id.clone(), person_of(p)))
-            .collect(),
+        people: people.iter().map(|p| (p.id.clone(), person_of(p))).collect(),
     };
     let grids: Vec<&OrgUnit> = units.iter().filter(|u| u.kind == UnitKind::Grid).collect();
-    let dept_unit = |key: &str| {
-        units
-            .iter()
-            .find(|u| u.department_key.as_deref() == Some(key))
-            .map(|u| u.code.clone())
-    };
+    let dept_unit = |key: &str| units.iter().find(|u| u.department_key.as_deref() == Some(key)).map(|u| u.code.clone());
 
     // Every step of every record, then run in time order so each device's clock only moves forward.
     enum Step {
-        Report(usize, NewIncident),
+        Report(usize, bool, NewIncident),
         Receive(usize, NewServiceRequest),
         Act(usize, Action, String),
     }
@@ -578,22 +379,18 @@ pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
     for (path, times) in PATHS {
         for _ in 0..times {
             let grid = grids.choose(&mut rng).expect("grids");
-            let (cat, title, desc) = REPORTS[n % REPORTS.len()];
+            // What the village settles itself must be a village-level category.
+            let village_only = matches!(path, Path::VillageClosed | Path::SelfResolved);
+            let fits = |c: &str| !village_only || catalog.category(c).is_ok_and(|c| c.level == gridlink_core::HandlingLevel::Village);
+            let (cat, title, desc) =
+                REPORTS.iter().cycle().skip(n).find(|(c, _, _)| fits(c)).copied().expect("village-level reports exist");
             let village = &grid.code.as_str()[..12];
             let vnum = &village[9..];
-            let member = format!(
-                "gt{vnum}-{}{}",
-                &grid.code.as_str()[13..15],
-                &grid.code.as_str()[16..18]
-            );
+            let member = format!("gt{vnum}-{}{}", &grid.code.as_str()[13..15], &grid.code.as_str()[16..18]);
             let station = format!("gt{vnum}-zhan");
-            let dept_key = catalog
-                .category(cat)
-                .map(|c| c.department.clone())
-                .unwrap_or_default();
+            let dept_key = catalog.category(cat).map(|c| c.department.clone()).unwrap_or_default();
             let dept = dept_key.clone();
-            let created =
-                start + (n as i64) * (19 * 86_400_000) / 50 + rng.random_range(0..6 * 3_600_000);
+            let created = start + (n as i64) * (19 * 86_400_000) / 50 + rng.random_range(0..6 * 3_600_000);
             let plan = incident_steps(path);
             let gap = ((now - 1_800_000 - created) / (plan.len() as i64 + 1)).min(18 * 3_600_000);
             steps.push((
@@ -601,16 +398,13 @@ pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
                 member.clone(),
                 Step::Report(
                     n,
+                    matches!(path, Path::SelfResolved),
                     NewIncident {
                         category: cat.into(),
                         title: title.into(),
                         description: desc.into(),
                         grid: Some(grid.code.clone()),
-                        address: format!(
-                            "{}{}",
-                            unit_name(&code(village)),
-                            ["村口", "老街", "小学旁", "集市", "河堤路"][n % 5]
-                        ),
+                        address: format!("{}{}", unit_name(&code(village)), ["村口", "老街", "小学旁", "集市", "河堤路"][n % 5]),
                         note: "巡查发现".into(),
                         ..Default::default()
                     },
@@ -628,25 +422,15 @@ pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
                 let action = match action {
                     Action::Escalate { .. } if first_escalation && who == Who::Grid => {
                         first_escalation = false;
-                        Action::Escalate {
-                            to_unit: code(village),
-                        }
+                        Action::Escalate { to_unit: code(village) }
                     }
-                    Action::Dispatch { .. } if who == Who::Village => Action::Dispatch {
-                        to_unit: grid.code.clone(),
-                        deadline_ms: None,
-                    },
-                    Action::Dispatch { .. } => Action::Dispatch {
-                        to_unit: dept_unit(&dept_key).unwrap_or_else(|| code(TOWN)),
-                        deadline_ms: None,
-                    },
+                    Action::Dispatch { .. } if who == Who::Village => Action::Dispatch { to_unit: grid.code.clone(), deadline_ms: None },
+                    Action::Dispatch { .. } => {
+                        Action::Dispatch { to_unit: dept_unit(&dept_key).unwrap_or_else(|| code(TOWN)), deadline_ms: None }
+                    }
                     a => a,
                 };
-                let note = if note.is_empty() && matches!(action, Action::Escalate { .. }) {
-                    "需村里协调处理"
-                } else {
-                    note
-                };
+                let note = if note.is_empty() && matches!(action, Action::Escalate { .. }) { "需村里协调处理" } else { note };
                 steps.push((at, actor, Step::Act(n, action, note.to_owned())));
             }
             n += 1;
@@ -662,12 +446,7 @@ pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
         (&["queue", "handoff"], 2),
         (&["queue", "handoff", "complete"], 2),
         (&["queue", "handoff", "complete", "deliver"], 2),
-        (
-            &[
-                "queue", "handoff", "complete", "deliver", "followup", "archive",
-            ],
-            2,
-        ),
+        (&["queue", "handoff", "complete", "deliver", "followup", "archive"], 2),
         (&["reject"], 1),
         (&["withdraw"], 1),
         (&["complete_here", "deliver", "followup"], 2),
@@ -679,23 +458,14 @@ pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
             let (v, _) = VILLAGES[e % VILLAGES.len()];
             let station = format!("gt{v}-zhan");
             let immediate = path.first() == Some(&"complete_here");
-            let item = if immediate {
-                "FW003"
-            } else {
-                ["FW004", "FW006", "FW007", "FW009", "FW016", "FW019"][e % 6]
-            };
+            let item = if immediate { "FW003" } else { ["FW004", "FW006", "FW007", "FW009", "FW016", "FW019"][e % 6] };
             let it = catalog.service_item(item).map_err(AppError::from)?;
-            let created =
-                start + (e as i64) * (19 * 86_400_000) / 22 + rng.random_range(0..4 * 3_600_000);
+            let created = start + (e as i64) * (19 * 86_400_000) / 22 + rng.random_range(0..4 * 3_600_000);
             let gap = ((now - 1_800_000 - created) / (path.len() as i64 + 1)).min(30 * 3_600_000);
             let have: Vec<String> = it
                 .materials
                 .iter()
-                .take(
-                    it.materials
-                        .len()
-                        .saturating_sub(usize::from(path.first() == Some(&"missing"))),
-                )
+                .take(it.materials.len().saturating_sub(usize::from(path.first() == Some(&"missing"))))
                 .cloned()
                 .collect();
             steps.push((
@@ -705,18 +475,11 @@ pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
                     incidents + e,
                     NewServiceRequest {
                         item: item.into(),
-                        mode: if immediate {
-                            ServiceMode::Immediate
-                        } else {
-                            ServiceMode::Errand
-                        },
+                        mode: if immediate { ServiceMode::Immediate } else { ServiceMode::Errand },
                         station: Some(code(&format!("{TOWN}{v}"))),
                         resident_name: name_of(100 + e * 3),
                         resident_id_number: Some(id_number(&mut rng)),
-                        resident_phone: Some(format!(
-                            "13{:09}",
-                            rng.random_range(0..1_000_000_000u32)
-                        )),
+                        resident_phone: Some(format!("13{:09}", rng.random_range(0..1_000_000_000u32))),
                         materials_received: have,
                         description: "居民到便民服务站申请,由代办员代办".into(),
                     },
@@ -727,29 +490,19 @@ pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
                 let (actor, action, note) = match *stage {
                     "missing" => (
                         station.clone(),
-                        Action::RequestMaterials {
-                            missing: vec![it.materials.last().cloned().unwrap_or_default()],
-                        },
+                        Action::RequestMaterials { missing: vec![it.materials.last().cloned().unwrap_or_default()] },
                         "请补交材料",
                     ),
                     "queue" => (station.clone(), Action::Queue, ""),
                     "handoff" => (
                         station.clone(),
-                        Action::HandOff {
-                            to_unit: bianmin.clone(),
-                            batch_id: format!("GT{v}-{}", k + 1),
-                            carrier: "代办员".into(),
-                        },
+                        Action::HandOff { to_unit: bianmin.clone(), batch_id: format!("GT{v}-{}", k + 1), carrier: "代办员".into() },
                         "",
                     ),
                     "complete" => ("bianmin".to_owned(), Action::Complete, "已审批通过"),
                     "complete_here" => (station.clone(), Action::Complete, "现场办结"),
                     "deliver" => (station.clone(), Action::Deliver, "已送达申请人"),
-                    "followup" => (
-                        station.clone(),
-                        Action::FollowUp { satisfaction: 5 },
-                        "电话回访,群众满意",
-                    ),
+                    "followup" => (station.clone(), Action::FollowUp { satisfaction: 5 }, "电话回访,群众满意"),
                     "archive" => (station.clone(), Action::Archive, ""),
                     "reject" => (station.clone(), Action::Reject, "不符合申请条件"),
                     _ => (station.clone(), Action::Withdraw, "申请人主动撤回"),
@@ -764,8 +517,12 @@ pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
     for (at, actor, step) in steps {
         dev.clock.set(at);
         let id = match step {
-            Step::Report(i, new) => {
-                let id = dev.client(&actor)?.create_incident(new)?;
+            Step::Report(i, self_resolved, new) => {
+                let client = dev.client(&actor)?;
+                let id = client.create_incident(new)?;
+                if self_resolved {
+                    client.act(&id, Action::SelfResolve { photos: vec![] }, "已现场劝导并处理完毕")?;
+                }
                 ids[i] = Some(id.clone());
                 id
             }
@@ -775,29 +532,25 @@ pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
                 id
             }
             Step::Act(i, action, note) => {
-                let id = ids[i]
-                    .clone()
-                    .ok_or_else(|| AppError::Internal("demo step before its record".into()))?;
+                let id = ids[i].clone().ok_or_else(|| AppError::Internal("demo step before its record".into()))?;
                 dev.bring(&actor, &id)?;
                 let client = dev.client(&actor)?;
                 let action = match action {
                     Action::RequestExtension { .. } => {
                         let deadline = client.get(&id)?.folded.state.deadline_ms.unwrap_or(at);
-                        Action::RequestExtension {
-                            until_ms: deadline + 5 * 86_400_000,
-                        }
+                        Action::RequestExtension { until_ms: deadline + 5 * 86_400_000 }
                     }
                     a => a,
                 };
+                // After routing, some steps are no longer this person's to take: skip them, as the app would.
+                if !client.get(&id)?.allowed.contains(&action.kind()) {
+                    continue;
+                }
                 client.act(&id, action, &note)?;
                 id
             }
         };
         dev.push(&actor, &id)?;
     }
-    Ok(DemoLogins {
-        rows,
-        incidents: count("incident")?,
-        errands: count("service_request")?,
-    })
+    Ok(DemoLogins { rows, incidents: count("incident")?, errands: count("service_request")? })
 }

@@ -5,11 +5,14 @@ use std::collections::HashSet;
 
 use automerge::{ActorId, Change};
 use gridlink_core::calendar::local_time;
+use gridlink_core::figures::RecordFacts;
 use gridlink_core::org::access;
 use gridlink_core::record::RecordDoc;
+use gridlink_core::routing::RoutingRules;
 use gridlink_core::sync::validate::scope_of;
-use gridlink_core::sync::validate::validate_update as validate_update_fn;
-use gridlink_core::{Access, Person, Record, RecordBody, RecordState, Status};
+use gridlink_core::sync::validate::{check_invariants, validate_update as validate_update_fn};
+use gridlink_core::workflow::{Action, ActionKind, TimelineEntry, check};
+use gridlink_core::{Access, Catalog, Hlc, Person, Record, RecordBody, RecordState, Role, Status, UnitCode};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::error::{AppError, AppResult};
@@ -32,10 +35,7 @@ impl ScopeEvent {
         let Ok(location) = gridlink_core::UnitCode::parse(&self.location) else {
             return false;
         };
-        let holder = self
-            .holder
-            .as_deref()
-            .and_then(|h| gridlink_core::UnitCode::parse(h).ok());
+        let holder = self.holder.as_deref().and_then(|h| gridlink_core::UnitCode::parse(h).ok());
         let scope = gridlink_core::org::RecordScope {
             location: &location,
             holder: holder.as_ref(),
@@ -50,6 +50,8 @@ impl ScopeEvent {
 #[derive(Debug)]
 pub struct IngestCtx<'a> {
     pub server_actor: &'a ActorId,
+    pub catalog: &'a Catalog,
+    pub routing: &'a RoutingRules,
     pub case_prefix: &'a str,
     pub now_ms: i64,
     pub events: &'a mut Vec<ScopeEvent>,
@@ -57,14 +59,8 @@ pub struct IngestCtx<'a> {
 
 /// Loads the server's copy of a record.
 pub fn load_doc(conn: &Connection, id: &str, actor: &ActorId) -> AppResult<Option<RecordDoc>> {
-    let snapshot: Option<Vec<u8>> = conn
-        .query_row("SELECT snapshot FROM docs WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    snapshot
-        .map(|s| RecordDoc::load(id, &[&s], actor).map_err(AppError::from))
-        .transpose()
+    let snapshot: Option<Vec<u8>> = conn.query_row("SELECT snapshot FROM docs WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+    snapshot.map(|s| RecordDoc::load(id, &[&s], actor).map_err(AppError::from)).transpose()
 }
 
 /// Ingests one device's changes to one record, in order. Changes are stored until the first one
@@ -83,16 +79,7 @@ pub fn ingest(
     let mut stored = false;
     let mut outcome = Ok(changes.len());
     for (i, bytes) in changes.iter().enumerate() {
-        match ingest_one(
-            tx,
-            ctx,
-            device_id,
-            person,
-            doc_id,
-            &mut doc,
-            before.as_ref(),
-            bytes,
-        )? {
+        match ingest_one(tx, ctx, device_id, person, doc_id, &mut doc, before.as_ref(), bytes)? {
             Ok(Some(record)) => {
                 before = Some(record);
                 stored = true;
@@ -105,8 +92,15 @@ pub fn ingest(
         }
     }
     if stored {
-        let record = before.as_ref().expect("a stored change leaves a record");
-        write_index(tx, record, &mut doc, ctx)?;
+        let mut record = before.expect("a stored change leaves a record");
+        if let Some(target) = route_target(&record, ctx) {
+            let note = format!("按分流规则转至{}", if target.as_str().len() == 12 { "村(社区)" } else { "镇综治中心" });
+            let entry = system_entry(&record, Action::Route { to_unit: target }, &note, ctx.now_ms)?;
+            doc.append(&entry)?;
+            store_server_change(tx, doc_id, &mut doc, ctx.now_ms)?;
+            record = doc.read()?;
+        }
+        write_index(tx, &record, &mut doc, ctx)?;
     }
     Ok(outcome)
 }
@@ -126,29 +120,45 @@ fn ingest_one(
         return Ok(Err("变更数据无效".into()));
     };
     let hash = change.hash().to_string();
-    let known: bool = tx.query_row(
-        "SELECT count(*) FROM changes WHERE hash = ?1",
-        [&hash],
-        |r| r.get::<_, i64>(0),
-    )? > 0;
+    let known: bool = tx.query_row("SELECT count(*) FROM changes WHERE hash = ?1", [&hash], |r| r.get::<_, i64>(0))? > 0;
     if known {
         return Ok(Ok(None));
     }
+    // Judge the change by what its author saw: the record at the change's dependencies.
+    let author_before = match before {
+        Some(_) => match doc.fork_at(change.deps()) {
+            Ok(view) => Some(view),
+            Err(_) => return Ok(Err("缺少前置变更,请重新同步".into())),
+        },
+        None => None,
+    };
+    let mut author_after = author_before.clone().unwrap_or_else(|| RecordDoc::empty(ctx.server_actor));
+    if author_after.apply_changes(vec![change.clone()]).is_err() || !author_after.missing_deps(&[]).is_empty() {
+        return Ok(Err("缺少前置变更,请重新同步".into()));
+    }
+    let seen = author_before.as_ref().map(|d| d.read()).transpose();
+    let (seen, made) = match (seen, author_after.read()) {
+        (Ok(seen), Ok(made)) => (seen, made),
+        (Err(e), _) | (_, Err(e)) => return Ok(Err(e.to_string())),
+    };
+    if made.id != doc_id {
+        return Ok(Err("记录编号与文档不符".into()));
+    }
+    if let Err(reason) = validate_update_fn(seen.as_ref(), &made, person, ctx.now_ms) {
+        return Ok(Err(reason));
+    }
+    // Then merge it into the server's copy, which must keep its identity and history.
     let mut next = doc.clone();
     if next.apply_changes(vec![change]).is_err() {
         return Ok(Err("变更数据无效".into()));
-    }
-    if !next.missing_deps(&[]).is_empty() {
-        return Ok(Err("缺少前置变更,请重新同步".into()));
     }
     let after = match next.read() {
         Ok(r) => r,
         Err(e) => return Ok(Err(e.to_string())),
     };
-    if after.id != doc_id {
-        return Ok(Err("记录编号与文档不符".into()));
-    }
-    if let Err(reason) = validate_update_fn(before, &after, person, ctx.now_ms) {
+    if let Some(b) = before
+        && let Err(reason) = check_invariants(b, &after)
+    {
         return Ok(Err(reason));
     }
     tx.execute(
@@ -165,16 +175,58 @@ fn ingest_one(
     Ok(Ok(Some(record)))
 }
 
+/// Where a fresh report should go: only while it is still a report nobody has acted on, held
+/// below the unit the routing rules name.
+fn route_target(record: &Record, ctx: &IngestCtx<'_>) -> Option<UnitCode> {
+    let RecordBody::Incident(f) = &record.body else {
+        return None;
+    };
+    let folded = record.fold();
+    let s = &folded.state;
+    let untouched = folded.entries.iter().filter(|e| e.conflict.is_none()).all(|e| e.entry.action.kind() == ActionKind::Report);
+    if s.status != Some(Status::Reported) || !untouched {
+        return None;
+    }
+    let target = ctx.routing.target(ctx.catalog, &f.category, record.location()).ok()?;
+    s.holder.as_ref().is_some_and(|h| target.strictly_contains(h)).then_some(target)
+}
+
+/// A timeline entry of the server's automation (系统), ordered after every entry it knows.
+pub fn system_entry(record: &Record, action: Action, note: &str, now_ms: i64) -> AppResult<TimelineEntry> {
+    let last = record.timeline.iter().map(|e| e.at).max();
+    let at = match last {
+        Some(l) if l.wall_ms >= now_ms => Hlc { wall_ms: l.wall_ms, counter: l.counter + 1 },
+        _ => Hlc { wall_ms: now_ms, counter: 0 },
+    };
+    let entry = TimelineEntry {
+        id: uuid::Uuid::now_v7().to_string(),
+        at,
+        actor: "system".into(),
+        actor_name: "系统".into(),
+        role: Role::System,
+        unit: UnitCode::parse(record.location().town())?,
+        action,
+        note: note.to_owned(),
+    };
+    check(&record.fold().state, record.fold_context(), &entry).map_err(|e| AppError::Conflict(e.to_string()))?;
+    Ok(entry)
+}
+
+/// Takes an action as the system on a stored record (deadline supervision, routing).
+pub fn system_act(tx: &Transaction<'_>, ctx: &mut IngestCtx<'_>, doc_id: &str, action: Action, note: &str) -> AppResult<Record> {
+    let mut doc = load_doc(tx, doc_id, ctx.server_actor)?.ok_or(AppError::NotFound)?;
+    let record = doc.read()?;
+    let entry = system_entry(&record, action, note, ctx.now_ms)?;
+    doc.append(&entry)?;
+    store_server_change(tx, doc_id, &mut doc, ctx.now_ms)?;
+    let record = doc.read()?;
+    write_index(tx, &record, &mut doc, ctx)?;
+    Ok(record)
+}
+
 /// Stores the change the server itself just made to `doc`.
-pub fn store_server_change(
-    tx: &Transaction<'_>,
-    doc_id: &str,
-    doc: &mut RecordDoc,
-    now_ms: i64,
-) -> AppResult<()> {
-    let mut change = doc
-        .last_local_change()
-        .ok_or_else(|| AppError::Internal("server change missing".into()))?;
+pub fn store_server_change(tx: &Transaction<'_>, doc_id: &str, doc: &mut RecordDoc, now_ms: i64) -> AppResult<()> {
+    let mut change = doc.last_local_change().ok_or_else(|| AppError::Internal("server change missing".into()))?;
     tx.execute(
         "INSERT INTO changes(doc_id, hash, bytes, device_id, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![doc_id, change.hash().to_string(), change.bytes().as_ref(), SERVER_DEVICE, now_ms],
@@ -196,22 +248,18 @@ pub fn next_case_no(tx: &Transaction<'_>, prefix: &str, now_ms: i64) -> AppResul
 }
 
 /// Writes the record's index row and snapshot, and notes the event.
-pub fn write_index(
-    tx: &Transaction<'_>,
-    record: &Record,
-    doc: &mut RecordDoc,
-    ctx: &mut IngestCtx<'_>,
-) -> AppResult<()> {
+pub fn write_index(tx: &Transaction<'_>, record: &Record, doc: &mut RecordDoc, ctx: &mut IngestCtx<'_>) -> AppResult<()> {
     let folded = record.fold();
     let s = &folded.state;
     let (category, title, photos) = match &record.body {
         RecordBody::Incident(f) => (f.category.clone(), f.title.clone(), f.photos.clone()),
         RecordBody::ServiceRequest(f) => (f.item.clone(), f.item.clone(), Vec::new()),
     };
+    let facts = serde_json::to_string(&RecordFacts::of(record, &folded)).expect("serialisable");
     tx.execute(
         "INSERT OR REPLACE INTO docs(id, kind, location, holder, owner, reporter, status, open, category, title, case_no,
-            deadline_ms, created_ms, updated_ms, conflicts, snapshot)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            deadline_ms, created_ms, updated_ms, conflicts, batch_id, facts, snapshot)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         params![
             record.id,
             record.kind().as_str(),
@@ -228,14 +276,13 @@ pub fn write_index(
             record.created_at_ms,
             s.last_at.map_or(record.created_at_ms, |h| h.wall_ms),
             folded.conflicts() as i64,
+            s.batch_id,
+            facts,
             doc.save(),
         ],
     )?;
     for sha in photos {
-        tx.execute(
-            "INSERT OR IGNORE INTO attachment_refs(doc_id, sha256) VALUES (?1, ?2)",
-            [&record.id, &sha],
-        )?;
+        tx.execute("INSERT OR IGNORE INTO attachment_refs(doc_id, sha256) VALUES (?1, ?2)", [&record.id, &sha])?;
     }
     ctx.events.push(ScopeEvent {
         doc_id: record.id.clone(),
@@ -257,12 +304,7 @@ pub fn scope_ids(conn: &Connection, person: &Person) -> AppResult<HashSet<String
             OR reporter = ?2",
     )?;
     let rows = stmt.query_map(params![unit, person.id], |r| {
-        Ok(ScopeEvent {
-            doc_id: r.get(0)?,
-            location: r.get(1)?,
-            holder: r.get(2)?,
-            reporter: r.get(3)?,
-        })
+        Ok(ScopeEvent { doc_id: r.get(0)?, location: r.get(1)?, holder: r.get(2)?, reporter: r.get(3)? })
     })?;
     let mut ids = HashSet::new();
     for row in rows {
@@ -275,12 +317,7 @@ pub fn scope_ids(conn: &Connection, person: &Person) -> AppResult<HashSet<String
 }
 
 /// A record for an API reader, if `person` may see it.
-pub fn read_for(
-    conn: &Connection,
-    actor: &ActorId,
-    id: &str,
-    person: &Person,
-) -> AppResult<(Record, RecordState, Access)> {
+pub fn read_for(conn: &Connection, actor: &ActorId, id: &str, person: &Person) -> AppResult<(Record, RecordState, Access)> {
     let doc = load_doc(conn, id, actor)?.ok_or(AppError::NotFound)?;
     let record = doc.read()?;
     let state = record.fold().state;

@@ -34,6 +34,11 @@ pub enum AppError {
 }
 
 impl AppError {
+    /// The HTTP status this error answers with.
+    pub fn clone_status(&self) -> StatusCode {
+        self.status()
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -71,7 +76,8 @@ impl IntoResponse for AppError {
         if let AppError::Internal(detail) = &self {
             tracing::error!(%detail, "request failed");
         }
-        let body = serde_json::json!({ "error": { "code": self.code(), "message": self.to_string(), "wipe": matches!(self, AppError::Wipe) } });
+        let body =
+            serde_json::json!({ "error": { "code": self.code(), "message": self.to_string(), "wipe": matches!(self, AppError::Wipe) } });
         (self.status(), Json(body)).into_response()
     }
 }

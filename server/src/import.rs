@@ -31,15 +31,13 @@ pub fn run(db_path: &Path, what: &ImportWhat) -> Result<String, String> {
         ImportWhat::Units { file } => {
             let units = parse_units(&read(file)?)?;
             let n = insert_units(&mut conn, &units)?;
-            db::audit(&conn, now, "admin-cli", "import_units", &format!("{n}"))
-                .map_err(|e| e.to_string())?;
+            db::audit(&conn, now, "admin-cli", "import_units", &format!("{n}")).map_err(|e| e.to_string())?;
             Ok(format!("已导入 {n} 个单位"))
         }
         ImportWhat::People { file } => {
             let people = parse_people(&read(file)?)?;
             let n = insert_people(&mut conn, &people, now)?;
-            db::audit(&conn, now, "admin-cli", "import_people", &format!("{n}"))
-                .map_err(|e| e.to_string())?;
+            db::audit(&conn, now, "admin-cli", "import_people", &format!("{n}")).map_err(|e| e.to_string())?;
             Ok(format!("已导入 {n} 名人员"))
         }
         ImportWhat::Catalog { categories, items } => {
@@ -48,11 +46,7 @@ pub fn run(db_path: &Path, what: &ImportWhat) -> Result<String, String> {
             db::meta_set(&conn, "catalog.categories", &c).map_err(|e| e.to_string())?;
             db::meta_set(&conn, "catalog.items", &i).map_err(|e| e.to_string())?;
             db::audit(&conn, now, "admin-cli", "import_catalog", "").map_err(|e| e.to_string())?;
-            Ok(format!(
-                "已导入事件分类 {} 个小类、服务事项 {} 项",
-                catalog.minors().count(),
-                catalog.service_items.len()
-            ))
+            Ok(format!("已导入事件分类 {} 个小类、服务事项 {} 项", catalog.minors().count(), catalog.service_items.len()))
         }
     }
 }
@@ -80,27 +74,18 @@ pub fn parse_role_text(s: &str) -> Option<Role> {
 }
 
 fn csv_rows(text: &str, columns: usize) -> Result<Vec<(usize, Vec<String>)>, Vec<String>> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .from_reader(text.as_bytes());
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(text.as_bytes());
     let mut rows = Vec::new();
     let mut errors = Vec::new();
     for (i, rec) in reader.records().enumerate() {
         let line = i + 2;
         match rec {
-            Ok(r) if r.len() >= columns => {
-                rows.push((line, r.iter().map(|f| f.trim().to_owned()).collect()))
-            }
+            Ok(r) if r.len() >= columns => rows.push((line, r.iter().map(|f| f.trim().to_owned()).collect())),
             Ok(r) => errors.push(format!("第{line}行:应有{columns}列,实际{}列", r.len())),
             Err(e) => errors.push(format!("第{line}行:无法解析({e})")),
         }
     }
-    if errors.is_empty() {
-        Ok(rows)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(rows) } else { Err(errors) }
 }
 
 fn fail(errors: Vec<String>) -> String {
@@ -128,10 +113,7 @@ pub fn parse_units(text: &str) -> Result<Vec<OrgUnit>, String> {
             errors.push(format!("第{line}行:单位名称不能为空"));
         }
         let Some(kind) = parse_kind(&f[2]) else {
-            errors.push(format!(
-                "第{line}行:单位类型“{}”无效(应为 镇/村/组/网格/部门)",
-                f[2]
-            ));
+            errors.push(format!("第{line}行:单位类型“{}”无效(应为 镇/村/组/网格/部门)", f[2]));
             continue;
         };
         let parent = if f[3].is_empty() {
@@ -146,27 +128,14 @@ pub fn parse_units(text: &str) -> Result<Vec<OrgUnit>, String> {
             }
         };
         let department_key = f.get(4).filter(|k| !k.is_empty()).cloned();
-        units.push(OrgUnit {
-            code,
-            name: f[1].clone(),
-            kind,
-            parent,
-            department_key,
-        });
+        units.push(OrgUnit { code, name: f[1].clone(), kind, parent, department_key });
     }
-    if errors.is_empty() {
-        Ok(units)
-    } else {
-        Err(fail(errors))
-    }
+    if errors.is_empty() { Ok(units) } else { Err(fail(errors)) }
 }
 
 /// Inserts units after checking the whole tree (existing plus new); all or nothing.
 pub fn insert_units(conn: &mut Connection, units: &[OrgUnit]) -> Result<usize, String> {
-    let mut all: BTreeMap<UnitCode, OrgUnit> = load_units(conn)?
-        .into_iter()
-        .map(|u| (u.code.clone(), u))
-        .collect();
+    let mut all: BTreeMap<UnitCode, OrgUnit> = load_units(conn)?.into_iter().map(|u| (u.code.clone(), u)).collect();
     for u in units {
         all.insert(u.code.clone(), u.clone());
     }
@@ -175,7 +144,13 @@ pub fn insert_units(conn: &mut Connection, units: &[OrgUnit]) -> Result<usize, S
     for u in units {
         tx.execute(
             "INSERT OR REPLACE INTO units(code, name, kind, parent, department_key) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![u.code.as_str(), u.name, serde_json::to_value(u.kind).ok().and_then(|v| v.as_str().map(str::to_owned)), u.parent.as_ref().map(UnitCode::as_str), u.department_key],
+            params![
+                u.code.as_str(),
+                u.name,
+                serde_json::to_value(u.kind).ok().and_then(|v| v.as_str().map(str::to_owned)),
+                u.parent.as_ref().map(UnitCode::as_str),
+                u.department_key
+            ],
         )
         .map_err(|e| e.to_string())?;
     }
@@ -185,9 +160,7 @@ pub fn insert_units(conn: &mut Connection, units: &[OrgUnit]) -> Result<usize, S
 
 /// All units in the database.
 pub fn load_units(conn: &Connection) -> Result<Vec<OrgUnit>, String> {
-    let mut stmt = conn
-        .prepare("SELECT code, name, kind, parent, department_key FROM units")
-        .map_err(|e| e.to_string())?;
+    let mut stmt = conn.prepare("SELECT code, name, kind, parent, department_key FROM units").map_err(|e| e.to_string())?;
     let rows = stmt
         .query_map([], |r| {
             Ok((
@@ -206,10 +179,7 @@ pub fn load_units(conn: &Connection) -> Result<Vec<OrgUnit>, String> {
             code: UnitCode::parse(&code).map_err(|e| e.to_string())?,
             name,
             kind: parse_kind(&kind).ok_or("bad unit kind in database")?,
-            parent: parent
-                .map(|p| UnitCode::parse(&p))
-                .transpose()
-                .map_err(|e| e.to_string())?,
+            parent: parent.map(|p| UnitCode::parse(&p)).transpose().map_err(|e| e.to_string())?,
             department_key,
         });
     }
@@ -223,16 +193,9 @@ pub fn parse_people(text: &str) -> Result<Vec<PersonRow>, String> {
     let mut errors = Vec::new();
     let mut seen = BTreeSet::new();
     for (line, f) in rows {
-        let valid_id = !f[0].is_empty()
-            && f[0].len() <= 64
-            && f[0]
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        let valid_id = !f[0].is_empty() && f[0].len() <= 64 && f[0].chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !valid_id {
-            errors.push(format!(
-                "第{line}行:账号“{}”只能包含字母、数字和 - _ .",
-                f[0]
-            ));
+            errors.push(format!("第{line}行:账号“{}”只能包含字母、数字和 - _ .", f[0]));
         } else if !seen.insert(f[0].clone()) {
             errors.push(format!("第{line}行:账号 {} 重复", f[0]));
         }
@@ -254,32 +217,15 @@ pub fn parse_people(text: &str) -> Result<Vec<PersonRow>, String> {
             if !role_fits_unit(role, &unit) {
                 errors.push(format!("第{line}行:{}不能隶属于单位 {unit}", role.label()));
             }
-            out.push(PersonRow {
-                id: f[0].clone(),
-                name: f[1].clone(),
-                role,
-                unit,
-                password: f[4].clone(),
-            });
+            out.push(PersonRow { id: f[0].clone(), name: f[1].clone(), role, unit, password: f[4].clone() });
         }
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(fail(errors))
-    }
+    if errors.is_empty() { Ok(out) } else { Err(fail(errors)) }
 }
 
 /// Inserts people whose units exist; all or nothing.
-pub fn insert_people(
-    conn: &mut Connection,
-    people: &[PersonRow],
-    now: i64,
-) -> Result<usize, String> {
-    let known: BTreeSet<String> = load_units(conn)?
-        .into_iter()
-        .map(|u| u.code.to_string())
-        .collect();
+pub fn insert_people(conn: &mut Connection, people: &[PersonRow], now: i64) -> Result<usize, String> {
+    let known: BTreeSet<String> = load_units(conn)?.into_iter().map(|u| u.code.to_string()).collect();
     let missing: Vec<String> = people
         .iter()
         .filter(|p| !known.contains(p.unit.as_str()))
@@ -311,16 +257,10 @@ mod tests {
         let db = Db::open(&dir.path().join("s.db"), 1).unwrap();
         let mut conn = db.writer();
         let good = "code,name,kind,parent,department_key\n532331101,广通镇,镇,,\n532331101201,广通社区,村,532331101,\n";
-        assert_eq!(
-            insert_units(&mut conn, &parse_units(good).unwrap()).unwrap(),
-            2
-        );
+        assert_eq!(insert_units(&mut conn, &parse_units(good).unwrap()).unwrap(), 2);
         let bad = "code,name,kind,parent,department_key\n532331101202,妥安村,村,532331101,\n53233110120X,错,村,532331101,\n532331101203,,城堡,532331101,\n";
         let err = parse_units(bad).unwrap_err();
-        assert!(
-            err.contains("第3行") && err.contains("第4行") && !err.contains("第2行"),
-            "{err}"
-        );
+        assert!(err.contains("第3行") && err.contains("第4行") && !err.contains("第2行"), "{err}");
         assert!(err.contains("未导入任何数据"));
         // A tree that does not fit (a grid straight under the town) is refused whole.
         let orphan = "code,name,kind,parent,department_key\n532331101204,小铺子村,村,532331101,\n532331101-09,网格,网格,532331101,\n";
@@ -329,16 +269,11 @@ mod tests {
 
         let people = "id,name,role,unit,password\nwangfang,王芳,网格员,532331101201,12345678\nzm,赵敏,center_operator,532331101,short\n";
         let err = parse_people(people).unwrap_err();
-        assert!(
-            err.contains("第2行:网格员不能隶属于单位") && err.contains("第3行:初始密码至少8位"),
-            "{err}"
-        );
+        assert!(err.contains("第2行:网格员不能隶属于单位") && err.contains("第3行:初始密码至少8位"), "{err}");
         let ok = "id,name,role,unit,password\nzm,赵敏,综治中心工作人员,532331101,gridlink2026\nx,某,便民服务站代办员,532331101209,gridlink2026\n";
         let err = insert_people(&mut conn, &parse_people(ok).unwrap(), 0).unwrap_err();
         assert!(err.contains("532331101209 不存在"), "{err}");
-        let n: i64 = conn
-            .query_row("SELECT count(*) FROM people", [], |r| r.get(0))
-            .unwrap();
+        let n: i64 = conn.query_row("SELECT count(*) FROM people", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 0);
     }
 }

@@ -15,6 +15,8 @@ pub mod demo;
 pub mod docs;
 pub mod error;
 pub mod import;
+pub mod linkage;
+pub mod open311;
 pub mod sync;
 
 use std::future::Future;
@@ -22,7 +24,8 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use automerge::ActorId;
-use gridlink_core::Clock;
+use gridlink_core::routing::RoutingRules;
+use gridlink_core::{Catalog, Clock, WorkCalendar};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 pub use app::{AppState, Settings, app};
@@ -42,18 +45,12 @@ fn metrics_handle() -> PrometheusHandle {
 }
 
 /// Opens the database and builds the shared state.
-pub fn build_state(
-    settings: Settings,
-    db_path: &Path,
-    clock: Arc<dyn Clock>,
-) -> AppResult<AppState> {
+pub fn build_state(settings: Settings, db_path: &Path, clock: Arc<dyn Clock>) -> AppResult<AppState> {
     let db = db::Db::open(db_path, 4)?;
     let server_actor = {
         let conn = db.writer();
         match db::meta_get(&conn, "server_actor")? {
-            Some(hex) => {
-                ActorId::from(hex::decode(hex).map_err(|e| AppError::Internal(e.to_string()))?)
-            }
+            Some(hex) => ActorId::from(hex::decode(hex).map_err(|e| AppError::Internal(e.to_string()))?),
             None => {
                 let bytes: [u8; 16] = rand::random();
                 db::meta_set(&conn, "server_actor", &hex::encode(bytes))?;
@@ -61,9 +58,20 @@ pub fn build_state(
             }
         }
     };
-    std::fs::create_dir_all(settings.data_dir.join("attachments"))
-        .map_err(|e| AppError::Internal(format!("data dir: {e}")))?;
+    std::fs::create_dir_all(settings.data_dir.join("attachments")).map_err(|e| AppError::Internal(format!("data dir: {e}")))?;
     let (events, _) = tokio::sync::broadcast::channel(1024);
+    let (catalog, routing) = {
+        let conn = db.reader();
+        let catalog = match (db::meta_get(&conn, "catalog.categories")?, db::meta_get(&conn, "catalog.items")?) {
+            (Some(c), Some(i)) => Catalog::from_json(&c, &i)?,
+            _ => Catalog::bundled(),
+        };
+        let routing: RoutingRules = match db::meta_get(&conn, "routing")? {
+            Some(r) => serde_json::from_str(&r).map_err(|e| AppError::Internal(format!("routing rules: {e}")))?,
+            None => RoutingRules::default(),
+        };
+        (catalog, routing)
+    };
     Ok(AppState {
         db,
         settings: Arc::new(settings),
@@ -72,6 +80,9 @@ pub fn build_state(
         events,
         limiter: Arc::new(auth::LoginLimiter::default()),
         metrics: metrics_handle(),
+        catalog: Arc::new(catalog),
+        calendar: Arc::new(WorkCalendar::bundled()),
+        routing: Arc::new(std::sync::RwLock::new(routing)),
     })
 }
 
@@ -82,7 +93,19 @@ pub async fn launch(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "serving");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    // The deadline sweeper: every minute, supervise what became overdue.
+    let sweeper = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let s = sweeper.clone();
+            match tokio::task::spawn_blocking(move || linkage::sweep(&s)).await {
+                Ok(Ok(n)) if n > 0 => tracing::info!(supervised = n, "deadline sweep"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "deadline sweep failed"),
+                _ => {}
+            }
+        }
+    });
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
 }

@@ -9,13 +9,9 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_env("GRIDLINK_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn"));
+    let filter = EnvFilter::try_from_env("GRIDLINK_LOG").unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn"));
     if cli.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
@@ -32,36 +28,23 @@ fn run(cli: Cli) -> Result<(), String> {
     let file = FileConfig::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve(args) => {
-            let db = args
-                .db
-                .or(file.db.clone())
-                .ok_or("请用 --db、GRIDLINK_DB 或配置文件指定数据库文件")?;
-            let listen = args
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid"));
-            let state = build_state(
-                settings(&args.common, &file, &db),
-                &db,
-                Arc::new(SystemClock),
-            )
-            .map_err(|e| e.to_string())?;
+            let db = args.db.or(file.db.clone()).ok_or("请用 --db、GRIDLINK_DB 或配置文件指定数据库文件")?;
+            let listen = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid"));
+            let state = build_state(settings(&args.common, &file, &db), &db, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
             serve(state, listen, None)
         }
         Command::Demo(args) => {
             let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
-            let db = args
-                .db
-                .clone()
-                .unwrap_or_else(|| tmp.path().join("gridlink-demo.db"));
-            let state = build_state(
-                settings(&args.common, &file, &db),
-                &db,
-                Arc::new(SystemClock),
-            )
-            .map_err(|e| e.to_string())?;
+            let db = args.db.clone().unwrap_or_else(|| tmp.path().join("gridlink-demo.db"));
+            let state = build_state(settings(&args.common, &file, &db), &db, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
             let logins = demo::seed(&state).map_err(|e| e.to_string())?;
             serve(state, args.listen, Some(logins))
+        }
+        Command::Apikey(args) => {
+            let db = gridlink_server::db::Db::open(&args.db, 1).map_err(|e| e.to_string())?;
+            let key = gridlink_server::open311::create_api_key(&db.writer(), &args.person, &args.name, chrono_now())?;
+            println!("已为账号 {} 创建 API 密钥(只显示这一次,请妥善保存):\n{key}", args.person);
+            Ok(())
         }
         Command::Import(args) => {
             let report = import::run(&args.db, &args.what)?;
@@ -71,16 +54,10 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-fn serve(
-    state: gridlink_server::AppState,
-    listen: std::net::SocketAddr,
-    demo: Option<demo::DemoLogins>,
-) -> Result<(), String> {
+fn serve(state: gridlink_server::AppState, listen: std::net::SocketAddr, demo: Option<demo::DemoLogins>) -> Result<(), String> {
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| format!("无法监听 {listen}: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("无法监听 {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         if let Some(d) = demo {
             println!("{}", d.banner(addr));
@@ -91,17 +68,17 @@ fn serve(
             let ctrl_c = tokio::signal::ctrl_c();
             #[cfg(unix)]
             {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .expect("signal handler");
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
                 tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
             }
             #[cfg(not(unix))]
             let _ = ctrl_c.await;
             tracing::info!("shutting down: finishing requests in flight");
         };
-        launch(state, listener, shutdown)
-            .await
-            .map_err(|e| e.to_string())
+        launch(state, listener, shutdown).await.map_err(|e| e.to_string())
     })
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

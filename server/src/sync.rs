@@ -7,15 +7,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use gridlink_core::sync::protocol::{
-    DEFAULT_PAGE_BYTES, DocChanges, DocId, PROTOCOL_VERSION, Rejection, SyncRequest, SyncResponse,
-};
+use gridlink_core::sync::protocol::{DEFAULT_PAGE_BYTES, DocChanges, DocId, PROTOCOL_VERSION, Rejection, SyncRequest, SyncResponse};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_bytes::ByteBuf;
 
 use crate::app::AppState;
 use crate::auth::AuthDevice;
-use crate::docs::{IngestCtx, ScopeEvent, ingest, scope_ids};
+use crate::docs::{ScopeEvent, ingest, scope_ids};
 use crate::error::AppResult;
 
 /// Largest page a device may ask for.
@@ -23,49 +21,26 @@ pub const MAX_PAGE_BYTES: u32 = 16 << 20;
 
 /// Runs one sync round for an authenticated device. Everything is one transaction, committed
 /// before the answer is sent: what the answer acknowledges is durable.
-pub fn round(
-    conn: &mut Connection,
-    state: &AppState,
-    auth: &AuthDevice,
-    req: SyncRequest,
-) -> AppResult<(SyncResponse, Vec<ScopeEvent>)> {
+pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: SyncRequest) -> AppResult<(SyncResponse, Vec<ScopeEvent>)> {
     let now = state.now_ms();
     let tx = conn.transaction()?;
     let device = auth.device_id.as_str();
-    tx.execute(
-        "UPDATE devices SET last_seen_ms = ?1 WHERE id = ?2",
-        params![now, device],
-    )?;
+    tx.execute("UPDATE devices SET last_seen_ms = ?1 WHERE id = ?2", params![now, device])?;
 
     // 1. What the device has, as of the cursor it presents.
-    let base_seq = match req
-        .cursor
-        .and_then(|c| find_round(&tx, device, c).transpose())
-    {
+    let base_seq = match req.cursor.and_then(|c| find_round(&tx, device, c).transpose()) {
         Some(r) => {
             let (round, seq_high, added, removed, applied) = r?;
             if !applied {
                 for id in serde_json::from_str::<Vec<String>>(&added).unwrap_or_default() {
-                    tx.execute(
-                        "INSERT OR IGNORE INTO device_docs(device_id, doc_id) VALUES (?1, ?2)",
-                        [device, &id],
-                    )?;
+                    tx.execute("INSERT OR IGNORE INTO device_docs(device_id, doc_id) VALUES (?1, ?2)", [device, &id])?;
                 }
                 for id in serde_json::from_str::<Vec<String>>(&removed).unwrap_or_default() {
-                    tx.execute(
-                        "DELETE FROM device_docs WHERE device_id = ?1 AND doc_id = ?2",
-                        [device, &id],
-                    )?;
+                    tx.execute("DELETE FROM device_docs WHERE device_id = ?1 AND doc_id = ?2", [device, &id])?;
                 }
-                tx.execute(
-                    "UPDATE rounds SET applied = 1 WHERE device_id = ?1 AND round = ?2",
-                    params![device, round],
-                )?;
+                tx.execute("UPDATE rounds SET applied = 1 WHERE device_id = ?1 AND round = ?2", params![device, round])?;
             }
-            tx.execute(
-                "DELETE FROM rounds WHERE device_id = ?1 AND round < ?2",
-                params![device, round],
-            )?;
+            tx.execute("DELETE FROM rounds WHERE device_id = ?1 AND round < ?2", params![device, round])?;
             seq_high
         }
         None => {
@@ -81,12 +56,8 @@ pub fn round(
     let mut reset: HashSet<String> = HashSet::new();
     let mut pushed_to: HashSet<String> = HashSet::new();
     {
-        let mut ctx = IngestCtx {
-            server_actor: &state.server_actor,
-            case_prefix: &state.settings.case_prefix,
-            now_ms: now,
-            events: &mut events,
-        };
+        let routing = state.routing();
+        let mut ctx = state.ingest_ctx(&routing, now, &mut events);
         for dc in &req.push {
             let id = dc.doc.to_id();
             let changes: Vec<Vec<u8>> = dc.changes.iter().map(|c| c.to_vec()).collect();
@@ -99,11 +70,7 @@ pub fn round(
                     metrics::counter!("gridlink_changes_accepted_total").increment(index as u64);
                     metrics::counter!("gridlink_changes_rejected_total").increment(1);
                     tracing::info!(device, doc = %id, index, %reason, "change rejected");
-                    rejected.push(Rejection {
-                        doc: dc.doc,
-                        index: index as u32,
-                        reason,
-                    });
+                    rejected.push(Rejection { doc: dc.doc, index: index as u32, reason });
                     reset.insert(id);
                 }
             }
@@ -119,32 +86,21 @@ pub fn round(
     };
     let mut removed: Vec<String> = have.difference(&scope).cloned().collect();
     removed.sort();
-    let mut new_docs: Vec<String> = scope
-        .iter()
-        .filter(|id| !have.contains(*id) || reset.contains(*id))
-        .cloned()
-        .collect();
+    let mut new_docs: Vec<String> = scope.iter().filter(|id| !have.contains(*id) || reset.contains(*id)).cloned().collect();
     new_docs.sort();
 
     // 4. Changes to send, bounded by the page size.
-    let limit = req
-        .page_bytes
-        .unwrap_or(DEFAULT_PAGE_BYTES)
-        .clamp(64 * 1024, MAX_PAGE_BYTES) as usize;
+    let limit = req.page_bytes.unwrap_or(DEFAULT_PAGE_BYTES).clamp(64 * 1024, MAX_PAGE_BYTES) as usize;
     let mut out: BTreeMap<String, Vec<ByteBuf>> = BTreeMap::new();
     let mut size = 0usize;
     let mut more = false;
     let mut added = Vec::new();
     {
-        let mut stmt = tx.prepare_cached(
-            "SELECT bytes, device_id FROM changes WHERE doc_id = ?1 ORDER BY seq",
-        )?;
+        let mut stmt = tx.prepare_cached("SELECT bytes, device_id FROM changes WHERE doc_id = ?1 ORDER BY seq")?;
         for id in &new_docs {
             // A record the device itself just pushed to: it has its own changes already.
             let skip_own = pushed_to.contains(id) && !reset.contains(id);
-            let rows = stmt.query_map([id], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
-            })?;
+            let rows = stmt.query_map([id], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))?;
             let mut changes = Vec::new();
             for row in rows {
                 let (bytes, from) = row?;
@@ -188,18 +144,13 @@ pub fn round(
         }
         if !more {
             // Nothing left for this device up to the newest change of any record.
-            let max: Option<i64> =
-                tx.query_row("SELECT max(seq) FROM changes", [], |r| r.get(0))?;
+            let max: Option<i64> = tx.query_row("SELECT max(seq) FROM changes", [], |r| r.get(0))?;
             seq_high = seq_high.max(max.unwrap_or(0));
         }
     }
 
     // 5. The new round; it takes effect when the device presents its cursor.
-    let round: i64 = tx.query_row(
-        "SELECT coalesce(max(round), 0) + 1 FROM rounds WHERE device_id = ?1",
-        [device],
-        |r| r.get(0),
-    )?;
+    let round: i64 = tx.query_row("SELECT coalesce(max(round), 0) + 1 FROM rounds WHERE device_id = ?1", [device], |r| r.get(0))?;
     tx.execute(
         "INSERT INTO rounds(device_id, round, seq_high, added, removed) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![device, round, seq_high, serde_json::to_string(&added).expect("json"), serde_json::to_string(&removed).expect("json")],
@@ -207,23 +158,9 @@ pub fn round(
     tx.commit()?;
     metrics::counter!("gridlink_sync_rounds_total").increment(1);
 
-    let docs = out
-        .into_iter()
-        .filter_map(|(id, changes)| DocId::parse(&id).map(|doc| DocChanges { doc, changes }))
-        .collect();
+    let docs = out.into_iter().filter_map(|(id, changes)| DocId::parse(&id).map(|doc| DocChanges { doc, changes })).collect();
     let removed = removed.iter().filter_map(|id| DocId::parse(id)).collect();
-    Ok((
-        SyncResponse {
-            v: PROTOCOL_VERSION,
-            rejected,
-            docs,
-            removed,
-            cursor: round as u64,
-            more,
-            server_time_ms: now,
-        },
-        events,
-    ))
+    Ok((SyncResponse { v: PROTOCOL_VERSION, rejected, docs, removed, cursor: round as u64, more, server_time_ms: now }, events))
 }
 
 type RoundRow = (i64, i64, String, String, bool);

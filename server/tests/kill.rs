@@ -13,18 +13,8 @@ use rand::{Rng, SeedableRng};
 const BIN: &str = env!("CARGO_BIN_EXE_gridlink-server");
 
 fn import(db: &std::path::Path, what: &str, file: &std::path::Path) {
-    let out = Command::new(BIN)
-        .args(["import", "--db"])
-        .arg(db)
-        .arg(what)
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(BIN).args(["import", "--db"]).arg(db).arg(what).arg(file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Starts the server and returns it with its address (it prints the address it bound).
@@ -38,9 +28,7 @@ fn serve(db: &std::path::Path) -> (Child, String) {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let base = line.trim().rsplit(' ').next().unwrap().to_owned();
     assert!(base.starts_with("http://127.0.0.1:"), "{line}");
     (child, base)
@@ -48,10 +36,7 @@ fn serve(db: &std::path::Path) -> (Child, String) {
 
 #[test]
 fn acknowledged_changes_survive_sigkill() {
-    let seed: u64 = std::env::var("GRIDLINK_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
+    let seed: u64 = std::env::var("GRIDLINK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("seed {seed} (replay with GRIDLINK_SEED={seed})");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
@@ -76,8 +61,7 @@ fn acknowledged_changes_survive_sigkill() {
         .map(|i| {
             let mut c = Client::open(dir.path().join(format!("phone{i}.db"))).unwrap();
             let e = SyncEngine::http(&base);
-            e.login(&mut c, &format!("g{i}"), &format!("password-{i}"), "手机")
-                .unwrap();
+            e.login(&mut c, &format!("g{i}"), &format!("password-{i}"), "手机").unwrap();
             (c, e)
         })
         .collect();
@@ -103,21 +87,11 @@ fn acknowledged_changes_survive_sigkill() {
                             })
                             .unwrap();
                         }
-                        let before: HashSet<String> = c
-                            .outbox(100_000)
-                            .unwrap()
-                            .into_iter()
-                            .map(|e| e.hash)
-                            .collect();
+                        let before: HashSet<String> = c.outbox(100_000).unwrap().into_iter().map(|e| e.hash).collect();
                         if e.sync_once(&mut c).is_err() {
                             break; // the server died under us
                         }
-                        let after: HashSet<String> = c
-                            .outbox(100_000)
-                            .unwrap()
-                            .into_iter()
-                            .map(|e| e.hash)
-                            .collect();
+                        let after: HashSet<String> = c.outbox(100_000).unwrap().into_iter().map(|e| e.hash).collect();
                         mine.extend(before.difference(&after).cloned());
                     }
                     tx.send(mine).unwrap();
@@ -143,42 +117,21 @@ fn acknowledged_changes_survive_sigkill() {
         }
         let conn = rusqlite::Connection::open(&db).unwrap();
         let mut stmt = conn.prepare("SELECT hash FROM changes").unwrap();
-        let stored: HashSet<String> = stmt
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let stored: HashSet<String> = stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
         let lost: Vec<_> = acked.difference(&stored).collect();
-        assert!(
-            lost.is_empty(),
-            "kill {kill}: {} acknowledged changes lost",
-            lost.len()
-        );
-        let ok: String = conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
+        assert!(lost.is_empty(), "kill {kill}: {} acknowledged changes lost", lost.len());
+        let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
         assert_eq!(ok, "ok");
     }
-    assert!(
-        acked.len() > 20,
-        "the burst acknowledged changes ({})",
-        acked.len()
-    );
+    assert!(acked.len() > 20, "the burst acknowledged changes ({})", acked.len());
     // After the last restart everything pending goes up and case numbers have no gaps.
     for (c, e) in phones.iter_mut() {
         e.sync_once(c).unwrap();
         assert_eq!(c.pending_count().unwrap(), 0);
     }
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let (n, max): (i64, String) = conn
-        .query_row("SELECT count(*), max(case_no) FROM docs", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
-    assert!(
-        max.ends_with(&format!("{n:06}")),
-        "{n} records, last number {max}"
-    );
+    let (n, max): (i64, String) = conn.query_row("SELECT count(*), max(case_no) FROM docs", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    assert!(max.ends_with(&format!("{n:06}")), "{n} records, last number {max}");
     server.kill().unwrap();
     let _ = server.wait();
 }

@@ -18,6 +18,7 @@ pub const GRID_B: &str = "532331101201-01-02";
 pub const GRID_C: &str = "532331101202-01-01";
 pub const DEPT_A: &str = "532331101-D01";
 pub const DEPT_B: &str = "532331101-D02";
+pub const SERVICE_CENTER: &str = "532331101-D03";
 
 /// Accounts of the test town: (user, role, unit).
 pub const PEOPLE: &[(&str, &str, &str)] = &[
@@ -29,6 +30,7 @@ pub const PEOPLE: &[(&str, &str, &str)] = &[
     ("center", "center_operator", TOWN),
     ("dept_a", "department_handler", DEPT_A),
     ("dept_b", "department_handler", DEPT_B),
+    ("dept_svc", "department_handler", SERVICE_CENTER),
     ("admin", "admin", TOWN),
 ];
 
@@ -48,55 +50,14 @@ fn org() -> Vec<OrgUnit> {
         u(TOWN, "广通镇", UnitKind::Town, None, None),
         u(VILLAGE, "广通社区", UnitKind::Village, Some(TOWN), None),
         u(VILLAGE2, "妥安村", UnitKind::Village, Some(TOWN), None),
-        u(
-            "532331101201-01",
-            "一组",
-            UnitKind::Group,
-            Some(VILLAGE),
-            None,
-        ),
-        u(
-            "532331101202-01",
-            "一组",
-            UnitKind::Group,
-            Some(VILLAGE2),
-            None,
-        ),
-        u(
-            GRID_A,
-            "一组1号网格",
-            UnitKind::Grid,
-            Some("532331101201-01"),
-            None,
-        ),
-        u(
-            GRID_B,
-            "一组2号网格",
-            UnitKind::Grid,
-            Some("532331101201-01"),
-            None,
-        ),
-        u(
-            GRID_C,
-            "妥安一组1号网格",
-            UnitKind::Grid,
-            Some("532331101202-01"),
-            None,
-        ),
-        u(
-            DEPT_A,
-            "综合行政执法中队",
-            UnitKind::Department,
-            Some(TOWN),
-            Some("zhifa"),
-        ),
-        u(
-            DEPT_B,
-            "环境卫生管理所",
-            UnitKind::Department,
-            Some(TOWN),
-            Some("huanwei"),
-        ),
+        u("532331101201-01", "一组", UnitKind::Group, Some(VILLAGE), None),
+        u("532331101202-01", "一组", UnitKind::Group, Some(VILLAGE2), None),
+        u(GRID_A, "一组1号网格", UnitKind::Grid, Some("532331101201-01"), None),
+        u(GRID_B, "一组2号网格", UnitKind::Grid, Some("532331101201-01"), None),
+        u(GRID_C, "妥安一组1号网格", UnitKind::Grid, Some("532331101202-01"), None),
+        u(DEPT_A, "综合行政执法中队", UnitKind::Department, Some(TOWN), Some("zhifa")),
+        u(DEPT_B, "环境卫生管理所", UnitKind::Department, Some(TOWN), Some("huanwei")),
+        u(SERVICE_CENTER, "便民服务中心", UnitKind::Department, Some(TOWN), Some("bianmin")),
     ]
 }
 
@@ -138,23 +99,15 @@ impl TestServer {
     pub fn start_with_clock(clock: Arc<dyn Clock>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("server.db");
-        let settings = Settings {
-            case_prefix: "GT".into(),
-            token_days: 90,
-            max_attachment_bytes: 10 << 20,
-            data_dir: dir.path().join("data"),
-        };
+        let settings =
+            Settings { case_prefix: "GT".into(), token_days: 90, max_attachment_bytes: 10 << 20, data_dir: dir.path().join("data") };
         let state = build_state(settings, &db, clock).unwrap();
         seed(&state);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let st = state.clone();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
@@ -166,14 +119,7 @@ impl TestServer {
             });
         });
         let addr = addr_rx.recv().unwrap();
-        Self {
-            base: format!("http://{addr}"),
-            addr,
-            state,
-            dir,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        }
+        Self { base: format!("http://{addr}"), addr, state, dir, shutdown: Some(tx), thread: Some(thread) }
     }
 
     /// A phone logged in as `user`.
@@ -208,20 +154,17 @@ pub struct Phone {
 impl Phone {
     /// A fresh phone that logs in.
     pub fn login(base: &str, user: &str) -> Self {
+        Self::login_with_clock(base, user, Arc::new(SystemClock))
+    }
+
+    /// A fresh phone with the given clock that logs in.
+    pub fn login_with_clock(base: &str, user: &str, clock: Arc<dyn Clock>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut client =
-            Client::open_with(dir.path().join("phone.db"), ClientOptions::default()).unwrap();
+        let opts = ClientOptions { clock, ..Default::default() };
+        let mut client = Client::open_with(dir.path().join("phone.db"), opts).unwrap();
         let engine = SyncEngine::http(base);
-        let login = engine
-            .login(&mut client, user, PASSWORD, "测试手机")
-            .unwrap();
-        Self {
-            client,
-            engine,
-            dir,
-            base: base.to_owned(),
-            device_id: login.device_id,
-        }
+        let login = engine.login(&mut client, user, PASSWORD, "测试手机").unwrap();
+        Self { client, engine, dir, base: base.to_owned(), device_id: login.device_id }
     }
 
     /// One sync (until nothing more is waiting).
@@ -245,20 +188,14 @@ impl std::ops::DerefMut for Phone {
 
 /// Raw HTTP to the server, for what a phone would never send.
 pub fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
 }
 
 /// Reads a response body as JSON.
 pub fn json(resp: ureq::http::Response<ureq::Body>) -> (u16, serde_json::Value) {
     let status = resp.status().as_u16();
     let body = resp.into_body().read_to_string().unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
-    )
+    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
 }
 
 /// The token a phone holds.

@@ -59,12 +59,7 @@ fn proxy(target: std::net::SocketAddr) -> (String, Cut) {
                     let _ = to.shutdown(Shutdown::Both);
                 })
             };
-            pipe(
-                client.try_clone().unwrap(),
-                server.try_clone().unwrap(),
-                true,
-                armed.clone(),
-            );
+            pipe(client.try_clone().unwrap(), server.try_clone().unwrap(), true, armed.clone());
             pipe(server, client, false, armed.clone());
         }
     });
@@ -73,10 +68,7 @@ fn proxy(target: std::net::SocketAddr) -> (String, Cut) {
 
 #[test]
 fn sync_cut_at_random_bytes_completes_on_retry() {
-    let seed: u64 = std::env::var("GRIDLINK_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
+    let seed: u64 = std::env::var("GRIDLINK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("seed {seed} (replay with GRIDLINK_SEED={seed})");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let server = TestServer::start();
@@ -89,29 +81,14 @@ fn sync_cut_at_random_bytes_completes_on_retry() {
     for round in 0..12 {
         for i in 0..rng.random_range(1..6) {
             let id = grid
-                .create_incident(NewIncident {
-                    category: "0802".into(),
-                    title: format!("路灯{round}-{i}"),
-                    ..Default::default()
-                })
+                .create_incident(NewIncident { category: "0802".into(), title: format!("路灯{round}-{i}"), ..Default::default() })
                 .unwrap();
-            grid.act(
-                &id,
-                Action::Escalate {
-                    to_unit: unit(VILLAGE),
-                },
-                "请村里处理",
-            )
-            .unwrap();
+            grid.act(&id, Action::Escalate { to_unit: unit(VILLAGE) }, "请村里处理").unwrap();
             created += 1;
         }
         // Cut somewhere in the request (up to its size) or in the response.
         let up = rng.random_bool(0.5);
-        let at = if up {
-            rng.random_range(1..3000)
-        } else {
-            rng.random_range(1..1500)
-        };
+        let at = if up { rng.random_range(1..3000) } else { rng.random_range(1..1500) };
         *cut.lock().unwrap() = Some((up, at));
         match grid.sync() {
             Err(SyncError::Network(_)) => cuts += 1,
@@ -120,9 +97,7 @@ fn sync_cut_at_random_bytes_completes_on_retry() {
         }
         *cut.lock().unwrap() = None;
         // The phone's own retry (a kept-alive connection the proxy dropped fails once more).
-        grid.engine
-            .sync_with_retry(&mut grid.client, |_| ())
-            .unwrap();
+        grid.engine.sync_with_retry(&mut grid.client, |_| ()).unwrap();
         assert_eq!(grid.pending_count().unwrap(), 0, "round {round}");
     }
     assert!(cuts >= 6, "most syncs were really cut ({cuts})");
@@ -130,65 +105,35 @@ fn sync_cut_at_random_bytes_completes_on_retry() {
     assert_eq!(center.record_count().unwrap(), created);
     // Same end state as an uncut run: every record once, identical everywhere, numbers without gaps.
     let conn = rusqlite::Connection::open(server.dir.path().join("server.db")).unwrap();
-    let (docs, changes): (i64, i64) = conn
-        .query_row(
-            "SELECT (SELECT count(*) FROM docs), (SELECT count(*) FROM changes)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (docs, changes): (i64, i64) =
+        conn.query_row("SELECT (SELECT count(*) FROM docs), (SELECT count(*) FROM changes)", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
     assert_eq!(docs, created);
-    assert_eq!(
-        changes,
-        3 * created,
-        "report + escalation + case number, each exactly once"
-    );
-    let max_case: String = conn
-        .query_row("SELECT max(case_no) FROM docs", [], |r| r.get(0))
-        .unwrap();
+    assert_eq!(changes, 3 * created, "report + escalation + case number, each exactly once");
+    let max_case: String = conn.query_row("SELECT max(case_no) FROM docs", [], |r| r.get(0)).unwrap();
     assert!(max_case.ends_with(&format!("{created:06}")), "{max_case}");
     for id in grid.record_ids().unwrap() {
-        assert_eq!(
-            grid.get(&id).unwrap().record,
-            center.get(&id).unwrap().record
-        );
+        assert_eq!(grid.get(&id).unwrap().record, center.get(&id).unwrap().record);
     }
 }
 
 #[test]
 fn a_server_that_is_down_shows_in_the_status_and_is_retried() {
-    let closed = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap(); // nothing listens after drop
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap(); // nothing listens after drop
     let server = TestServer::start();
     let mut grid = server.phone("grid_a");
-    grid.create_incident(NewIncident {
-        category: "0501".into(),
-        title: "离线上报".into(),
-        ..Default::default()
-    })
-    .unwrap();
+    grid.create_incident(NewIncident { category: "0501".into(), title: "离线上报".into(), ..Default::default() }).unwrap();
     let mut engine = SyncEngine::http(&format!("http://{closed}"));
     engine.policy.attempts = 3;
     let slept = std::cell::Cell::new(0);
-    let err = engine
-        .sync_with_retry(&mut grid.client, |_| slept.set(slept.get() + 1))
-        .unwrap_err();
+    let err = engine.sync_with_retry(&mut grid.client, |_| slept.set(slept.get() + 1)).unwrap_err();
     assert!(err.is_retryable());
     assert_eq!(slept.get(), 2, "three attempts, two waits");
     let status = SyncEngine::<gridlink_core::sync::HttpTransport>::status(&grid).unwrap();
     assert_eq!(status.pending, 1);
-    assert_eq!(
-        status.last_error.as_deref(),
-        Some("网络不可用或服务器无响应,稍后自动重试")
-    );
+    assert_eq!(status.last_error.as_deref(), Some("网络不可用或服务器无响应,稍后自动重试"));
     assert!(status.last_success_ms.is_none());
     let d = engine.policy.delay(3);
-    assert!(
-        d >= std::time::Duration::from_secs(12) && d <= std::time::Duration::from_secs(20),
-        "{d:?}"
-    );
+    assert!(d >= std::time::Duration::from_secs(12) && d <= std::time::Duration::from_secs(20), "{d:?}");
 
     grid.sync().unwrap();
     let status = SyncEngine::<gridlink_core::sync::HttpTransport>::status(&grid).unwrap();

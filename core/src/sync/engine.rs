@@ -6,10 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::protocol::{
-    self, CONTENT_TYPE, DocChanges, DocId, PROTOCOL_VERSION, ProtocolError, SyncRequest,
-    SyncResponse,
-};
+use super::protocol::{self, CONTENT_TYPE, DocChanges, DocId, PROTOCOL_VERSION, ProtocolError, SyncRequest, SyncResponse};
 use crate::client::Client;
 use crate::error::CoreError;
 use crate::org::Person;
@@ -92,10 +89,7 @@ impl HttpTransport {
             .http_status_as_error(false)
             .build()
             .into();
-        Self {
-            base: base.trim_end_matches('/').to_owned(),
-            agent,
-        }
+        Self { base: base.trim_end_matches('/').to_owned(), agent }
     }
 }
 
@@ -147,11 +141,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self {
-            attempts: 5,
-            first_delay: Duration::from_secs(2),
-            max_delay: Duration::from_secs(300),
-        }
+        Self { attempts: 5, first_delay: Duration::from_secs(2), max_delay: Duration::from_secs(300) }
     }
 }
 
@@ -159,10 +149,7 @@ impl RetryPolicy {
     /// Delay before retry number `n` (0-based), doubling up to the cap, with ±25% jitter so that
     /// a village of phones coming back online does not hit the server in step.
     pub fn delay(&self, n: u32) -> Duration {
-        let base = self
-            .first_delay
-            .saturating_mul(1u32 << n.min(16))
-            .min(self.max_delay);
+        let base = self.first_delay.saturating_mul(1u32 << n.min(16)).min(self.max_delay);
         let jitter = 0.75 + rand::random::<f64>() * 0.5;
         base.mul_f64(jitter)
     }
@@ -215,9 +202,7 @@ struct ErrorDetail {
 }
 
 fn server_message(body: &[u8]) -> String {
-    serde_json::from_slice::<ErrorBody>(body)
-        .map(|b| b.error.message)
-        .unwrap_or_else(|_| "未知错误".into())
+    serde_json::from_slice::<ErrorBody>(body).map(|b| b.error.message).unwrap_or_else(|_| "未知错误".into())
 }
 
 /// The device's sync engine.
@@ -237,21 +222,12 @@ impl SyncEngine<HttpTransport> {
 impl<T: Transport> SyncEngine<T> {
     /// An engine over the given transport.
     pub fn new(transport: T) -> Self {
-        Self {
-            transport,
-            policy: RetryPolicy::default(),
-        }
+        Self { transport, policy: RetryPolicy::default() }
     }
 
     /// Logs in and binds this device to the account. A different person than before starts from
     /// an empty store (the previous person's records may be outside the new one's scope).
-    pub fn login(
-        &self,
-        client: &mut Client,
-        username: &str,
-        password: &str,
-        device_name: &str,
-    ) -> Result<LoginResult, SyncError> {
+    pub fn login(&self, client: &mut Client, username: &str, password: &str, device_name: &str) -> Result<LoginResult, SyncError> {
         let body = serde_json::json!({ "username": username, "password": password, "device_name": device_name });
         let resp = self.transport.call(HttpRequest {
             method: "POST",
@@ -267,8 +243,8 @@ impl<T: Transport> SyncEngine<T> {
             s if s >= 500 => return Err(SyncError::Server(s)),
             _ => return Err(SyncError::Refused(server_message(&resp.body))),
         }
-        let login: LoginResult = serde_json::from_slice(&resp.body)
-            .map_err(|e| SyncError::Protocol(ProtocolError::Format(e.to_string())))?;
+        let login: LoginResult =
+            serde_json::from_slice(&resp.body).map_err(|e| SyncError::Protocol(ProtocolError::Format(e.to_string())))?;
         if client.identity().is_some_and(|me| me.id != login.person.id) {
             client.wipe()?;
         }
@@ -297,9 +273,7 @@ impl<T: Transport> SyncEngine<T> {
 
     /// The status to show.
     pub fn status(client: &Client) -> Result<SyncStatus, CoreError> {
-        let ms = |k: &str| -> Result<Option<i64>, CoreError> {
-            Ok(client.sync_meta(k)?.and_then(|v| v.parse().ok()))
-        };
+        let ms = |k: &str| -> Result<Option<i64>, CoreError> { Ok(client.sync_meta(k)?.and_then(|v| v.parse().ok())) };
         Ok(SyncStatus {
             pending: client.pending_count()?,
             pending_photos: client.pending_photo_count()?,
@@ -326,11 +300,7 @@ impl<T: Transport> SyncEngine<T> {
     }
 
     /// [`Self::sync_once`] with retries on network and server errors, sleeping with `sleep`.
-    pub fn sync_with_retry(
-        &self,
-        client: &mut Client,
-        sleep: impl Fn(Duration),
-    ) -> Result<SyncReport, SyncError> {
+    pub fn sync_with_retry(&self, client: &mut Client, sleep: impl Fn(Duration)) -> Result<SyncReport, SyncError> {
         let mut n = 0;
         loop {
             match self.sync_once(client) {
@@ -358,12 +328,7 @@ impl<T: Transport> SyncEngine<T> {
     }
 
     /// One request: push the outbox, apply the answer. Returns whether more is waiting.
-    fn round(
-        &self,
-        client: &mut Client,
-        token: &str,
-        report: &mut SyncReport,
-    ) -> Result<bool, SyncError> {
+    fn round(&self, client: &mut Client, token: &str, report: &mut SyncReport) -> Result<bool, SyncError> {
         let outbox = client.outbox(10_000)?;
         let mut push: Vec<DocChanges> = Vec::new();
         let mut hashes: BTreeMap<DocId, Vec<String>> = BTreeMap::new();
@@ -378,20 +343,12 @@ impl<T: Transport> SyncEngine<T> {
             };
             match push.iter_mut().find(|d| d.doc == doc) {
                 Some(d) => d.changes.push(serde_bytes::ByteBuf::from(e.bytes)),
-                None => push.push(DocChanges {
-                    doc,
-                    changes: vec![serde_bytes::ByteBuf::from(e.bytes)],
-                }),
+                None => push.push(DocChanges { doc, changes: vec![serde_bytes::ByteBuf::from(e.bytes)] }),
             }
             hashes.entry(doc).or_default().push(e.hash);
         }
         let cursor = client.sync_meta("cursor")?.and_then(|c| c.parse().ok());
-        let body = protocol::encode(&SyncRequest {
-            v: PROTOCOL_VERSION,
-            cursor,
-            push,
-            page_bytes: None,
-        });
+        let body = protocol::encode(&SyncRequest { v: PROTOCOL_VERSION, cursor, push, page_bytes: None });
         report.bytes_up += body.len();
         let resp = self.transport.call(HttpRequest {
             method: "POST",
@@ -447,12 +404,7 @@ impl<T: Transport> SyncEngine<T> {
     }
 
     /// Uploads photos not yet on the server, resuming each where the server's copy ends.
-    fn upload_photos(
-        &self,
-        client: &mut Client,
-        token: &str,
-        report: &mut SyncReport,
-    ) -> Result<usize, SyncError> {
+    fn upload_photos(&self, client: &mut Client, token: &str, report: &mut SyncReport) -> Result<usize, SyncError> {
         let mut done = 0;
         for sha in client.pending_photos()? {
             let Some(bytes) = client.photo(&sha)? else {
@@ -478,10 +430,7 @@ impl<T: Transport> SyncEngine<T> {
                 let end = (start + CHUNK_BYTES).min(bytes.len());
                 let resp = self.transport.call(HttpRequest {
                     method: "PUT",
-                    path: format!(
-                        "/api/v1/attachments/{sha}?offset={start}&total={}",
-                        bytes.len()
-                    ),
+                    path: format!("/api/v1/attachments/{sha}?offset={start}&total={}", bytes.len()),
                     token: Some(token.to_owned()),
                     content_type: Some("application/octet-stream"),
                     body: bytes[start..end].to_vec(),
@@ -531,7 +480,6 @@ fn upload_state(body: &[u8]) -> Result<(u64, bool), SyncError> {
         received: u64,
         complete: bool,
     }
-    let s: State = serde_json::from_slice(body)
-        .map_err(|e| SyncError::Protocol(ProtocolError::Format(e.to_string())))?;
+    let s: State = serde_json::from_slice(body).map_err(|e| SyncError::Protocol(ProtocolError::Format(e.to_string())))?;
     Ok((s.received, s.complete))
 }

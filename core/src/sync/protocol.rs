@@ -135,36 +135,15 @@ mod tests {
         let req = SyncRequest {
             v: PROTOCOL_VERSION,
             cursor: Some(7),
-            push: vec![DocChanges {
-                doc: DocId([7; 16]),
-                changes: vec![serde_bytes::ByteBuf::from(vec![1, 2, 3])],
-            }],
+            push: vec![DocChanges { doc: DocId([7; 16]), changes: vec![serde_bytes::ByteBuf::from(vec![1, 2, 3])] }],
             page_bytes: None,
         };
         let bytes = encode(&req);
         assert_eq!(decode_request(&bytes).unwrap(), req);
-        let empty = encode(&SyncRequest {
-            v: 1,
-            cursor: Some(123456),
-            push: vec![],
-            page_bytes: None,
-        });
-        assert!(
-            empty.len() < 40,
-            "an idle round is tiny: {} bytes",
-            empty.len()
-        );
-        assert!(matches!(
-            decode_request(&encode(&SyncRequest {
-                v: 9,
-                ..req.clone()
-            })),
-            Err(ProtocolError::Version(9))
-        ));
-        assert!(matches!(
-            decode_request(b"garbage"),
-            Err(ProtocolError::Compression | ProtocolError::Format(_))
-        ));
+        let empty = encode(&SyncRequest { v: 1, cursor: Some(123456), push: vec![], page_bytes: None });
+        assert!(empty.len() < 40, "an idle round is tiny: {} bytes", empty.len());
+        assert!(matches!(decode_request(&encode(&SyncRequest { v: 9, ..req.clone() })), Err(ProtocolError::Version(9))));
+        assert!(matches!(decode_request(b"garbage"), Err(ProtocolError::Compression | ProtocolError::Format(_))));
         assert!(decode_request(&bytes[..bytes.len() / 2]).is_err());
         // A deflate bomb is cut off at the bound.
         let bomb = {
@@ -172,9 +151,6 @@ mod tests {
             z.write_all(&vec![0u8; MAX_BODY_BYTES + 10]).unwrap();
             z.finish().unwrap()
         };
-        assert!(matches!(
-            decode_request(&bomb),
-            Err(ProtocolError::TooLarge(_))
-        ));
+        assert!(matches!(decode_request(&bomb), Err(ProtocolError::TooLarge(_))));
     }
 }

@@ -11,15 +11,42 @@ use crate::workflow::{ActionKind, RecordState, check, role_fits_unit, rule};
 
 /// Checks the document after a change (`after`) against the document before it (`before`, `None`
 /// for a new record), for the authenticated `person`. Returns the reason (Chinese) on refusal.
-pub fn validate_update(
-    before: Option<&Record>,
-    after: &Record,
-    person: &Person,
-    now_ms: i64,
-) -> Result<(), String> {
+///
+/// Pass the document as the change's author saw it (the state at the change's dependencies), so
+/// that work done offline is judged by what its author could know; [`check_invariants`] guards the
+/// server's own copy.
+pub fn validate_update(before: Option<&Record>, after: &Record, person: &Person, now_ms: i64) -> Result<(), String> {
     let Some(before) = before else {
         return validate_new(after, person, now_ms);
     };
+    check_invariants(before, after)?;
+    let state = before.fold().state;
+    let who = access(person, &scope_of(before, &state));
+    if who == Access::None {
+        return Err("记录不在本人的办理范围内".into());
+    }
+    if fields_changed(before, after) && who != Access::Full {
+        return Err("只读记录不能修改".into());
+    }
+    for e in after.timeline.iter().filter(|e| !before.timeline.iter().any(|o| o.id == e.id)) {
+        check_author(e, person, now_ms)?;
+        let r = rule(e.action.kind());
+        if r.from.is_empty() {
+            return Err(format!("“{}”只能在新建记录时使用", e.action.kind()));
+        }
+        if r.kind != after.kind() || !r.roles.contains(&e.role) {
+            return Err(format!("{}无权执行“{}”", e.role, e.action.kind()));
+        }
+        if r.note_required && e.note.trim().is_empty() {
+            return Err(format!("“{}”必须填写说明", e.action.kind()));
+        }
+    }
+    Ok(())
+}
+
+/// What no change may do to a stored record: change its identity, place or case number, or alter
+/// or remove an entry of its history.
+pub fn check_invariants(before: &Record, after: &Record) -> Result<(), String> {
     if after.id != before.id
         || after.kind() != before.kind()
         || after.location() != before.location()
@@ -36,31 +63,6 @@ pub fn validate_update(
             return Err("不允许修改或删除已有的办理记录".into());
         }
     }
-    let state = before.fold().state;
-    let who = access(person, &scope_of(before, &state));
-    if who == Access::None {
-        return Err("记录不在本人的办理范围内".into());
-    }
-    if fields_changed(before, after) && who != Access::Full {
-        return Err("只读记录不能修改".into());
-    }
-    for e in after
-        .timeline
-        .iter()
-        .filter(|e| !before.timeline.iter().any(|o| o.id == e.id))
-    {
-        check_author(e, person, now_ms)?;
-        let r = rule(e.action.kind());
-        if r.from.is_empty() {
-            return Err(format!("“{}”只能在新建记录时使用", e.action.kind()));
-        }
-        if r.kind != after.kind() || !r.roles.contains(&e.role) {
-            return Err(format!("{}无权执行“{}”", e.role, e.action.kind()));
-        }
-        if r.note_required && e.note.trim().is_empty() {
-            return Err(format!("“{}”必须填写说明", e.action.kind()));
-        }
-    }
     Ok(())
 }
 
@@ -72,20 +74,13 @@ fn validate_new(after: &Record, person: &Person, now_ms: i64) -> Result<(), Stri
         return Err("新记录必须且只能包含一条上报或受理记录".into());
     };
     check_author(first, person, now_ms)?;
-    if !matches!(
-        first.action.kind(),
-        ActionKind::Report | ActionKind::Receive
-    ) {
+    if !matches!(first.action.kind(), ActionKind::Report | ActionKind::Receive) {
         return Err("新记录的第一条必须是上报或受理".into());
     }
     check(&RecordState::default(), after.fold_context(), first).map_err(|e| e.to_string())
 }
 
-fn check_author(
-    e: &crate::workflow::TimelineEntry,
-    person: &Person,
-    now_ms: i64,
-) -> Result<(), String> {
+fn check_author(e: &crate::workflow::TimelineEntry, person: &Person, now_ms: i64) -> Result<(), String> {
     if e.actor != person.id || e.role != person.role || e.unit != person.unit {
         return Err("办理记录的操作人与登录账号不符".into());
     }
@@ -97,12 +92,7 @@ fn check_author(
 
 /// The scope facts of a record in a given state.
 pub fn scope_of<'a>(record: &'a Record, state: &'a RecordState) -> RecordScope<'a> {
-    RecordScope {
-        location: record.location(),
-        holder: state.holder.as_ref(),
-        assignee: None,
-        reporter: state.reporter.as_deref(),
-    }
+    RecordScope { location: record.location(), holder: state.holder.as_ref(), assignee: None, reporter: state.reporter.as_deref() }
 }
 
 fn fields_changed(a: &Record, b: &Record) -> bool {

@@ -21,12 +21,7 @@ pub fn unit(code: &str) -> UnitCode {
 }
 
 pub fn person(id: &str, name: &str, role: Role, code: &str) -> Person {
-    Person {
-        id: id.into(),
-        name: name.into(),
-        role,
-        unit: unit(code),
-    }
+    Person { id: id.into(), name: name.into(), role, unit: unit(code) }
 }
 
 pub fn grid_member() -> Person {
@@ -47,10 +42,7 @@ pub fn dept_b() -> Person {
 
 /// Local time in China as unix ms.
 pub fn at(y: i32, m: u32, d: u32, h: u32) -> i64 {
-    china_tz()
-        .with_ymd_and_hms(y, m, d, h, 0, 0)
-        .unwrap()
-        .timestamp_millis()
+    china_tz().with_ymd_and_hms(y, m, d, h, 0, 0).unwrap().timestamp_millis()
 }
 
 /// A device: its own database file, its own clock.
@@ -64,10 +56,7 @@ impl Device {
     pub fn new(who: Person, now_ms: i64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(now_ms));
-        let opts = ClientOptions {
-            clock: clock.clone(),
-            ..Default::default()
-        };
+        let opts = ClientOptions { clock: clock.clone(), ..Default::default() };
         let mut client = Client::open_with(dir.path().join("device.db"), opts).unwrap();
         client.set_identity(who).unwrap();
         Self { client, clock, dir }

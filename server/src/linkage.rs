@@ -1,0 +1,339 @@
+//! The four-level linkage on the server: the deadline sweeper (督办), figures, the station ledger
+//! (台账), hand-off manifests, notices and the routing rules an admin edits.
+
+use std::collections::HashSet;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use chrono::{NaiveDate, TimeZone};
+use gridlink_core::calendar::{china_tz, local_time};
+use gridlink_core::figures::{self, RecordFacts, Table};
+use gridlink_core::routing::RoutingRules;
+use gridlink_core::{Action, Record, UnitCode};
+use rusqlite::{Connection, params};
+use serde::Deserialize;
+
+use crate::app::{AppState, require_admin};
+use crate::auth::AuthDevice;
+use crate::db;
+use crate::docs::{load_doc, scope_ids, system_act};
+use crate::error::{AppError, AppResult};
+
+/// Raises a supervision notice (督办) on every incident that passed its deadline and has not been
+/// supervised for that deadline yet, addressed to the holding unit and its parent. Returns how many.
+pub fn sweep(state: &AppState) -> AppResult<usize> {
+    let now = state.now_ms();
+    let mut conn = state.db.writer();
+    let due: Vec<String> = {
+        let mut stmt = conn.prepare(
+            "SELECT id FROM docs WHERE kind = 'incident' AND open = 1 AND status != 'suspended' AND deadline_ms < ?1 ORDER BY deadline_ms",
+        )?;
+        let rows = stmt.query_map([now], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let tx = conn.transaction()?;
+    let routing = state.routing();
+    let mut events = Vec::new();
+    let mut raised = 0;
+    {
+        let mut ctx = state.ingest_ctx(&routing, now, &mut events);
+        for id in due {
+            let Some(doc) = load_doc(&tx, &id, &state.server_actor)? else {
+                continue;
+            };
+            let record = doc.read()?;
+            let folded = record.fold();
+            let (Some(deadline), Some(holder)) = (folded.state.deadline_ms, folded.state.holder.clone()) else {
+                continue;
+            };
+            let already = folded.entries.iter().any(|e| {
+                e.conflict.is_none() && matches!(e.entry.action, Action::Supervise { overdue: true, .. }) && e.entry.at.wall_ms >= deadline
+            });
+            if already {
+                continue;
+            }
+            let mut to_units = vec![holder.clone()];
+            to_units.extend(holder.parent());
+            let text = format!(
+                "{}「{}」已超过处置期限({}),请尽快办理",
+                record.display_no(),
+                record.title(),
+                local_time(deadline - 1).format("%Y-%m-%d %H:%M")
+            );
+            system_act(&tx, &mut ctx, &id, Action::Supervise { overdue: true, to_units: to_units.clone() }, &text)?;
+            for u in &to_units {
+                tx.execute("INSERT INTO notices(doc_id, unit, at_ms, text) VALUES (?1, ?2, ?3, ?4)", params![id, u.as_str(), now, text])?;
+            }
+            raised += 1;
+        }
+    }
+    tx.commit()?;
+    drop(conn);
+    state.notify(events);
+    Ok(raised)
+}
+
+/// Period and format of a report.
+#[derive(Debug, Deserialize)]
+pub struct ReportQuery {
+    /// First day, `YYYY-MM-DD` (default: 30 days ago).
+    pub from: Option<String>,
+    /// Last day, inclusive (default: today).
+    pub to: Option<String>,
+    /// `json` (default), `csv` or `xlsx`.
+    pub format: Option<String>,
+    /// For the ledger: the station's village code.
+    pub station: Option<String>,
+}
+
+fn day_start(d: NaiveDate) -> i64 {
+    china_tz().from_local_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight")).single().expect("fixed offset").timestamp_millis()
+}
+
+fn period(q: &ReportQuery, now: i64) -> AppResult<(i64, i64)> {
+    let parse =
+        |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| AppError::BadRequest(format!("日期“{s}”格式应为 YYYY-MM-DD")));
+    let today = local_time(now).date_naive();
+    let to = q.to.as_deref().map(parse).transpose()?.unwrap_or(today);
+    let from = q.from.as_deref().map(parse).transpose()?.unwrap_or(to - chrono::Duration::days(29));
+    if from > to || (to - from).num_days() > 3660 {
+        return Err(AppError::BadRequest("统计区间无效".into()));
+    }
+    Ok((day_start(from), day_start(to + chrono::Duration::days(1))))
+}
+
+fn unit_names(conn: &Connection) -> AppResult<std::collections::HashMap<String, String>> {
+    let mut stmt = conn.prepare("SELECT code, name FROM units")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Writes tables as CSV (UTF-8 with BOM, for Excel) or XLSX, or returns them as JSON.
+pub fn export(tables: Vec<Table>, format: Option<&str>, name: &str, json: serde_json::Value) -> AppResult<Response> {
+    match format.unwrap_or("json") {
+        "json" => Ok(Json(json).into_response()),
+        "csv" => {
+            // Titles and blank lines between tables make rows of different lengths.
+            let mut w = csv::WriterBuilder::new().flexible(true).from_writer(vec![0xEF, 0xBB, 0xBF]);
+            for t in &tables {
+                let row_err = |e: csv::Error| AppError::Internal(e.to_string());
+                w.write_record([t.title.as_str()]).map_err(row_err)?;
+                w.write_record(&t.headers).map_err(row_err)?;
+                for r in &t.rows {
+                    w.write_record(r.iter().map(|c| c.text())).map_err(row_err)?;
+                }
+                w.write_record([""]).map_err(row_err)?;
+            }
+            let bytes = w.into_inner().map_err(|e| AppError::Internal(e.to_string()))?;
+            Ok(download(bytes, "text/csv; charset=utf-8", &format!("{name}.csv")))
+        }
+        "xlsx" => {
+            let bytes = xlsx(&tables).map_err(|e| AppError::Internal(format!("xlsx: {e}")))?;
+            Ok(download(bytes, "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", &format!("{name}.xlsx")))
+        }
+        other => {
+            Err(AppError::BadRequest(format!("不支持的导出格式“{}”,可选 json、csv、xlsx", other.chars().take(10).collect::<String>())))
+        }
+    }
+}
+
+fn xlsx(tables: &[Table]) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
+    use rust_xlsxwriter::{Format, Workbook};
+    let mut wb = Workbook::new();
+    let bold = Format::new().set_bold();
+    for (i, t) in tables.iter().enumerate() {
+        let ws = wb.add_worksheet();
+        let sheet: String = t.title.chars().filter(|c| !"[]:*?/\\".contains(*c)).take(28).collect();
+        ws.set_name(format!("{}{}", i + 1, sheet))?;
+        ws.write_string_with_format(0, 0, &t.title, &bold)?;
+        for (c, h) in t.headers.iter().enumerate() {
+            ws.write_string_with_format(1, c as u16, h, &bold)?;
+            ws.set_column_width(c as u16, 14)?;
+        }
+        for (r, row) in t.rows.iter().enumerate() {
+            for (c, cell) in row.iter().enumerate() {
+                match cell {
+                    figures::Cell::Number(n) => ws.write_number(r as u32 + 2, c as u16, *n)?,
+                    figures::Cell::Text(s) => ws.write_string(r as u32 + 2, c as u16, s)?,
+                };
+            }
+        }
+    }
+    wb.save_to_buffer()
+}
+
+fn download(bytes: Vec<u8>, content_type: &'static str, filename: &str) -> Response {
+    let encoded: String = filename
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"._-".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    (
+        [(header::CONTENT_TYPE, content_type.to_owned()), (header::CONTENT_DISPOSITION, format!("attachment; filename*=UTF-8''{encoded}"))],
+        bytes,
+    )
+        .into_response()
+}
+
+/// Facts of the records `auth` may see.
+fn facts_in_scope(conn: &Connection, auth: &AuthDevice) -> AppResult<Vec<RecordFacts>> {
+    let scope = scope_ids(conn, &auth.person)?;
+    let mut stmt = conn.prepare("SELECT id, facts FROM docs")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, facts) = row?;
+        if scope.contains(&id) {
+            out.push(serde_json::from_str(&facts).map_err(|e| AppError::Internal(format!("facts of {id}: {e}")))?);
+        }
+    }
+    Ok(out)
+}
+
+/// `GET /api/v1/figures?from&to&format`: outcome figures of the records in the caller's scope.
+pub async fn figures(State(state): State<AppState>, auth: AuthDevice, Query(q): Query<ReportQuery>) -> AppResult<Response> {
+    let now = state.now_ms();
+    let (from, to) = period(&q, now)?;
+    let st = state.clone();
+    let figures = state
+        .db
+        .read(move |c| {
+            let facts = facts_in_scope(c, &auth)?;
+            let names = unit_names(c)?;
+            Ok(figures::compute(&facts, &st.catalog, from, to, now, &|code| names.get(code).cloned().unwrap_or_else(|| code.to_owned())))
+        })
+        .await?;
+    let json = serde_json::to_value(&figures).expect("serialisable");
+    export(figures.tables(), q.format.as_deref(), "统计报表", json)
+}
+
+fn records_where(
+    conn: &Connection,
+    state: &AppState,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+    scope: &HashSet<String>,
+) -> AppResult<Vec<(Record, gridlink_core::Folded)>> {
+    let mut stmt = conn.prepare(sql)?;
+    let ids: Vec<String> = stmt.query_map(args, |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let mut out = Vec::new();
+    for id in ids.into_iter().filter(|id| scope.contains(id)) {
+        if let Some(doc) = load_doc(conn, &id, &state.server_actor)? {
+            let record = doc.read()?;
+            let folded = record.fold();
+            out.push((record, folded));
+        }
+    }
+    Ok(out)
+}
+
+/// `GET /api/v1/ledger?station&from&to&format`: a station's ledger of errands.
+pub async fn ledger(State(state): State<AppState>, auth: AuthDevice, Query(q): Query<ReportQuery>) -> AppResult<Response> {
+    let station_code = q
+        .station
+        .as_deref()
+        .or(auth.person.unit.as_str().get(..12))
+        .ok_or_else(|| AppError::BadRequest("请指定服务站(村/社区代码)".into()))?;
+    let station = UnitCode::parse(station_code).map_err(|_| AppError::BadRequest("服务站代码格式不正确".into()))?;
+    if !auth.person.unit.contains(&station) {
+        return Err(AppError::Forbidden);
+    }
+    let (from, to) = period(&q, state.now_ms())?;
+    let st = state.clone();
+    let (table, count) = state
+        .db
+        .read(move |c| {
+            let scope = scope_ids(c, &auth.person)?;
+            let records = records_where(
+                c,
+                &st,
+                "SELECT id FROM docs WHERE kind = 'service_request' AND location = ?1 AND created_ms >= ?2 AND created_ms < ?3",
+                &[&station.as_str(), &from, &to],
+                &scope,
+            )?;
+            let names = unit_names(c)?;
+            let title = format!(
+                "{}便民服务站代办台账({} 至 {})",
+                names.get(station.as_str()).cloned().unwrap_or_default(),
+                local_time(from).format("%Y-%m-%d"),
+                local_time(to - 1).format("%Y-%m-%d")
+            );
+            Ok((figures::ledger(&records, &st.catalog, &title), records.len()))
+        })
+        .await?;
+    let json = serde_json::json!({ "count": count, "ledger": table });
+    export(vec![table], q.format.as_deref(), "代办台账", json)
+}
+
+/// `GET /api/v1/batches/{id}?format`: the manifest of a hand-off batch.
+pub async fn batch(
+    State(state): State<AppState>,
+    auth: AuthDevice,
+    Path(id): Path<String>,
+    Query(q): Query<ReportQuery>,
+) -> AppResult<Response> {
+    let st = state.clone();
+    let key = id.clone();
+    let table = state
+        .db
+        .read(move |c| {
+            let scope = scope_ids(c, &auth.person)?;
+            let records = records_where(c, &st, "SELECT id FROM docs WHERE batch_id = ?1", &[&key], &scope)?;
+            if records.is_empty() {
+                return Err(AppError::NotFound);
+            }
+            Ok(figures::manifest(&key, &records, &st.catalog))
+        })
+        .await?;
+    let json = serde_json::to_value(&table).expect("serialisable");
+    export(vec![table], q.format.as_deref(), &format!("交接清单-{}", id.chars().take(40).collect::<String>()), json)
+}
+
+/// `GET /api/v1/notices`: supervision notices addressed to the caller's unit or below.
+pub async fn notices(State(state): State<AppState>, auth: AuthDevice) -> AppResult<Json<serde_json::Value>> {
+    state
+        .db
+        .read(move |c| {
+            let unit = auth.person.unit.as_str().to_owned();
+            let mut stmt = c.prepare(
+                "SELECT doc_id, unit, at_ms, text FROM notices
+                 WHERE unit = ?1 OR unit LIKE ?1 || '-%' OR (length(?1) = 9 AND unit LIKE ?1 || '%')
+                 ORDER BY seq DESC LIMIT 200",
+            )?;
+            let rows = stmt.query_map([&unit], |r| {
+                Ok(serde_json::json!({ "doc_id": r.get::<_, String>(0)?, "unit": r.get::<_, String>(1)?, "at_ms": r.get::<_, i64>(2)?, "text": r.get::<_, String>(3)? }))
+            })?;
+            Ok(Json(serde_json::Value::Array(rows.collect::<Result<_, _>>()?)))
+        })
+        .await
+}
+
+/// `GET /api/v1/admin/routing`.
+pub async fn get_routing(State(state): State<AppState>, auth: AuthDevice) -> AppResult<Json<RoutingRules>> {
+    require_admin(&auth)?;
+    Ok(Json(state.routing()))
+}
+
+/// `PUT /api/v1/admin/routing`: replaces the routing rules (validated against the catalog).
+pub async fn put_routing(
+    State(state): State<AppState>,
+    auth: AuthDevice,
+    Json(rules): Json<RoutingRules>,
+) -> AppResult<Json<RoutingRules>> {
+    require_admin(&auth)?;
+    rules.validate(&state.catalog)?;
+    let text = serde_json::to_string(&rules).expect("serialisable");
+    let now = state.now_ms();
+    let who = auth.person.id.clone();
+    let stored = text.clone();
+    state
+        .db
+        .write(move |c| {
+            db::meta_set(c, "routing", &stored)?;
+            db::audit(c, now, &who, "set_routing", &stored)
+        })
+        .await?;
+    *state.routing.write().unwrap_or_else(|p| p.into_inner()) = rules.clone();
+    Ok(Json(rules))
+}
