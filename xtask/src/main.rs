@@ -9,9 +9,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("bench") => bench(),
+        Some("bindings") => bindings().map(|_| ()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|bench>\n  test   format, lint and run every test of the workspace\n  bench  run the benchmarks and print their medians"
+                "usage: cargo xtask <test|bench|bindings>\n  test      format, lint and run every test (Rust, Python and Kotlin bindings)\n  bench     run the benchmarks and print their medians\n  bindings  generate Kotlin, Swift and Python bindings into target/bindings/"
             );
             return ExitCode::from(2);
         }
@@ -47,7 +48,77 @@ fn test() -> Result<(), String> {
     } else {
         run("cargo", &["test", "--workspace", "--no-fail-fast", "--all-targets"])?;
     }
-    run("cargo", &["test", "--workspace", "--doc"])
+    run("cargo", &["test", "--workspace", "--doc"])?;
+    let out = bindings()?;
+    run("python3", &["-m", "pytest", "-q", "bindings/tests/python"])?;
+    kotlin_test(&out)
+}
+
+/// Builds the workspace and generates the bindings; returns the output folder.
+fn bindings() -> Result<PathBuf, String> {
+    run("cargo", &["build", "--workspace"])?;
+    let out = root().join("target/bindings");
+    let lib = root().join("target/debug/libgridlink_ffi.so");
+    let bindgen = root().join("target/debug/uniffi-bindgen");
+    for (lang, extra) in [("python", None), ("kotlin", Some("--no-format")), ("swift", None)] {
+        let dir = out.join(lang);
+        let mut args = vec![
+            "generate".to_owned(),
+            lib.display().to_string(),
+            "--language".into(),
+            lang.into(),
+            "--out-dir".into(),
+            dir.display().to_string(),
+        ];
+        args.extend(extra.map(str::to_owned));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(bindgen.to_str().ok_or("path")?, &args)?;
+    }
+    std::fs::copy(&lib, out.join("python/libgridlink_ffi.so")).map_err(|e| format!("copy library: {e}"))?;
+    eprintln!("bindings in {}", out.display());
+    Ok(out)
+}
+
+/// The Kotlin compiler (npm `kotlin-compiler`): `KOTLIN_HOME`, else the copy `.ci/run` unpacks.
+fn kotlin_home() -> Result<PathBuf, String> {
+    let home = std::env::var_os("KOTLIN_HOME").map(PathBuf::from).unwrap_or_else(|| root().join("target/tools/kotlin/package"));
+    if home.join("bin/kotlinc-jvm").exists() {
+        Ok(home)
+    } else {
+        Err(format!("Kotlin compiler not found at {} (run `bash .ci/run` once, or set KOTLIN_HOME)", home.display()))
+    }
+}
+
+/// Compiles the generated Kotlin, the kotlin-shell and its JVM test, and runs the test.
+fn kotlin_test(out: &Path) -> Result<(), String> {
+    let k = kotlin_home()?;
+    let jna = "/usr/share/java/jna.jar";
+    if !Path::new(jna).exists() {
+        return Err("JNA not found: apt-get install libjna-java".into());
+    }
+    let coroutines = k.join("lib/kotlinx-coroutines-core-jvm.jar");
+    let stdlib = k.join("lib/kotlin-stdlib.jar");
+    let jar = out.join("kotlin-shell-test.jar");
+    let mut sources = vec![out.join("kotlin").display().to_string()];
+    for dir in ["mobile-shell/kotlin-shell/src", "mobile-shell/kotlin-shell/test"] {
+        sources.push(root().join(dir).display().to_string());
+    }
+    let cp = format!("{}:{jna}", coroutines.display());
+    let mut args = vec!["-cp", &cp, "-d"];
+    let jar_s = jar.display().to_string();
+    args.push(&jar_s);
+    args.extend(sources.iter().map(String::as_str));
+    run(k.join("bin/kotlinc-jvm").to_str().ok_or("path")?, &args)?;
+    let run_cp = format!("{jar_s}:{}:{}:{jna}", stdlib.display(), coroutines.display());
+    let lib_path = format!("-Djna.library.path={}", root().join("target/debug").display());
+    let server = root().join("target/debug/gridlink-server").display().to_string();
+    let status = Command::new("java")
+        .args([lib_path.as_str(), "-cp", &run_cp, "gridlink.shell.ShellTestKt"])
+        .env("GRIDLINK_SERVER_BIN", &server)
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("java: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("Kotlin shell test failed ({status})")) }
 }
 
 /// Benchmarks with their targets (median, milliseconds).

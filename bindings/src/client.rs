@@ -1,0 +1,341 @@
+//! [`GridlinkClient`]: the phone's one handle on its data and on sync.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use gridlink_core::sync::{HttpTransport, SyncEngine};
+use gridlink_core::{Client, GeoPoint, IncidentEdit, NewIncident, NewServiceRequest, RecordQuery, ServiceMode, UnitCode, Urgency};
+
+use crate::error::GridlinkError;
+use crate::types::*;
+
+type R<T> = Result<T, GridlinkError>;
+
+/// Told about the sync status whenever it changes (implemented in Kotlin/Swift).
+#[uniffi::export(with_foreign)]
+pub trait SyncObserver: Send + Sync {
+    fn on_status(&self, status: SyncStatusView);
+}
+
+/// Registered observers with their subscription ids.
+type Observers = Mutex<Vec<(u64, Arc<dyn SyncObserver>)>>;
+
+struct Inner {
+    client: Client,
+    engine: SyncEngine<HttpTransport>,
+}
+
+/// The phone's store and sync engine. One per app install; safe to share between threads.
+#[derive(uniffi::Object)]
+pub struct GridlinkClient {
+    inner: Arc<Mutex<Inner>>,
+    observers: Arc<Observers>,
+    next_observer: AtomicU64,
+}
+
+impl std::fmt::Debug for GridlinkClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GridlinkClient").finish_non_exhaustive()
+    }
+}
+
+/// A registered observer; dropping it (or calling `cancel`) stops the notifications.
+#[derive(uniffi::Object)]
+pub struct SyncSubscription {
+    id: u64,
+    observers: Weak<Observers>,
+}
+
+impl std::fmt::Debug for SyncSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncSubscription").field("id", &self.id).finish()
+    }
+}
+
+#[uniffi::export]
+impl SyncSubscription {
+    /// Stops the notifications.
+    pub fn cancel(&self) {
+        if let Some(list) = self.observers.upgrade() {
+            list.lock().unwrap_or_else(|p| p.into_inner()).retain(|(id, _)| *id != self.id);
+        }
+    }
+}
+
+impl Drop for SyncSubscription {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    // A panic while holding the lock leaves the store consistent (every write is a transaction).
+    inner.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs blocking work on its own thread and awaits it without any async runtime.
+async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> R<T> + Send + 'static) -> R<T> {
+    let (tx, rx) = futures_channel::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(work());
+    });
+    rx.await.map_err(|_| GridlinkError::Internal { message: "内部错误:后台任务意外中止".into() })?
+}
+
+impl GridlinkClient {
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> R<T>) -> R<T> {
+        f(&mut lock(&self.inner))
+    }
+
+    fn notify(observers: &Observers, status: SyncStatusView) {
+        let list: Vec<_> = observers.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, o)| o.clone()).collect();
+        for o in list {
+            o.on_status(status.clone());
+        }
+    }
+
+    fn sync_blocking(inner: &Mutex<Inner>, observers: &Observers) -> R<SyncReportView> {
+        let (result, status) = {
+            let mut g = lock(inner);
+            let Inner { client, engine } = &mut *g;
+            let result = engine.sync_once(client);
+            (result, SyncEngine::<HttpTransport>::status(client))
+        };
+        if let Ok(s) = status {
+            Self::notify(observers, s.into());
+        }
+        Ok(result?.into())
+    }
+}
+
+#[uniffi::export]
+impl GridlinkClient {
+    /// Opens (creating) the store in the app's private directory, syncing with `server_url`.
+    #[uniffi::constructor]
+    pub fn open(app_dir: String, server_url: String) -> R<Arc<Self>> {
+        std::fs::create_dir_all(&app_dir).map_err(|e| GridlinkError::Storage { message: format!("无法创建数据目录: {e}") })?;
+        let client = Client::open(std::path::Path::new(&app_dir).join("gridlink.db"))?;
+        let engine = SyncEngine::http(&server_url);
+        Ok(Arc::new(Self {
+            inner: Arc::new(Mutex::new(Inner { client, engine })),
+            observers: Arc::default(),
+            next_observer: AtomicU64::new(1),
+        }))
+    }
+
+    /// Logs in on this device. Another person than before starts from an empty store.
+    pub async fn login(&self, username: String, password: String, device_name: String) -> R<PersonInfo> {
+        let inner = self.inner.clone();
+        off_thread(move || {
+            let mut g = lock(&inner);
+            let Inner { client, engine } = &mut *g;
+            let login = engine.login(client, &username, &password, &device_name)?;
+            Ok(PersonInfo::from(&login.person))
+        })
+        .await
+    }
+
+    /// Logs out; the records stay on the phone for the next login.
+    pub async fn logout(&self) -> R<()> {
+        let inner = self.inner.clone();
+        off_thread(move || {
+            let mut g = lock(&inner);
+            let Inner { client, engine } = &mut *g;
+            Ok(engine.logout(client)?)
+        })
+        .await
+    }
+
+    /// The logged-in person, if any.
+    pub fn identity(&self) -> Option<PersonInfo> {
+        lock(&self.inner).client.identity().map(PersonInfo::from)
+    }
+
+    /// Incident categories for the report form.
+    pub fn categories(&self) -> Vec<CategoryInfo> {
+        let g = lock(&self.inner);
+        let c = g.client.catalog();
+        c.categories
+            .iter()
+            .flat_map(|m| {
+                m.minors.iter().map(move |x| CategoryInfo {
+                    code: x.code.clone(),
+                    name: x.name.clone(),
+                    major_code: m.code.clone(),
+                    major_name: m.name.clone(),
+                    time_limit: x.time_limit.label(),
+                })
+            })
+            .collect()
+    }
+
+    /// Service items (事项清单) for the station's form.
+    pub fn service_items(&self) -> Vec<ServiceItemInfo> {
+        let g = lock(&self.inner);
+        g.client
+            .catalog()
+            .service_items
+            .iter()
+            .map(|i| ServiceItemInfo {
+                code: i.code.clone(),
+                name: i.name.clone(),
+                modes: i.modes.iter().map(|m| m.as_str().to_owned()).collect(),
+                materials: i.materials.clone(),
+                promised_days: i.promised_days,
+            })
+            .collect()
+    }
+
+    /// Reports an incident (works offline). Returns its id.
+    pub fn report_incident(&self, input: IncidentInput) -> R<String> {
+        let location = match (input.latitude, input.longitude) {
+            (Some(lat), Some(lon)) => Some(GeoPoint::new(lat, lon)?),
+            _ => None,
+        };
+        let grid = input.grid.as_deref().map(UnitCode::parse).transpose()?;
+        self.with(|i| {
+            Ok(i.client.create_incident(NewIncident {
+                category: input.category,
+                title: input.title,
+                description: input.description,
+                grid,
+                address: input.address,
+                location,
+                urgency: if input.urgent { Urgency::Urgent } else { Urgency::Normal },
+                parties: vec![],
+                note: input.note,
+            })?)
+        })
+    }
+
+    /// Takes a service request (works offline). Returns its id.
+    pub fn receive_service_request(&self, input: ServiceRequestInput) -> R<String> {
+        let mode = ServiceMode::parse(&input.mode)
+            .ok_or_else(|| GridlinkError::Invalid { message: format!("办理方式“{}”无效", input.mode) })?;
+        self.with(|i| {
+            Ok(i.client.create_service_request(NewServiceRequest {
+                item: input.item,
+                mode,
+                station: None,
+                resident_name: input.resident_name,
+                resident_id_number: input.resident_id_number,
+                resident_phone: input.resident_phone,
+                materials_received: input.materials_received,
+                description: input.description,
+            })?)
+        })
+    }
+
+    /// Edits an incident's text (concurrent edits merge character by character).
+    pub fn edit_incident(&self, id: String, title: Option<String>, description: Option<String>, notes: Option<String>) -> R<RecordDetail> {
+        self.with(|i| Ok(i.client.edit_incident(&id, IncidentEdit { title, description, notes, ..Default::default() })?.into()))
+    }
+
+    /// Takes a workflow action; refused with a reason when the rules do not allow it.
+    pub fn perform(&self, id: String, action: ActionInput, note: String) -> R<RecordDetail> {
+        let action = action.into_action()?;
+        self.with(|i| Ok(i.client.act(&id, action, &note)?.into()))
+    }
+
+    /// A record with its timeline and the actions open to the current person.
+    pub fn record(&self, id: String) -> R<RecordDetail> {
+        self.with(|i| Ok(i.client.get(&id)?.into()))
+    }
+
+    /// The full timeline of a record.
+    pub fn timeline(&self, id: String) -> R<Vec<TimelineItem>> {
+        Ok(self.record(id)?.timeline)
+    }
+
+    /// My tasks, soonest deadline first.
+    pub fn my_tasks(&self, limit: u32) -> R<Vec<RecordSummaryView>> {
+        self.with(|i| Ok(i.client.my_tasks(limit as usize)?.into_iter().map(Into::into).collect()))
+    }
+
+    /// Open records whose deadline has passed.
+    pub fn overdue(&self, limit: u32) -> R<Vec<RecordSummaryView>> {
+        self.with(|i| {
+            let q = RecordQuery { overdue_at: Some(i.client.now_ms()), limit: limit as usize, ..Default::default() };
+            Ok(i.client.list(&q)?.into_iter().map(Into::into).collect())
+        })
+    }
+
+    /// Records made on this phone that the server has not numbered yet.
+    pub fn drafts(&self) -> R<Vec<RecordSummaryView>> {
+        self.with(|i| {
+            let all = i.client.list(&RecordQuery { limit: 1000, ..Default::default() })?;
+            Ok(all.into_iter().filter(|s| s.display_no.starts_with("临-")).map(Into::into).collect())
+        })
+    }
+
+    /// Open incidents within `radius_m` metres of a point, nearest first.
+    pub fn nearby(&self, latitude: f64, longitude: f64, radius_m: f64) -> R<Vec<RecordSummaryView>> {
+        self.with(|i| {
+            let open = i.client.list(&RecordQuery { open_only: true, limit: 1000, ..Default::default() })?;
+            let mut hits = Vec::new();
+            for s in open {
+                if let gridlink_core::RecordBody::Incident(f) = i.client.get(&s.id)?.record.body
+                    && let Some(p) = f.location
+                {
+                    let d = distance_m(latitude, longitude, p.lat, p.lon);
+                    if d <= radius_m {
+                        hits.push((d, s));
+                    }
+                }
+            }
+            hits.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Ok(hits.into_iter().map(|(_, s)| s.into()).collect())
+        })
+    }
+
+    /// Full-text search (Chinese substrings work).
+    pub fn search(&self, text: String, limit: u32) -> R<Vec<RecordSummaryView>> {
+        self.with(|i| Ok(i.client.search(&text, limit as usize)?.into_iter().map(Into::into).collect()))
+    }
+
+    /// Attaches a photo from a file (downscaled and stripped of metadata before it is queued).
+    /// Returns the photo's SHA-256.
+    pub fn attach_photo(&self, id: String, path: String) -> R<String> {
+        let bytes = std::fs::read(&path).map_err(|e| GridlinkError::Invalid { message: format!("无法读取照片文件: {e}") })?;
+        self.with(|i| Ok(i.client.attach_photo(&id, &bytes)?))
+    }
+
+    /// Syncs now (uploads photos and changes, downloads what is new).
+    pub async fn sync_now(&self) -> R<SyncReportView> {
+        let (inner, observers) = (self.inner.clone(), self.observers.clone());
+        off_thread(move || Self::sync_blocking(&inner, &observers)).await
+    }
+
+    /// One bounded sync, blocking: the entry point for Android WorkManager / iOS BGTaskScheduler.
+    pub fn background_sync(&self) -> R<SyncReportView> {
+        Self::sync_blocking(&self.inner, &self.observers)
+    }
+
+    /// The sync status line.
+    pub fn sync_status(&self) -> R<SyncStatusView> {
+        self.with(|i| Ok(SyncEngine::<HttpTransport>::status(&i.client)?.into()))
+    }
+
+    /// Changes refused by the server, with the reasons (newest first).
+    pub fn rejections(&self) -> R<Vec<String>> {
+        self.with(|i| Ok(i.client.rejections()?.into_iter().map(|(_, reason, _)| reason).collect()))
+    }
+
+    /// Registers an observer of the sync status; it is told the current status at once.
+    pub fn observe_sync(&self, observer: Arc<dyn SyncObserver>) -> R<Arc<SyncSubscription>> {
+        let id = self.next_observer.fetch_add(1, Ordering::Relaxed);
+        let status = self.sync_status()?;
+        self.observers.lock().unwrap_or_else(|p| p.into_inner()).push((id, observer.clone()));
+        observer.on_status(status);
+        Ok(Arc::new(SyncSubscription { id, observers: Arc::downgrade(&self.observers) }))
+    }
+}
+
+/// Great-circle distance in metres.
+fn distance_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let dp = (lat2 - lat1).to_radians();
+    let dl = (lon2 - lon1).to_radians();
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    6_371_000.0 * 2.0 * a.sqrt().asin()
+}

@@ -1,0 +1,384 @@
+//! Records and enums as the phone's screens need them (labels in Chinese, times in unix ms).
+
+use gridlink_core::RecordSummary;
+use gridlink_core::{Action, RecordView, UnitCode};
+
+use crate::error::GridlinkError;
+
+/// The logged-in person.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct PersonInfo {
+    pub id: String,
+    pub name: String,
+    /// Machine name of the role (`grid_member`, `station_staff` …).
+    pub role: String,
+    pub role_label: String,
+    /// The person's unit code.
+    pub unit: String,
+}
+
+impl From<&gridlink_core::Person> for PersonInfo {
+    fn from(p: &gridlink_core::Person) -> Self {
+        let role = match p.role {
+            gridlink_core::Role::GridMember => "grid_member",
+            gridlink_core::Role::GroupLeader => "group_leader",
+            gridlink_core::Role::StationStaff => "station_staff",
+            gridlink_core::Role::VillageHead => "village_head",
+            gridlink_core::Role::CenterOperator => "center_operator",
+            gridlink_core::Role::DepartmentHandler => "department_handler",
+            gridlink_core::Role::TownLeader => "town_leader",
+            gridlink_core::Role::Admin => "admin",
+            gridlink_core::Role::System => "system",
+        };
+        Self { id: p.id.clone(), name: p.name.clone(), role: role.into(), role_label: p.role.label().into(), unit: p.unit.to_string() }
+    }
+}
+
+/// An incident category for the report form (大类/小类).
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct CategoryInfo {
+    pub code: String,
+    pub name: String,
+    pub major_code: String,
+    pub major_name: String,
+    pub time_limit: String,
+}
+
+/// A service item for the station's request form.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct ServiceItemInfo {
+    pub code: String,
+    pub name: String,
+    /// `immediate`, `errand`, `home_visit`.
+    pub modes: Vec<String>,
+    pub materials: Vec<String>,
+    pub promised_days: u32,
+}
+
+/// A new incident as typed in the field.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct IncidentInput {
+    pub category: String,
+    pub title: String,
+    pub description: String,
+    pub address: String,
+    /// Defaults to the reporter's own grid.
+    pub grid: Option<String>,
+    /// One fix taken when the report is made (WGS-84); no continuous tracking.
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    pub urgent: bool,
+    pub note: String,
+}
+
+/// A new service request taken at the station or on a home visit.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct ServiceRequestInput {
+    pub item: String,
+    /// `immediate`, `errand` or `home_visit`.
+    pub mode: String,
+    pub resident_name: String,
+    pub resident_id_number: Option<String>,
+    pub resident_phone: Option<String>,
+    pub materials_received: Vec<String>,
+    pub description: String,
+}
+
+/// A workflow action, with what it needs.
+#[derive(Debug, Clone, uniffi::Enum)]
+pub enum ActionInput {
+    Accept,
+    Escalate {
+        to_unit: String,
+    },
+    /// `deadline_ms` empty: computed from the catalog and the working-day calendar.
+    Dispatch {
+        to_unit: String,
+        deadline_ms: Option<i64>,
+    },
+    Sign,
+    Return,
+    RequestExtension {
+        until_ms: i64,
+    },
+    ApproveExtension,
+    DenyExtension,
+    Handle {
+        photos: Vec<String>,
+    },
+    SelfResolve {
+        photos: Vec<String>,
+    },
+    Verify,
+    FailVerification,
+    Close,
+    Evaluate {
+        satisfaction: u8,
+    },
+    Suspend,
+    Resume,
+    Supervise,
+    RequestMaterials {
+        missing: Vec<String>,
+    },
+    SupplyMaterials {
+        supplied: Vec<String>,
+    },
+    Queue,
+    HandOff {
+        to_unit: String,
+        batch_id: String,
+        carrier: String,
+    },
+    AcceptHandOff,
+    Complete,
+    Deliver,
+    Archive,
+    FollowUp {
+        satisfaction: u8,
+    },
+    Reject,
+    Withdraw,
+}
+
+fn unit(code: &str) -> Result<UnitCode, GridlinkError> {
+    UnitCode::parse(code).map_err(|e| GridlinkError::Invalid { message: e.to_string() })
+}
+
+impl ActionInput {
+    /// The core action.
+    pub fn into_action(self) -> Result<Action, GridlinkError> {
+        use ActionInput as A;
+        Ok(match self {
+            A::Accept => Action::Accept,
+            A::Escalate { to_unit } => Action::Escalate { to_unit: unit(&to_unit)? },
+            A::Dispatch { to_unit, deadline_ms } => Action::Dispatch { to_unit: unit(&to_unit)?, deadline_ms },
+            A::Sign => Action::Sign,
+            A::Return => Action::Return,
+            A::RequestExtension { until_ms } => Action::RequestExtension { until_ms },
+            A::ApproveExtension => Action::ApproveExtension,
+            A::DenyExtension => Action::DenyExtension,
+            A::Handle { photos } => Action::Handle { photos },
+            A::SelfResolve { photos } => Action::SelfResolve { photos },
+            A::Verify => Action::Verify,
+            A::FailVerification => Action::FailVerification,
+            A::Close => Action::Close,
+            A::Evaluate { satisfaction } => Action::Evaluate { satisfaction },
+            A::Suspend => Action::Suspend,
+            A::Resume => Action::Resume,
+            A::Supervise => Action::Supervise { overdue: false, to_units: vec![] },
+            A::RequestMaterials { missing } => Action::RequestMaterials { missing },
+            A::SupplyMaterials { supplied } => Action::SupplyMaterials { supplied },
+            A::Queue => Action::Queue,
+            A::HandOff { to_unit, batch_id, carrier } => Action::HandOff { to_unit: unit(&to_unit)?, batch_id, carrier },
+            A::AcceptHandOff => Action::AcceptHandOff,
+            A::Complete => Action::Complete,
+            A::Deliver => Action::Deliver,
+            A::Archive => Action::Archive,
+            A::FollowUp { satisfaction } => Action::FollowUp { satisfaction },
+            A::Reject => Action::Reject,
+            A::Withdraw => Action::Withdraw,
+        })
+    }
+}
+
+/// An action the current person may take now (a button on the record screen).
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct ActionOption {
+    /// Machine name (`accept`, `dispatch` …).
+    pub kind: String,
+    pub label: String,
+    /// The button must ask for a reason or result.
+    pub note_required: bool,
+}
+
+/// One line of a list screen.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct RecordSummaryView {
+    pub id: String,
+    /// `incident` or `service_request`.
+    pub kind: String,
+    /// Case number, or the provisional number until the server assigned one.
+    pub number: String,
+    pub title: String,
+    pub status: String,
+    pub status_label: String,
+    pub deadline_ms: Option<i64>,
+    pub overdue: bool,
+    pub conflicts: u32,
+    pub updated_ms: i64,
+}
+
+impl From<RecordSummary> for RecordSummaryView {
+    fn from(s: RecordSummary) -> Self {
+        Self {
+            id: s.id,
+            kind: s.kind.as_str().into(),
+            number: s.display_no,
+            title: s.title,
+            status: s.status.map(|x| x.as_str()).unwrap_or_default().into(),
+            status_label: s.status.map(|x| x.label()).unwrap_or_default().into(),
+            deadline_ms: s.deadline_ms,
+            overdue: s.overdue,
+            conflicts: s.conflicts.max(0) as u32,
+            updated_ms: s.updated_ms,
+        }
+    }
+}
+
+/// One entry of a record's history (全程留痕).
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct TimelineItem {
+    pub id: String,
+    pub time_ms: i64,
+    pub actor_name: String,
+    pub role_label: String,
+    pub unit: String,
+    pub action: String,
+    pub action_label: String,
+    pub note: String,
+    /// Set when the entry could not take effect (two devices acted at once offline).
+    pub conflict: Option<String>,
+}
+
+/// A record with everything its screen shows.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct RecordDetail {
+    pub id: String,
+    pub kind: String,
+    pub number: String,
+    pub case_number: Option<String>,
+    pub title: String,
+    pub description: String,
+    pub address: String,
+    pub notes: String,
+    pub category: String,
+    pub status: String,
+    pub status_label: String,
+    pub holder: Option<String>,
+    pub deadline_ms: Option<i64>,
+    pub overdue: bool,
+    pub photos: Vec<String>,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    pub timeline: Vec<TimelineItem>,
+    pub allowed: Vec<ActionOption>,
+}
+
+impl From<RecordView> for RecordDetail {
+    fn from(v: RecordView) -> Self {
+        use gridlink_core::RecordBody as B;
+        let r = &v.record;
+        let (title, description, address, notes, category, photos, loc) = match &r.body {
+            B::Incident(f) => (
+                f.title.clone(),
+                f.description.clone(),
+                f.address.clone(),
+                f.notes.clone(),
+                f.category.clone(),
+                f.photos.clone(),
+                f.location,
+            ),
+            B::ServiceRequest(f) => (f.item.clone(), f.description.clone(), String::new(), f.notes.clone(), f.item.clone(), vec![], None),
+        };
+        let s = &v.folded.state;
+        Self {
+            id: r.id.clone(),
+            kind: r.kind().as_str().into(),
+            number: r.display_no().into(),
+            case_number: r.case_no.clone(),
+            title,
+            description,
+            address,
+            notes,
+            category,
+            status: s.status.map(|x| x.as_str()).unwrap_or_default().into(),
+            status_label: s.status.map(|x| x.label()).unwrap_or_default().into(),
+            holder: s.holder.as_ref().map(ToString::to_string),
+            deadline_ms: s.deadline_ms,
+            overdue: v.overdue,
+            photos,
+            latitude: loc.map(|p| p.lat),
+            longitude: loc.map(|p| p.lon),
+            timeline: v
+                .folded
+                .entries
+                .iter()
+                .map(|e| TimelineItem {
+                    id: e.entry.id.clone(),
+                    time_ms: e.entry.at.wall_ms,
+                    actor_name: e.entry.actor_name.clone(),
+                    role_label: e.entry.role.label().into(),
+                    unit: e.entry.unit.to_string(),
+                    action: e.entry.action.kind().as_str().into(),
+                    action_label: e.entry.action.kind().label().into(),
+                    note: e.entry.note.clone(),
+                    conflict: e.conflict.clone(),
+                })
+                .collect(),
+            allowed: v
+                .allowed
+                .iter()
+                .map(|k| ActionOption {
+                    kind: k.as_str().into(),
+                    label: k.label().into(),
+                    note_required: gridlink_core::workflow::rule(*k).note_required,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What a sync did.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct SyncReportView {
+    pub rounds: u32,
+    pub pushed: u32,
+    /// Reasons of refused changes (the records were reloaded from the server).
+    pub rejected: Vec<String>,
+    pub received: u32,
+    pub removed: u32,
+    pub photos_uploaded: u32,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+}
+
+impl From<gridlink_core::sync::SyncReport> for SyncReportView {
+    fn from(r: gridlink_core::sync::SyncReport) -> Self {
+        Self {
+            rounds: r.rounds as u32,
+            pushed: r.pushed as u32,
+            rejected: r.rejected.into_iter().map(|(_, reason)| reason).collect(),
+            received: r.received_docs as u32,
+            removed: r.removed_docs as u32,
+            photos_uploaded: r.photos_uploaded as u32,
+            bytes_up: r.bytes_up as u64,
+            bytes_down: r.bytes_down as u64,
+        }
+    }
+}
+
+/// The sync status line of the app.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct SyncStatusView {
+    pub pending: i64,
+    pub pending_photos: i64,
+    pub last_success_ms: Option<i64>,
+    pub last_attempt_ms: Option<i64>,
+    /// The last failure in Chinese, cleared by the next success.
+    pub last_error: Option<String>,
+    pub logged_in: bool,
+}
+
+impl From<gridlink_core::sync::SyncStatus> for SyncStatusView {
+    fn from(s: gridlink_core::sync::SyncStatus) -> Self {
+        Self {
+            pending: s.pending,
+            pending_photos: s.pending_photos,
+            last_success_ms: s.last_success_ms,
+            last_attempt_ms: s.last_attempt_ms,
+            last_error: s.last_error,
+            logged_in: s.logged_in,
+        }
+    }
+}

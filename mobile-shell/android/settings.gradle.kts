@@ -1,0 +1,2 @@
+rootProject.name = "gridlink"
+include(":app")
