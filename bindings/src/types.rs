@@ -19,18 +19,13 @@ pub struct PersonInfo {
 
 impl From<&gridlink_core::Person> for PersonInfo {
     fn from(p: &gridlink_core::Person) -> Self {
-        let role = match p.role {
-            gridlink_core::Role::GridMember => "grid_member",
-            gridlink_core::Role::GroupLeader => "group_leader",
-            gridlink_core::Role::StationStaff => "station_staff",
-            gridlink_core::Role::VillageHead => "village_head",
-            gridlink_core::Role::CenterOperator => "center_operator",
-            gridlink_core::Role::DepartmentHandler => "department_handler",
-            gridlink_core::Role::TownLeader => "town_leader",
-            gridlink_core::Role::Admin => "admin",
-            gridlink_core::Role::System => "system",
-        };
-        Self { id: p.id.clone(), name: p.name.clone(), role: role.into(), role_label: p.role.label().into(), unit: p.unit.to_string() }
+        Self {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            role: p.role.as_str().into(),
+            role_label: p.role.label().into(),
+            unit: p.unit.to_string(),
+        }
     }
 }
 

@@ -607,7 +607,7 @@ impl Client {
             args.push(c.replace(['%', '_'], "").into());
         }
         if let Some(u) = &q.within {
-            sql.push_str(&within_clause("location"));
+            sql.push_str(&format!(" AND {}", store::within_sql("location", "?")));
             args.extend(std::iter::repeat_n(Value::from(u.as_str().to_owned()), 4));
         }
         if let Some(t) = q.overdue_at {
@@ -947,11 +947,6 @@ fn save_doc(
 fn queue_change(tx: &rusqlite::Transaction<'_>, id: &str, mut change: Change, now: i64) -> Result<()> {
     let hash = change.hash().to_string();
     store::outbox_push(tx, id, &hash, &change.bytes(), now)
-}
-
-/// SQL clause: `column` is the bound unit or below it.
-fn within_clause(column: &str) -> String {
-    format!(" AND ({column} = ? OR {column} LIKE (?) || '-%' OR (length(?) = 9 AND {column} LIKE (?) || '%'))")
 }
 
 fn village_of(unit: &UnitCode) -> Result<UnitCode> {

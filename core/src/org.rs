@@ -236,6 +236,21 @@ impl Role {
         Role::System,
     ];
 
+    /// Machine name, as stored and sent (`grid_member`, `station_staff` …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::GridMember => "grid_member",
+            Role::GroupLeader => "group_leader",
+            Role::StationStaff => "station_staff",
+            Role::VillageHead => "village_head",
+            Role::CenterOperator => "center_operator",
+            Role::DepartmentHandler => "department_handler",
+            Role::TownLeader => "town_leader",
+            Role::Admin => "admin",
+            Role::System => "system",
+        }
+    }
+
     /// Chinese name of the role.
     pub fn label(self) -> &'static str {
         match self {
@@ -349,6 +364,13 @@ mod tests {
         assert_eq!(grid.parent(), Some(c("532331101201-03")));
         assert_eq!(village.parent(), Some(town.clone()));
         assert_eq!(town.parent(), None);
+    }
+
+    #[test]
+    fn role_names_match_serde() {
+        for r in Role::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
     }
 
     #[test]

@@ -117,6 +117,12 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
+/// SQL condition: `column` holds `param`'s unit code or a unit below it (codes nest by prefix;
+/// a 9-digit town code also covers its 12-digit villages). `param` is a placeholder such as `?1`.
+pub fn within_sql(column: &str, param: &str) -> String {
+    format!("({column} = {param} OR {column} LIKE {param} || '-%' OR (length({param}) = 9 AND {column} LIKE {param} || '%'))")
+}
+
 /// Reads a meta value.
 pub fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>> {
     Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)

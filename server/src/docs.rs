@@ -9,6 +9,7 @@ use gridlink_core::figures::RecordFacts;
 use gridlink_core::org::access;
 use gridlink_core::record::RecordDoc;
 use gridlink_core::routing::RoutingRules;
+use gridlink_core::store::within_sql;
 use gridlink_core::sync::validate::scope_of;
 use gridlink_core::sync::validate::{check_invariants, validate_update as validate_update_fn};
 use gridlink_core::workflow::{Action, ActionKind, TimelineEntry, check};
@@ -297,12 +298,12 @@ pub fn write_index(tx: &Transaction<'_>, record: &Record, doc: &mut RecordDoc, c
 /// rule on each candidate, so the server and the phones can never disagree.
 pub fn scope_ids(conn: &Connection, person: &Person) -> AppResult<HashSet<String>> {
     let unit = person.unit.as_str();
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, location, holder, reporter FROM docs
-         WHERE location = ?1 OR location LIKE ?1 || '-%' OR (length(?1) = 9 AND location LIKE ?1 || '%')
-            OR holder = ?1 OR holder LIKE ?1 || '-%' OR (length(?1) = 9 AND holder LIKE ?1 || '%')
-            OR reporter = ?2",
-    )?;
+    let sql = format!(
+        "SELECT id, location, holder, reporter FROM docs WHERE {} OR {} OR reporter = ?2",
+        within_sql("location", "?1"),
+        within_sql("holder", "?1")
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params![unit, person.id], |r| {
         Ok(ScopeEvent { doc_id: r.get(0)?, location: r.get(1)?, holder: r.get(2)?, reporter: r.get(3)? })
     })?;

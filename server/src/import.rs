@@ -8,7 +8,7 @@ use gridlink_core::workflow::role_fits_unit;
 use gridlink_core::{Catalog, OrgTree, OrgUnit, Role, UnitCode, UnitKind};
 use rusqlite::{Connection, params};
 
-use crate::auth::{hash_password, role_name};
+use crate::auth::hash_password;
 use crate::config::ImportWhat;
 use crate::db::{self, Db};
 
@@ -239,7 +239,7 @@ pub fn insert_people(conn: &mut Connection, people: &[PersonRow], now: i64) -> R
     for (p, hash) in people.iter().zip(hashed) {
         tx.execute(
             "INSERT OR REPLACE INTO people(id, name, role, unit, password_hash, active, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
-            params![p.id, p.name, role_name(p.role), p.unit.as_str(), hash, now],
+            params![p.id, p.name, p.role.as_str(), p.unit.as_str(), hash, now],
         )
         .map_err(|e| e.to_string())?;
     }

@@ -296,11 +296,11 @@ pub async fn notices(State(state): State<AppState>, auth: AuthDevice) -> AppResu
         .db
         .read(move |c| {
             let unit = auth.person.unit.as_str().to_owned();
-            let mut stmt = c.prepare(
-                "SELECT doc_id, unit, at_ms, text FROM notices
-                 WHERE unit = ?1 OR unit LIKE ?1 || '-%' OR (length(?1) = 9 AND unit LIKE ?1 || '%')
-                 ORDER BY seq DESC LIMIT 200",
-            )?;
+            let sql = format!(
+                "SELECT doc_id, unit, at_ms, text FROM notices WHERE {} ORDER BY seq DESC LIMIT 200",
+                gridlink_core::store::within_sql("unit", "?1")
+            );
+            let mut stmt = c.prepare(&sql)?;
             let rows = stmt.query_map([&unit], |r| {
                 Ok(serde_json::json!({ "doc_id": r.get::<_, String>(0)?, "unit": r.get::<_, String>(1)?, "at_ms": r.get::<_, i64>(2)?, "text": r.get::<_, String>(3)? }))
             })?;
