@@ -4,7 +4,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use gridlink_core::sync::{HttpTransport, SyncEngine};
-use gridlink_core::{Client, GeoPoint, IncidentEdit, NewIncident, NewServiceRequest, RecordQuery, ServiceMode, UnitCode, Urgency};
+use gridlink_core::{
+    Client, GeoPoint, IncidentEdit, NewIncident, NewServiceRequest, RecordQuery, ServiceMode, ServiceRequestEdit, UnitCode, Urgency,
+};
 
 use crate::error::GridlinkError;
 use crate::types::*;
@@ -229,6 +231,24 @@ impl GridlinkClient {
     /// Edits an incident's text (concurrent edits merge character by character).
     pub fn edit_incident(&self, id: String, title: Option<String>, description: Option<String>, notes: Option<String>) -> R<RecordDetail> {
         self.with(|i| Ok(i.client.edit_incident(&id, IncidentEdit { title, description, notes, ..Default::default() })?.into()))
+    }
+
+    /// Edits a service request: description, notes, materials now received, the resident's phone.
+    pub fn edit_service_request(
+        &self,
+        id: String,
+        description: Option<String>,
+        notes: Option<String>,
+        materials_received: Vec<String>,
+        resident_phone: Option<String>,
+    ) -> R<RecordDetail> {
+        let materials = (!materials_received.is_empty()).then(|| materials_received.into_iter().map(|m| (m, true)).collect());
+        self.with(|i| Ok(i.client.edit_service_request(&id, ServiceRequestEdit { description, notes, materials, resident_phone })?.into()))
+    }
+
+    /// Signs for every errand of a hand-off batch held by my unit (town service center).
+    pub fn receive_batch(&self, batch_id: String) -> R<Vec<String>> {
+        self.with(|i| Ok(i.client.receive_batch(&batch_id)?))
     }
 
     /// Takes a workflow action; refused with a reason when the rules do not allow it.

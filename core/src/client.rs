@@ -438,6 +438,23 @@ impl Client {
         })
     }
 
+    /// Signs for every errand of a hand-off batch that the current person's unit holds (the town
+    /// receiving a scheduled run in one go). Returns the ids signed for; items already sent back
+    /// or signed are left alone.
+    pub fn receive_batch(&mut self, batch_id: &str) -> Result<Vec<String>> {
+        let unit = self.me()?.unit.clone();
+        let mut received = Vec::new();
+        for id in self.record_ids()? {
+            let view = self.get(&id)?;
+            let s = &view.folded.state;
+            if s.batch_id.as_deref() == Some(batch_id) && s.status == Some(Status::HandedOff) && s.holder.as_ref() == Some(&unit) {
+                self.act(&id, Action::AcceptHandOff, "")?;
+                received.push(id);
+            }
+        }
+        Ok(received)
+    }
+
     /// Edits an incident's fields (text merges character by character with concurrent edits).
     pub fn edit_incident(&mut self, id: &str, edit: IncidentEdit) -> Result<RecordView> {
         if let Some(c) = &edit.category {

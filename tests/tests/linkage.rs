@@ -301,9 +301,13 @@ fn errand_batch_round_trip_with_one_item_sent_back_for_materials() {
     clock.advance(3 * 3_600_000);
     town.sync().unwrap();
     assert_eq!(town.record_count().unwrap(), 3);
-    town.act(&ids[0], Action::AcceptHandOff, "").unwrap();
-    town.act(&ids[1], Action::AcceptHandOff, "").unwrap();
     town.act(&ids[2], Action::RequestMaterials { missing: vec!["残疾人证".into()] }, "残疾人证为复印件,需原件").unwrap();
+    let mut received = town.receive_batch("2026-11-23-上午").unwrap();
+    received.sort();
+    let mut expected = ids[..2].to_vec();
+    expected.sort();
+    assert_eq!(received, expected, "the rest of the batch is signed for in one go");
+    assert!(town.receive_batch("2026-11-23-上午").unwrap().is_empty(), "receiving twice does nothing");
     clock.advance(86_400_000);
     town.act(&ids[0], Action::Complete, "已审批,次月发放").unwrap();
     town.act(&ids[1], Action::Complete, "已发放临时救助金").unwrap();

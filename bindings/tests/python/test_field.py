@@ -104,3 +104,32 @@ def test_errors_are_typed_and_in_chinese(server, tmp_path):
     offline = g.GridlinkClient.open(str(tmp_path / "p2"), "http://127.0.0.1:9")
     with pytest.raises(g.GridlinkError.Network):
         asyncio.run(offline.login("wangfang", PASSWORD, "手机"))
+
+
+def test_station_takes_a_request_and_completes_its_materials(server, tmp_path):
+    station = g.GridlinkClient.open(str(tmp_path / "station"), server)
+    asyncio.run(station.login("lijun", PASSWORD, "服务站电脑"))
+    item = next(i for i in station.service_items() if i.code == "FW004")
+    assert "errand" in item.modes
+    rid = station.receive_service_request(
+        g.ServiceRequestInput(
+            item="FW004",
+            mode="errand",
+            resident_name="张桂兰",
+            resident_id_number="11010519491231002X",
+            resident_phone="13812345678",
+            materials_received=item.materials[:-1],
+            description="老人行动不便,代办",
+        )
+    )
+    station.perform(rid, g.ActionInput.REQUEST_MATERIALS(missing=[item.materials[-1]]), "请补交")
+    detail = station.edit_service_request(rid, None, "材料已补交", [item.materials[-1]], None)
+    assert detail.notes == "材料已补交"
+    detail = station.perform(rid, g.ActionInput.SUPPLY_MATERIALS(supplied=[item.materials[-1]]), "")
+    assert detail.status_label == "已受理"
+    assert station.receive_batch("no-such-batch") == []
+    with pytest.raises(g.GridlinkError.Invalid) as e:
+        station.receive_service_request(
+            g.ServiceRequestInput(item="FW004", mode="errand", resident_name="李四", resident_id_number="110105194912310021", resident_phone=None, materials_received=[], description="")
+        )
+    assert "110105194912310021" not in str(e.value), "the ID number is never echoed"
