@@ -77,8 +77,8 @@ impl FromRequestParts<AppState> for AuthDevice {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let from_query = parts.uri.query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
-        let token = header.and_then(|h| h.strip_prefix("Bearer ")).or(from_query).ok_or(AppError::Unauthorized)?;
+        // Only the header: a token in a URL would end up in access logs.
+        let token = header.and_then(|h| h.strip_prefix("Bearer ")).ok_or(AppError::Unauthorized)?;
         if token.len() > 200 {
             return Err(AppError::Unauthorized);
         }
