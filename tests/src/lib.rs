@@ -122,6 +122,13 @@ impl TestServer {
         Self { base: format!("http://{addr}"), addr, state, dir, shutdown: Some(tx), thread: Some(thread) }
     }
 
+    /// Asks the server to stop; requests in flight finish first. `Drop` waits for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
     /// A phone logged in as `user`.
     pub fn phone(&self, user: &str) -> Phone {
         Phone::login(&self.base, user)

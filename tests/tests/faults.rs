@@ -140,3 +140,25 @@ fn a_server_that_is_down_shows_in_the_status_and_is_retried() {
     assert_eq!((status.pending, status.last_error), (0, None));
     assert!(status.last_success_ms.is_some());
 }
+
+#[test]
+fn shutdown_finishes_the_sync_in_flight() {
+    let mut server = TestServer::start();
+    let mut grid = server.phone("grid_a");
+    for i in 0..3000 {
+        grid.create_incident(NewIncident { category: "0501".into(), title: format!("第{i}件"), ..Default::default() }).unwrap();
+    }
+    let sync = std::thread::spawn(move || {
+        let r = grid.sync();
+        (r, grid)
+    });
+    // The upload is instant on loopback; ingesting 3,000 records takes the server seconds.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    server.begin_shutdown();
+    let (result, grid) = sync.join().unwrap();
+    let report = result.expect("the sync in flight completes");
+    assert_eq!(report.pushed, 3000);
+    assert_eq!(grid.pending_count().unwrap(), 0);
+    let n: i64 = server.state.db.reader().query_row("SELECT count(*) FROM docs", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 3000, "everything acknowledged is stored");
+}
