@@ -334,7 +334,7 @@ impl Client {
         }
         let station = match new.station {
             Some(s) => s,
-            None => village_of(&me.unit)?,
+            None => crate::routing::village_of(&me.unit).ok_or_else(|| CoreError::InvalidInput("请指定服务站所在村(社区)".into()))?,
         };
         let now = self.now_ms();
         let deadline = self.opts.calendar.deadline(now, crate::calendar::TimeLimit::WorkingDays(item.promised_days));
@@ -964,10 +964,6 @@ fn save_doc(
 fn queue_change(tx: &rusqlite::Transaction<'_>, id: &str, mut change: Change, now: i64) -> Result<()> {
     let hash = change.hash().to_string();
     store::outbox_push(tx, id, &hash, &change.bytes(), now)
-}
-
-fn village_of(unit: &UnitCode) -> Result<UnitCode> {
-    UnitCode::parse(unit.as_str().get(..12).ok_or_else(|| CoreError::InvalidInput("请指定服务站所在村(社区)".into()))?)
 }
 
 fn check_text(what: &str, text: &str, max: usize, required: bool) -> Result<()> {
