@@ -319,36 +319,8 @@ impl Client {
     /// Takes a new service request at the station (受理). Returns its id.
     pub fn create_service_request(&mut self, new: NewServiceRequest) -> Result<String> {
         let me = self.me()?.clone();
-        let item = self.opts.catalog.service_item(&new.item)?.clone();
-        if !item.modes.contains(&new.mode) {
-            return Err(CoreError::InvalidInput(format!("事项“{}”不支持{}", item.name, new.mode)));
-        }
-        check_text("申请人姓名", &new.resident_name, 50, true)?;
-        check_text("说明", &new.description, MAX_TEXT_CHARS, false)?;
-        let id_number = new.resident_id_number.as_deref().map(IdNumber::parse).transpose()?;
-        if let Some(p) = &new.resident_phone {
-            validate_phone(p)?;
-        }
-        if let Some(unknown) = new.materials_received.iter().find(|m| !item.materials.contains(m)) {
-            return Err(CoreError::InvalidInput(format!("材料“{unknown}”不在该事项的材料清单中")));
-        }
-        let station = match new.station {
-            Some(s) => s,
-            None => crate::routing::village_of(&me.unit).ok_or_else(|| CoreError::InvalidInput("请指定服务站所在村(社区)".into()))?,
-        };
-        let now = self.now_ms();
-        let deadline = self.opts.calendar.deadline(now, crate::calendar::TimeLimit::WorkingDays(item.promised_days));
-        let entry = self.new_entry(Action::Receive { deadline_ms: Some(deadline) }, "")?;
-        let materials = item.materials.iter().map(|m| (m.clone(), new.materials_received.contains(m))).collect();
-        let body = RecordBody::ServiceRequest(ServiceRequestFields {
-            item: item.code,
-            mode: new.mode,
-            station,
-            resident: Resident { name: new.resident_name.trim().to_owned(), id_number, phone: new.resident_phone },
-            materials,
-            description: new.description,
-            notes: String::new(),
-        });
+        let (body, action) = service_request_body(&self.opts.catalog, &self.opts.calendar, &me.unit, new, self.now_ms())?;
+        let entry = self.new_entry(action, "")?;
         self.create_record(body, entry)
     }
 
@@ -413,29 +385,12 @@ impl Client {
                 action: action.kind(), role: me.role, reason: "记录不在本人的办理范围内".into()
             });
         }
-        let action = self.complete_action(&record, action)?;
+        let action = complete_action(&self.opts.catalog, &self.opts.calendar, self.now_ms(), &record, action)?;
         check_text("说明", note, MAX_TEXT_CHARS, false)?;
         let entry = self.new_entry(action, note)?;
         check(&folded.state, record.fold_context(), &entry)?;
         self.write(id, &mut doc, |d| d.append(&entry))?;
         self.get(id)
-    }
-
-    /// Fills in what the device computes: a dispatch deadline from the catalog and calendar.
-    fn complete_action(&self, record: &Record, action: Action) -> Result<Action> {
-        Ok(match (action, &record.body) {
-            (Action::Dispatch { to_unit, deadline_ms: None }, RecordBody::Incident(f)) => {
-                let limit = self.opts.catalog.category(&f.category)?.time_limit;
-                Action::Dispatch { to_unit, deadline_ms: Some(self.opts.calendar.deadline(self.now_ms(), limit)) }
-            }
-            (Action::RequestMaterials { missing }, RecordBody::ServiceRequest(f)) => {
-                if let Some(m) = missing.iter().find(|m| !f.materials.contains_key(*m)) {
-                    return Err(CoreError::InvalidInput(format!("材料“{m}”不在该事项的材料清单中")));
-                }
-                Action::RequestMaterials { missing }
-            }
-            (a, _) => a,
-        })
     }
 
     /// Signs for every errand of a hand-off batch that the current person's unit holds (the town
@@ -959,6 +914,64 @@ fn save_doc(
         store::write_doc(tx, id, kind, DocWrite::Replace(doc.save()))?;
     }
     Ok(())
+}
+
+/// Checks a new service request against the catalog and builds its body and intake action
+/// (受理, with the promised date). Shared by the phones and the web console.
+pub fn service_request_body(
+    catalog: &Catalog,
+    calendar: &WorkCalendar,
+    unit: &UnitCode,
+    new: NewServiceRequest,
+    now_ms: i64,
+) -> Result<(RecordBody, Action)> {
+    let item = catalog.service_item(&new.item)?.clone();
+    if !item.modes.contains(&new.mode) {
+        return Err(CoreError::InvalidInput(format!("事项“{}”不支持{}", item.name, new.mode)));
+    }
+    check_text("申请人姓名", &new.resident_name, 50, true)?;
+    check_text("说明", &new.description, MAX_TEXT_CHARS, false)?;
+    let id_number = new.resident_id_number.as_deref().map(IdNumber::parse).transpose()?;
+    if let Some(p) = &new.resident_phone {
+        validate_phone(p)?;
+    }
+    if let Some(unknown) = new.materials_received.iter().find(|m| !item.materials.contains(m)) {
+        return Err(CoreError::InvalidInput(format!("材料“{unknown}”不在该事项的材料清单中")));
+    }
+    let station = match new.station {
+        Some(s) => s,
+        None => crate::routing::village_of(unit).ok_or_else(|| CoreError::InvalidInput("请指定服务站所在村(社区)".into()))?,
+    };
+    let deadline = calendar.deadline(now_ms, crate::calendar::TimeLimit::WorkingDays(item.promised_days));
+    let materials = item.materials.iter().map(|m| (m.clone(), new.materials_received.contains(m))).collect();
+    let body = RecordBody::ServiceRequest(ServiceRequestFields {
+        item: item.code,
+        mode: new.mode,
+        station,
+        resident: Resident { name: new.resident_name.trim().to_owned(), id_number, phone: new.resident_phone },
+        materials,
+        description: new.description,
+        notes: String::new(),
+    });
+    Ok((body, Action::Receive { deadline_ms: Some(deadline) }))
+}
+
+/// Fills in what the acting side computes: a dispatch deadline from the catalog and calendar,
+/// and checks requested materials against the item's list. Shared by the phones and the console.
+pub fn complete_action(catalog: &Catalog, calendar: &WorkCalendar, now_ms: i64, record: &Record, action: Action) -> Result<Action> {
+    Ok(match (action, &record.body) {
+        (Action::Dispatch { to_unit, deadline_ms: None }, RecordBody::Incident(f)) => {
+            let limit = catalog.category(&f.category)?.time_limit;
+            Action::Dispatch { to_unit, deadline_ms: Some(calendar.deadline(now_ms, limit)) }
+        }
+        (Action::RequestMaterials { missing }, RecordBody::ServiceRequest(f)) => {
+            if let Some(m) = missing.iter().find(|m| !f.materials.contains_key(*m)) {
+                return Err(CoreError::InvalidInput(format!("材料“{m}”不在该事项的材料清单中")));
+            }
+            Action::RequestMaterials { missing }
+        }
+        (a, _) => a,
+    })
 }
 
 fn queue_change(tx: &rusqlite::Transaction<'_>, id: &str, mut change: Change, now: i64) -> Result<()> {

@@ -48,7 +48,7 @@ pub use calendar::{TimeLimit, WorkCalendar};
 pub use catalog::{Catalog, HandlingLevel, ServiceMode};
 pub use client::{
     Client, ClientOptions, Clock, HistoryExport, ManualClock, NewIncident, NewServiceRequest, RecordQuery, RecordSummary, RecordView,
-    SystemClock, masked_json,
+    SystemClock, complete_action, masked_json, service_request_body,
 };
 pub use error::{CoreError, Result};
 pub use hlc::Hlc;
