@@ -20,6 +20,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::attachments;
 use crate::auth::{self, AuthDevice, LoginLimiter};
@@ -41,6 +42,8 @@ pub struct Settings {
     pub max_attachment_bytes: u64,
     /// Where attachments are kept.
     pub data_dir: PathBuf,
+    /// The console's session cookie is sent only over HTTPS.
+    pub secure_cookies: bool,
 }
 
 /// State shared by all handlers.
@@ -101,6 +104,7 @@ pub const MAX_SYNC_BODY: usize = 32 << 20;
 /// The router; tests call it without a socket.
 pub fn app(state: AppState) -> Router {
     Router::new()
+        .merge(crate::console::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/login", post(login))
@@ -122,6 +126,7 @@ pub fn app(state: AppState) -> Router {
         .route("/open311/v2/requests/{id}", get(crate::open311::one))
         .route("/api/v1/admin/devices/{id}/revoke", post(revoke_device))
         .layer(DefaultBodyLimit::max(2 << 20))
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -144,9 +149,25 @@ struct LoginForm {
 }
 
 async fn login(State(state): State<AppState>, Json(form): Json<LoginForm>) -> AppResult<Json<serde_json::Value>> {
+    let s = sign_in(&state, &form.username, form.password, &form.device_name).await?;
+    Ok(Json(serde_json::json!({ "token": s.token, "device_id": s.device_id, "person": s.person, "expires_ms": s.expires_ms })))
+}
+
+/// A new device session after a successful login.
+#[derive(Debug)]
+pub struct SignedIn {
+    pub token: String,
+    pub device_id: String,
+    pub person: gridlink_core::Person,
+    pub expires_ms: i64,
+}
+
+/// Checks a user name and password (rate-limited, constant cost for unknown users) and opens a
+/// device session: a phone, or a browser of the web console.
+pub async fn sign_in(state: &AppState, username: &str, password: String, device_name: &str) -> AppResult<SignedIn> {
     let now = state.now_ms();
-    let user = form.username.trim().to_owned();
-    if user.is_empty() || user.len() > 64 || form.password.len() > 256 {
+    let user = username.trim().to_owned();
+    if user.is_empty() || user.len() > 64 || password.len() > 256 {
         return Err(AppError::BadCredentials);
     }
     if !state.limiter.allowed(&user, now) {
@@ -154,7 +175,6 @@ async fn login(State(state): State<AppState>, Json(form): Json<LoginForm>) -> Ap
     }
     let lookup = user.clone();
     let found = state.db.read(move |c| auth::load_person(c, &lookup)).await?;
-    let password = form.password;
     // argon2 is deliberately slow: keep it off the async threads. An unknown user costs the same.
     let ok = tokio::task::spawn_blocking(move || match found {
         Some((person, hash, true)) => auth::verify_password(&hash, &password).then_some(person),
@@ -176,7 +196,7 @@ async fn login(State(state): State<AppState>, Json(form): Json<LoginForm>) -> Ap
     let token = auth::new_token();
     let device_id = uuid::Uuid::now_v7().to_string();
     let expires = now + i64::from(state.settings.token_days) * 86_400_000;
-    let name: String = form.device_name.chars().take(64).collect();
+    let name: String = device_name.chars().take(64).collect();
     let (hash, pid, did) = (auth::token_hash(&token), person.id.clone(), device_id.clone());
     state
         .db
@@ -189,17 +209,22 @@ async fn login(State(state): State<AppState>, Json(form): Json<LoginForm>) -> Ap
         })
         .await?;
     tracing::info!(user = %person.id, device = %device_id, "login");
-    Ok(Json(serde_json::json!({ "token": token, "device_id": device_id, "person": person, "expires_ms": expires })))
+    Ok(SignedIn { token, device_id, person, expires_ms: expires })
 }
 
-async fn logout(State(state): State<AppState>, auth: AuthDevice) -> AppResult<StatusCode> {
+/// Ends a device session.
+pub async fn sign_out(state: &AppState, device_id: String) -> AppResult<()> {
     state
         .db
         .write(move |c| {
-            c.execute("UPDATE devices SET logged_out = 1 WHERE id = ?1", [&auth.device_id])?;
+            c.execute("UPDATE devices SET logged_out = 1 WHERE id = ?1", [&device_id])?;
             Ok(())
         })
-        .await?;
+        .await
+}
+
+async fn logout(State(state): State<AppState>, auth: AuthDevice) -> AppResult<StatusCode> {
+    sign_out(&state, auth.device_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -165,3 +165,27 @@ pub async fn download(State(state): State<AppState>, auth: AuthDevice, Path(sha)
         .map_err(|e| AppError::Internal(format!("serve file: {e}")))?;
     Ok(served.map(Body::new))
 }
+
+/// Stores a whole photo received in one piece (from the web console), marked complete.
+pub fn store_complete(conn: &Connection, state: &AppState, sha: &str, jpeg: &[u8], uploader: &str, now_ms: i64) -> AppResult<()> {
+    valid_sha(sha)?;
+    if jpeg.len() as u64 > state.settings.max_attachment_bytes {
+        return Err(AppError::TooLarge(state.settings.max_attachment_bytes as usize));
+    }
+    if upload_state(conn, sha)?.is_some_and(|(_, _, complete)| complete) {
+        return Ok(());
+    }
+    let (final_path, part_path) = paths(state, sha);
+    let io = |e: std::io::Error| AppError::Internal(format!("attachment file: {e}"));
+    std::fs::create_dir_all(part_path.parent().expect("has a parent")).map_err(io)?;
+    // Written aside and renamed: a crash never leaves a half photo under its final name.
+    std::fs::write(&part_path, jpeg).map_err(io)?;
+    std::fs::File::open(&part_path).and_then(|f| f.sync_all()).map_err(io)?;
+    std::fs::rename(&part_path, &final_path).map_err(io)?;
+    conn.execute(
+        "INSERT INTO attachments(sha256, total, received, complete, uploader, created_ms) VALUES (?1, ?2, ?2, 1, ?3, ?4)
+         ON CONFLICT(sha256) DO UPDATE SET total = excluded.total, received = excluded.total, complete = 1",
+        params![sha, jpeg.len() as i64, uploader, now_ms],
+    )?;
+    Ok(())
+}

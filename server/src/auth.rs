@@ -72,50 +72,65 @@ pub struct AuthDevice {
     pub person: Person,
 }
 
+/// Name of the web console's session cookie (it holds a device token of its own).
+pub const SESSION_COOKIE: &str = "gl_session";
+
+/// The session token in a request's cookies, if any.
+pub fn session_token(headers: &axum::http::HeaderMap) -> Option<String> {
+    axum_extra::extract::CookieJar::from_headers(headers).get(SESSION_COOKIE).map(|c| c.value().to_owned())
+}
+
 impl FromRequestParts<AppState> for AuthDevice {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        // Only the header: a token in a URL would end up in access logs.
-        let token = header.and_then(|h| h.strip_prefix("Bearer ")).ok_or(AppError::Unauthorized)?;
-        if token.len() > 200 {
-            return Err(AppError::Unauthorized);
-        }
-        let hash = token_hash(token);
-        let now = state.now_ms();
-        state
-            .db
-            .read(move |conn| {
-                let row = conn
-                    .query_row(
-                        "SELECT id, person_id, expires_ms, revoked_ms, logged_out FROM devices WHERE token_hash = ?1",
-                        [&hash],
-                        |r| {
-                            Ok((
-                                r.get::<_, String>(0)?,
-                                r.get::<_, String>(1)?,
-                                r.get::<_, i64>(2)?,
-                                r.get::<_, Option<i64>>(3)?,
-                                r.get::<_, bool>(4)?,
-                            ))
-                        },
-                    )
-                    .optional()?;
-                let Some((device_id, person_id, expires, revoked, logged_out)) = row else { return Err(AppError::Unauthorized) };
-                if revoked.is_some() {
-                    return Err(AppError::Wipe);
-                }
-                if logged_out || expires < now {
-                    return Err(AppError::Unauthorized);
-                }
-                match load_person(conn, &person_id)? {
-                    Some((person, _, true)) => Ok(AuthDevice { device_id, person }),
-                    _ => Err(AppError::Unauthorized),
-                }
-            })
-            .await
+        // Only the header or, for reading (exports, live events), the console's session cookie:
+        // a token in a URL would end up in access logs, and a cookie must never authorise a change
+        // on the API (no cross-site requests riding on it).
+        let token = match header.and_then(|h| h.strip_prefix("Bearer ")) {
+            Some(t) => t.to_owned(),
+            None if parts.method.is_safe() => session_token(&parts.headers).ok_or(AppError::Unauthorized)?,
+            None => return Err(AppError::Unauthorized),
+        };
+        device_for_token(state, token).await
     }
+}
+
+/// The device (and its person) a token belongs to, if it is valid now.
+pub async fn device_for_token(state: &AppState, token: String) -> AppResult<AuthDevice> {
+    if token.len() > 200 {
+        return Err(AppError::Unauthorized);
+    }
+    let hash = token_hash(&token);
+    let now = state.now_ms();
+    state
+        .db
+        .read(move |conn| {
+            let row = conn
+                .query_row("SELECT id, person_id, expires_ms, revoked_ms, logged_out FROM devices WHERE token_hash = ?1", [&hash], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                        r.get::<_, bool>(4)?,
+                    ))
+                })
+                .optional()?;
+            let Some((device_id, person_id, expires, revoked, logged_out)) = row else { return Err(AppError::Unauthorized) };
+            if revoked.is_some() {
+                return Err(AppError::Wipe);
+            }
+            if logged_out || expires < now {
+                return Err(AppError::Unauthorized);
+            }
+            match load_person(conn, &person_id)? {
+                Some((person, _, true)) => Ok(AuthDevice { device_id, person }),
+                _ => Err(AppError::Unauthorized),
+            }
+        })
+        .await
 }
 
 /// Failed logins per user name, to slow down guessing: after [`LIMIT`] failures within

@@ -111,6 +111,8 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub token_days: Option<u32>,
     pub max_attachment_mb: Option<u64>,
+    /// Mark the console's session cookie `Secure` (when served over HTTPS, e.g. behind a proxy).
+    pub secure_cookies: Option<bool>,
 }
 
 impl FileConfig {
@@ -136,6 +138,7 @@ pub fn settings(common: &CommonArgs, file: &FileConfig, db: &Path) -> Settings {
         token_days: file.token_days.unwrap_or(90),
         max_attachment_bytes: file.max_attachment_mb.unwrap_or(10) << 20,
         data_dir,
+        secure_cookies: file.secure_cookies.unwrap_or(false),
     }
 }
 

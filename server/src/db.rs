@@ -67,6 +67,8 @@ const MIGRATIONS: &[&str] = &[
         action TEXT NOT NULL, detail TEXT NOT NULL
     );
     ",
+    // 2: grid boundaries for the console's map: a JSON array of [longitude, latitude] points.
+    "ALTER TABLE units ADD COLUMN boundary TEXT;",
 ];
 
 /// Connections to the server database.

@@ -43,6 +43,7 @@ impl DemoLogins {
     pub fn banner(&self, addr: std::net::SocketAddr) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "网格通演示镇「广通镇」已就绪:{} 件事件,{} 件便民服务", self.incidents, self.errands);
+        let _ = writeln!(s, "网页控制台:http://{addr}/console/   (用下列账号登录)");
         let _ = writeln!(s, "服务器地址:http://{addr}/   健康检查:http://{addr}/healthz   同步接口:http://{addr}/api/v1/");
         let _ = writeln!(s, "演示账号(密码均为 {DEMO_PASSWORD}):");
         for (role, user, name, unit) in &self.rows {
@@ -51,6 +52,37 @@ impl DemoLogins {
         s.push_str("按 Ctrl+C 停止。");
         s
     }
+}
+
+/// Where a grid lies on the demo map: villages in three columns and two rows, each with its
+/// three groups side by side and two grids per group, on a lattice of about 1.5 km.
+fn grid_cell(code: &UnitCode) -> (usize, usize) {
+    let c = code.as_str();
+    let village: usize = c[9..12].parse::<usize>().unwrap_or(201).saturating_sub(201);
+    let group: usize = c[13..15].parse::<usize>().unwrap_or(1).saturating_sub(1);
+    let grid: usize = c[16..18].parse::<usize>().unwrap_or(1).saturating_sub(1);
+    ((village % 3) * 3 + group, (village / 3) * 2 + grid)
+}
+
+/// A lattice point, nudged a little so the map does not look like graph paper; neighbours share
+/// their corners, so the grids tile the town without gaps.
+fn lattice(i: usize, j: usize) -> [f64; 2] {
+    let h = (i * 7919 + j * 104_729) % 1000;
+    let (dx, dy) = ((h % 31) as f64 / 31.0 - 0.5, (h % 17) as f64 / 17.0 - 0.5);
+    [101.80 + i as f64 * 0.015 + dx * 0.006, 25.16 - j as f64 * 0.013 + dy * 0.005]
+}
+
+fn grid_corners(code: &UnitCode) -> Vec<[f64; 2]> {
+    let (i, j) = grid_cell(code);
+    vec![lattice(i, j), lattice(i + 1, j), lattice(i + 1, j + 1), lattice(i, j + 1)]
+}
+
+fn point_in_grid(code: &UnitCode, n: usize) -> gridlink_core::GeoPoint {
+    let c = grid_corners(code);
+    let (u, v) = (0.25 + 0.5 * ((n * 37) % 100) as f64 / 100.0, 0.25 + 0.5 * ((n * 61) % 100) as f64 / 100.0);
+    let lon = (c[0][0] * (1.0 - u) + c[1][0] * u) * (1.0 - v) + (c[3][0] * (1.0 - u) + c[2][0] * u) * v;
+    let lat = (c[0][1] * (1.0 - u) + c[1][1] * u) * (1.0 - v) + (c[3][1] * (1.0 - u) + c[2][1] * u) * v;
+    gridlink_core::GeoPoint { lat, lon }
 }
 
 fn name_of(i: usize) -> String {
@@ -340,6 +372,11 @@ pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
         let mut conn = state.db.writer();
         insert_units(&mut conn, &units).map_err(AppError::Internal)?;
         insert_people(&mut conn, &people, now).map_err(AppError::Internal)?;
+        for g in units.iter().filter(|u| u.kind == UnitKind::Grid) {
+            let corners = grid_corners(&g.code);
+            let text = serde_json::to_string(&corners).expect("serialisable");
+            conn.execute("UPDATE units SET boundary = ?1 WHERE code = ?2", [&text, g.code.as_str()])?;
+        }
     }
     let unit_name = |c: &UnitCode| units.iter().find(|u| &u.code == c).map(|u| u.name.clone()).unwrap_or_default();
     let pick = |id: &str| people.iter().find(|p| p.id == id).expect("demo person");
@@ -404,6 +441,7 @@ pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
                         title: title.into(),
                         description: desc.into(),
                         grid: Some(grid.code.clone()),
+                        location: Some(point_in_grid(&grid.code, n)),
                         address: format!("{}{}", unit_name(&code(village)), ["村口", "老街", "小学旁", "集市", "河堤路"][n % 5]),
                         note: "巡查发现".into(),
                         ..Default::default()

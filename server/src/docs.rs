@@ -13,8 +13,9 @@ use gridlink_core::store::within_sql;
 use gridlink_core::sync::validate::scope_of;
 use gridlink_core::sync::validate::{check_invariants, validate_update as validate_update_fn};
 use gridlink_core::workflow::{Action, ActionKind, TimelineEntry, check};
-use gridlink_core::{Access, Catalog, Hlc, Person, Record, RecordBody, RecordState, Role, Status, UnitCode};
+use gridlink_core::{Access, Catalog, Hlc, Person, Record, RecordBody, RecordState, Role, Status, UnitCode, WorkCalendar, complete_action};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use sha2::Digest;
 
 use crate::error::{AppError, AppResult};
 
@@ -194,14 +195,9 @@ fn route_target(record: &Record, ctx: &IngestCtx<'_>) -> Option<UnitCode> {
 
 /// A timeline entry of the server's automation (系统), ordered after every entry it knows.
 pub fn system_entry(record: &Record, action: Action, note: &str, now_ms: i64) -> AppResult<TimelineEntry> {
-    let last = record.timeline.iter().map(|e| e.at).max();
-    let at = match last {
-        Some(l) if l.wall_ms >= now_ms => Hlc { wall_ms: l.wall_ms, counter: l.counter + 1 },
-        _ => Hlc { wall_ms: now_ms, counter: 0 },
-    };
     let entry = TimelineEntry {
         id: uuid::Uuid::now_v7().to_string(),
-        at,
+        at: next_at(record, now_ms),
         actor: "system".into(),
         actor_name: "系统".into(),
         role: Role::System,
@@ -211,6 +207,98 @@ pub fn system_entry(record: &Record, action: Action, note: &str, now_ms: i64) ->
     };
     check(&record.fold().state, record.fold_context(), &entry).map_err(|e| AppError::Conflict(e.to_string()))?;
     Ok(entry)
+}
+
+/// The time of a new entry made on the server: now, but after every entry the record has.
+fn next_at(record: &Record, now_ms: i64) -> Hlc {
+    match record.timeline.iter().map(|e| e.at).max() {
+        Some(l) if l.wall_ms >= now_ms => Hlc { wall_ms: l.wall_ms, counter: l.counter + 1 },
+        _ => Hlc { wall_ms: now_ms, counter: 0 },
+    }
+}
+
+/// The Automerge actor of a web console session: derived from its device id, so every change
+/// names the browser session it came from, as a phone's changes name the phone.
+pub fn device_actor(device_id: &str) -> ActorId {
+    match uuid::Uuid::parse_str(device_id) {
+        Ok(u) => ActorId::from(u.as_bytes().to_vec()),
+        Err(_) => ActorId::from(sha2::Sha256::digest(device_id.as_bytes())[..16].to_vec()),
+    }
+}
+
+fn person_entry(person: &Person, action: Action, note: &str, at: Hlc) -> TimelineEntry {
+    TimelineEntry {
+        id: uuid::Uuid::now_v7().to_string(),
+        at,
+        actor: person.id.clone(),
+        actor_name: person.name.clone(),
+        role: person.role,
+        unit: person.unit.clone(),
+        action,
+        note: note.trim().to_owned(),
+    }
+}
+
+fn ingested(outcome: Result<usize, (usize, String)>) -> AppResult<()> {
+    outcome.map(|_| ()).map_err(|(_, reason)| AppError::Conflict(reason))
+}
+
+/// Takes a workflow action as `person` from the web console (with evidence photos already
+/// stored). The change is made the way that person's phone would make it and then goes through
+/// [`ingest`], the same validation, case numbering and routing as a phone's push.
+#[allow(clippy::too_many_arguments)]
+pub fn act_as(
+    tx: &Transaction<'_>,
+    ctx: &mut IngestCtx<'_>,
+    calendar: &WorkCalendar,
+    device_id: &str,
+    person: &Person,
+    doc_id: &str,
+    action: Action,
+    note: &str,
+    photos: &[String],
+) -> AppResult<Record> {
+    let actor = device_actor(device_id);
+    let mut doc = load_doc(tx, doc_id, &actor)?.ok_or(AppError::NotFound)?;
+    let record = doc.read()?;
+    let folded = record.fold();
+    if access(person, &scope_of(&record, &folded.state)) == Access::None {
+        return Err(AppError::NotFound);
+    }
+    let action = complete_action(ctx.catalog, calendar, ctx.now_ms, &record, action)?;
+    let entry = person_entry(person, action, note, next_at(&record, ctx.now_ms));
+    check(&folded.state, record.fold_context(), &entry).map_err(|e| AppError::Conflict(e.to_string()))?;
+    let mut changes = Vec::new();
+    for sha in photos {
+        doc.add_photo(sha, ctx.now_ms)?;
+        changes.extend(doc.last_local_change().map(|c| c.raw_bytes().to_vec()));
+    }
+    doc.append(&entry)?;
+    changes.extend(doc.last_local_change().map(|c| c.raw_bytes().to_vec()));
+    ingested(ingest(tx, ctx, device_id, person, doc_id, &changes)?)?;
+    load_doc(tx, doc_id, ctx.server_actor)?.ok_or(AppError::NotFound)?.read().map_err(AppError::from)
+}
+
+/// Creates a record as `person` from the web console (a station taking a service request),
+/// through the same [`ingest`] path as a phone's new record. Returns its id.
+pub fn create_as(
+    tx: &Transaction<'_>,
+    ctx: &mut IngestCtx<'_>,
+    device_id: &str,
+    person: &Person,
+    body: RecordBody,
+    action: Action,
+) -> AppResult<String> {
+    let now = ctx.now_ms;
+    let id = uuid::Uuid::now_v7().to_string();
+    let entry = person_entry(person, action, "", Hlc { wall_ms: now, counter: 0 });
+    let provisional_no = format!("网页-{}", &id[id.len() - 6..]);
+    let record = Record { id: id.clone(), provisional_no, case_no: None, created_at_ms: now, body, timeline: vec![entry] };
+    check(&Default::default(), record.fold_context(), &record.timeline[0]).map_err(|e| AppError::Conflict(e.to_string()))?;
+    let mut doc = RecordDoc::create(&device_actor(device_id), &record, now)?;
+    let change = doc.last_local_change().ok_or_else(|| AppError::Internal("new record without a change".into()))?;
+    ingested(ingest(tx, ctx, device_id, person, &id, &[change.raw_bytes().to_vec()])?)?;
+    Ok(id)
 }
 
 /// Takes an action as the system on a stored record (deadline supervision, routing).

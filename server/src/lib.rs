@@ -1,7 +1,8 @@
 //! # gridlink-server
 //!
 //! The town server: sync endpoint, accounts and devices, scope and authorization, attachments,
-//! case numbers, live notifications, import and a seeded demo town. Embedded SQLite by default.
+//! case numbers, live notifications, the web console, import and a seeded demo town. Embedded
+//! SQLite by default.
 //!
 //! [`launch`] runs the real server on a given listener until `shutdown` resolves, finishing
 //! in-flight requests; tests start it on `127.0.0.1:0` and drive real devices against it.
@@ -10,6 +11,7 @@ pub mod app;
 pub mod attachments;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod demo;
 pub mod docs;

@@ -11,7 +11,7 @@ use chrono::{NaiveDate, TimeZone};
 use gridlink_core::calendar::{china_tz, local_time};
 use gridlink_core::figures::{self, RecordFacts, Table};
 use gridlink_core::routing::RoutingRules;
-use gridlink_core::{Action, Record, UnitCode};
+use gridlink_core::{Action, Person, Record, UnitCode};
 use rusqlite::{Connection, params};
 use serde::Deserialize;
 
@@ -92,7 +92,7 @@ fn day_start(d: NaiveDate) -> i64 {
     china_tz().from_local_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight")).single().expect("fixed offset").timestamp_millis()
 }
 
-fn period(q: &ReportQuery, now: i64) -> AppResult<(i64, i64)> {
+pub fn period(q: &ReportQuery, now: i64) -> AppResult<(i64, i64)> {
     let parse =
         |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| AppError::BadRequest(format!("日期“{s}”格式应为 YYYY-MM-DD")));
     let today = local_time(now).date_naive();
@@ -177,8 +177,8 @@ fn download(bytes: Vec<u8>, content_type: &'static str, filename: &str) -> Respo
 }
 
 /// Facts of the records `auth` may see.
-fn facts_in_scope(conn: &Connection, auth: &AuthDevice) -> AppResult<Vec<RecordFacts>> {
-    let scope = scope_ids(conn, &auth.person)?;
+fn facts_in_scope(conn: &Connection, person: &Person) -> AppResult<Vec<RecordFacts>> {
+    let scope = scope_ids(conn, person)?;
     let mut stmt = conn.prepare("SELECT id, facts FROM docs")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     let mut out = Vec::new();
@@ -193,22 +193,22 @@ fn facts_in_scope(conn: &Connection, auth: &AuthDevice) -> AppResult<Vec<RecordF
 
 /// `GET /api/v1/figures?from&to&format`: outcome figures of the records in the caller's scope.
 pub async fn figures(State(state): State<AppState>, auth: AuthDevice, Query(q): Query<ReportQuery>) -> AppResult<Response> {
-    let now = state.now_ms();
-    let (from, to) = period(&q, now)?;
+    let (from, to) = period(&q, state.now_ms())?;
     let st = state.clone();
-    let figures = state
-        .db
-        .read(move |c| {
-            let facts = facts_in_scope(c, &auth)?;
-            let names = unit_names(c)?;
-            Ok(figures::compute(&facts, &st.catalog, from, to, now, &|code| names.get(code).cloned().unwrap_or_else(|| code.to_owned())))
-        })
-        .await?;
+    let figures = state.db.read(move |c| figures_for(c, &st, &auth.person, from, to)).await?;
     let json = serde_json::to_value(&figures).expect("serialisable");
     export(figures.tables(), q.format.as_deref(), "统计报表", json)
 }
 
-fn records_where(
+/// The figures of `[from, to)` over the records `person` may see, as of now.
+pub fn figures_for(conn: &Connection, state: &AppState, person: &Person, from: i64, to: i64) -> AppResult<figures::Figures> {
+    let facts = facts_in_scope(conn, person)?;
+    let names = unit_names(conn)?;
+    let name = |code: &str| names.get(code).cloned().unwrap_or_else(|| code.to_owned());
+    Ok(figures::compute(&facts, &state.catalog, from, to, state.now_ms(), &name))
+}
+
+pub fn records_where(
     conn: &Connection,
     state: &AppState,
     sql: &str,

@@ -1,0 +1,418 @@
+//! What the console's pages show, computed from the records: list rows, a record's fields and
+//! timeline in words, and the action forms open to the viewer.
+
+use std::collections::HashMap;
+
+use gridlink_core::calendar::local_time;
+use gridlink_core::pii::{mask_name, mask_phone};
+use gridlink_core::workflow::{ActionKind, Folded, allowed_actions, rule};
+use gridlink_core::{Access, Action, Catalog, Person, Record, RecordBody, RecordKind, Role, Status, UnitCode, UnitKind};
+use rusqlite::{Connection, ToSql};
+
+use crate::docs::scope_ids;
+use crate::error::AppResult;
+
+/// Display names of units and catalog codes.
+#[derive(Debug)]
+pub struct Names<'a> {
+    pub units: HashMap<String, (String, String, Option<String>)>,
+    pub catalog: &'a Catalog,
+}
+
+impl<'a> Names<'a> {
+    /// Loads the unit names (code → name, kind, parent).
+    pub fn load(conn: &Connection, catalog: &'a Catalog) -> AppResult<Self> {
+        let mut stmt = conn.prepare_cached("SELECT code, name, kind, parent FROM units")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))))?;
+        Ok(Self { units: rows.collect::<Result<_, _>>()?, catalog })
+    }
+
+    /// A unit's name, or its code when unknown.
+    pub fn unit(&self, code: &str) -> String {
+        self.units.get(code).map_or_else(|| code.to_owned(), |u| u.0.clone())
+    }
+
+    /// Units directly below `parent`, with their kind label, in code order.
+    pub fn children(&self, parent: &str) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .units
+            .iter()
+            .filter(|(_, u)| u.2.as_deref() == Some(parent))
+            .map(|(code, u)| {
+                let kind = crate::import::parse_kind(&u.1).map(UnitKind::label).unwrap_or_default();
+                (code.clone(), format!("{}({kind})", u.0))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Departments of the town, in code order.
+    pub fn departments(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> =
+            self.units.iter().filter(|(_, u)| u.1 == "department").map(|(c, u)| (c.clone(), u.0.clone())).collect();
+        out.sort();
+        out
+    }
+
+    /// Name of an incident category or a service item.
+    pub fn category(&self, code: &str) -> String {
+        if let Ok(c) = self.catalog.category(code) {
+            return format!("{} / {}", self.catalog.major_of(code).map(|m| m.name.as_str()).unwrap_or_default(), c.name);
+        }
+        self.catalog.service_item(code).map_or_else(|_| code.to_owned(), |i| i.name.clone())
+    }
+}
+
+/// Time as officials read it.
+pub fn when(ms: i64) -> String {
+    local_time(ms).format("%Y-%m-%d %H:%M").to_string()
+}
+
+/// One line of a record list.
+#[derive(Debug, Clone)]
+pub struct RowView {
+    pub id: String,
+    pub no: String,
+    pub title: String,
+    pub category: String,
+    pub location: String,
+    pub status: String,
+    pub holder: String,
+    pub deadline: String,
+    pub overdue: bool,
+    pub updated: String,
+    pub created: String,
+    pub conflicts: i64,
+}
+
+/// Records in `person`'s scope matching `filter` (SQL over the `docs` index), newest change first
+/// unless `order` says otherwise.
+pub fn rows(
+    conn: &Connection,
+    names: &Names<'_>,
+    person: &Person,
+    filter: &str,
+    args: &[&dyn ToSql],
+    order: &str,
+    now_ms: i64,
+) -> AppResult<Vec<RowView>> {
+    let scope = scope_ids(conn, person)?;
+    let sql = format!(
+        "SELECT id, kind, location, holder, status, category, title, case_no, deadline_ms, updated_ms, open, conflicts, created_ms
+         FROM docs WHERE {filter} ORDER BY {order} LIMIT 2000"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let mut out = Vec::new();
+    let mut rows = stmt.query(args)?;
+    while let Some(r) = rows.next()? {
+        let id: String = r.get(0)?;
+        if !scope.contains(&id) {
+            continue;
+        }
+        let incident = r.get::<_, String>(1)? == "incident";
+        let status: Option<String> = r.get(4)?;
+        let deadline: Option<i64> = r.get(8)?;
+        let open: bool = r.get(10)?;
+        out.push(RowView {
+            no: r.get::<_, Option<String>>(7)?.unwrap_or_else(|| "待编号".into()),
+            // A service request's title is its item: show the item's name.
+            title: if incident { r.get(6)? } else { names.category(&r.get::<_, String>(6)?) },
+            category: if incident { names.category(&r.get::<_, String>(5)?) } else { "便民服务".into() },
+            location: names.unit(&r.get::<_, String>(2)?),
+            status: status.as_deref().and_then(Status::parse).map(Status::label).unwrap_or_default().to_owned(),
+            holder: r.get::<_, Option<String>>(3)?.map(|h| names.unit(&h)).unwrap_or_default(),
+            deadline: deadline.map(|d| when(d - 1)).unwrap_or_default(),
+            overdue: open && deadline.is_some_and(|d| d < now_ms),
+            updated: when(r.get(9)?),
+            created: when(r.get(12)?),
+            conflicts: r.get(11)?,
+            id,
+        });
+        if out.len() >= 500 {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// One entry of a record's timeline, in words.
+#[derive(Debug, Clone)]
+pub struct TimelineRow {
+    pub at: String,
+    pub who: String,
+    pub role: String,
+    pub unit: String,
+    pub action: String,
+    pub detail: String,
+    pub note: String,
+    pub conflict: Option<String>,
+}
+
+/// A label and a value.
+#[derive(Debug, Clone)]
+pub struct Field {
+    pub label: &'static str,
+    pub value: String,
+}
+
+/// A record as the console shows it.
+#[derive(Debug, Clone)]
+pub struct RecordDetail {
+    pub id: String,
+    pub no: String,
+    pub title: String,
+    pub kind: String,
+    pub status: String,
+    pub holder: String,
+    pub deadline: String,
+    pub overdue: bool,
+    pub fields: Vec<Field>,
+    pub photos: Vec<String>,
+    pub timeline: Vec<TimelineRow>,
+    pub batch_id: Option<String>,
+    pub read_only: bool,
+}
+
+fn action_detail(action: &Action, names: &Names<'_>) -> String {
+    let units = |us: &[UnitCode]| us.iter().map(|u| names.unit(u.as_str())).collect::<Vec<_>>().join("、");
+    match action {
+        Action::Route { to_unit } | Action::Escalate { to_unit } => format!("至 {}", names.unit(to_unit.as_str())),
+        Action::Dispatch { to_unit, deadline_ms } => {
+            let by = deadline_ms.map(|d| format!(",期限 {}", when(d - 1))).unwrap_or_default();
+            format!("至 {}{by}", names.unit(to_unit.as_str()))
+        }
+        Action::RequestExtension { until_ms } => format!("申请延期至 {}", when(until_ms - 1)),
+        Action::Evaluate { satisfaction } | Action::FollowUp { satisfaction } => format!("满意度 {}", satisfaction_label(*satisfaction)),
+        Action::Supervise { to_units, .. } if !to_units.is_empty() => format!("督办 {}", units(to_units)),
+        Action::Receive { deadline_ms: Some(d) } => format!("承诺办结 {}", when(d - 1)),
+        Action::RequestMaterials { missing } => format!("缺:{}", missing.join("、")),
+        Action::SupplyMaterials { supplied } => format!("补交:{}", supplied.join("、")),
+        Action::HandOff { to_unit, batch_id, carrier } => {
+            format!("批次 {batch_id},由{carrier}送至 {}", names.unit(to_unit.as_str()))
+        }
+        Action::Handle { photos } | Action::SelfResolve { photos } if !photos.is_empty() => format!("附照片 {} 张", photos.len()),
+        _ => String::new(),
+    }
+}
+
+/// Words for a satisfaction score.
+pub fn satisfaction_label(s: u8) -> &'static str {
+    match s {
+        1 => "很不满意",
+        2 => "不满意",
+        3 => "基本满意",
+        4 => "满意",
+        _ => "很满意",
+    }
+}
+
+/// Builds the record view: fields (personal data masked), photos, timeline.
+pub fn detail(record: &Record, folded: &Folded, names: &Names<'_>, access: Access, now_ms: i64) -> RecordDetail {
+    let s = &folded.state;
+    let mut fields = Vec::new();
+    let mut photos = Vec::new();
+    let f = |label, value: String| Field { label, value };
+    match &record.body {
+        RecordBody::Incident(i) => {
+            fields.push(f("类别", names.category(&i.category)));
+            fields.push(f("网格", names.unit(i.grid.as_str())));
+            fields.push(f("地址", i.address.clone()));
+            fields.push(f("紧急程度", i.urgency.label().into()));
+            fields.push(f("描述", i.description.clone()));
+            if !i.parties.is_empty() {
+                let parties = i.parties.iter().map(|p| {
+                    let phone = p.phone.as_deref().map(|ph| format!(" {}", mask_phone(ph))).unwrap_or_default();
+                    format!("{}({}){phone}", mask_name(&p.name), p.role)
+                });
+                fields.push(f("当事人", parties.collect::<Vec<_>>().join(";")));
+            }
+            if !i.notes.is_empty() {
+                fields.push(f("备注", i.notes.clone()));
+            }
+            photos = i.photos.clone();
+        }
+        RecordBody::ServiceRequest(r) => {
+            fields.push(f("事项", names.category(&r.item)));
+            fields.push(f("办理方式", r.mode.label().into()));
+            fields.push(f("服务站", names.unit(r.station.as_str())));
+            fields.push(f("申请人", mask_name(&r.resident.name)));
+            if let Some(id) = &r.resident.id_number {
+                fields.push(f("身份证号", id.masked()));
+            }
+            if let Some(p) = &r.resident.phone {
+                fields.push(f("联系电话", mask_phone(p)));
+            }
+            let materials = r.materials.iter().map(|(m, ok)| format!("{}{m}", if *ok { "☑" } else { "☐" }));
+            fields.push(f("材料", materials.collect::<Vec<_>>().join(" ")));
+            if !r.description.is_empty() {
+                fields.push(f("说明", r.description.clone()));
+            }
+        }
+    }
+    let timeline = folded
+        .entries
+        .iter()
+        .map(|e| {
+            let en = &e.entry;
+            TimelineRow {
+                at: when(en.at.wall_ms),
+                who: en.actor_name.clone(),
+                role: en.role.label().into(),
+                unit: names.unit(en.unit.as_str()),
+                action: en.action.kind().label().into(),
+                detail: action_detail(&en.action, names),
+                note: en.note.clone(),
+                conflict: e.conflict.clone(),
+            }
+        })
+        .collect();
+    RecordDetail {
+        id: record.id.clone(),
+        no: record.display_no().to_owned(),
+        title: match &record.body {
+            RecordBody::ServiceRequest(r) => names.category(&r.item),
+            RecordBody::Incident(_) => record.title().to_owned(),
+        },
+        kind: if record.kind() == RecordKind::Incident { "事件".into() } else { "便民代办".into() },
+        status: s.status.map(Status::label).unwrap_or_default().into(),
+        holder: s.holder.as_ref().map(|h| names.unit(h.as_str())).unwrap_or_default(),
+        deadline: s.deadline_ms.map(|d| when(d - 1)).unwrap_or_default(),
+        overdue: s.is_overdue(now_ms),
+        fields,
+        photos,
+        timeline,
+        batch_id: s.batch_id.clone(),
+        read_only: access != Access::Full,
+    }
+}
+
+/// A form for one action open to the viewer.
+#[derive(Debug, Clone)]
+pub struct ActionForm {
+    pub kind: String,
+    pub label: String,
+    pub note_required: bool,
+    /// Units to choose from (dispatch); one fixed unit for an escalation.
+    pub targets: Vec<(String, String)>,
+    pub deadline_days: bool,
+    pub satisfaction: bool,
+    pub until: bool,
+    pub photo: bool,
+    /// Materials to tick (request / supply).
+    pub materials: Vec<String>,
+    /// A primary, frequently used action.
+    pub primary: bool,
+}
+
+/// The actions `person` may take on the record now (the phones' rule), as forms. Hand-off
+/// goes through the batch builder; reporting, routing and intake are not done here.
+pub fn action_forms(record: &Record, folded: &Folded, person: &Person, access: Access, names: &Names<'_>) -> Vec<ActionForm> {
+    if access == Access::None {
+        return Vec::new();
+    }
+    let kinds = allowed_actions(&folded.state, record.fold_context(), person.role, &person.unit);
+    let materials = match &record.body {
+        RecordBody::ServiceRequest(r) => r.materials.clone(),
+        RecordBody::Incident(_) => Default::default(),
+    };
+    kinds
+        .into_iter()
+        .filter(|k| !matches!(k, ActionKind::Report | ActionKind::Route | ActionKind::Receive | ActionKind::HandOff))
+        .map(|k| {
+            let mut form = ActionForm {
+                kind: k.as_str().into(),
+                label: k.label().into(),
+                note_required: rule(k).note_required,
+                targets: Vec::new(),
+                deadline_days: false,
+                satisfaction: false,
+                until: false,
+                photo: false,
+                materials: Vec::new(),
+                primary: matches!(
+                    k,
+                    ActionKind::Accept
+                        | ActionKind::Dispatch
+                        | ActionKind::Sign
+                        | ActionKind::Handle
+                        | ActionKind::Close
+                        | ActionKind::AcceptHandOff
+                        | ActionKind::Queue
+                        | ActionKind::Complete
+                        | ActionKind::Deliver
+                ),
+            };
+            match k {
+                ActionKind::Dispatch => {
+                    form.targets = names.children(person.unit.as_str());
+                    form.deadline_days = true;
+                }
+                ActionKind::Escalate => {
+                    if let Some(p) = person.unit.parent().or_else(|| folded.state.holder.as_ref().and_then(UnitCode::parent)) {
+                        form.targets = vec![(p.to_string(), names.unit(p.as_str()))];
+                    }
+                }
+                ActionKind::Evaluate | ActionKind::FollowUp => form.satisfaction = true,
+                ActionKind::RequestExtension => form.until = true,
+                ActionKind::Handle | ActionKind::SelfResolve => form.photo = true,
+                ActionKind::RequestMaterials => form.materials = materials.keys().cloned().collect(),
+                ActionKind::SupplyMaterials => form.materials = materials.iter().filter(|(_, ok)| !**ok).map(|(m, _)| m.clone()).collect(),
+                _ => {}
+            }
+            form
+        })
+        .collect()
+}
+
+/// A link of the console's navigation.
+#[derive(Debug, Clone)]
+pub struct NavLink {
+    pub href: &'static str,
+    pub label: &'static str,
+    pub active: bool,
+}
+
+/// What every page shows around its content.
+#[derive(Debug, Clone)]
+pub struct Chrome {
+    pub title: String,
+    pub person_name: String,
+    pub role: String,
+    pub unit: String,
+    pub csrf: String,
+    pub nav: Vec<NavLink>,
+    /// The page refreshes its live regions when records change.
+    pub live: bool,
+}
+
+/// The pages a role works with.
+pub fn nav_for(role: Role) -> Vec<(&'static str, &'static str)> {
+    match role {
+        Role::CenterOperator | Role::TownLeader | Role::Admin => vec![
+            ("/console/inbox", "工作台"),
+            ("/console/board", "期限看板"),
+            ("/console/map", "事件地图"),
+            ("/console/stats", "统计分析"),
+            ("/console/errands", "便民代办"),
+        ],
+        Role::DepartmentHandler => {
+            vec![
+                ("/console/inbox", "我的事件"),
+                ("/console/errands", "代办事项"),
+                ("/console/board", "期限看板"),
+                ("/console/stats", "统计分析"),
+            ]
+        }
+        Role::StationStaff | Role::VillageHead => vec![
+            ("/console/errands", "代办台账"),
+            ("/console/errands/new", "新建代办"),
+            ("/console/errands/batch", "批次移交"),
+            ("/console/inbox", "事件"),
+            ("/console/board", "期限看板"),
+            ("/console/map", "事件地图"),
+            ("/console/stats", "统计分析"),
+        ],
+        _ => vec![("/console/inbox", "事件"), ("/console/map", "事件地图")],
+    }
+}
