@@ -10,6 +10,7 @@ use gridlink_server::import::{PersonRow, insert_people, insert_units, parse_role
 use gridlink_server::{AppState, Settings, build_state, launch};
 
 pub const PASSWORD: &str = "test-password-1";
+pub use gridlink_server::demo::DEMO_PASSWORD;
 pub const TOWN: &str = "532331101";
 pub const VILLAGE: &str = "532331101201";
 pub const VILLAGE2: &str = "532331101202";
@@ -97,10 +98,26 @@ impl TestServer {
 
     /// Starts a server with the given clock.
     pub fn start_with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self::start_seeded(clock, seed)
+    }
+
+    /// Starts a server with the demo town 广通镇 (its accounts use [`DEMO_PASSWORD`]).
+    pub fn start_demo() -> Self {
+        Self::start_seeded(Arc::new(SystemClock), |state| {
+            gridlink_server::demo::seed(state).unwrap();
+        })
+    }
+
+    fn start_seeded(clock: Arc<dyn Clock>, seed: impl FnOnce(&AppState)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("server.db");
-        let settings =
-            Settings { case_prefix: "GT".into(), token_days: 90, max_attachment_bytes: 10 << 20, data_dir: dir.path().join("data") };
+        let settings = Settings {
+            case_prefix: "GT".into(),
+            token_days: 90,
+            max_attachment_bytes: 10 << 20,
+            data_dir: dir.path().join("data"),
+            secure_cookies: false,
+        };
         let state = build_state(settings, &db, clock).unwrap();
         seed(&state);
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -166,11 +183,20 @@ impl Phone {
 
     /// A fresh phone with the given clock that logs in.
     pub fn login_with_clock(base: &str, user: &str, clock: Arc<dyn Clock>) -> Self {
+        Self::login_full(base, user, PASSWORD, clock)
+    }
+
+    /// A fresh phone that logs in with a password of its own (the demo town's accounts).
+    pub fn login_with_password(base: &str, user: &str, password: &str) -> Self {
+        Self::login_full(base, user, password, Arc::new(SystemClock))
+    }
+
+    fn login_full(base: &str, user: &str, password: &str, clock: Arc<dyn Clock>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let opts = ClientOptions { clock, ..Default::default() };
         let mut client = Client::open_with(dir.path().join("phone.db"), opts).unwrap();
         let engine = SyncEngine::http(base);
-        let login = engine.login(&mut client, user, PASSWORD, "测试手机").unwrap();
+        let login = engine.login(&mut client, user, password, "测试手机").unwrap();
         Self { client, engine, dir, base: base.to_owned(), device_id: login.device_id }
     }
 

@@ -1,0 +1,106 @@
+//! The web console in a real browser: Debian Chromium driven by playwright-core
+//! (`tests/console/console.test.mjs`) against a real server with the demo town, while phones with
+//! their own stores sync over HTTP. The browser script asks this test for phone steps on its
+//! stdin/stdout (`@@{json}` lines), so a change synced by a phone can be watched arriving in an
+//! open console page.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use gridlink_core::{Action, NewIncident, Status};
+use gridlink_tests::{DEMO_PASSWORD, Phone, TestServer, unit};
+use serde_json::{Value, json};
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Runs a phone step the browser script asked for.
+fn phone_step(server: &TestServer, grid_phone: &mut Phone, cmd: &str, arg: &Value) -> Value {
+    match cmd {
+        // A grid member reports an illegal building in the field and syncs.
+        "report" => {
+            let id = grid_phone
+                .create_incident(NewIncident {
+                    category: "0602".into(),
+                    title: arg["title"].as_str().unwrap().into(),
+                    description: "新建彩钢棚约30平方米,未见审批手续。".into(),
+                    grid: Some(unit("532331101201-01-01")),
+                    address: "广通社区老街12号".into(),
+                    note: "巡查发现".into(),
+                    ..Default::default()
+                })
+                .unwrap();
+            grid_phone.sync().unwrap();
+            let view = grid_phone.get(&id).unwrap();
+            json!({ "id": id, "case_no": view.record.case_no })
+        }
+        // The grid member checks the result on the spot (核查) and syncs.
+        "verify" => {
+            let id = arg["id"].as_str().unwrap();
+            grid_phone.sync().unwrap();
+            let view = grid_phone.get(id).unwrap();
+            assert_eq!(view.folded.state.status, Some(Status::Handled), "the phone sees the department's result");
+            grid_phone.act(id, Action::Verify, "现场核实,违建已拆除").unwrap();
+            grid_phone.sync().unwrap();
+            json!({ "ok": true })
+        }
+        // The phone sees what the console did.
+        "status" => {
+            grid_phone.sync().unwrap();
+            let view = grid_phone.get(arg["id"].as_str().unwrap()).unwrap();
+            json!({ "status": view.folded.state.status.map(|s| s.as_str()), "entries": view.record.timeline.len() })
+        }
+        // A record of another village, for the access test.
+        "other_village_record" => {
+            let conn = server.state.db.reader();
+            let id: String =
+                conn.query_row("SELECT id FROM docs WHERE location LIKE '532331101202%' ORDER BY id LIMIT 1", [], |r| r.get(0)).unwrap();
+            json!({ "id": id })
+        }
+        other => panic!("unknown phone step {other}"),
+    }
+}
+
+#[test]
+fn console_in_a_real_browser() {
+    let dir = workspace().join("tests/console");
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "playwright-core is missing: run `npm ci --prefix tests/console` (bash .ci/run does)"
+    );
+    let shots = workspace().join("target/console-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let server = TestServer::start_demo();
+    let mut grid_phone = Phone::login_with_password(&server.base, "gt201-0101", DEMO_PASSWORD);
+    let mut child = Command::new("node")
+        .arg("console.test.mjs")
+        .current_dir(&dir)
+        .env("GRIDLINK_URL", &server.base)
+        .env("GRIDLINK_PASSWORD", DEMO_PASSWORD)
+        .env("SCREENSHOT_DIR", &shots)
+        .env("FIXTURE_PHOTO", workspace().join("bindings/tests/fixtures/street.jpg"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node is installed");
+    let mut to_browser = child.stdin.take().unwrap();
+    let from_browser = BufReader::new(child.stdout.take().unwrap());
+    let mut passed = 0;
+    for line in from_browser.lines() {
+        let line = line.unwrap();
+        if let Some(req) = line.strip_prefix("@@") {
+            let req: Value = serde_json::from_str(req).unwrap();
+            let reply = phone_step(&server, &mut grid_phone, req["cmd"].as_str().unwrap(), &req["arg"]);
+            writeln!(to_browser, "{reply}").unwrap();
+            to_browser.flush().unwrap();
+        } else {
+            passed += usize::from(line.starts_with("ok "));
+            println!("{line}");
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the browser test failed (see its output above; screenshots in {})", shots.display());
+    assert!(passed >= 10, "the browser script reported only {passed} passed checks");
+}
