@@ -28,9 +28,11 @@ const browser = await chromium.launch({
     '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
 
+const open = [];
 async function session(user) {
   const context = await browser.newContext({ viewport: { width: 1366, height: 768 }, locale: 'zh-CN' });
   const page = await context.newPage();
+  open.push([user, page]);
   page.setDefaultTimeout(20000);
   await page.goto(base + '/console/login');
   await page.fill('input[name=username]', user);
@@ -212,6 +214,19 @@ try {
   await Promise.all([town.waitForURL(/done=1/), town.click('button:has-text("整批签收")')]);
   await notice(town, '已整批签收 1 件');
   ok('the town service center signs for the batch at once');
+  await town.goto(`${base}/console/records/${request}`);
+  await act(town, 'complete', async (form) => form.locator('textarea[name=note]').fill('审核通过,津贴已核发'));
+  await notice(town, '该记录已转出本单位');
+  assert.match(town.url(), /\/console\/errands\?/, 'a record that left my scope sends me back to my list');
+
+  // --- Back at the station: delivery and the follow-up call. ---
+  await station.goto(`${base}/console/records/${request}`);
+  await act(station, 'deliver');
+  await notice(station, '已办理:送达');
+  await act(station, 'follow_up', async (form) => form.locator('select[name=satisfaction]').selectOption('5'));
+  await notice(station, '已办理:回访');
+  assert.match(await station.locator('.timeline').textContent(), /回访\s*满意度 很满意/);
+  ok('the station delivers the result and records the follow-up');
 
   // --- Access control through the browser. ---
   const other = await phone('other_village_record');
@@ -232,6 +247,15 @@ try {
   assert.equal(after.headers()['x-frame-options'], 'DENY');
   ok('forms need the CSRF token; pages carry security headers');
 
+  // --- A tablet (portrait) gets the same pages without sideways scrolling. ---
+  const tablet = await browser.newContext({ viewport: { width: 820, height: 1180 }, locale: 'zh-CN', storageState: await center.context().storageState() });
+  const tab = await tablet.newPage();
+  for (const [path, name] of [['/console/inbox', '12-tablet-inbox'], [`/console/records/${report.id}`, '13-tablet-record'], ['/console/stats', '14-tablet-stats']]) {
+    await tab.goto(base + path);
+    await shot(tab, name);
+  }
+  ok('pages fit a tablet screen');
+
   await station.context().clearCookies();
   await station.goto(`${base}/console/records/${request}`);
   assert.match(station.url(), /\/console\/login/);
@@ -239,6 +263,8 @@ try {
 } catch (e) {
   console.error(e);
   process.exitCode = 1;
+  // What each user saw when it failed.
+  for (const [user, page] of open) await page.screenshot({ path: `${shots}/failed-${user}.png`, fullPage: true }).catch(() => {});
 } finally {
   await browser.close();
   process.stdin.destroy();

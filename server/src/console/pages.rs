@@ -8,8 +8,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::Form;
 use gridlink_core::calendar::{TimeLimit, local_time};
 use gridlink_core::figures::Table;
+use gridlink_core::org::access;
+use gridlink_core::sync::validate::scope_of;
 use gridlink_core::workflow::ActionKind;
-use gridlink_core::{Action, NewServiceRequest, Role, ServiceMode, Status, UnitCode, service_request_body};
+use gridlink_core::{Access, Action, NewServiceRequest, Role, ServiceMode, Status, UnitCode, service_request_body};
 use rusqlite::{ToSql, Transaction};
 use serde::Deserialize;
 
@@ -78,6 +80,7 @@ pub struct Section {
 #[template(path = "list.html")]
 struct ListPage {
     chrome: Chrome,
+    done: Option<String>,
     heading: String,
     tabs: Vec<Tab>,
     links: Vec<(String, String)>,
@@ -87,6 +90,17 @@ struct ListPage {
 #[derive(Debug, Deserialize)]
 pub struct TabQuery {
     tab: Option<String>,
+    /// An action just taken that moved a record out of my scope, and the record's number.
+    done: Option<String>,
+    no: Option<String>,
+}
+
+impl TabQuery {
+    fn notice(&self) -> Option<String> {
+        let kind = ActionKind::parse(self.done.as_deref()?)?;
+        let no: String = self.no.as_deref().unwrap_or_default().chars().filter(|c| c.is_alphanumeric() || *c == '-').take(40).collect();
+        Some(format!("已办理:{}({no}),该记录已转出本单位。", kind.label()))
+    }
 }
 
 struct TabDef {
@@ -135,7 +149,7 @@ const ERRAND_TABS: &[TabDef] = &[
 pub async fn inbox(State(state): State<AppState>, session: Session, Query(q): Query<TabQuery>) -> PageResult<Response> {
     let f = tabs_page(&state, &session, &q, "/console/inbox", "事件工作台", INBOX_TABS);
     let (chrome, tabs, sections) = state.db.read(f).await?;
-    Ok(html(&ListPage { chrome, heading: "事件工作台".into(), tabs, links: Vec::new(), sections }))
+    Ok(html(&ListPage { chrome, done: q.notice(), heading: "事件工作台".into(), tabs, links: Vec::new(), sections }))
 }
 
 /// `GET /console/errands`: the errand ledger (代办台账) of a station, or the town's errands.
@@ -149,7 +163,7 @@ pub async fn errands(State(state): State<AppState>, session: Session, Query(q): 
         links.push(("/api/v1/ledger?format=xlsx".to_owned(), "导出台账(Excel)".to_owned()));
         links.push(("/api/v1/ledger?format=csv".to_owned(), "导出台账(CSV)".to_owned()));
     }
-    Ok(html(&ListPage { chrome, heading: "便民代办".into(), tabs, links, sections }))
+    Ok(html(&ListPage { chrome, done: q.notice(), heading: "便民代办".into(), tabs, links, sections }))
 }
 
 /// `GET /console/board`: open items by deadline; overdue first, in red.
@@ -189,7 +203,7 @@ pub async fn board(State(state): State<AppState>, session: Session) -> PageResul
             Ok((chrome(&s, &names, "期限看板", "/console/board", true), sections))
         })
         .await?;
-    Ok(html(&ListPage { chrome, heading: "期限看板".into(), tabs: Vec::new(), links: Vec::new(), sections }))
+    Ok(html(&ListPage { chrome, done: None, heading: "期限看板".into(), tabs: Vec::new(), links: Vec::new(), sections }))
 }
 
 #[derive(Template)]
@@ -364,7 +378,7 @@ pub async fn act(State(state): State<AppState>, session: Session, Path(id): Path
         }
         let (doc_id, s) = (id.clone(), session.clone());
         let kind = action.kind();
-        write_as(&state, move |tx, ctx, st| {
+        let visible_after = write_as(&state, move |tx, ctx, st| {
             if let Some(p) = &photo {
                 crate::attachments::store_complete(tx, st, &p.sha256, &p.jpeg, &s.person().id, ctx.now_ms)?;
             }
@@ -376,14 +390,22 @@ pub async fn act(State(state): State<AppState>, session: Session, Path(id): Path
                 }
                 a => a,
             };
-            act_as(tx, ctx, &st.calendar, &s.auth.device_id, s.person(), &doc_id, action, &note, &shas)
+            let record = act_as(tx, ctx, &st.calendar, &s.auth.device_id, s.person(), &doc_id, action, &note, &shas)?;
+            let visible = access(s.person(), &scope_of(&record, &record.fold().state)) != Access::None;
+            let list = if record.kind() == gridlink_core::RecordKind::Incident { "/console/inbox" } else { "/console/errands" };
+            Ok((visible, record.display_no().to_owned(), list))
         })
         .await?;
-        Ok(kind)
+        Ok((kind, visible_after.0, visible_after.1, visible_after.2))
     }
     .await;
     match result {
-        Ok(kind) => Ok(Redirect::to(&format!("/console/records/{id}?done={}", kind.as_str())).into_response()),
+        Ok((kind, true, _, _)) => Ok(Redirect::to(&format!("/console/records/{id}?done={}", kind.as_str())).into_response()),
+        // Handed on out of my scope (a department finishing an errand): back to my list.
+        Ok((kind, false, no, list)) => {
+            let query = serde_urlencoded::to_string([("done", kind.as_str()), ("no", no.as_str())]).expect("plain pairs");
+            Ok(Redirect::to(&format!("{list}?{query}")).into_response())
+        }
         Err(e @ (AppError::NotFound | AppError::Internal(_))) => Err(e.into()),
         Err(e) => {
             // Show the record again with the reason; nothing was changed.
