@@ -100,7 +100,7 @@ pub async fn upload(
             if q.offset != received {
                 return Ok((StatusCode::CONFLICT, Json(state_json(received, false))).into_response());
             }
-            let io = |e: std::io::Error| AppError::Internal(format!("attachment file: {e}"));
+            let io = AppError::file;
             std::fs::create_dir_all(part_path.parent().expect("has a parent")).map_err(io)?;
             let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&part_path).map_err(io)?;
             // A crash after writing but before recording leaves extra bytes: cut back to what is recorded.
@@ -176,7 +176,7 @@ pub fn store_complete(conn: &Connection, state: &AppState, sha: &str, jpeg: &[u8
         return Ok(());
     }
     let (final_path, part_path) = paths(state, sha);
-    let io = |e: std::io::Error| AppError::Internal(format!("attachment file: {e}"));
+    let io = AppError::file;
     std::fs::create_dir_all(part_path.parent().expect("has a parent")).map_err(io)?;
     // Written aside and renamed: a crash never leaves a half photo under its final name.
     std::fs::write(&part_path, jpeg).map_err(io)?;

@@ -29,11 +29,23 @@ pub enum AppError {
     Unprocessable(String),
     #[error("尝试过于频繁,请稍后再试")]
     TooManyRequests,
+    /// The disk (or the database's size limit) is full: nothing was stored, try again later.
+    #[error("服务器存储空间不足,本次提交未保存,请稍后重试")]
+    StorageFull,
     #[error("服务器内部错误")]
     Internal(String),
 }
 
 impl AppError {
+    /// A failed file operation (attachments): a full disk is told apart.
+    pub fn file(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            AppError::StorageFull
+        } else {
+            AppError::Internal(format!("attachment file: {e}"))
+        }
+    }
+
     /// The HTTP status this error answers with.
     pub fn clone_status(&self) -> StatusCode {
         self.status()
@@ -50,6 +62,7 @@ impl AppError {
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            AppError::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -66,6 +79,7 @@ impl AppError {
             AppError::TooLarge(_) => "too_large",
             AppError::Unprocessable(_) => "unprocessable",
             AppError::TooManyRequests => "too_many_requests",
+            AppError::StorageFull => "storage_full",
             AppError::Internal(_) => "internal",
         }
     }
@@ -73,8 +87,10 @@ impl AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        if let AppError::Internal(detail) = &self {
-            tracing::error!(%detail, "request failed");
+        match &self {
+            AppError::Internal(detail) => tracing::error!(%detail, "request failed"),
+            AppError::StorageFull => tracing::error!("storage full: a write was refused"),
+            _ => {}
         }
         let body =
             serde_json::json!({ "error": { "code": self.code(), "message": self.to_string(), "wipe": matches!(self, AppError::Wipe) } });
@@ -84,7 +100,10 @@ impl IntoResponse for AppError {
 
 impl From<rusqlite::Error> for AppError {
     fn from(e: rusqlite::Error) -> Self {
-        AppError::Internal(format!("database: {e}"))
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => AppError::StorageFull,
+            _ => AppError::Internal(format!("database: {e}")),
+        }
     }
 }
 
@@ -92,7 +111,7 @@ impl From<gridlink_core::CoreError> for AppError {
     fn from(e: gridlink_core::CoreError) -> Self {
         use gridlink_core::CoreError as C;
         match e {
-            C::Storage(e) => AppError::Internal(format!("database: {e}")),
+            C::Storage(e) => AppError::from(e),
             C::NotFound(_) => AppError::NotFound,
             other => AppError::BadRequest(other.to_string()),
         }
