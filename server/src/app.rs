@@ -44,6 +44,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The console's session cookie is sent only over HTTPS.
     pub secure_cookies: bool,
+    /// How often the deadline sweeper runs.
+    pub sweep_interval_ms: u64,
 }
 
 /// State shared by all handlers.
@@ -125,10 +127,26 @@ pub fn app(state: AppState) -> Router {
         .route("/open311/v2/requests.json", get(crate::open311::list).post(crate::open311::create))
         .route("/open311/v2/requests/{id}", get(crate::open311::one))
         .route("/api/v1/admin/devices/{id}/revoke", post(revoke_device))
+        .fallback(|| async { AppError::NotFound })
         .layer(DefaultBodyLimit::max(2 << 20))
+        .layer(axum::middleware::map_response(explain_rejections))
         .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Requests axum's extractors refuse (malformed JSON, a bad query string, a body of the wrong
+/// type) are answered like every other error: JSON, with the reason in Chinese first.
+async fn explain_rejections(resp: Response) -> Response {
+    let plain = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !resp.status().is_client_error() || !plain {
+        return resp;
+    }
+    let status = resp.status();
+    let detail = axum::body::to_bytes(resp.into_body(), 16 << 10).await.unwrap_or_default();
+    let detail: String = String::from_utf8_lossy(&detail).chars().take(300).collect();
+    let message = format!("请求格式不正确({detail})");
+    (status, Json(serde_json::json!({ "error": { "code": "bad_request", "message": message, "wipe": false } }))).into_response()
 }
 
 async fn healthz(State(state): State<AppState>) -> AppResult<&'static str> {
