@@ -43,6 +43,15 @@ pub struct CommonArgs {
     /// Directory for attachments (default: beside the database).
     #[arg(long, env = "GRIDLINK_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// How often the deadline sweeper looks for overdue items, in milliseconds (default 60000).
+    #[arg(long, env = "GRIDLINK_SWEEP_INTERVAL_MS")]
+    pub sweep_interval_ms: Option<u64>,
+    /// TLS certificate chain (PEM). With `--tls-key`, the server speaks HTTPS only.
+    #[arg(long, env = "GRIDLINK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for `--tls-cert`.
+    #[arg(long, env = "GRIDLINK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +122,9 @@ pub struct FileConfig {
     pub max_attachment_mb: Option<u64>,
     /// Mark the console's session cookie `Secure` (when served over HTTPS, e.g. behind a proxy).
     pub secure_cookies: Option<bool>,
+    pub sweep_interval_ms: Option<u64>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -139,6 +151,18 @@ pub fn settings(common: &CommonArgs, file: &FileConfig, db: &Path) -> Settings {
         max_attachment_bytes: file.max_attachment_mb.unwrap_or(10) << 20,
         data_dir,
         secure_cookies: file.secure_cookies.unwrap_or(false),
+        sweep_interval_ms: common.sweep_interval_ms.or(file.sweep_interval_ms).unwrap_or(60_000).max(10),
+    }
+}
+
+/// The TLS certificate and key to serve with, from flags or the file; both or neither.
+pub fn tls_paths(common: &CommonArgs, file: &FileConfig) -> Result<Option<(PathBuf, PathBuf)>, String> {
+    let cert = common.tls_cert.clone().or_else(|| file.tls_cert.clone());
+    let key = common.tls_key.clone().or_else(|| file.tls_key.clone());
+    match (cert, key) {
+        (Some(c), Some(k)) => Ok(Some((c, k))),
+        (None, None) => Ok(None),
+        _ => Err("TLS 需要同时配置证书(tls_cert)和私钥(tls_key)".into()),
     }
 }
 
@@ -152,11 +176,17 @@ mod tests {
         let path = dir.path().join("gridlink.toml");
         std::fs::write(&path, "case_prefix = \"LF\"\ntoken_days = 30\nmax_attachment_mb = 5\n").unwrap();
         let file = FileConfig::load(Some(&path)).unwrap();
-        let none = CommonArgs { case_prefix: None, data_dir: None };
+        let none = CommonArgs { case_prefix: None, data_dir: None, sweep_interval_ms: None, tls_cert: None, tls_key: None };
         let s = settings(&none, &file, &dir.path().join("town.db"));
         assert_eq!((s.case_prefix.as_str(), s.token_days, s.max_attachment_bytes), ("LF", 30, 5 << 20));
         assert_eq!(s.data_dir, dir.path().join("gridlink-data"));
-        let flag = CommonArgs { case_prefix: Some("GT".into()), data_dir: Some(dir.path().join("d")) };
+        let flag = CommonArgs {
+            case_prefix: Some("GT".into()),
+            data_dir: Some(dir.path().join("d")),
+            sweep_interval_ms: None,
+            tls_cert: None,
+            tls_key: None,
+        };
         let s = settings(&flag, &file, &dir.path().join("town.db"));
         assert_eq!((s.case_prefix.as_str(), s.data_dir), ("GT", dir.path().join("d")));
         let s = settings(&none, &FileConfig::default(), &dir.path().join("town.db"));

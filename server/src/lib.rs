@@ -95,10 +95,42 @@ pub async fn launch(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "serving");
-    // The deadline sweeper: every minute, supervise what became overdue.
+    spawn_sweeper(&state);
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+}
+
+/// Serves HTTPS (rustls) until `shutdown` resolves; requests in flight get 30 s to finish.
+pub async fn launch_tls(
+    state: AppState,
+    listener: std::net::TcpListener,
+    tls: axum_server::tls_rustls::RustlsConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "serving TLS");
+    spawn_sweeper(&state);
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(30)));
+    });
+    axum_server::from_tcp_rustls(listener, tls)?.handle(handle).serve(app(state).into_make_service()).await
+}
+
+/// Reads a PEM certificate chain and key for [`launch_tls`], with a Chinese error for the operator.
+pub async fn tls_config(cert: &Path, key: &Path) -> Result<axum_server::tls_rustls::RustlsConfig, String> {
+    // One crypto provider for the process (ring, as the phones' HTTP client uses).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+        .await
+        .map_err(|e| format!("无法读取 TLS 证书 {} 或私钥 {}: {e}", cert.display(), key.display()))
+}
+
+/// The deadline sweeper: at every interval, supervise what became overdue.
+fn spawn_sweeper(state: &AppState) {
     let sweeper = state.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(sweeper.settings.sweep_interval_ms));
         loop {
             tick.tick().await;
             let s = sweeper.clone();
@@ -109,5 +141,4 @@ pub async fn launch(
             }
         }
     });
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
 }

@@ -1,10 +1,11 @@
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
 use gridlink_core::SystemClock;
-use gridlink_server::config::{Cli, Command, FileConfig, settings};
-use gridlink_server::{build_state, demo, import, launch};
+use gridlink_server::config::{Cli, Command, FileConfig, settings, tls_paths};
+use gridlink_server::{build_state, demo, import, launch, launch_tls};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -30,15 +31,16 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Serve(args) => {
             let db = args.db.or(file.db.clone()).ok_or("请用 --db、GRIDLINK_DB 或配置文件指定数据库文件")?;
             let listen = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid"));
+            let tls = tls_paths(&args.common, &file)?;
             let state = build_state(settings(&args.common, &file, &db), &db, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
-            serve(state, listen, None)
+            serve(state, listen, None, tls)
         }
         Command::Demo(args) => {
             let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
             let db = args.db.clone().unwrap_or_else(|| tmp.path().join("gridlink-demo.db"));
             let state = build_state(settings(&args.common, &file, &db), &db, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
             let logins = demo::seed(&state).map_err(|e| e.to_string())?;
-            serve(state, args.listen, Some(logins))
+            serve(state, args.listen, Some(logins), tls_paths(&args.common, &file)?)
         }
         Command::Apikey(args) => {
             let db = gridlink_server::db::Db::open(&args.db, 1).map_err(|e| e.to_string())?;
@@ -54,15 +56,26 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-fn serve(state: gridlink_server::AppState, listen: std::net::SocketAddr, demo: Option<demo::DemoLogins>) -> Result<(), String> {
+fn serve(
+    state: gridlink_server::AppState,
+    listen: std::net::SocketAddr,
+    demo: Option<demo::DemoLogins>,
+    tls: Option<(PathBuf, PathBuf)>,
+) -> Result<(), String> {
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("无法监听 {listen}: {e}"))?;
+        let listener = std::net::TcpListener::bind(listen).map_err(|e| format!("无法监听 {listen}: {e}"))?;
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let tls = match tls {
+            Some((cert, key)) => Some(gridlink_server::tls_config(&cert, &key).await?),
+            None => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         if let Some(d) = demo {
-            println!("{}", d.banner(addr));
+            println!("{}", d.banner(addr).replace("http://", &format!("{scheme}://")));
         } else {
-            println!("网格通服务器已启动: http://{addr}");
+            println!("网格通服务器已启动: {scheme}://{addr}");
         }
         let shutdown = async {
             let ctrl_c = tokio::signal::ctrl_c();
@@ -75,7 +88,11 @@ fn serve(state: gridlink_server::AppState, listen: std::net::SocketAddr, demo: O
             let _ = ctrl_c.await;
             tracing::info!("shutting down: finishing requests in flight");
         };
-        launch(state, listener, shutdown).await.map_err(|e| e.to_string())
+        let served = match tls {
+            Some(tls) => launch_tls(state, listener, tls, shutdown).await,
+            None => launch(state, tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?, shutdown).await,
+        };
+        served.map_err(|e| e.to_string())
     })
 }
 

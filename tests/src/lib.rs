@@ -117,6 +117,7 @@ impl TestServer {
             max_attachment_bytes: 10 << 20,
             data_dir: dir.path().join("data"),
             secure_cookies: false,
+            sweep_interval_ms: 60_000,
         };
         let state = build_state(settings, &db, clock).unwrap();
         seed(&state);
