@@ -1,5 +1,8 @@
-//! The server killed with SIGKILL during a heavy sync burst, then restarted on the same database:
-//! every change a device saw acknowledged is there.
+//! The server killed with SIGKILL at random moments — during a heavy sync burst from three grid
+//! members, a station dispatching with short deadlines, and the deadline sweeper supervising
+//! what became overdue every 50 ms — then restarted on the same database, many times (50 by
+//! default, `GRIDLINK_KILLS=n` for more): every change a device saw acknowledged is there, the
+//! database is intact, and every supervision has exactly its notices, once.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -7,10 +10,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gridlink_core::sync::SyncEngine;
-use gridlink_core::{Client, NewIncident};
+use gridlink_core::{Action, Client, NewIncident, Status, UnitCode};
 use rand::{Rng, SeedableRng};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gridlink-server");
+
+fn unit(code: &str) -> UnitCode {
+    UnitCode::parse(code).unwrap()
+}
 
 fn import(db: &std::path::Path, what: &str, file: &std::path::Path) {
     let out = Command::new(BIN).args(["import", "--db"]).arg(db).arg(what).arg(file).output().unwrap();
@@ -23,6 +30,7 @@ fn serve(db: &std::path::Path) -> (Child, String) {
         .args(["serve", "--listen", "127.0.0.1:0", "--db"])
         .arg(db)
         .env("GRIDLINK_LOG", "warn")
+        .env("GRIDLINK_SWEEP_INTERVAL_MS", "50")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -50,7 +58,7 @@ fn acknowledged_changes_survive_sigkill() {
     let people = dir.path().join("people.csv");
     std::fs::write(
         &people,
-        "id,name,role,unit,password\ng1,王一,网格员,532331101201-01-01,password-1\ng2,王二,网格员,532331101201-01-02,password-2\ng3,王三,网格员,532331101201-01-03,password-3\n",
+        "id,name,role,unit,password\ng1,王一,网格员,532331101201-01-01,password-1\ng2,王二,网格员,532331101201-01-02,password-2\ng3,王三,网格员,532331101201-01-03,password-3\nv1,李站,便民服务站代办员,532331101201,password-4\n",
     )
     .unwrap();
     import(&db, "units", &units);
@@ -65,9 +73,37 @@ fn acknowledged_changes_survive_sigkill() {
             (c, e)
         })
         .collect();
+    let mut station = Client::open(dir.path().join("station.db")).unwrap();
+    SyncEngine::http(&base).login(&mut station, "v1", "password-4", "服务站电脑").unwrap();
+    let mut supervisions = 0;
+    let kills: usize = std::env::var("GRIDLINK_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
     let mut acked: HashSet<String> = HashSet::new();
-    for kill in 0..4 {
-        let deadline = Instant::now() + Duration::from_millis(rng.random_range(300..1500));
+    for kill in 0..kills {
+        let deadline = Instant::now() + Duration::from_millis(rng.random_range(150..900));
+        let station_worker = {
+            let base = base.clone();
+            let mut c = station;
+            std::thread::spawn(move || {
+                let e = SyncEngine::http(&base);
+                let mut mine = HashSet::new();
+                loop {
+                    let before: HashSet<String> = c.outbox(100_000).unwrap().into_iter().map(|e| e.hash).collect();
+                    if e.sync_once(&mut c).is_err() {
+                        break;
+                    }
+                    let after: HashSet<String> = c.outbox(100_000).unwrap().into_iter().map(|e| e.hash).collect();
+                    mine.extend(before.difference(&after).cloned());
+                    // Accept what the routing brought and dispatch it with a deadline that soon passes.
+                    for t in c.my_tasks(20).unwrap().into_iter().filter(|t| t.status == Some(Status::Reported)) {
+                        let grid = unit("532331101201-01-01");
+                        c.act(&t.id, Action::Accept, "").unwrap();
+                        let soon = c.now_ms() + 200;
+                        c.act(&t.id, Action::Dispatch { to_unit: grid, deadline_ms: Some(soon) }, "").unwrap();
+                    }
+                }
+                (c, mine)
+            })
+        };
         let (tx, rx) = std::sync::mpsc::channel::<HashSet<String>>();
         let workers: Vec<_> = phones
             .drain(..)
@@ -108,6 +144,9 @@ fn acknowledged_changes_survive_sigkill() {
         for w in workers {
             phones.push(w.join().unwrap());
         }
+        let (c, mine) = station_worker.join().unwrap();
+        station = c;
+        acked.extend(mine);
         for set in rx {
             acked.extend(set);
         }
@@ -122,13 +161,31 @@ fn acknowledged_changes_survive_sigkill() {
         assert!(lost.is_empty(), "kill {kill}: {} acknowledged changes lost", lost.len());
         let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
         assert_eq!(ok, "ok");
+        // A supervision and its two notices (holder and its parent) commit together, once per deadline.
+        let twice: i64 = conn
+            .query_row("SELECT count(*) FROM (SELECT 1 FROM notices GROUP BY doc_id, unit, text HAVING count(*) > 1)", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(twice, 0, "kill {kill}: a deadline was supervised twice");
+        let (supervised, notices): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT coalesce(sum(json_extract(facts, '$.supervisions')), 0) FROM docs), (SELECT count(*) FROM notices)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(notices, 2 * supervised, "kill {kill}: supervisions and notices disagree");
+        supervisions = supervised;
     }
+    assert!(supervisions > 0, "the sweeper supervised overdue items during the run");
+    println!("{kills} kills: {} acknowledged changes all kept, {supervisions} supervisions each with its notices", acked.len());
     assert!(acked.len() > 20, "the burst acknowledged changes ({})", acked.len());
     // After the last restart everything pending goes up and case numbers have no gaps.
     for (c, e) in phones.iter_mut() {
         e.sync_once(c).unwrap();
         assert_eq!(c.pending_count().unwrap(), 0);
     }
+    SyncEngine::http(&base).sync_once(&mut station).unwrap();
+    assert_eq!(station.pending_count().unwrap(), 0);
     let conn = rusqlite::Connection::open(&db).unwrap();
     let (n, max): (i64, String) = conn.query_row("SELECT count(*), max(case_no) FROM docs", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
     assert!(max.ends_with(&format!("{n:06}")), "{n} records, last number {max}");
