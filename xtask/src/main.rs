@@ -10,9 +10,10 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("bench") => bench(),
         Some("bindings") => bindings().map(|_| ()),
+        Some("fuzz") => fuzz(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(FUZZ_SECONDS)),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|bench|bindings>\n  test      format, lint and run every test (Rust, Python and Kotlin bindings)\n  bench     run the benchmarks and print their medians\n  bindings  generate Kotlin, Swift and Python bindings into target/bindings/"
+                "usage: cargo xtask <test|bench|bindings|fuzz [seconds]>\n  test      format, lint and run every test (Rust, Python and Kotlin bindings), then fuzz briefly\n  fuzz      run every cargo-fuzz target for the given seconds each (default 20)\n  bench     run the benchmarks and print their medians\n  bindings  generate Kotlin, Swift and Python bindings into target/bindings/"
             );
             return ExitCode::from(2);
         }
@@ -51,7 +52,38 @@ fn test() -> Result<(), String> {
     run("cargo", &["test", "--workspace", "--doc"])?;
     let out = bindings()?;
     run("python3", &["-m", "pytest", "-q", "bindings/tests/python"])?;
-    kotlin_test(&out)
+    kotlin_test(&out)?;
+    if has_cargo_fuzz() {
+        fuzz(FUZZ_SECONDS)
+    } else {
+        eprintln!("cargo-fuzz is not installed: fuzzing skipped (`cargo install --locked cargo-fuzz@0.13.2`; bash .ci/run does)");
+        Ok(())
+    }
+}
+
+/// Seconds each fuzz target runs in `cargo xtask test`.
+const FUZZ_SECONDS: u32 = 20;
+
+/// The cargo-fuzz targets in `fuzz/fuzz_targets`.
+const FUZZ_TARGETS: &[&str] = &["sync_request", "doc_load", "attachment_chunk", "import_files", "open311"];
+
+fn has_cargo_fuzz() -> bool {
+    Command::new("cargo").args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success())
+}
+
+/// Runs every fuzz target for `seconds`, on the stable toolchain without a sanitizer (`-s none`),
+/// starting from the checked-in seeds in `fuzz/seeds/<target>`. A crash fails; its input is
+/// saved in `fuzz/artifacts/<target>/` to become a regression test.
+fn fuzz(seconds: u32) -> Result<(), String> {
+    let time = format!("-max_total_time={seconds}");
+    for t in FUZZ_TARGETS {
+        let corpus = root().join("target/fuzz-corpus").join(t);
+        std::fs::create_dir_all(&corpus).map_err(|e| format!("{}: {e}", corpus.display()))?;
+        let corpus = corpus.display().to_string();
+        let seeds = root().join("fuzz/seeds").join(t).display().to_string();
+        run("cargo", &["fuzz", "run", "-s", "none", "--fuzz-dir", "fuzz", t, &corpus, &seeds, "--", &time, "-rss_limit_mb=2048"])?;
+    }
+    Ok(())
 }
 
 /// Builds the workspace and generates the bindings; returns the output folder.
