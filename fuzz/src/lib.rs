@@ -36,7 +36,7 @@ pub fn town() -> &'static Town {
         gridlink_tests::seed(&state);
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let token = runtime
-            .block_on(gridlink_server::app::sign_in(&state, "grid_a", gridlink_tests::PASSWORD.into(), "fuzz"))
+            .block_on(gridlink_server::app::sign_in(&state, "grid_a", gridlink_tests::PASSWORD.into(), "fuzz", 86_400_000))
             .unwrap()
             .token;
         let api_key = gridlink_server::open311::create_api_key(&state.db.writer(), "center", "fuzz", 0).unwrap();

@@ -167,7 +167,8 @@ struct LoginForm {
 }
 
 async fn login(State(state): State<AppState>, Json(form): Json<LoginForm>) -> AppResult<Json<serde_json::Value>> {
-    let s = sign_in(&state, &form.username, form.password, &form.device_name).await?;
+    let lifetime_ms = i64::from(state.settings.token_days) * 86_400_000;
+    let s = sign_in(&state, &form.username, form.password, &form.device_name, lifetime_ms).await?;
     Ok(Json(serde_json::json!({ "token": s.token, "device_id": s.device_id, "person": s.person, "expires_ms": s.expires_ms })))
 }
 
@@ -181,8 +182,8 @@ pub struct SignedIn {
 }
 
 /// Checks a user name and password (rate-limited, constant cost for unknown users) and opens a
-/// device session: a phone, or a browser of the web console.
-pub async fn sign_in(state: &AppState, username: &str, password: String, device_name: &str) -> AppResult<SignedIn> {
+/// device session valid for `lifetime_ms`: a phone, or a browser of the web console.
+pub async fn sign_in(state: &AppState, username: &str, password: String, device_name: &str, lifetime_ms: i64) -> AppResult<SignedIn> {
     let now = state.now_ms();
     let user = username.trim().to_owned();
     if user.is_empty() || user.len() > 64 || password.len() > 256 {
@@ -213,7 +214,7 @@ pub async fn sign_in(state: &AppState, username: &str, password: String, device_
     state.limiter.succeeded(&user);
     let token = auth::new_token();
     let device_id = uuid::Uuid::now_v7().to_string();
-    let expires = now + i64::from(state.settings.token_days) * 86_400_000;
+    let expires = now + lifetime_ms;
     let name: String = device_name.chars().take(64).collect();
     let (hash, pid, did) = (auth::token_hash(&token), person.id.clone(), device_id.clone());
     state

@@ -27,6 +27,9 @@ use crate::app::{AppState, sign_in, sign_out};
 use crate::auth::{AuthDevice, SESSION_COOKIE, device_for_token, session_token};
 use crate::error::AppError;
 
+/// How long a console login lasts: a working day, not the 90 days of a phone.
+const CONSOLE_SESSION_MS: i64 = 12 * 3_600_000;
+
 /// Largest console form accepted (an action form may carry a photo).
 const MAX_FORM_BYTES: usize = 12 << 20;
 
@@ -179,7 +182,7 @@ struct LoginForm {
 }
 
 async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
-    match sign_in(&state, &form.username, form.password, "网页控制台").await {
+    match sign_in(&state, &form.username, form.password, "网页控制台", CONSOLE_SESSION_MS).await {
         Ok(s) => {
             let cookie = Cookie::build((SESSION_COOKIE, s.token))
                 .path("/")
