@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(FUZZ_SECONDS)),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|bench|bindings|fuzz [seconds]>\n  test      format, lint and run every test (Rust, Python and Kotlin bindings), then fuzz briefly\n  fuzz      run every cargo-fuzz target for the given seconds each (default 20)\n  bench     run the benchmarks and print their medians\n  bindings  generate Kotlin, Swift and Python bindings into target/bindings/"
+                "usage: cargo xtask <test|bench|bindings|fuzz [seconds]>\n  test      format, lint and run every test (Rust, Python and Kotlin bindings), then fuzz briefly\n  fuzz      run every cargo-fuzz target for the given seconds each (default 20)\n  bench     run the device benchmarks and the sync/load figures (`bench quick` for a small run)\n  bindings  generate Kotlin, Swift and Python bindings into target/bindings/"
             );
             return ExitCode::from(2);
         }
@@ -173,7 +173,14 @@ fn bench() -> Result<(), String> {
         let verdict = if ms < *target { "met" } else { "MISSED" };
         println!("| {what} | {ms:.3} ms | < {target} ms ({verdict}) |");
     }
-    Ok(())
+    // Sync, load and rural-link figures against the release server binary.
+    run(
+        "cargo",
+        &["build", "--release", "-p", "gridlink-server", "-p", "gridlink-tests", "--bin", "gridlink-server", "--bin", "sync_bench"],
+    )?;
+    let quick = std::env::args().any(|a| a == "quick");
+    let bench = root().join("target/release/sync_bench").display().to_string();
+    run(&bench, if quick { &["quick"] } else { &[] })
 }
 
 /// The median point estimate (ns) from criterion's estimates.json.
