@@ -336,7 +336,9 @@ fn main() {
     println!("| (c) a day's work, 50 records + 200 changes | {:.2} s | {} | {} |", t.elapsed().as_secs_f64(), r.bytes_up, r.bytes_down);
 
     // Load: N devices syncing in a loop for a bounded time, one new change per round.
-    println!("\n| devices in a loop (one new report per round) | rounds | changes ingested/s | p50 round | p99 round | server CPU |\n|---|---|---|---|---|---|");
+    println!(
+        "\n| devices in a loop (one new report per round) | rounds | changes ingested/s | p50 round | p99 round | server CPU |\n|---|---|---|---|---|---|"
+    );
     for n in if quick { vec![50] } else { vec![100, 300, 1000] } {
         let seconds = if quick { 5.0 } else { 20.0 };
         let fleet: Vec<(Client, SyncEngine)> = (0..n)
