@@ -330,10 +330,16 @@ impl RecordDoc {
     pub fn load(id: &str, chunks: &[&[u8]], actor: &ActorId) -> Result<Self> {
         let corrupt = || CoreError::CorruptDocument { id: id.to_owned() };
         let (first, rest) = chunks.split_first().ok_or_else(corrupt)?;
-        let mut doc = AutoCommit::load(first).map_err(|_| corrupt())?;
-        for c in rest {
-            doc.load_incremental(c).map_err(|_| corrupt())?;
-        }
+        // Automerge's column decoder can panic on some malformed bytes (found by the `doc_load`
+        // fuzz target): a corrupt stored document must be an error, never a crashed app.
+        let loaded = std::panic::catch_unwind(|| -> std::result::Result<AutoCommit, ()> {
+            let mut doc = AutoCommit::load(first).map_err(|_| ())?;
+            for c in rest {
+                doc.load_incremental(c).map_err(|_| ())?;
+            }
+            Ok(doc)
+        });
+        let mut doc = loaded.map_err(|_| corrupt())?.map_err(|_| corrupt())?;
         doc.set_actor(actor.clone());
         let rd = Self { doc };
         rd.read().map_err(|_| corrupt())?;

@@ -199,3 +199,13 @@ fn text_limits_and_identity() {
     assert!(matches!(c.get("nope").unwrap_err(), CoreError::NotFound(_)));
     assert_eq!(c.record_count().unwrap(), 0);
 }
+
+/// Regression from the `doc_load` fuzz target: bytes on which Automerge's decoder panics. A
+/// corrupt stored document is reported as such, and the process goes on.
+#[test]
+fn a_document_that_panics_the_decoder_is_an_error() {
+    let bytes = include_bytes!("fixtures/fuzz-doc_load-panics-in-decoder.bin");
+    let actor = automerge::ActorId::from(vec![1u8; 16]);
+    let err = gridlink_core::record::RecordDoc::load("fuzz", &[&bytes[..]], &actor).err().expect("refused");
+    assert!(matches!(err, gridlink_core::CoreError::CorruptDocument { .. }), "{err}");
+}
