@@ -88,7 +88,8 @@ fn sync_cut_at_random_bytes_completes_on_retry() {
         }
         // Cut somewhere in the request (up to its size) or in the response.
         let up = rng.random_bool(0.5);
-        let at = if up { rng.random_range(1..3000) } else { rng.random_range(1..1500) };
+        // Within the smallest request and answer, so that the cut really happens.
+        let at = if up { rng.random_range(1..600) } else { rng.random_range(1..150) };
         *cut.lock().unwrap() = Some((up, at));
         match grid.sync() {
             Err(SyncError::Network(_)) => cuts += 1,
