@@ -182,12 +182,8 @@ pub async fn board(State(state): State<AppState>, session: Session) -> PageResul
                 Section { title: "三日内到期".into(), class: "soon", rows: Vec::new() },
                 Section { title: "其后到期".into(), class: "", rows: Vec::new() },
             ];
-            let deadlines: HashMap<String, i64> = {
-                let mut stmt = c.prepare("SELECT id, deadline_ms FROM docs WHERE open = 1 AND deadline_ms IS NOT NULL")?;
-                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
-            };
             for r in rows {
-                let d = deadlines.get(&r.id).copied().unwrap_or(i64::MAX);
+                let d = r.deadline_ms.unwrap_or(i64::MAX);
                 let i = if r.overdue {
                     0
                 } else if d <= soon {
