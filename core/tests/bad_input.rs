@@ -94,10 +94,15 @@ fn corrupt_changes_and_documents() {
     let mut flipped = good.clone();
     let mid = flipped.len() / 2;
     flipped[mid] ^= 0xFF;
-    for bad in [b"not automerge".to_vec(), good[..good.len() / 2].to_vec(), flipped] {
+    for bad in [b"not automerge".to_vec(), good[..good.len() / 2].to_vec()] {
         let e = village.apply_remote(&id, &[bad]).unwrap_err();
         assert!(matches!(e, CoreError::CorruptChange), "{e}");
     }
+    // Automerge does not always notice a flipped byte (it may land in a key or a value); the
+    // record's own schema check then refuses the result. Either way: an error, nothing kept.
+    let e = village.apply_remote(&id, &[flipped]).unwrap_err();
+    assert!(matches!(e, CoreError::CorruptChange | CoreError::MalformedRecord { .. }), "{e}");
+    assert_eq!(snapshot(&village), before);
     // A change that depends on one we never sent.
     let e = village.apply_remote(&id, std::slice::from_ref(&good)).map(|_| ()).err();
     assert!(e.is_none(), "its dependency is present, so it applies");
