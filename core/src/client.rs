@@ -579,8 +579,9 @@ impl Client {
             args.push(c.replace(['%', '_'], "").into());
         }
         if let Some(u) = &q.within {
-            sql.push_str(&format!(" AND {}", store::within_sql("location", "?")));
-            args.extend(std::iter::repeat_n(Value::from(u.as_str().to_owned()), 4));
+            let within = store::within_sql("location", "?");
+            args.extend(std::iter::repeat_n(Value::from(u.as_str().to_owned()), within.matches('?').count()));
+            sql.push_str(&format!(" AND {within}"));
         }
         if let Some(t) = q.overdue_at {
             sql.push_str(" AND open = 1 AND status != 'suspended' AND deadline_ms < ?");
