@@ -53,6 +53,8 @@ fn test() -> Result<(), String> {
     let out = bindings()?;
     run("python3", &["-m", "pytest", "-q", "bindings/tests/python"])?;
     kotlin_test(&out)?;
+    // The sync benchmark, small and unoptimised: it must keep working, its figures mean nothing here.
+    run(&root().join("target/debug/sync_bench").display().to_string(), &["quick"])?;
     if has_cargo_fuzz() {
         fuzz(FUZZ_SECONDS)
     } else {
@@ -173,7 +175,9 @@ fn bench() -> Result<(), String> {
         let verdict = if ms < *target { "met" } else { "MISSED" };
         println!("| {what} | {ms:.3} ms | < {target} ms ({verdict}) |");
     }
-    // Sync, load and rural-link figures against the release server binary.
+    // Sync, load and rural-link figures against the release server binary, and the same
+    // workloads through automerge-repo (Node).
+    run("npm", &["ci", "--silent", "--no-audit", "--no-fund", "--prefix", "tests/automerge-repo"])?;
     run(
         "cargo",
         &["build", "--release", "-p", "gridlink-server", "-p", "gridlink-tests", "--bin", "gridlink-server", "--bin", "sync_bench"],

@@ -1,19 +1,26 @@
-//! Sync and server-load figures (issue 7, Gridlink's side): the real server binary as a child
-//! process on 127.0.0.1, real phones (core `Client` + `SyncEngine`) in this process. Prints
-//! figures; fails only if something breaks, never on speed.
+//! Sync and server-load figures (issue 7): the real server binary as a child process on
+//! 127.0.0.1, real phones (core `Client` + `SyncEngine`) in this process, every byte counted by a
+//! TCP proxy in between. The same records, as Automerge documents, then go through a reference
+//! automerge-repo 2.5 server and clients (`tests/automerge-repo/bench.mjs`, Node) for the
+//! side-by-side table. Prints figures; fails only if something breaks, never on speed.
 //!
 //! `cargo xtask bench` builds in release and runs it; alone:
-//! `cargo build --release -p gridlink-server -p gridlink-tests && target/release/sync_bench [quick]`.
+//! `npm ci --prefix tests/automerge-repo && cargo build --release -p gridlink-server -p gridlink-tests
+//! && target/release/sync_bench [quick]`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use gridlink_core::sync::SyncEngine;
+use gridlink_core::sync::engine::HttpRequest;
+use gridlink_core::sync::protocol::{self, DocChanges, DocId};
+use gridlink_core::sync::{HttpTransport, PROTOCOL_VERSION, SyncEngine, SyncRequest, SyncResponse, Transport};
 use gridlink_core::{Client, NewIncident};
+use serde_bytes::ByteBuf;
 
 const PASSWORD: &str = "bench-password-1";
 const TOWN: &str = "532331101";
@@ -71,10 +78,7 @@ impl Server {
 
     /// CPU seconds the server process used so far (user + system).
     fn cpu_s(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
-        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-        ticks / 100.0
+        cpu_s(&format!("/proc/{}/stat", self.child.id()))
     }
 
     /// Resident memory now and at its peak, in MiB.
@@ -126,16 +130,41 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// A TCP proxy in front of the server that imitates a rural link: a fixed delay each way, a
-/// bandwidth cap, and stalls standing for lost packets being resent.
-fn rural_proxy(target: &str, one_way: Duration, bytes_per_s: f64, stall_every: usize) -> String {
+/// Bytes that crossed a proxy: TCP payload, so HTTP headers count too.
+#[derive(Default)]
+struct Wire {
+    up: AtomicUsize,
+    down: AtomicUsize,
+}
+
+impl Wire {
+    /// The bytes each way since the last call.
+    fn take(&self) -> (usize, usize) {
+        (self.up.swap(0, Ordering::SeqCst), self.down.swap(0, Ordering::SeqCst))
+    }
+}
+
+/// A slow link: a fixed delay each way, a bandwidth cap, and stalls standing for lost packets
+/// being resent.
+#[derive(Clone, Copy)]
+struct Link {
+    one_way: Duration,
+    bytes_per_s: f64,
+    stall_every: usize,
+}
+
+/// A TCP proxy in front of the server that counts the bytes each way and, given a `Link`,
+/// imitates a rural connection. Returns the proxy's base URL.
+fn proxy(target: &str, link: Option<Link>, wire: Arc<Wire>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let target = target.trim_start_matches("http://").to_owned();
     std::thread::spawn(move || {
         for client in listener.incoming().flatten() {
             let server = TcpStream::connect(&target).unwrap();
-            for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)] {
+            let directions = [(client.try_clone().unwrap(), server.try_clone().unwrap(), true), (server, client, false)];
+            for (mut from, mut to, upward) in directions {
+                let wire = wire.clone();
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 1460];
                     let mut segments = 0usize;
@@ -145,16 +174,20 @@ fn rural_proxy(target: &str, one_way: Duration, bytes_per_s: f64, stall_every: u
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
-                        if first {
-                            std::thread::sleep(one_way);
-                            first = false;
+                        if let Some(link) = link {
+                            if first {
+                                std::thread::sleep(link.one_way);
+                                first = false;
+                            }
+                            segments += 1;
+                            let mut wait = Duration::from_secs_f64(n as f64 / link.bytes_per_s);
+                            if link.stall_every > 0 && segments.is_multiple_of(link.stall_every) {
+                                wait += 2 * link.one_way; // a lost segment costs a round trip to resend
+                            }
+                            std::thread::sleep(wait);
                         }
-                        segments += 1;
-                        let mut wait = Duration::from_secs_f64(n as f64 / bytes_per_s);
-                        if stall_every > 0 && segments.is_multiple_of(stall_every) {
-                            wait += 2 * one_way; // a lost segment costs a round trip to resend
-                        }
-                        std::thread::sleep(wait);
+                        let count = if upward { &wire.up } else { &wire.down };
+                        count.fetch_add(n, Ordering::SeqCst);
                         if to.write_all(&buf[..n]).is_err() {
                             break;
                         }
@@ -167,14 +200,121 @@ fn rural_proxy(target: &str, one_way: Duration, bytes_per_s: f64, stall_every: u
     format!("http://{addr}")
 }
 
+/// CPU seconds (user + system) from a `/proc/…/stat` file; the clock ticks 100 times a second.
+fn cpu_s(stat_file: &str) -> f64 {
+    let stat = std::fs::read_to_string(stat_file).unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
+}
+
+/// CPU seconds the calling thread has used.
+fn thread_cpu_s() -> f64 {
+    cpu_s("/proc/thread-self/stat")
+}
+
+/// One record's whole Automerge document, rebuilt from the changes a phone holds.
+fn document(phone: &Client, id: &str) -> Vec<u8> {
+    let mut doc = automerge::AutoCommit::new();
+    doc.load_incremental(&phone.changes(id).unwrap().concat()).unwrap();
+    doc.save()
+}
+
+/// Writes records as Automerge documents for the automerge-repo side, one file each.
+fn export(phone: &Client, ids: &[String], dir: &Path, first: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (n, id) in ids.iter().enumerate() {
+        std::fs::write(dir.join(format!("{:05}.bin", first + n)), document(phone, id)).unwrap();
+    }
+}
+
+/// Figures of one workload as the automerge-repo script printed them.
+type Reference = std::collections::HashMap<String, serde_json::Value>;
+
+/// Runs the automerge-repo side on the exported documents, if Node and its packages are there.
+fn automerge_repo(work: &Path) -> Result<Reference, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("automerge-repo");
+    if !script.join("node_modules/@automerge/automerge-repo").exists() {
+        return Err(format!("not run: `npm ci --prefix {}` first", script.display()));
+    }
+    let out = Command::new("node")
+        .arg(script.join("bench.mjs"))
+        .arg(work)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("not run: node: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("failed: {}", out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("@@"))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| (v["workload"].as_str().unwrap().to_owned(), v))
+        .collect())
+}
+
+/// One workload's Gridlink figures.
+struct Figures {
+    workload: &'static str,
+    label: String,
+    wall: f64,
+    rounds: usize,
+    body: (usize, usize),
+    wire: (usize, usize),
+    cpu: f64,
+    /// CPU time the phone spent on the round: with the bytes, the energy proxy.
+    phone_cpu: Option<f64>,
+    floor: String,
+}
+
+/// Prints Gridlink's and automerge-repo's figures for the same workloads, with ratios.
+fn side_by_side(figures: &[Figures], reference: &Reference, (peak, stored): (f64, i64)) {
+    println!(
+        "\n## Side by side: Gridlink vs automerge-repo 2.5.6 (same Automerge documents; wire bytes through the same kind of counting proxy)\n"
+    );
+    println!("| workload | system | wall | bytes up | bytes down | round trips | server CPU |");
+    println!("|---|---|---|---|---|---|---|");
+    for f in figures {
+        let Some(r) = reference.get(f.workload) else { continue };
+        let num = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        let (rup, rdown) = (num("bytes_up"), num("bytes_down"));
+        let rounds = if f.workload == "d" { format!("{} ({} devices)", f.rounds, r["devices"]) } else { f.rounds.to_string() };
+        let their_rounds = if f.workload == "d" {
+            format!("{} per device; p50 {:.2} s, p99 {:.2} s", num("round_trips"), num("p50_s"), num("p99_s"))
+        } else {
+            num("round_trips").to_string()
+        };
+        println!("| ({}) | Gridlink | {:.3} s | {} | {} | {rounds} | {:.2} s |", f.workload, f.wall, f.wire.0, f.wire.1, f.cpu);
+        println!("| | automerge-repo | {:.3} s | {rup} | {rdown} | {their_rounds} | {:.2} s |", num("wall_s"), num("server_cpu_s"));
+        println!(
+            "| | ratio (automerge-repo ÷ Gridlink) | {:.1}× | {:.1}× | {:.1}× | | {:.1}× |",
+            num("wall_s") / f.wall,
+            rup / f.wire.0 as f64,
+            rdown / f.wire.1 as f64,
+            num("server_cpu_s") / f.cpu
+        );
+    }
+    if let Some(m) = reference.get("memory") {
+        println!(
+            "\nServer peak memory after the four workloads: Gridlink {peak:.1} MiB ({stored} records, with the seeding phones' traffic); automerge-repo {:.1} MiB.",
+            m["peak"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let scale = |full: usize, small: usize| if quick { small } else { full };
     let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("automerge-repo-workloads");
     let db = make_town(dir.path(), 100);
     let server = Server::start(&db);
-    println!("## Gridlink sync figures (server: release binary on 127.0.0.1; phones: core Client + SyncEngine)\n");
-    println!("| workload | wall | rounds | bytes up | bytes down | server CPU | floor (deflated changes) |\n|---|---|---|---|---|---|---|");
+    if std::env::args().any(|a| a == "load") {
+        return load(dir.path(), &server, quick);
+    }
+    let wire = Arc::new(Wire::default());
+    let counted = proxy(&server.base, None, wire.clone());
+    let mut figures: Vec<Figures> = Vec::new();
 
     // Grid members' phones fill the town: 2,000 records first.
     let mut seeders: Vec<(Client, SyncEngine)> =
@@ -192,48 +332,60 @@ fn main() {
     seed(0, first);
 
     // (a) A fresh station device bootstraps: the village's records (all of them here).
+    let (mut station, engine) = phone(dir.path(), "station-a", &counted, "station");
     let cpu0 = server.cpu_s();
+    wire.take();
+    let mine = thread_cpu_s();
     let t = Instant::now();
-    let (mut station, engine) = phone(dir.path(), "station-a", &server.base, "station");
     let r = engine.sync_once(&mut station).unwrap();
-    let wall = t.elapsed();
-    let docs = station.record_count().unwrap();
-    let floor: usize = {
-        let mut bytes = Vec::new();
-        for id in station.list(&gridlink_core::RecordQuery { limit: 100_000, ..Default::default() }).unwrap().iter().map(|s| s.id.clone()) {
-            for ch in station.changes(&id).unwrap() {
-                bytes.extend(ch);
-            }
-        }
-        deflated(&bytes)
-    };
-    println!(
-        "| (a) fresh device, {docs} records | {:.2} s | {} | {} | {} | {:.2} s | {floor} B, 1 round trip |",
-        wall.as_secs_f64(),
-        r.rounds,
-        r.bytes_up,
-        r.bytes_down,
-        server.cpu_s() - cpu0
-    );
+    let wall = t.elapsed().as_secs_f64();
+    let phone_cpu = Some(thread_cpu_s() - mine);
+    let cpu = server.cpu_s() - cpu0;
+    let ids_a = station.record_ids().unwrap();
+    let floor: usize = deflated(&ids_a.iter().flat_map(|id| station.changes(id).unwrap().concat()).collect::<Vec<u8>>());
+    figures.push(Figures {
+        workload: "a",
+        label: format!("(a) fresh device, {} records", ids_a.len()),
+        wall,
+        rounds: r.rounds,
+        body: (r.bytes_up, r.bytes_down),
+        wire: wire.take(),
+        cpu,
+        phone_cpu,
+        floor: format!("{floor} B, 1 round trip"),
+    });
+    export(&station, &ids_a, &work.join("seed"), 0);
 
     // (b) The town grows to 5,000 records; the device catches up, then syncs with nothing new.
     seed(first, all);
     engine.sync_once(&mut station).unwrap();
+    let rest: Vec<String> = station.record_ids().unwrap().into_iter().filter(|id| !ids_a.contains(id)).collect();
+    export(&station, &rest, &work.join("seed"), ids_a.len());
     let docs = station.record_count().unwrap();
     let cpu0 = server.cpu_s();
+    wire.take();
     let t = Instant::now();
     let r = engine.sync_once(&mut station).unwrap();
-    println!(
-        "| (b) {docs} records, nothing new | {:.1} ms | {} | {} | {} | {:.3} s | 0 B, 1 round trip |",
-        t.elapsed().as_secs_f64() * 1e3,
-        r.rounds,
-        r.bytes_up,
-        r.bytes_down,
-        server.cpu_s() - cpu0
-    );
+    let (wall, bytes, cpu) = (t.elapsed().as_secs_f64(), wire.take(), server.cpu_s() - cpu0);
+    // The phone's CPU for such a round, averaged over 50 (the clock ticks in 10 ms).
+    let mine = thread_cpu_s();
+    for _ in 0..50 {
+        engine.sync_once(&mut station).unwrap();
+    }
+    figures.push(Figures {
+        workload: "b",
+        label: format!("(b) {docs} records, nothing new"),
+        wall,
+        rounds: r.rounds,
+        body: (r.bytes_up, r.bytes_down),
+        wire: bytes,
+        cpu,
+        phone_cpu: Some((thread_cpu_s() - mine) / 50.0),
+        floor: "0 B, 1 round trip".into(),
+    });
 
     // (c) A day's work of one grid member: 50 new records and 200 actions, offline, then one sync.
-    let (mut grid, ge) = phone(dir.path(), "grid-day", &server.base, "g1");
+    let (mut grid, ge) = phone(dir.path(), "grid-day", &counted, "g1");
     ge.sync_once(&mut grid).unwrap();
     let mut ids = Vec::new();
     for n in 0..50 {
@@ -245,36 +397,46 @@ fn main() {
             gridlink_core::IncidentEdit { notes: Some(format!("第{k}次补充:现场复查情况记录。")), ..Default::default() };
         grid.edit_incident(id, edit).unwrap();
     }
+    export(&grid, &ids, &work.join("day"), 0);
     let pending: Vec<u8> = grid.outbox(100_000).unwrap().into_iter().flat_map(|o| o.bytes).collect();
     let cpu0 = server.cpu_s();
+    wire.take();
+    let mine = thread_cpu_s();
     let t = Instant::now();
     let r = ge.sync_once(&mut grid).unwrap();
-    println!(
-        "| (c) a day's work: 50 records + 200 changes | {:.2} s | {} | {} | {} | {:.2} s | {} B, 1 round trip |",
-        t.elapsed().as_secs_f64(),
-        r.rounds,
-        r.bytes_up,
-        r.bytes_down,
-        server.cpu_s() - cpu0,
-        deflated(&pending)
-    );
+    let phone_cpu = Some(thread_cpu_s() - mine);
+    figures.push(Figures {
+        workload: "c",
+        label: "(c) a day's work: 50 records + 200 changes".into(),
+        wall: t.elapsed().as_secs_f64(),
+        rounds: r.rounds,
+        body: (r.bytes_up, r.bytes_down),
+        wire: wire.take(),
+        cpu: server.cpu_s() - cpu0,
+        phone_cpu,
+        floor: format!("{} B, 1 round trip", deflated(&pending)),
+    });
 
     // (d) 100 devices after a morning offline (3 new records and 6 changes each), all at once.
     let devices = scale(100, 20);
     let mut fleet: Vec<(Client, SyncEngine)> =
-        (0..devices).map(|i| phone(dir.path(), &format!("morning{i}"), &server.base, &format!("g{}", i % 100 + 1))).collect();
+        (0..devices).map(|i| phone(dir.path(), &format!("morning{i}"), &counted, &format!("g{}", i % 100 + 1))).collect();
     for (c, e) in fleet.iter_mut() {
         e.sync_once(c).unwrap();
     }
     for (i, (c, _)) in fleet.iter_mut().enumerate() {
+        let mut ids = Vec::new();
         for n in 0..3 {
             let id = c.create_incident(report(200_000 + i * 10 + n)).unwrap();
             for k in 0..2 {
                 c.edit_incident(&id, gridlink_core::IncidentEdit { notes: Some(format!("补充{k}")), ..Default::default() }).unwrap();
             }
+            ids.push(id);
         }
+        export(c, &ids, &work.join(format!("morning/{i:03}")), 0);
     }
     let cpu0 = server.cpu_s();
+    wire.take();
     let barrier = Arc::new(Barrier::new(devices));
     let t = Instant::now();
     let handles: Vec<_> = fleet
@@ -295,12 +457,34 @@ fn main() {
     lat.sort_by(f64::total_cmp);
     let (up, down, rounds): (usize, usize, usize) =
         results.iter().fold((0, 0, 0), |a, (_, r)| (a.0 + r.bytes_up, a.1 + r.bytes_down, a.2 + r.rounds));
+    figures.push(Figures {
+        workload: "d",
+        label: format!(
+            "(d) {devices} devices at once after a morning offline (p50 {:.2} s, p99 {:.2} s per device)",
+            pct(&lat, 0.5),
+            pct(&lat, 0.99)
+        ),
+        wall,
+        rounds,
+        body: (up, down),
+        wire: wire.take(),
+        cpu: server.cpu_s() - cpu0,
+        phone_cpu: None,
+        floor: String::new(),
+    });
+
+    println!("## Gridlink sync figures (server: release binary on 127.0.0.1; phones: core Client + SyncEngine)\n");
     println!(
-        "| (d) {devices} devices at once after a morning offline | {wall:.2} s (p50 {:.2} s, p99 {:.2} s per device) | {rounds} | {up} | {down} | {:.2} s | |",
-        pct(&lat, 0.5),
-        pct(&lat, 0.99),
-        server.cpu_s() - cpu0
+        "| workload | wall | rounds | body up | body down | wire up | wire down | server CPU | phone CPU | floor (deflated changes) |"
     );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for f in &figures {
+        let phone = f.phone_cpu.map_or("—".to_owned(), |s| format!("{:.1} ms", s * 1e3));
+        println!(
+            "| {} | {:.3} s | {} | {} | {} | {} | {} | {:.2} s | {phone} | {} |",
+            f.label, f.wall, f.rounds, f.body.0, f.body.1, f.wire.0, f.wire.1, f.cpu, f.floor
+        );
+    }
 
     // Memory and disk per stored record.
     let (rss, peak) = server.memory_mib();
@@ -315,8 +499,17 @@ fn main() {
         db_bytes as f64 / 1048576.0 / stored as f64 * 10_000.0
     );
 
+    // The same documents through automerge-repo, and the two side by side.
+    std::fs::write(work.join("manifest.json"), format!("{{\"a\": {}}}", ids_a.len())).unwrap();
+    match automerge_repo(&work) {
+        Err(why) if why.starts_with("not run") => println!("\nautomerge-repo side {why}"),
+        Err(why) => panic!("automerge-repo side {why}"),
+        Ok(reference) => side_by_side(&figures, &reference, (peak, stored)),
+    }
+
     // Rural link: 300 ms round trip, 200 kbit/s, a stall every 50 segments (≈2% loss).
-    let slow = rural_proxy(&server.base, Duration::from_millis(150), 25_000.0, 50);
+    let link = Link { one_way: Duration::from_millis(150), bytes_per_s: 25_000.0, stall_every: 50 };
+    let slow = proxy(&server.base, Some(link), Arc::new(Wire::default()));
     SyncEngine::http(&server.base).sync_once(&mut station).unwrap(); // catch up on the fast link first
     let engine = SyncEngine::http(&slow);
     let t = Instant::now();
@@ -335,57 +528,157 @@ fn main() {
     let r = slow_engine.sync_once(&mut grid).unwrap();
     println!("| (c) a day's work, 50 records + 200 changes | {:.2} s | {} | {} |", t.elapsed().as_secs_f64(), r.bytes_up, r.bytes_down);
 
-    // Load: N devices syncing in a loop for a bounded time, one new change per round.
-    println!(
-        "\n| devices in a loop (one new report per round) | rounds | changes ingested/s | p50 round | p99 round | server CPU |\n|---|---|---|---|---|---|"
-    );
-    for n in if quick { vec![50] } else { vec![100, 300, 1000] } {
-        let seconds = if quick { 5.0 } else { 20.0 };
-        let fleet: Vec<(Client, SyncEngine)> = (0..n)
-            .map(|i| {
-                // Grids 11–100 hold none of the seeded records: devices start light.
-                let (mut c, e) = phone(dir.path(), &format!("load{n}-{i}"), &server.base, &format!("g{}", 11 + i % 90));
-                c.create_incident(report(400_000 + i)).unwrap();
-                e.sync_once(&mut c).unwrap();
-                (c, e)
-            })
-            .collect();
-        let lat = Arc::new(Mutex::new(Vec::new()));
-        let stop = Instant::now() + Duration::from_secs_f64(seconds);
-        let barrier = Arc::new(Barrier::new(n));
-        let cpu0 = server.cpu_s();
+    load(dir.path(), &server, quick);
+}
+
+/// A phone reduced to its sync protocol, for the load runs. A real phone logged in and made its
+/// reports offline (real Automerge changes by its own actor); the timed loop only sends them, one
+/// report per round, and decodes the answers. So the load measures the server, not 1,000 phones'
+/// local databases sharing this machine's two cores.
+struct WireDevice {
+    transport: HttpTransport,
+    token: String,
+    cursor: Option<u64>,
+    reports: std::collections::VecDeque<DocChanges>,
+}
+
+impl WireDevice {
+    fn new(dir: &Path, base: &str, name: &str, user: &str, reports: usize) -> Self {
+        let (mut c, e) = phone(dir, name, base, user);
+        e.sync_once(&mut c).unwrap();
+        let mut queue = std::collections::VecDeque::new();
+        for n in 0..reports {
+            let id = c.create_incident(report(1_000_000 + n)).unwrap();
+            let changes = c.outbox(1_000).unwrap().into_iter().filter(|o| o.doc_id == id).map(|o| ByteBuf::from(o.bytes)).collect();
+            queue.push_back(DocChanges { doc: DocId::parse(&id).unwrap(), changes });
+        }
+        let token = c.sync_meta("token").unwrap().unwrap();
+        let cursor = c.sync_meta("cursor").unwrap().and_then(|v| v.parse().ok());
+        let _ = std::fs::remove_file(c.path());
+        WireDevice { transport: HttpTransport::new(base), token, cursor, reports: queue }
+    }
+
+    /// One sync round pushing the next report (pages followed, as the engine does). Returns the
+    /// round's time in seconds, or None once the device has no report left.
+    fn round(&mut self) -> Option<f64> {
+        let report = self.reports.pop_front()?;
         let t = Instant::now();
-        let handles: Vec<_> = fleet
-            .into_iter()
-            .map(|(mut c, e)| {
-                let (lat, b) = (lat.clone(), barrier.clone());
-                std::thread::spawn(move || {
-                    b.wait();
-                    let mut k = 0;
-                    while Instant::now() < stop {
-                        // A new report each round: after routing, a grid member may only read its reports.
-                        c.create_incident(report(1_000_000 + k)).unwrap();
-                        let t = Instant::now();
-                        e.sync_once(&mut c).unwrap();
-                        lat.lock().unwrap().push(t.elapsed().as_secs_f64());
-                        k += 1;
+        let mut push = vec![report];
+        loop {
+            let body = protocol::encode(&SyncRequest {
+                v: PROTOCOL_VERSION,
+                cursor: self.cursor,
+                push: std::mem::take(&mut push),
+                page_bytes: None,
+            });
+            let resp = self
+                .transport
+                .call(HttpRequest {
+                    method: "POST",
+                    path: "/api/v1/sync".into(),
+                    token: Some(self.token.clone()),
+                    content_type: Some(protocol::CONTENT_TYPE),
+                    body,
+                })
+                .unwrap();
+            assert_eq!(resp.status, 200, "sync refused: {}", String::from_utf8_lossy(&resp.body));
+            let answer: SyncResponse = protocol::decode(&resp.body).unwrap();
+            assert!(answer.rejected.is_empty(), "a report was refused: {:?}", answer.rejected);
+            self.cursor = Some(answer.cursor);
+            if !answer.more {
+                return Some(t.elapsed().as_secs_f64());
+            }
+        }
+    }
+}
+
+/// Runs `fleet` for at most `seconds` and `rounds` rounds per device; each device waits `pause`
+/// (±20 %) between its rounds, after a random start within the first pause. Returns sorted round
+/// times and the wall time.
+fn drive(fleet: &mut [WireDevice], seconds: f64, rounds: usize, pause: Duration) -> (Vec<f64>, f64) {
+    let stop = Instant::now() + Duration::from_secs_f64(seconds);
+    let lat = Mutex::new(Vec::new());
+    let t = Instant::now();
+    std::thread::scope(|scope| {
+        for d in fleet.iter_mut() {
+            let lat = &lat;
+            std::thread::Builder::new()
+                .stack_size(256 << 10)
+                .spawn_scoped(scope, move || {
+                    let jitter = |p: Duration| p.mul_f64(rand::random_range(0.8..1.2));
+                    std::thread::sleep(pause.mul_f64(rand::random_range(0.0..1.0)));
+                    for _ in 0..rounds {
+                        if Instant::now() >= stop {
+                            break;
+                        }
+                        let took = d.round().expect("a report left for this round");
+                        lat.lock().unwrap().push(took);
+                        std::thread::sleep(jitter(pause));
                     }
                 })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
+                .unwrap();
         }
-        let wall = t.elapsed().as_secs_f64();
-        let mut lat = lat.lock().unwrap().clone();
-        lat.sort_by(f64::total_cmp);
+    });
+    let mut lat = lat.into_inner().unwrap();
+    lat.sort_by(f64::total_cmp);
+    (lat, t.elapsed().as_secs_f64())
+}
+
+/// Server load: devices syncing in a loop, bounded in time and in rounds, one new report per
+/// round. First as fast as they can (the server's capacity), then 1,000 devices each syncing
+/// every 10 s.
+fn load(dir: &Path, server: &Server, quick: bool) {
+    // `sync_bench load 200 500` runs just those fleet sizes back to back.
+    let sizes: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
+    let sizes = if !sizes.is_empty() {
+        sizes
+    } else if quick {
+        vec![50]
+    } else {
+        vec![100, 300, 1000]
+    };
+    let paced = if quick { 50 } else { 1000 };
+    let most = sizes.iter().copied().chain([paced]).max().unwrap();
+    let (rounds_each, seconds) = if quick { (4, 5.0) } else { (8, 20.0) };
+    let rounds_each = std::env::var("GRIDLINK_LOAD_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(rounds_each);
+    let pause = Duration::from_secs(if quick { 1 } else { 10 });
+    let paced_rounds = 4;
+    let t = Instant::now();
+    // Grids 11–100 hold none of the seeded records: devices start light. Each device gets a
+    // report for every round of every run it takes part in.
+    let mut pool: Vec<WireDevice> = (0..most)
+        .map(|i| {
+            let runs = sizes.iter().filter(|&&n| n > i).count();
+            let reports = runs * rounds_each + if i < paced { paced_rounds } else { 0 };
+            WireDevice::new(dir, &server.base, &format!("wire{i}"), &format!("g{}", 11 + i % 90), reports)
+        })
+        .collect();
+    let made: usize = pool.iter().map(|d| d.reports.len()).sum();
+    println!("\n{most} load devices logged in and made {made} reports offline in {:.0} s.", t.elapsed().as_secs_f64());
+    println!(
+        "\n| devices, rounds back to back (one new report each, ≤ {rounds_each} rounds per device) | rounds | changes ingested/s | p50 round | p99 round | server CPU |\n|---|---|---|---|---|---|"
+    );
+    let row = |label: String, lat: &[f64], wall: f64, cpu: f64| {
         println!(
-            "| {n} | {} | {:.0} | {:.0} ms | {:.0} ms | {:.1} s of {wall:.1} s |",
+            "| {label} | {} | {:.0} | {:.0} ms | {:.0} ms | {cpu:.1} s of {wall:.1} s |",
             lat.len(),
             lat.len() as f64 / wall,
-            pct(&lat, 0.5) * 1e3,
-            pct(&lat, 0.99) * 1e3,
-            server.cpu_s() - cpu0
+            pct(lat, 0.5) * 1e3,
+            pct(lat, 0.99) * 1e3,
         );
+    };
+    for n in sizes {
+        let cpu0 = server.cpu_s();
+        let (lat, wall) = drive(&mut pool[..n], seconds, rounds_each, Duration::ZERO);
+        row(n.to_string(), &lat, wall, server.cpu_s() - cpu0);
     }
+    println!(
+        "\n| devices, one round every {} s each (one new report per round) | rounds | changes ingested/s | p50 round | p99 round | server CPU |\n|---|---|---|---|---|---|",
+        pause.as_secs()
+    );
+    let cpu0 = server.cpu_s();
+    let (lat, wall) = drive(&mut pool[..paced], pause.as_secs_f64() * (paced_rounds + 1) as f64, paced_rounds, pause);
+    row(paced.to_string(), &lat, wall, server.cpu_s() - cpu0);
+    let (rss, peak) = server.memory_mib();
+    println!("\nServer memory after the load: RSS {rss:.1} MiB (peak {peak:.1} MiB).");
 }
