@@ -177,7 +177,8 @@ fn bench() -> Result<(), String> {
     }
     // Sync, load and rural-link figures against the release server binary, and the same
     // workloads through automerge-repo (Node).
-    run("npm", &["ci", "--silent", "--no-audit", "--no-fund", "--prefix", "tests/automerge-repo"])?;
+    // `install` rather than `ci`: see .ci/run (cbor-x's optional helpers are not on the registry).
+    run("npm", &["install", "--silent", "--no-audit", "--no-fund", "--prefix", "tests/automerge-repo"])?;
     run(
         "cargo",
         &["build", "--release", "-p", "gridlink-server", "-p", "gridlink-tests", "--bin", "gridlink-server", "--bin", "sync_bench"],

@@ -5,7 +5,7 @@
 //! side-by-side table. Prints figures; fails only if something breaks, never on speed.
 //!
 //! `cargo xtask bench` builds in release and runs it; alone:
-//! `npm ci --prefix tests/automerge-repo && cargo build --release -p gridlink-server -p gridlink-tests
+//! `npm install --prefix tests/automerge-repo && cargo build --release -p gridlink-server -p gridlink-tests
 //! && target/release/sync_bench [quick]`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -234,7 +234,7 @@ type Reference = std::collections::HashMap<String, serde_json::Value>;
 fn automerge_repo(work: &Path) -> Result<Reference, String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("automerge-repo");
     if !script.join("node_modules/@automerge/automerge-repo").exists() {
-        return Err(format!("not run: `npm ci --prefix {}` first", script.display()));
+        return Err(format!("not run: `npm install --prefix {}` first", script.display()));
     }
     let out = Command::new("node")
         .arg(script.join("bench.mjs"))
