@@ -718,8 +718,17 @@ impl Client {
     }
 
     fn apply_changes_checked(&mut self, id: &str, changes: &[Vec<u8>], now: i64) -> Result<()> {
-        let decoded =
-            changes.iter().map(|b| Change::from_bytes(b.clone()).map_err(|_| CoreError::CorruptChange)).collect::<Result<Vec<_>>>()?;
+        let mut decoded = Vec::with_capacity(changes.len());
+        for bytes in changes {
+            match Change::from_bytes(bytes.clone()) {
+                Ok(change) => decoded.push(change),
+                // The server sends a record new to this device as one saved document.
+                Err(_) => match RecordDoc::load(id, &[bytes], &self.actor) {
+                    Ok(mut whole) => decoded.extend(whole.changes_since(&[])),
+                    Err(_) => return Err(CoreError::CorruptChange),
+                },
+            }
+        }
         let existing = match self.load_doc(id) {
             Ok(d) => Some(d),
             Err(CoreError::NotFound(_)) => None,

@@ -97,15 +97,27 @@ pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: Sy
     let mut added = Vec::new();
     {
         let mut stmt = tx.prepare_cached("SELECT bytes, device_id FROM changes WHERE doc_id = ?1 ORDER BY seq")?;
+        let mut whole = tx.prepare_cached("SELECT snapshot FROM docs WHERE id = ?1")?;
         for id in &new_docs {
             // A record the device itself just pushed to: it has its own changes already.
             let skip_own = pushed_to.contains(id) && !reset.contains(id);
-            let rows = stmt.query_map([id], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))?;
+            // A record the device has none of: as one saved document, if it takes those. The
+            // snapshot is written in the same transaction as every change, so it holds them all.
+            let snapshot = if req.whole_docs && !skip_own && !reset.contains(id) {
+                whole.query_row([id], |r| r.get::<_, Vec<u8>>(0)).optional()?
+            } else {
+                None
+            };
             let mut changes = Vec::new();
-            for row in rows {
-                let (bytes, from) = row?;
-                if !(skip_own && from == device) {
-                    changes.push(ByteBuf::from(bytes));
+            if let Some(doc) = snapshot {
+                changes.push(ByteBuf::from(doc));
+            } else {
+                let rows = stmt.query_map([id], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))?;
+                for row in rows {
+                    let (bytes, from) = row?;
+                    if !(skip_own && from == device) {
+                        changes.push(ByteBuf::from(bytes));
+                    }
                 }
             }
             let doc_size: usize = changes.iter().map(|c| c.len()).sum();

@@ -186,6 +186,7 @@ fn authorization_scope_and_forged_changes() {
             cursor: None,
             push: vec![DocChanges { doc: DocId::parse(doc).unwrap(), changes: vec![serde_bytes_buf(change)] }],
             page_bytes: None,
+            whole_docs: false,
         });
         let resp = http()
             .post(format!("{}/api/v1/sync", server.base))
@@ -263,6 +264,66 @@ pub fn image_bytes() -> Vec<u8> {
     out
 }
 
+/// One raw sync round from a fresh device of `phone`'s account, asking or not for whole documents.
+fn fresh_round(server: &TestServer, phone: &Phone, whole_docs: bool) -> (usize, protocol::SyncResponse) {
+    let body = protocol::encode(&SyncRequest { v: protocol::PROTOCOL_VERSION, cursor: None, push: vec![], page_bytes: None, whole_docs });
+    let resp = http()
+        .post(format!("{}/api/v1/sync", server.base))
+        .header("Authorization", format!("Bearer {}", token(phone)))
+        .header("Content-Type", CONTENT_TYPE)
+        .send(&body[..])
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut bytes = Vec::new();
+    resp.into_body().into_reader().read_to_end(&mut bytes).unwrap();
+    (bytes.len(), protocol::decode(&bytes).unwrap())
+}
+
+#[test]
+fn new_records_come_as_whole_documents_to_devices_that_take_them() {
+    let server = TestServer::start();
+    let mut grid = server.phone("grid_a");
+    let mut village = server.phone("village");
+    let ids: Vec<String> = (0..20).map(|i| grid.create_incident(report(&format!("事件{i}"))).unwrap()).collect();
+    for id in &ids {
+        grid.edit_incident(id, IncidentEdit { notes: Some("现场复查,情况属实。".into()), ..Default::default() }).unwrap();
+    }
+    grid.sync().unwrap();
+    village.sync().unwrap();
+    for id in &ids[..5] {
+        village.act(id, Action::Accept, "").unwrap();
+    }
+    village.sync().unwrap();
+
+    // Asked for: one saved document per record, holding every change the server has.
+    let (whole_size, whole) = fresh_round(&server, &village, true);
+    let (changes_size, changes) = fresh_round(&server, &village, false);
+    assert_eq!(whole.docs.len(), ids.len());
+    assert_eq!(changes.docs.len(), ids.len());
+    for (w, c) in whole.docs.iter().zip(&changes.docs) {
+        assert_eq!(w.doc, c.doc);
+        assert_eq!(w.changes.len(), 1, "one document per record");
+        assert!(automerge::Change::from_bytes(w.changes[0].to_vec()).is_err(), "a saved document, not a change");
+        assert!(c.changes.len() >= 3, "report, case number, routing and the edit come as changes");
+        let mut from_doc = automerge::AutoCommit::load(&w.changes[0]).unwrap();
+        let mut from_changes = automerge::AutoCommit::new();
+        from_changes.load_incremental(&c.changes.iter().flat_map(|b| b.to_vec()).collect::<Vec<u8>>()).unwrap();
+        assert_eq!(from_doc.get_heads(), from_changes.get_heads(), "the same history either way");
+    }
+    assert!(whole_size < changes_size, "whole documents are the smaller answer: {whole_size} vs {changes_size} bytes");
+    eprintln!("20 records to a fresh device: {whole_size} bytes as documents, {changes_size} bytes as changes");
+
+    // A real phone bootstraps from documents and then keeps receiving changes as usual.
+    let mut fresh = server.phone("village");
+    fresh.sync().unwrap();
+    assert_eq!(fresh.record_count().unwrap(), ids.len() as i64);
+    assert_eq!(fresh.get(&ids[0]).unwrap().record, village.get(&ids[0]).unwrap().record, "accepted, with its case number");
+    village.edit_incident(&ids[2], IncidentEdit { notes: Some("补充说明".into()), ..Default::default() }).unwrap();
+    village.sync().unwrap();
+    fresh.sync().unwrap();
+    assert_eq!(fresh.get(&ids[2]).unwrap().record, village.get(&ids[2]).unwrap().record);
+}
+
 #[test]
 fn revocation_wipes_and_relogin_restores() {
     let server = TestServer::start();
@@ -312,11 +373,11 @@ fn bad_requests_get_clear_4xx_and_the_server_keeps_serving() {
     assert!(b["error"]["message"].as_str().unwrap().contains("无法解压"));
     let (s, _) = post("application/json", b"{}".to_vec(), &tok);
     assert_eq!(s, 400);
-    let wrong_version = protocol::encode(&SyncRequest { v: 9, cursor: None, push: vec![], page_bytes: None });
+    let wrong_version = protocol::encode(&SyncRequest { v: 9, cursor: None, push: vec![], page_bytes: None, whole_docs: false });
     let (s, b) = post(CONTENT_TYPE, wrong_version, &tok);
     assert_eq!(s, 422);
     assert!(b["error"]["message"].as_str().unwrap().contains("版本"));
-    let truncated = protocol::encode(&SyncRequest { v: 1, cursor: Some(3), push: vec![], page_bytes: None });
+    let truncated = protocol::encode(&SyncRequest { v: 1, cursor: Some(3), push: vec![], page_bytes: None, whole_docs: false });
     let (s, _) = post(CONTENT_TYPE, truncated[..truncated.len() / 2].to_vec(), &tok);
     assert_eq!(s, 400);
     let empty_doc = protocol::encode(&SyncRequest {
@@ -324,6 +385,7 @@ fn bad_requests_get_clear_4xx_and_the_server_keeps_serving() {
         cursor: None,
         push: vec![DocChanges { doc: DocId([1; 16]), changes: vec![] }],
         page_bytes: None,
+        whole_docs: false,
     });
     let (s, _) = post(CONTENT_TYPE, empty_doc, &tok);
     assert_eq!(s, 400);
@@ -332,6 +394,7 @@ fn bad_requests_get_clear_4xx_and_the_server_keeps_serving() {
         cursor: None,
         push: vec![DocChanges { doc: DocId([1; 16]), changes: vec![serde_bytes_buf(vec![0x85, 0x6f, 0x4a, 0x83, 1, 2, 3])] }],
         page_bytes: None,
+        whole_docs: false,
     });
     let resp = http()
         .post(&url)

@@ -348,7 +348,7 @@ impl<T: Transport> SyncEngine<T> {
             hashes.entry(doc).or_default().push(e.hash);
         }
         let cursor = client.sync_meta("cursor")?.and_then(|c| c.parse().ok());
-        let body = protocol::encode(&SyncRequest { v: PROTOCOL_VERSION, cursor, push, page_bytes: None });
+        let body = protocol::encode(&SyncRequest { v: PROTOCOL_VERSION, cursor, push, page_bytes: None, whole_docs: true });
         report.bytes_up += body.len();
         let resp = self.transport.call(HttpRequest {
             method: "POST",

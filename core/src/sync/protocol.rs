@@ -31,7 +31,8 @@ impl DocId {
     }
 }
 
-/// Changes of one document.
+/// Changes of one document. From the server, a record new to a device that asked for
+/// [`SyncRequest::whole_docs`] comes as one saved Automerge document instead.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocChanges {
     pub doc: DocId,
@@ -49,6 +50,11 @@ pub struct SyncRequest {
     /// Bound on the response size the device wants (a slow link asks for smaller pages).
     #[serde(default)]
     pub page_bytes: Option<u32>,
+    /// The device takes a record it does not have yet as one whole document (Automerge's
+    /// compact saved format, about 30 % smaller than the changes) rather than change by change.
+    /// Devices that predate it leave it out and get changes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub whole_docs: bool,
 }
 
 /// A pushed change the server refused, with the reason (Chinese, shown to the user).
@@ -137,10 +143,11 @@ mod tests {
             cursor: Some(7),
             push: vec![DocChanges { doc: DocId([7; 16]), changes: vec![serde_bytes::ByteBuf::from(vec![1, 2, 3])] }],
             page_bytes: None,
+            whole_docs: true,
         };
         let bytes = encode(&req);
         assert_eq!(decode_request(&bytes).unwrap(), req);
-        let empty = encode(&SyncRequest { v: 1, cursor: Some(123456), push: vec![], page_bytes: None });
+        let empty = encode(&SyncRequest { v: 1, cursor: Some(123456), push: vec![], page_bytes: None, whole_docs: false });
         assert!(empty.len() < 40, "an idle round is tiny: {} bytes", empty.len());
         assert!(matches!(decode_request(&encode(&SyncRequest { v: 9, ..req.clone() })), Err(ProtocolError::Version(9))));
         assert!(matches!(decode_request(b"garbage"), Err(ProtocolError::Compression | ProtocolError::Format(_))));
