@@ -306,7 +306,8 @@ fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let scale = |full: usize, small: usize| if quick { small } else { full };
     let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().join("automerge-repo-workloads");
+    // GRIDLINK_BENCH_WORK keeps the exported documents (to run tests/automerge-repo/bench.mjs alone).
+    let work = std::env::var_os("GRIDLINK_BENCH_WORK").map_or_else(|| dir.path().join("automerge-repo-workloads"), PathBuf::from);
     let db = make_town(dir.path(), 100);
     let server = Server::start(&db);
     if std::env::args().any(|a| a == "load") {
