@@ -149,14 +149,19 @@ fn ingest_one(
     if let Err(reason) = validate_update_fn(seen.as_ref(), &made, person, ctx.now_ms) {
         return Ok(Err(reason));
     }
-    // Then merge it into the server's copy, which must keep its identity and history.
-    let mut next = doc.clone();
-    if next.apply_changes(vec![change]).is_err() {
-        return Ok(Err("变更数据无效".into()));
-    }
-    let after = match next.read() {
-        Ok(r) => r,
-        Err(e) => return Ok(Err(e.to_string())),
+    // Then merge it into the server's copy, which must keep its identity and history. A new
+    // record's copy is the empty document the author's view started from: that view is it.
+    let (mut next, after) = if before.is_none() {
+        (author_after, made)
+    } else {
+        let mut next = doc.clone();
+        if next.apply_changes(vec![change]).is_err() {
+            return Ok(Err("变更数据无效".into()));
+        }
+        match next.read() {
+            Ok(r) => (next, r),
+            Err(e) => return Ok(Err(e.to_string())),
+        }
     };
     if let Some(b) = before
         && let Err(reason) = check_invariants(b, &after)
