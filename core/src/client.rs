@@ -719,12 +719,13 @@ impl Client {
 
     fn apply_changes_checked(&mut self, id: &str, changes: &[Vec<u8>], now: i64) -> Result<()> {
         let mut decoded = Vec::with_capacity(changes.len());
+        // The server sends a record new to this device as one saved document.
+        let mut wholes = Vec::new();
         for bytes in changes {
             match Change::from_bytes(bytes.clone()) {
                 Ok(change) => decoded.push(change),
-                // The server sends a record new to this device as one saved document.
                 Err(_) => match RecordDoc::load(id, &[bytes], &self.actor) {
-                    Ok(mut whole) => decoded.extend(whole.changes_since(&[])),
+                    Ok(whole) => wholes.push((whole, bytes)),
                     Err(_) => return Err(CoreError::CorruptChange),
                 },
             }
@@ -734,11 +735,24 @@ impl Client {
             Err(CoreError::NotFound(_)) => None,
             Err(e) => return Err(e),
         };
-        let (mut doc, before) = match &existing {
-            Some(d) => (d.clone(), Some(d.read()?)),
-            None => (RecordDoc::empty(&self.actor), None),
+        // A record this device has none of, come as one saved document: that document is taken as
+        // it is and stored as it came, rather than replayed change by change and saved again.
+        let (adopted, adopted_bytes) = match (&existing, decoded.is_empty(), wholes.pop()) {
+            (None, true, Some((whole, bytes))) if wholes.is_empty() => (Some(whole), Some(bytes)),
+            (_, _, popped) => {
+                wholes.extend(popped);
+                (None, None)
+            }
         };
-        let heads = doc.heads();
+        for (mut whole, _) in wholes {
+            decoded.extend(whole.changes_since(&[]));
+        }
+        let (mut doc, before) = match (&existing, adopted) {
+            (Some(d), _) => (d.clone(), Some(d.read()?)),
+            (None, Some(whole)) => (whole, None),
+            (None, None) => (RecordDoc::empty(&self.actor), None),
+        };
+        let heads = if adopted_bytes.is_some() { Vec::new() } else { doc.heads() };
         doc.apply_changes(decoded)?;
         if !doc.missing_deps(&[]).is_empty() {
             return Err(CoreError::MissingDependencies);
@@ -765,7 +779,11 @@ impl Client {
         if existing.is_some() {
             save_doc(&tx, id, record.kind(), &mut doc, &heads)?;
         } else {
-            store::write_doc(&tx, id, record.kind(), DocWrite::Create(doc.save()))?;
+            let saved = match adopted_bytes {
+                Some(bytes) => bytes.clone(),
+                None => doc.save(),
+            };
+            store::write_doc(&tx, id, record.kind(), DocWrite::Create(saved))?;
         }
         self.index(&tx, &record, &folded)?;
         store::meta_set(&tx, "hlc", &serde_json::to_string(&hlc.last()).expect("serialisable"))?;
