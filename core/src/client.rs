@@ -722,9 +722,9 @@ impl Client {
         // The server sends a record new to this device as one saved document.
         let mut wholes = Vec::new();
         for bytes in changes {
-            match Change::from_bytes(bytes.clone()) {
-                Ok(change) => decoded.push(change),
-                Err(_) => match RecordDoc::load(id, &[bytes], &self.actor) {
+            match crate::chunk::decode_change(bytes) {
+                Some(change) => decoded.push(change),
+                None => match RecordDoc::load(id, &[bytes], &self.actor) {
                     Ok(whole) => wholes.push((whole, bytes)),
                     Err(_) => return Err(CoreError::CorruptChange),
                 },

@@ -31,6 +31,7 @@
 
 pub mod calendar;
 pub mod catalog;
+pub mod chunk;
 mod client;
 pub mod error;
 pub mod figures;

@@ -330,6 +330,9 @@ impl RecordDoc {
     pub fn load(id: &str, chunks: &[&[u8]], actor: &ActorId) -> Result<Self> {
         let corrupt = || CoreError::CorruptDocument { id: id.to_owned() };
         let (first, rest) = chunks.split_first().ok_or_else(corrupt)?;
+        if chunks.iter().any(|c| crate::chunk::kinds(c).is_none()) {
+            return Err(corrupt());
+        }
         // Automerge's column decoder can panic on some malformed bytes (found by the `doc_load`
         // fuzz target): a corrupt stored document must be an error, never a crashed app.
         let loaded = std::panic::catch_unwind(|| -> std::result::Result<AutoCommit, ()> {

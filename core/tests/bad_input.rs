@@ -94,7 +94,14 @@ fn corrupt_changes_and_documents() {
     let mut flipped = good.clone();
     let mid = flipped.len() / 2;
     flipped[mid] ^= 0xFF;
-    for bad in [b"not automerge".to_vec(), good[..good.len() / 2].to_vec()] {
+    // The same change relabelled as a chunk kind Gridlink never writes (a bundle, an unknown kind).
+    let relabelled = |kind: u8| {
+        let mut c = good.clone();
+        c[8] = kind;
+        c
+    };
+    let bundle_bomb = include_bytes!("fixtures/fuzz-doc_load-bundle-oom.bin").to_vec();
+    for bad in [b"not automerge".to_vec(), good[..good.len() / 2].to_vec(), relabelled(3), relabelled(9), bundle_bomb] {
         let e = village.apply_remote(&id, &[bad]).unwrap_err();
         assert!(matches!(e, CoreError::CorruptChange), "{e}");
     }
@@ -213,4 +220,16 @@ fn a_document_that_panics_the_decoder_is_an_error() {
     let actor = automerge::ActorId::from(vec![1u8; 16]);
     let Err(err) = gridlink_core::record::RecordDoc::load("fuzz", &[&bytes[..]], &actor) else { panic!("a corrupt document was loaded") };
     assert!(matches!(err, gridlink_core::CoreError::CorruptDocument { .. }), "{err}");
+}
+
+/// Regression from the `doc_load` fuzz target: a stored document whose type byte says "bundle"
+/// made Automerge's decoder ask for tens of GiB before it looked at the checksum. It is refused
+/// as corrupt before Automerge decodes it, and so is the same chunk received as a change.
+#[test]
+fn a_bundle_chunk_is_refused_before_it_is_decoded() {
+    let bytes = include_bytes!("fixtures/fuzz-doc_load-bundle-oom.bin");
+    let actor = automerge::ActorId::from(vec![1u8; 16]);
+    let Err(err) = gridlink_core::record::RecordDoc::load("fuzz", &[&bytes[..]], &actor) else { panic!("a corrupt document was loaded") };
+    assert!(matches!(err, gridlink_core::CoreError::CorruptDocument { .. }), "{err}");
+    assert!(gridlink_core::chunk::decode_change(bytes).is_none());
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use automerge::{ActorId, Change};
+use automerge::ActorId;
 use gridlink_core::calendar::local_time;
 use gridlink_core::figures::RecordFacts;
 use gridlink_core::org::access;
@@ -118,7 +118,7 @@ fn ingest_one(
     before: Option<&Record>,
     bytes: &[u8],
 ) -> AppResult<Result<Option<Record>, String>> {
-    let Ok(change) = Change::from_bytes(bytes.to_vec()) else {
+    let Some(change) = gridlink_core::chunk::decode_change(bytes) else {
         return Ok(Err("变更数据无效".into()));
     };
     let hash = change.hash().to_string();
