@@ -79,8 +79,34 @@ pub struct Db {
     inner: Arc<Inner>,
 }
 
-/// A piece of work for the writer thread.
-type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
+/// A piece of work for the writer thread. It runs inside the batch's transaction and returns
+/// whether it succeeded (if not, what it wrote is rolled back) and its reply, which is sent only
+/// once the batch has ended: its own result if the batch was committed, else why it was not.
+type WriteJob = Box<dyn FnOnce(&mut Connection) -> (Result<(), BatchFailed>, Reply) + Send>;
+
+/// Hands a write's result to its caller once its batch has ended.
+type Reply = Box<dyn FnOnce(Result<(), BatchFailed>) + Send>;
+
+/// Why a write, or a whole batch, failed.
+#[derive(Debug, Clone, Copy)]
+enum BatchFailed {
+    /// The disk is full: retry later, nothing was kept.
+    StorageFull,
+    /// Anything else.
+    Other,
+}
+
+impl From<BatchFailed> for AppError {
+    fn from(f: BatchFailed) -> Self {
+        match f {
+            BatchFailed::StorageFull => AppError::StorageFull,
+            BatchFailed::Other => AppError::Internal("the write batch was not committed".into()),
+        }
+    }
+}
+
+/// Most writes committed together. A batch takes the writes that queued while the last one ran.
+const MAX_BATCH: usize = 64;
 
 struct Inner {
     writer: Mutex<Connection>,
@@ -100,15 +126,79 @@ impl std::fmt::Debug for Inner {
     }
 }
 
-/// The writer thread: runs queued writes one after another until the database is dropped.
+/// The writer thread: runs queued writes in arrival order until the database is dropped.
+///
+/// Group commit: the writes that queued up while the last batch ran go into one transaction, each
+/// in its own savepoint, and one commit (one fsync) makes them all durable; only then does any of
+/// them get its answer. A write that fails or panics is rolled back to its savepoint alone.
 fn run_writes(db: Weak<Inner>, jobs: mpsc::Receiver<WriteJob>) {
-    while let Ok(job) = jobs.recv() {
+    while let Ok(first) = jobs.recv() {
         let Some(inner) = db.upgrade() else { return };
         let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-        // A panicking job drops its reply channel (its caller gets an internal error); the thread
-        // and the connection go on serving the others.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut conn)));
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Without a transaction nothing is run; the job is dropped and its caller told so.
+            tracing::error!(error = %e, "cannot begin a write batch");
+            drop(first);
+            continue;
+        }
+        let mut replies = Vec::new();
+        let mut lost = None;
+        let mut job = first;
+        for n in 1.. {
+            let (ran, reply) = run_one(&mut conn, job);
+            replies.extend(reply);
+            // SQLite rolls back the whole transaction on some errors (disk full, I/O): what the
+            // batch had done so far is gone, so it ends here, failed for the same reason.
+            if conn.is_autocommit() {
+                lost = Some(ran.err().unwrap_or(BatchFailed::Other));
+                break;
+            }
+            if n == MAX_BATCH {
+                break;
+            }
+            match jobs.try_recv() {
+                Ok(queued) => job = queued,
+                Err(_) => break,
+            }
+        }
+        let outcome = match lost {
+            Some(why) => Err(why),
+            None => conn.execute_batch("COMMIT").map_err(|e| {
+                tracing::error!(error = %e, "cannot commit a write batch");
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                match e.sqlite_error_code() {
+                    Some(rusqlite::ErrorCode::DiskFull) => BatchFailed::StorageFull,
+                    _ => BatchFailed::Other,
+                }
+            }),
+        };
+        drop(conn);
+        for reply in replies {
+            reply(outcome);
+        }
     }
+}
+
+/// Runs one write in its own savepoint of the batch. Returns whether it succeeded and its reply,
+/// which is None if it panicked (its caller then learns that the write failed).
+fn run_one(conn: &mut Connection, job: WriteJob) -> (Result<(), BatchFailed>, Option<Reply>) {
+    if let Err(e) = conn.execute_batch("SAVEPOINT write_job") {
+        tracing::error!(error = %e, "cannot start a write");
+        return (Err(BatchFailed::Other), None);
+    }
+    let (ran, reply) = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn))) {
+        Ok((ran, reply)) => (ran, Some(reply)),
+        Err(_) => (Err(BatchFailed::Other), None),
+    };
+    if !conn.is_autocommit() {
+        let end = if ran.is_ok() { "RELEASE write_job" } else { "ROLLBACK TO write_job; RELEASE write_job" };
+        if let Err(e) = conn.execute_batch(end) {
+            tracing::error!(error = %e, "cannot end a write");
+        }
+    }
+    (ran, reply)
 }
 
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
@@ -187,7 +277,17 @@ impl Db {
     ) -> impl std::future::Future<Output = AppResult<T>> + Send + 'static {
         let (reply, result) = oneshot::channel();
         let job: WriteJob = Box::new(move |conn| {
-            let _ = reply.send(f(conn));
+            let out = f(conn);
+            let ran = match &out {
+                Ok(_) => Ok(()),
+                Err(AppError::StorageFull) => Err(BatchFailed::StorageFull),
+                Err(_) => Err(BatchFailed::Other),
+            };
+            let deliver: Reply = Box::new(move |batch| {
+                // A write that failed says why; one that succeeded is only as good as its batch.
+                let _ = reply.send(out.and_then(|v| batch.map(|()| v).map_err(AppError::from)));
+            });
+            (ran, deliver)
         });
         let queued = self.inner.jobs.send(job);
         async move {
@@ -250,22 +350,113 @@ mod tests {
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "writes ran out of order: {seen:?}");
     }
 
+    /// Queues a write that holds the writer until `release` is dropped or sent to, so that the
+    /// writes queued after it run together in the next batch.
+    fn hold_writer(db: &Db) -> (std::sync::mpsc::Sender<()>, impl std::future::Future<Output = AppResult<()>>) {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let held = db.write(move |_| {
+            let _ = wait.recv();
+            Ok(())
+        });
+        (release, held)
+    }
+
+    fn rows(c: &Connection) -> AppResult<Vec<i64>> {
+        Ok(c.prepare("SELECT x FROM t ORDER BY x")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?)
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_in_a_batch_is_rolled_back_alone() {
+        let (_dir, db) = temp_db();
+        db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x INTEGER)")?)).await.unwrap();
+        let (release, held) = hold_writer(&db);
+        let one = db.write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (1)", []).map(|_| ())?));
+        let two = db.write(|c| -> AppResult<()> {
+            c.execute("INSERT INTO t(x) VALUES (2)", [])?;
+            Err(AppError::Conflict("refused after writing".into()))
+        });
+        let three = db.write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (3)", []).map(|_| ())?));
+        drop(release);
+        held.await.unwrap();
+        one.await.unwrap();
+        assert!(matches!(two.await, Err(AppError::Conflict(_))));
+        three.await.unwrap();
+        assert_eq!(db.read(rows).await.unwrap(), [1, 3]);
+    }
+
+    #[tokio::test]
+    async fn in_a_batch_that_fills_the_disk_what_is_acknowledged_is_kept() {
+        let (_dir, db) = temp_db();
+        db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x INTEGER, pad BLOB)")?)).await.unwrap();
+        // The database may not grow: any write that needs a new page fails as on a full disk.
+        db.write(|c| {
+            let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            Ok(c.pragma_update(None, "max_page_count", pages + 1)?)
+        })
+        .await
+        .unwrap();
+        let insert = |x: i64, pad: usize| {
+            db.write(move |c| Ok(c.execute("INSERT INTO t(x, pad) VALUES (?1, ?2)", rusqlite::params![x, vec![0u8; pad]]).map(|_| ())?))
+        };
+        let (release, held) = hold_writer(&db);
+        let small = insert(1, 10);
+        let huge = insert(2, 1 << 20);
+        let after = insert(3, 10);
+        drop(release);
+        // The holding write wrote nothing; it may share the failed batch's answer.
+        let _ = held.await;
+        let answers = [(1, small.await), (2, huge.await), (3, after.await)];
+        assert!(matches!(answers[1].1, Err(AppError::StorageFull)), "{:?}", answers[1].1);
+        let kept = db.read(rows).await.unwrap();
+        for (x, answer) in &answers {
+            assert_eq!(answer.is_ok(), kept.contains(x), "write {x} answered {answer:?}, kept {kept:?}");
+        }
+        // Space again: writes go through.
+        db.write(|c| Ok(c.pragma_update(None, "max_page_count", 1_073_741_823i64)?)).await.unwrap();
+        insert(4, 1 << 20).await.unwrap();
+        assert!(db.read(rows).await.unwrap().contains(&4));
+    }
+
+    #[tokio::test]
+    async fn a_write_is_answered_only_once_its_batch_is_committed() {
+        let (_dir, db) = temp_db();
+        db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x INTEGER)")?)).await.unwrap();
+        let (release, held) = hold_writer(&db);
+        let first = db.write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (1)", []).map(|_| ())?));
+        // The next write in the same batch is still running: the first is done but not durable.
+        let (finish, slow) = hold_writer(&db);
+        drop(release);
+        let mut first = Box::pin(first);
+        let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut first).await;
+        assert!(early.is_err(), "answered before its batch was committed");
+        assert_eq!(db.read(rows).await.unwrap(), Vec::<i64>::new(), "readers see nothing uncommitted");
+        drop(finish);
+        held.await.unwrap();
+        slow.await.unwrap();
+        first.await.unwrap();
+        assert_eq!(db.read(rows).await.unwrap(), [1]);
+    }
+
     #[tokio::test]
     async fn a_write_that_panics_fails_alone_and_the_writer_goes_on() {
         let (_dir, db) = temp_db();
         db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x INTEGER)")?)).await.unwrap();
-        let failed = db
-            .write(|c| -> AppResult<()> {
-                let tx = c.transaction()?;
-                tx.execute("INSERT INTO t(x) VALUES (1)", [])?;
-                panic!("a bug in a handler");
-            })
-            .await;
+        // In the middle of a batch, between two good writes.
+        let (release, held) = hold_writer(&db);
+        let before = db.write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (1)", []).map(|_| ())?));
+        let failed = db.write(|c| -> AppResult<()> {
+            c.execute("INSERT INTO t(x) VALUES (2)", [])?;
+            panic!("a bug in a handler");
+        });
+        let after = db.write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (3)", []).map(|_| ())?));
+        drop(release);
+        held.await.unwrap();
+        before.await.unwrap();
+        let failed = failed.await;
         assert!(matches!(failed, Err(AppError::Internal(_))), "{failed:?}");
-        // The half-done transaction was rolled back and the next write goes through.
-        db.write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (2)", [])?)).await.unwrap();
-        let xs: Vec<i64> =
-            db.read(|c| Ok(c.prepare("SELECT x FROM t")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?)).await.unwrap();
-        assert_eq!(xs, [2]);
+        after.await.unwrap();
+        // The half-done write was rolled back and the next one goes through.
+        db.write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (4)", []).map(|_| ())?)).await.unwrap();
+        assert_eq!(db.read(rows).await.unwrap(), [1, 3, 4]);
     }
 }

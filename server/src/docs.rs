@@ -14,7 +14,7 @@ use gridlink_core::sync::validate::scope_of;
 use gridlink_core::sync::validate::{check_invariants, validate_update as validate_update_fn};
 use gridlink_core::workflow::{Action, ActionKind, TimelineEntry, check};
 use gridlink_core::{Access, Catalog, Hlc, Person, Record, RecordBody, RecordState, Role, Status, UnitCode, WorkCalendar, complete_action};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use sha2::Digest;
 
 use crate::error::{AppError, AppResult};
@@ -68,7 +68,7 @@ pub fn load_doc(conn: &Connection, id: &str, actor: &ActorId) -> AppResult<Optio
 /// Ingests one device's changes to one record, in order. Changes are stored until the first one
 /// that is refused; returns how many were accepted, or the refused index and the reason.
 pub fn ingest(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     ctx: &mut IngestCtx<'_>,
     device_id: &str,
     person: &Person,
@@ -109,7 +109,7 @@ pub fn ingest(
 
 #[allow(clippy::too_many_arguments)]
 fn ingest_one(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     ctx: &mut IngestCtx<'_>,
     device_id: &str,
     person: &Person,
@@ -253,7 +253,7 @@ fn ingested(outcome: Result<usize, (usize, String)>) -> AppResult<()> {
 /// [`ingest`], the same validation, case numbering and routing as a phone's push.
 #[allow(clippy::too_many_arguments)]
 pub fn act_as(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     ctx: &mut IngestCtx<'_>,
     calendar: &WorkCalendar,
     device_id: &str,
@@ -287,7 +287,7 @@ pub fn act_as(
 /// Creates a record as `person` from the web console (a station taking a service request),
 /// through the same [`ingest`] path as a phone's new record. Returns its id.
 pub fn create_as(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     ctx: &mut IngestCtx<'_>,
     device_id: &str,
     person: &Person,
@@ -307,7 +307,7 @@ pub fn create_as(
 }
 
 /// Takes an action as the system on a stored record (deadline supervision, routing).
-pub fn system_act(tx: &Transaction<'_>, ctx: &mut IngestCtx<'_>, doc_id: &str, action: Action, note: &str) -> AppResult<Record> {
+pub fn system_act(tx: &Connection, ctx: &mut IngestCtx<'_>, doc_id: &str, action: Action, note: &str) -> AppResult<Record> {
     let mut doc = load_doc(tx, doc_id, ctx.server_actor)?.ok_or(AppError::NotFound)?;
     let record = doc.read()?;
     let entry = system_entry(&record, action, note, ctx.now_ms)?;
@@ -319,7 +319,7 @@ pub fn system_act(tx: &Transaction<'_>, ctx: &mut IngestCtx<'_>, doc_id: &str, a
 }
 
 /// Stores the change the server itself just made to `doc`.
-pub fn store_server_change(tx: &Transaction<'_>, doc_id: &str, doc: &mut RecordDoc, now_ms: i64) -> AppResult<()> {
+pub fn store_server_change(tx: &Connection, doc_id: &str, doc: &mut RecordDoc, now_ms: i64) -> AppResult<()> {
     let mut change = doc.last_local_change().ok_or_else(|| AppError::Internal("server change missing".into()))?;
     tx.execute(
         "INSERT INTO changes(doc_id, hash, bytes, device_id, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -330,7 +330,7 @@ pub fn store_server_change(tx: &Transaction<'_>, doc_id: &str, doc: &mut RecordD
 
 /// The next case number (`GT-2026-000123`), per prefix and year, in order and without gaps: the
 /// counter moves in the same transaction that stores the record.
-pub fn next_case_no(tx: &Transaction<'_>, prefix: &str, now_ms: i64) -> AppResult<String> {
+pub fn next_case_no(tx: &Connection, prefix: &str, now_ms: i64) -> AppResult<String> {
     let year = chrono::Datelike::year(&local_time(now_ms));
     let n: i64 = tx.query_row(
         "INSERT INTO case_counters(prefix, year, last) VALUES (?1, ?2, 1)
@@ -342,7 +342,7 @@ pub fn next_case_no(tx: &Transaction<'_>, prefix: &str, now_ms: i64) -> AppResul
 }
 
 /// Writes the record's index row and snapshot, and notes the event.
-pub fn write_index(tx: &Transaction<'_>, record: &Record, doc: &mut RecordDoc, ctx: &mut IngestCtx<'_>) -> AppResult<()> {
+pub fn write_index(tx: &Connection, record: &Record, doc: &mut RecordDoc, ctx: &mut IngestCtx<'_>) -> AppResult<()> {
     let folded = record.fold();
     let s = &folded.state;
     let (category, title, photos) = match &record.body {

@@ -312,7 +312,7 @@ pub async fn create(State(state): State<AppState>, body: axum::body::Bytes) -> R
                 .last_local_change()
                 .map(|mut ch| ch.bytes().into_owned())
                 .ok_or_else(|| crate::error::AppError::Internal("no change".into()))?;
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             let routing = st.routing();
             let mut events = Vec::new();
             let mut ctx = st.ingest_ctx(&routing, now, &mut events);

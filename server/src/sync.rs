@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use gridlink_core::sync::protocol::{DEFAULT_PAGE_BYTES, DocChanges, DocId, PROTOCOL_VERSION, Rejection, SyncRequest, SyncResponse};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_bytes::ByteBuf;
 
 use crate::app::AppState;
@@ -19,11 +19,11 @@ use crate::error::AppResult;
 /// Largest page a device may ask for.
 pub const MAX_PAGE_BYTES: u32 = 16 << 20;
 
-/// Runs one sync round for an authenticated device. Everything is one transaction, committed
-/// before the answer is sent: what the answer acknowledges is durable.
+/// Runs one sync round for an authenticated device. Everything is one savepoint of the writer's
+/// batch, and the answer is sent only once the batch is committed: what it acknowledges is durable.
 pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: SyncRequest) -> AppResult<(SyncResponse, Vec<ScopeEvent>)> {
     let now = state.now_ms();
-    let tx = conn.transaction()?;
+    let tx = conn.savepoint()?;
     let device = auth.device_id.as_str();
     tx.execute("UPDATE devices SET last_seen_ms = ?1 WHERE id = ?2", params![now, device])?;
 
@@ -177,7 +177,7 @@ pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: Sy
 
 type RoundRow = (i64, i64, String, String, bool);
 
-fn find_round(tx: &Transaction<'_>, device: &str, cursor: u64) -> AppResult<Option<RoundRow>> {
+fn find_round(tx: &Connection, device: &str, cursor: u64) -> AppResult<Option<RoundRow>> {
     Ok(tx
         .query_row(
             "SELECT round, seq_high, added, removed, applied FROM rounds WHERE device_id = ?1 AND round = ?2",

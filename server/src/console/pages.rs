@@ -12,7 +12,7 @@ use gridlink_core::org::access;
 use gridlink_core::sync::validate::scope_of;
 use gridlink_core::workflow::ActionKind;
 use gridlink_core::{Access, Action, NewServiceRequest, Role, ServiceMode, Status, UnitCode, service_request_body};
-use rusqlite::{ToSql, Transaction};
+use rusqlite::{Connection, ToSql};
 use serde::Deserialize;
 
 use super::charts::{self, Area, Pin};
@@ -26,13 +26,13 @@ use crate::linkage::{ReportQuery, figures_for, period, records_where};
 /// Runs `f` in one write transaction with an ingest context, then tells live clients.
 async fn write_as<T: Send + 'static>(
     state: &AppState,
-    f: impl FnOnce(&Transaction<'_>, &mut IngestCtx<'_>, &AppState) -> AppResult<T> + Send + 'static,
+    f: impl FnOnce(&Connection, &mut IngestCtx<'_>, &AppState) -> AppResult<T> + Send + 'static,
 ) -> AppResult<T> {
     let st = state.clone();
     let (out, events) = state
         .db
         .write(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             let routing = st.routing();
             let mut events = Vec::new();
             let out = {
