@@ -212,14 +212,18 @@ fn text_limits_and_identity() {
     assert_eq!(c.record_count().unwrap(), 0);
 }
 
+/// Loads `bytes` as a stored record document and expects it refused as corrupt.
+fn assert_corrupt_document(bytes: &[u8]) {
+    let actor = automerge::ActorId::from(vec![1u8; 16]);
+    let Err(err) = gridlink_core::record::RecordDoc::load("fuzz", &[bytes], &actor) else { panic!("a corrupt document was loaded") };
+    assert!(matches!(err, CoreError::CorruptDocument { .. }), "{err}");
+}
+
 /// Regression from the `doc_load` fuzz target: bytes on which Automerge's decoder panics. A
 /// corrupt stored document is reported as such, and the process goes on.
 #[test]
 fn a_document_that_panics_the_decoder_is_an_error() {
-    let bytes = include_bytes!("fixtures/fuzz-doc_load-panics-in-decoder.bin");
-    let actor = automerge::ActorId::from(vec![1u8; 16]);
-    let Err(err) = gridlink_core::record::RecordDoc::load("fuzz", &[&bytes[..]], &actor) else { panic!("a corrupt document was loaded") };
-    assert!(matches!(err, gridlink_core::CoreError::CorruptDocument { .. }), "{err}");
+    assert_corrupt_document(include_bytes!("fixtures/fuzz-doc_load-panics-in-decoder.bin"));
 }
 
 /// Regression from the `doc_load` fuzz target: a stored document whose type byte says "bundle"
@@ -228,8 +232,6 @@ fn a_document_that_panics_the_decoder_is_an_error() {
 #[test]
 fn a_bundle_chunk_is_refused_before_it_is_decoded() {
     let bytes = include_bytes!("fixtures/fuzz-doc_load-bundle-oom.bin");
-    let actor = automerge::ActorId::from(vec![1u8; 16]);
-    let Err(err) = gridlink_core::record::RecordDoc::load("fuzz", &[&bytes[..]], &actor) else { panic!("a corrupt document was loaded") };
-    assert!(matches!(err, gridlink_core::CoreError::CorruptDocument { .. }), "{err}");
+    assert_corrupt_document(bytes);
     assert!(gridlink_core::chunk::decode_change(bytes).is_none());
 }

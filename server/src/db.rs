@@ -96,6 +96,16 @@ enum BatchFailed {
     Other,
 }
 
+impl BatchFailed {
+    /// The failure a write's error stands for.
+    fn of(e: &AppError) -> Self {
+        match e {
+            AppError::StorageFull => BatchFailed::StorageFull,
+            _ => BatchFailed::Other,
+        }
+    }
+}
+
 impl From<BatchFailed> for AppError {
     fn from(f: BatchFailed) -> Self {
         match f {
@@ -168,10 +178,7 @@ fn run_writes(db: Weak<Inner>, jobs: mpsc::Receiver<WriteJob>) {
                 if !conn.is_autocommit() {
                     let _ = conn.execute_batch("ROLLBACK");
                 }
-                match e.sqlite_error_code() {
-                    Some(rusqlite::ErrorCode::DiskFull) => BatchFailed::StorageFull,
-                    _ => BatchFailed::Other,
-                }
+                BatchFailed::of(&AppError::from(e))
             }),
         };
         drop(conn);
@@ -278,11 +285,7 @@ impl Db {
         let (reply, result) = oneshot::channel();
         let job: WriteJob = Box::new(move |conn| {
             let out = f(conn);
-            let ran = match &out {
-                Ok(_) => Ok(()),
-                Err(AppError::StorageFull) => Err(BatchFailed::StorageFull),
-                Err(_) => Err(BatchFailed::Other),
-            };
+            let ran = out.as_ref().map(|_| ()).map_err(BatchFailed::of);
             let deliver: Reply = Box::new(move |batch| {
                 // A write that failed says why; one that succeeded is only as good as its batch.
                 let _ = reply.send(out.and_then(|v| batch.map(|()| v).map_err(AppError::from)));
@@ -361,21 +364,32 @@ mod tests {
         (release, held)
     }
 
+    /// A database with the table `t(x, pad)` that the batch tests write to.
+    async fn db_with_table() -> (tempfile::TempDir, Db) {
+        let (dir, db) = temp_db();
+        db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x INTEGER, pad BLOB)")?)).await.unwrap();
+        (dir, db)
+    }
+
+    /// Queues a write of row `x` padded with `pad` bytes.
+    fn insert(db: &Db, x: i64, pad: usize) -> impl std::future::Future<Output = AppResult<()>> {
+        db.write(move |c| Ok(c.execute("INSERT INTO t(x, pad) VALUES (?1, ?2)", rusqlite::params![x, vec![0u8; pad]]).map(|_| ())?))
+    }
+
     fn rows(c: &Connection) -> AppResult<Vec<i64>> {
         Ok(c.prepare("SELECT x FROM t ORDER BY x")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?)
     }
 
     #[tokio::test]
     async fn a_failed_write_in_a_batch_is_rolled_back_alone() {
-        let (_dir, db) = temp_db();
-        db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x INTEGER)")?)).await.unwrap();
+        let (_dir, db) = db_with_table().await;
         let (release, held) = hold_writer(&db);
-        let one = db.write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (1)", []).map(|_| ())?));
+        let one = insert(&db, 1, 0);
         let two = db.write(|c| -> AppResult<()> {
             c.execute("INSERT INTO t(x) VALUES (2)", [])?;
             Err(AppError::Conflict("refused after writing".into()))
         });
-        let three = db.write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (3)", []).map(|_| ())?));
+        let three = insert(&db, 3, 0);
         drop(release);
         held.await.unwrap();
         one.await.unwrap();
@@ -386,8 +400,7 @@ mod tests {
 
     #[tokio::test]
     async fn in_a_batch_that_fills_the_disk_what_is_acknowledged_is_kept() {
-        let (_dir, db) = temp_db();
-        db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x INTEGER, pad BLOB)")?)).await.unwrap();
+        let (_dir, db) = db_with_table().await;
         // The database may not grow: any write that needs a new page fails as on a full disk.
         db.write(|c| {
             let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
@@ -395,13 +408,10 @@ mod tests {
         })
         .await
         .unwrap();
-        let insert = |x: i64, pad: usize| {
-            db.write(move |c| Ok(c.execute("INSERT INTO t(x, pad) VALUES (?1, ?2)", rusqlite::params![x, vec![0u8; pad]]).map(|_| ())?))
-        };
         let (release, held) = hold_writer(&db);
-        let small = insert(1, 10);
-        let huge = insert(2, 1 << 20);
-        let after = insert(3, 10);
+        let small = insert(&db, 1, 10);
+        let huge = insert(&db, 2, 1 << 20);
+        let after = insert(&db, 3, 10);
         drop(release);
         // The holding write wrote nothing; it may share the failed batch's answer.
         let _ = held.await;
@@ -413,16 +423,15 @@ mod tests {
         }
         // Space again: writes go through.
         db.write(|c| Ok(c.pragma_update(None, "max_page_count", 1_073_741_823i64)?)).await.unwrap();
-        insert(4, 1 << 20).await.unwrap();
+        insert(&db, 4, 1 << 20).await.unwrap();
         assert!(db.read(rows).await.unwrap().contains(&4));
     }
 
     #[tokio::test]
     async fn a_write_is_answered_only_once_its_batch_is_committed() {
-        let (_dir, db) = temp_db();
-        db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x INTEGER)")?)).await.unwrap();
+        let (_dir, db) = db_with_table().await;
         let (release, held) = hold_writer(&db);
-        let first = db.write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (1)", []).map(|_| ())?));
+        let first = insert(&db, 1, 0);
         // The next write in the same batch is still running: the first is done but not durable.
         let (finish, slow) = hold_writer(&db);
         drop(release);
@@ -439,16 +448,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_that_panics_fails_alone_and_the_writer_goes_on() {
-        let (_dir, db) = temp_db();
-        db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x INTEGER)")?)).await.unwrap();
+        let (_dir, db) = db_with_table().await;
         // In the middle of a batch, between two good writes.
         let (release, held) = hold_writer(&db);
-        let before = db.write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (1)", []).map(|_| ())?));
+        let before = insert(&db, 1, 0);
         let failed = db.write(|c| -> AppResult<()> {
             c.execute("INSERT INTO t(x) VALUES (2)", [])?;
             panic!("a bug in a handler");
         });
-        let after = db.write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (3)", []).map(|_| ())?));
+        let after = insert(&db, 3, 0);
         drop(release);
         held.await.unwrap();
         before.await.unwrap();
@@ -456,7 +464,7 @@ mod tests {
         assert!(matches!(failed, Err(AppError::Internal(_))), "{failed:?}");
         after.await.unwrap();
         // The half-done write was rolled back and the next one goes through.
-        db.write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (4)", []).map(|_| ())?)).await.unwrap();
+        insert(&db, 4, 0).await.unwrap();
         assert_eq!(db.read(rows).await.unwrap(), [1, 3, 4]);
     }
 }
