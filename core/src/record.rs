@@ -490,10 +490,22 @@ impl RecordDoc {
         Ok(())
     }
 
-    /// Sets the case number (done by the town server on first receipt).
-    pub fn set_case_no(&mut self, case_no: &str, time_ms: i64) -> Result<()> {
-        self.doc.put(ROOT, "case_no", case_no).map_err(am)?;
-        self.commit("分配案卷编号", time_ms);
+    /// The town server's own bookkeeping on a record it has just received, as one change: the
+    /// case number for a new record, and an entry of its own (routing). One change rather than
+    /// two is one less to store, to send to every phone and to apply there.
+    pub fn server_update(&mut self, case_no: Option<&str>, entry: Option<&TimelineEntry>, time_ms: i64) -> Result<()> {
+        let mut message = Vec::new();
+        if let Some(no) = case_no {
+            self.doc.put(ROOT, "case_no", no).map_err(am)?;
+            message.push("分配案卷编号");
+        }
+        if let Some(e) = entry {
+            self.put_entry(e)?;
+            message.push(e.action.kind().label());
+        }
+        if !message.is_empty() {
+            self.commit(&message.join("、"), time_ms);
+        }
         Ok(())
     }
 

@@ -76,6 +76,7 @@ pub fn ingest(
     changes: &[Vec<u8>],
 ) -> AppResult<Result<usize, (usize, String)>> {
     let existing = load_doc(tx, doc_id, ctx.server_actor)?;
+    let is_new = existing.is_none();
     let mut before: Option<Record> = existing.as_ref().map(|d| d.read()).transpose()?;
     let mut doc = existing.unwrap_or_else(|| RecordDoc::empty(ctx.server_actor));
     let mut stored = false;
@@ -94,11 +95,18 @@ pub fn ingest(
         }
     }
     if stored {
+        // The server's part, as one change after the device's: a new record's case number, and
+        // routing for a fresh report.
         let mut record = before.expect("a stored change leaves a record");
-        if let Some(target) = route_target(&record, ctx) {
-            let note = format!("按分流规则转至{}", if target.as_str().len() == 12 { "村(社区)" } else { "镇综治中心" });
-            let entry = system_entry(&record, Action::Route { to_unit: target }, &note, ctx.now_ms)?;
-            doc.append(&entry)?;
+        let route = route_target(&record, ctx)
+            .map(|target| {
+                let note = format!("按分流规则转至{}", if target.as_str().len() == 12 { "村(社区)" } else { "镇综治中心" });
+                system_entry(&record, Action::Route { to_unit: target }, &note, ctx.now_ms)
+            })
+            .transpose()?;
+        let case_no = if is_new { Some(next_case_no(tx, ctx.case_prefix, ctx.now_ms)?) } else { None };
+        if case_no.is_some() || route.is_some() {
+            doc.server_update(case_no.as_deref(), route.as_ref(), ctx.now_ms)?;
             store_server_change(tx, doc_id, &mut doc, ctx.now_ms)?;
             record = doc.read()?;
         }
@@ -151,7 +159,7 @@ fn ingest_one(
     }
     // Then merge it into the server's copy, which must keep its identity and history. A new
     // record's copy is the empty document the author's view started from: that view is it.
-    let (mut next, after) = if before.is_none() {
+    let (next, after) = if before.is_none() {
         (author_after, made)
     } else {
         let mut next = doc.clone();
@@ -172,14 +180,8 @@ fn ingest_one(
         "INSERT INTO changes(doc_id, hash, bytes, device_id, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![doc_id, hash, bytes, device_id, ctx.now_ms],
     )?;
-    if before.is_none() {
-        let case_no = next_case_no(tx, ctx.case_prefix, ctx.now_ms)?;
-        next.set_case_no(&case_no, ctx.now_ms)?;
-        store_server_change(tx, doc_id, &mut next, ctx.now_ms)?;
-    }
-    let record = next.read()?;
     *doc = next;
-    Ok(Ok(Some(record)))
+    Ok(Ok(Some(after)))
 }
 
 /// Where a fresh report should go: only while it is still a report nobody has acted on, held

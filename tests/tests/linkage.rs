@@ -508,4 +508,12 @@ fn routing_rules_are_data_an_admin_edits() {
         Some(unit(TOWN)),
         "the rule sends this village's sanitation reports to the town"
     );
+    // The server's part (case number and routing) is one change of its own after the report.
+    let record = grid.get(&id).unwrap().record;
+    assert!(record.case_no.as_deref().is_some_and(|no| no.starts_with("GT-")), "{:?}", record.case_no);
+    let changes = grid.export_history(&id).unwrap().changes;
+    let messages: Vec<&str> = changes.iter().map(|c| c.message.as_str()).collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert_eq!(messages[1], "分配案卷编号、分流", "{messages:?}");
+    assert_ne!(changes[0].actor, changes[1].actor);
 }
