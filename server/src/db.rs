@@ -218,6 +218,8 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     // keeps 16 MiB of them: sync rounds read the index and change tables over and over.
     conn.pragma_update(None, "mmap_size", 256i64 << 20)?;
     conn.pragma_update(None, "cache_size", -16_000i64)?;
+    // A sync round alone runs some twenty statements; each is parsed once per connection.
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 

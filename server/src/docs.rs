@@ -61,7 +61,8 @@ pub struct IngestCtx<'a> {
 
 /// Loads the server's copy of a record.
 pub fn load_doc(conn: &Connection, id: &str, actor: &ActorId) -> AppResult<Option<RecordDoc>> {
-    let snapshot: Option<Vec<u8>> = conn.query_row("SELECT snapshot FROM docs WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+    let snapshot: Option<Vec<u8>> =
+        conn.prepare_cached("SELECT snapshot FROM docs WHERE id = ?1")?.query_row([id], |r| r.get(0)).optional()?;
     snapshot.map(|s| RecordDoc::load(id, &[&s], actor).map_err(AppError::from)).transpose()
 }
 
@@ -130,7 +131,7 @@ fn ingest_one(
         return Ok(Err("变更数据无效".into()));
     };
     let hash = change.hash().to_string();
-    let known: bool = tx.query_row("SELECT count(*) FROM changes WHERE hash = ?1", [&hash], |r| r.get::<_, i64>(0))? > 0;
+    let known: bool = tx.prepare_cached("SELECT count(*) FROM changes WHERE hash = ?1")?.query_row([&hash], |r| r.get::<_, i64>(0))? > 0;
     if known {
         return Ok(Ok(None));
     }
@@ -176,10 +177,7 @@ fn ingest_one(
     {
         return Ok(Err(reason));
     }
-    tx.execute(
-        "INSERT INTO changes(doc_id, hash, bytes, device_id, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![doc_id, hash, bytes, device_id, ctx.now_ms],
-    )?;
+    insert_change(tx, doc_id, &hash, bytes, device_id, ctx.now_ms)?;
     *doc = next;
     Ok(Ok(Some(after)))
 }
@@ -323,10 +321,13 @@ pub fn system_act(tx: &Connection, ctx: &mut IngestCtx<'_>, doc_id: &str, action
 /// Stores the change the server itself just made to `doc`.
 pub fn store_server_change(tx: &Connection, doc_id: &str, doc: &mut RecordDoc, now_ms: i64) -> AppResult<()> {
     let mut change = doc.last_local_change().ok_or_else(|| AppError::Internal("server change missing".into()))?;
-    tx.execute(
-        "INSERT INTO changes(doc_id, hash, bytes, device_id, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![doc_id, change.hash().to_string(), change.bytes().as_ref(), SERVER_DEVICE, now_ms],
-    )?;
+    insert_change(tx, doc_id, &change.hash().to_string(), change.bytes().as_ref(), SERVER_DEVICE, now_ms)
+}
+
+/// Stores one accepted change of a record, as received from `device_id`.
+fn insert_change(tx: &Connection, doc_id: &str, hash: &str, bytes: &[u8], device_id: &str, now_ms: i64) -> AppResult<()> {
+    tx.prepare_cached("INSERT INTO changes(doc_id, hash, bytes, device_id, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![doc_id, hash, bytes, device_id, now_ms])?;
     Ok(())
 }
 
@@ -334,12 +335,12 @@ pub fn store_server_change(tx: &Connection, doc_id: &str, doc: &mut RecordDoc, n
 /// counter moves in the same transaction that stores the record.
 pub fn next_case_no(tx: &Connection, prefix: &str, now_ms: i64) -> AppResult<String> {
     let year = chrono::Datelike::year(&local_time(now_ms));
-    let n: i64 = tx.query_row(
-        "INSERT INTO case_counters(prefix, year, last) VALUES (?1, ?2, 1)
+    let n: i64 = tx
+        .prepare_cached(
+            "INSERT INTO case_counters(prefix, year, last) VALUES (?1, ?2, 1)
          ON CONFLICT(prefix, year) DO UPDATE SET last = last + 1 RETURNING last",
-        params![prefix, year],
-        |r| r.get(0),
-    )?;
+        )?
+        .query_row(params![prefix, year], |r| r.get(0))?;
     Ok(format!("{prefix}-{year}-{n:06}"))
 }
 
@@ -352,33 +353,33 @@ pub fn write_index(tx: &Connection, record: &Record, doc: &mut RecordDoc, ctx: &
         RecordBody::ServiceRequest(f) => (f.item.clone(), f.item.clone(), Vec::new()),
     };
     let facts = serde_json::to_string(&RecordFacts::of(record, &folded)).expect("serialisable");
-    tx.execute(
+    tx.prepare_cached(
         "INSERT OR REPLACE INTO docs(id, kind, location, holder, owner, reporter, status, open, category, title, case_no,
             deadline_ms, created_ms, updated_ms, conflicts, batch_id, facts, snapshot)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-        params![
-            record.id,
-            record.kind().as_str(),
-            record.location().as_str(),
-            s.holder.as_ref().map(|u| u.as_str()),
-            s.owner.as_ref().map(|u| u.as_str()),
-            s.reporter,
-            s.status.map(Status::as_str),
-            s.status.is_none_or(Status::is_open),
-            category,
-            title,
-            record.case_no,
-            s.deadline_ms,
-            record.created_at_ms,
-            s.last_at.map_or(record.created_at_ms, |h| h.wall_ms),
-            folded.conflicts() as i64,
-            s.batch_id,
-            facts,
-            doc.save(),
-        ],
-    )?;
+    )?
+    .execute(params![
+        record.id,
+        record.kind().as_str(),
+        record.location().as_str(),
+        s.holder.as_ref().map(|u| u.as_str()),
+        s.owner.as_ref().map(|u| u.as_str()),
+        s.reporter,
+        s.status.map(Status::as_str),
+        s.status.is_none_or(Status::is_open),
+        category,
+        title,
+        record.case_no,
+        s.deadline_ms,
+        record.created_at_ms,
+        s.last_at.map_or(record.created_at_ms, |h| h.wall_ms),
+        folded.conflicts() as i64,
+        s.batch_id,
+        facts,
+        doc.save(),
+    ])?;
     for sha in photos {
-        tx.execute("INSERT OR IGNORE INTO attachment_refs(doc_id, sha256) VALUES (?1, ?2)", [&record.id, &sha])?;
+        tx.prepare_cached("INSERT OR IGNORE INTO attachment_refs(doc_id, sha256) VALUES (?1, ?2)")?.execute([&record.id, &sha])?;
     }
     ctx.events.push(ScopeEvent {
         doc_id: record.id.clone(),

@@ -25,7 +25,7 @@ pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: Sy
     let now = state.now_ms();
     let tx = conn.savepoint()?;
     let device = auth.device_id.as_str();
-    tx.execute("UPDATE devices SET last_seen_ms = ?1 WHERE id = ?2", params![now, device])?;
+    tx.prepare_cached("UPDATE devices SET last_seen_ms = ?1 WHERE id = ?2")?.execute(params![now, device])?;
 
     // 1. What the device has, as of the cursor it presents.
     let base_seq = match req.cursor.and_then(|c| find_round(&tx, device, c).transpose()) {
@@ -33,19 +33,19 @@ pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: Sy
             let (round, seq_high, added, removed, applied) = r?;
             if !applied {
                 for id in serde_json::from_str::<Vec<String>>(&added).unwrap_or_default() {
-                    tx.execute("INSERT OR IGNORE INTO device_docs(device_id, doc_id) VALUES (?1, ?2)", [device, &id])?;
+                    tx.prepare_cached("INSERT OR IGNORE INTO device_docs(device_id, doc_id) VALUES (?1, ?2)")?.execute([device, &id])?;
                 }
                 for id in serde_json::from_str::<Vec<String>>(&removed).unwrap_or_default() {
-                    tx.execute("DELETE FROM device_docs WHERE device_id = ?1 AND doc_id = ?2", [device, &id])?;
+                    tx.prepare_cached("DELETE FROM device_docs WHERE device_id = ?1 AND doc_id = ?2")?.execute([device, &id])?;
                 }
-                tx.execute("UPDATE rounds SET applied = 1 WHERE device_id = ?1 AND round = ?2", params![device, round])?;
+                tx.prepare_cached("UPDATE rounds SET applied = 1 WHERE device_id = ?1 AND round = ?2")?.execute(params![device, round])?;
             }
-            tx.execute("DELETE FROM rounds WHERE device_id = ?1 AND round < ?2", params![device, round])?;
+            tx.prepare_cached("DELETE FROM rounds WHERE device_id = ?1 AND round < ?2")?.execute(params![device, round])?;
             seq_high
         }
         None => {
             // A fresh device, or a cursor the server does not know: start over.
-            tx.execute("DELETE FROM device_docs WHERE device_id = ?1", [device])?;
+            tx.prepare_cached("DELETE FROM device_docs WHERE device_id = ?1")?.execute([device])?;
             0
         }
     };
@@ -156,17 +156,21 @@ pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: Sy
         }
         if !more {
             // Nothing left for this device up to the newest change of any record.
-            let max: Option<i64> = tx.query_row("SELECT max(seq) FROM changes", [], |r| r.get(0))?;
+            let max: Option<i64> = tx.prepare_cached("SELECT max(seq) FROM changes")?.query_row([], |r| r.get(0))?;
             seq_high = seq_high.max(max.unwrap_or(0));
         }
     }
 
     // 5. The new round; it takes effect when the device presents its cursor.
-    let round: i64 = tx.query_row("SELECT coalesce(max(round), 0) + 1 FROM rounds WHERE device_id = ?1", [device], |r| r.get(0))?;
-    tx.execute(
-        "INSERT INTO rounds(device_id, round, seq_high, added, removed) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![device, round, seq_high, serde_json::to_string(&added).expect("json"), serde_json::to_string(&removed).expect("json")],
-    )?;
+    let round: i64 =
+        tx.prepare_cached("SELECT coalesce(max(round), 0) + 1 FROM rounds WHERE device_id = ?1")?.query_row([device], |r| r.get(0))?;
+    tx.prepare_cached("INSERT INTO rounds(device_id, round, seq_high, added, removed) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(params![
+        device,
+        round,
+        seq_high,
+        serde_json::to_string(&added).expect("json"),
+        serde_json::to_string(&removed).expect("json")
+    ])?;
     tx.commit()?;
     metrics::counter!("gridlink_sync_rounds_total").increment(1);
 
