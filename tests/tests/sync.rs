@@ -601,3 +601,45 @@ fn offline_work_is_judged_by_what_its_author_saw() {
     // After the takeover the village's view is read-only: a new edit is refused locally.
     assert!(village.edit_incident(&id, IncidentEdit { notes: Some("再改".into()), ..Default::default() }).is_err());
 }
+
+/// A device that never heard the answer sends the same request again: the new report is stored
+/// once, with one case number and one server change, and case numbers stay without gaps.
+#[test]
+fn a_new_report_pushed_twice_is_stored_once() {
+    let server = TestServer::start();
+    let mut grid = server.phone("grid_a");
+    let id = grid.create_incident(NewIncident { category: "0501".into(), title: "垃圾堆放".into(), ..Default::default() }).unwrap();
+    let changes = grid.changes(&id).unwrap();
+    assert_eq!(changes.len(), 1);
+    let req = protocol::encode(&SyncRequest {
+        v: 1,
+        cursor: None,
+        push: vec![DocChanges { doc: DocId::parse(&id).unwrap(), changes: changes.into_iter().map(serde_bytes_buf).collect() }],
+        page_bytes: None,
+        whole_docs: false,
+    });
+    let tok = token(&grid);
+    for _ in 0..2 {
+        let resp = http()
+            .post(format!("{}/api/v1/sync", server.base))
+            .header("Authorization", format!("Bearer {tok}"))
+            .header("Content-Type", CONTENT_TYPE)
+            .send(&req[..])
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let mut bytes = Vec::new();
+        resp.into_body().into_reader().read_to_end(&mut bytes).unwrap();
+        let answer: protocol::SyncResponse = protocol::decode(&bytes).unwrap();
+        assert!(answer.rejected.is_empty(), "{:?}", answer.rejected);
+    }
+    let mut center = server.phone("center");
+    center.sync().unwrap();
+    let history = center.export_history(&id).unwrap();
+    assert_eq!(history.changes.len(), 2, "the report and the server's one change: {:?}", history.changes);
+    // Case numbers run without gaps: the repeated request drew none.
+    let next = grid.create_incident(NewIncident { category: "0501".into(), title: "占道经营".into(), ..Default::default() }).unwrap();
+    grid.sync().unwrap();
+    let no = |id: &str| grid.get(id).unwrap().record.case_no.unwrap();
+    assert!(no(&id).ends_with("-000001"), "{}", no(&id));
+    assert!(no(&next).ends_with("-000002"), "{}", no(&next));
+}
