@@ -188,16 +188,7 @@ fn authorization_scope_and_forged_changes() {
             page_bytes: None,
             whole_docs: false,
         });
-        let resp = http()
-            .post(format!("{}/api/v1/sync", server.base))
-            .header("Authorization", format!("Bearer {}", token(&a)))
-            .header("Content-Type", CONTENT_TYPE)
-            .send(&body[..])
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
-        let mut bytes = Vec::new();
-        resp.into_body().into_reader().read_to_end(&mut bytes).unwrap();
-        let answer: protocol::SyncResponse = protocol::decode(&bytes).unwrap();
+        let (_, answer) = raw_round(&server, &token(&a), &body);
         assert_eq!(answer.rejected.len(), 1, "{answer:?}");
         assert!(answer.rejected[0].reason.contains(expect), "{}", answer.rejected[0].reason);
     }
@@ -264,19 +255,25 @@ pub fn image_bytes() -> Vec<u8> {
     out
 }
 
-/// One raw sync round from a fresh device of `phone`'s account, asking or not for whole documents.
-fn fresh_round(server: &TestServer, phone: &Phone, whole_docs: bool) -> (usize, protocol::SyncResponse) {
-    let body = protocol::encode(&SyncRequest { v: protocol::PROTOCOL_VERSION, cursor: None, push: vec![], page_bytes: None, whole_docs });
+/// Posts one encoded sync request as the device holding `token`; the round must succeed. Returns
+/// the answer's size in bytes and the answer.
+fn raw_round(server: &TestServer, token: &str, body: &[u8]) -> (usize, protocol::SyncResponse) {
     let resp = http()
         .post(format!("{}/api/v1/sync", server.base))
-        .header("Authorization", format!("Bearer {}", token(phone)))
+        .header("Authorization", format!("Bearer {token}"))
         .header("Content-Type", CONTENT_TYPE)
-        .send(&body[..])
+        .send(body)
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     let mut bytes = Vec::new();
     resp.into_body().into_reader().read_to_end(&mut bytes).unwrap();
     (bytes.len(), protocol::decode(&bytes).unwrap())
+}
+
+/// One raw sync round from a fresh device of `phone`'s account, asking or not for whole documents.
+fn fresh_round(server: &TestServer, phone: &Phone, whole_docs: bool) -> (usize, protocol::SyncResponse) {
+    let body = protocol::encode(&SyncRequest { v: protocol::PROTOCOL_VERSION, cursor: None, push: vec![], page_bytes: None, whole_docs });
+    raw_round(server, &token(phone), &body)
 }
 
 #[test]
@@ -398,12 +395,7 @@ fn bad_requests_get_clear_4xx_and_the_server_keeps_serving() {
             page_bytes: None,
             whole_docs: false,
         });
-        let resp =
-            http().post(&url).header("Authorization", format!("Bearer {tok}")).header("Content-Type", CONTENT_TYPE).send(&req[..]).unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
-        let mut bytes = Vec::new();
-        resp.into_body().into_reader().read_to_end(&mut bytes).unwrap();
-        protocol::decode(&bytes).unwrap()
+        raw_round(&server, &tok, &req).1
     };
     let answer = push_one(vec![0x85, 0x6f, 0x4a, 0x83, 1, 2, 3]);
     assert_eq!(answer.rejected[0].reason, "变更数据无效");
@@ -612,24 +604,14 @@ fn a_new_report_pushed_twice_is_stored_once() {
     let changes = grid.changes(&id).unwrap();
     assert_eq!(changes.len(), 1);
     let req = protocol::encode(&SyncRequest {
-        v: 1,
+        v: protocol::PROTOCOL_VERSION,
         cursor: None,
         push: vec![DocChanges { doc: DocId::parse(&id).unwrap(), changes: changes.into_iter().map(serde_bytes_buf).collect() }],
         page_bytes: None,
         whole_docs: false,
     });
-    let tok = token(&grid);
     for _ in 0..2 {
-        let resp = http()
-            .post(format!("{}/api/v1/sync", server.base))
-            .header("Authorization", format!("Bearer {tok}"))
-            .header("Content-Type", CONTENT_TYPE)
-            .send(&req[..])
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
-        let mut bytes = Vec::new();
-        resp.into_body().into_reader().read_to_end(&mut bytes).unwrap();
-        let answer: protocol::SyncResponse = protocol::decode(&bytes).unwrap();
+        let (_, answer) = raw_round(&server, &token(&grid), &req);
         assert!(answer.rejected.is_empty(), "{:?}", answer.rejected);
     }
     let mut center = server.phone("center");
