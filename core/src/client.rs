@@ -1002,9 +1002,11 @@ pub fn complete_action(catalog: &Catalog, calendar: &WorkCalendar, now_ms: i64, 
     })
 }
 
-fn queue_change(tx: &rusqlite::Transaction<'_>, id: &str, mut change: Change, now: i64) -> Result<()> {
+/// Queues a change for the server in Automerge's plain encoding, not deflated on its own: the
+/// sync body is deflated as a whole and then also finds what the changes share.
+fn queue_change(tx: &rusqlite::Transaction<'_>, id: &str, change: Change, now: i64) -> Result<()> {
     let hash = change.hash().to_string();
-    store::outbox_push(tx, id, &hash, &change.bytes(), now)
+    store::outbox_push(tx, id, &hash, change.raw_bytes(), now)
 }
 
 fn check_text(what: &str, text: &str, max: usize, required: bool) -> Result<()> {

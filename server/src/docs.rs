@@ -318,10 +318,11 @@ pub fn system_act(tx: &Connection, ctx: &mut IngestCtx<'_>, doc_id: &str, action
     Ok(record)
 }
 
-/// Stores the change the server itself just made to `doc`.
+/// Stores the change the server itself just made to `doc`, in Automerge's plain encoding (it
+/// travels inside a deflated sync body, like the phones' changes).
 pub fn store_server_change(tx: &Connection, doc_id: &str, doc: &mut RecordDoc, now_ms: i64) -> AppResult<()> {
-    let mut change = doc.last_local_change().ok_or_else(|| AppError::Internal("server change missing".into()))?;
-    insert_change(tx, doc_id, &change.hash().to_string(), change.bytes().as_ref(), SERVER_DEVICE, now_ms)
+    let change = doc.last_local_change().ok_or_else(|| AppError::Internal("server change missing".into()))?;
+    insert_change(tx, doc_id, &change.hash().to_string(), change.raw_bytes(), SERVER_DEVICE, now_ms)
 }
 
 /// Stores one accepted change of a record, as received from `device_id`.
@@ -376,7 +377,8 @@ pub fn write_index(tx: &Connection, record: &Record, doc: &mut RecordDoc, ctx: &
         folded.conflicts() as i64,
         s.batch_id,
         facts,
-        doc.save(),
+        // Sent as is to devices that take whole documents, inside the deflated sync body.
+        doc.save_uncompressed(),
     ])?;
     for sha in photos {
         tx.prepare_cached("INSERT OR IGNORE INTO attachment_refs(doc_id, sha256) VALUES (?1, ?2)")?.execute([&record.id, &sha])?;

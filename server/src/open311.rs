@@ -310,7 +310,7 @@ pub async fn create(State(state): State<AppState>, body: axum::body::Bytes) -> R
             let mut doc = RecordDoc::create(&automerge::ActorId::random(), &record, now)?;
             let change = doc
                 .last_local_change()
-                .map(|mut ch| ch.bytes().into_owned())
+                .map(|ch| ch.raw_bytes().to_vec())
                 .ok_or_else(|| crate::error::AppError::Internal("no change".into()))?;
             let tx = c.savepoint()?;
             let routing = st.routing();
