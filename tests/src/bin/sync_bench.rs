@@ -378,7 +378,7 @@ fn main() {
     let cpu = server.cpu_s() - cpu0;
     let ids_a = station.record_ids().unwrap();
     let floor = deflated(&uncompressed(ids_a.iter().flat_map(|id| station.changes(id).unwrap())));
-    // The other way to send them: Automerge's compact whole-document format.
+    // The other way to send them: whole saved documents, without per-column deflate as the server sends them.
     let saved = deflated(&ids_a.iter().flat_map(|id| document(&station, id).save_nocompress()).collect::<Vec<u8>>());
     figures.push(Figures {
         workload: "a",
