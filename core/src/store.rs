@@ -101,8 +101,20 @@ pub fn open(path: &Path) -> Result<Connection> {
     // FULL: a commit that returned is on disk even if the phone loses power right after.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    keep_plans(&conn)?;
     migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// Keeps cached statements compiled across uses. Without the query planner stability guarantee
+/// SQLite marks a statement whose plan might depend on a bound value (such as a join with a range
+/// on one) for re-preparing when that value changes, and rusqlite's statement cache clears the
+/// bindings of every statement it takes back, which counts as a change: such statements were
+/// parsed and planned again on every use. The plans do not depend on the values here (no ANALYZE statistics, no partial indexes,
+/// no bound LIKE prefix the planner could use).
+pub fn keep_plans(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    Ok(())
 }
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.
@@ -339,4 +351,25 @@ pub fn wipe(tx: &Transaction<'_>) -> Result<()> {
          DELETE FROM meta WHERE key = 'identity' OR key LIKE 'sync.%';",
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+
+    use super::*;
+
+    #[test]
+    fn cached_statements_are_not_prepared_again_for_new_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("phone.db")).unwrap();
+        // A join with a range on a bound value: a shape whose plan SQLite would otherwise redo for
+        // every new value.
+        let sql = "SELECT c.seq FROM doc_chunks c JOIN records r ON r.id = c.doc_id AND r.holder = ?1 WHERE c.seq > ?2";
+        for (holder, since) in [("360681101", 0i64), ("360681102", 1), ("360681101", 5)] {
+            conn.prepare_cached(sql).unwrap().query_map(params![holder, since], |r| r.get::<_, i64>(0)).unwrap().for_each(drop);
+        }
+        let stmt = conn.prepare_cached(sql).unwrap();
+        assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "the statement was compiled again for new values");
+    }
 }

@@ -220,6 +220,7 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "cache_size", -16_000i64)?;
     // A sync round alone runs some twenty statements; each is parsed once per connection.
     conn.set_prepared_statement_cache_capacity(64);
+    gridlink_core::store::keep_plans(&conn)?;
     Ok(conn)
 }
 
@@ -335,6 +336,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("town.db"), 2).unwrap();
         (dir, db)
+    }
+
+    #[test]
+    fn the_sync_statements_stay_compiled_between_rounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("town.db"), 1).unwrap();
+        drop(db);
+        let conn = open_conn(&dir.path().join("town.db")).unwrap();
+        // The shapes of a round's hot statements: equality, range and join on bound values.
+        let sql = "SELECT c.seq FROM changes c JOIN device_docs d ON d.doc_id = c.doc_id AND d.device_id = ?1
+                   WHERE c.seq > ?2 ORDER BY c.seq";
+        for (device, seq) in [("d1", 0i64), ("d2", 1), ("d1", 5), ("d3", 0)] {
+            conn.prepare_cached(sql).unwrap().query_map(rusqlite::params![device, seq], |r| r.get::<_, i64>(0)).unwrap().for_each(drop);
+        }
+        let stmt = conn.prepare_cached(sql).unwrap();
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0, "the statement was compiled again for new values");
     }
 
     #[tokio::test]

@@ -183,10 +183,7 @@ type RoundRow = (i64, i64, String, String, bool);
 
 fn find_round(tx: &Connection, device: &str, cursor: u64) -> AppResult<Option<RoundRow>> {
     Ok(tx
-        .query_row(
-            "SELECT round, seq_high, added, removed, applied FROM rounds WHERE device_id = ?1 AND round = ?2",
-            params![device, cursor as i64],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )
+        .prepare_cached("SELECT round, seq_high, added, removed, applied FROM rounds WHERE device_id = ?1 AND round = ?2")?
+        .query_row(params![device, cursor as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
         .optional()?)
 }
