@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{ActorId, AutoCommit, AutoSerde, Change, ObjId, ObjType, ROOT, ReadDoc, ScalarValue};
+use automerge::{ActorId, AutoCommit, AutoSerde, Change, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, hydrate};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::ServiceMode;
@@ -409,16 +409,21 @@ impl RecordDoc {
                 return Err(CoreError::MalformedRecord { id: String::new(), reason: "缺少 timeline".into() });
             }
         };
-        let obj = self.doc.put_object(&timeline, e.id.as_str(), ObjType::Map).map_err(am)?;
-        self.doc.put(&obj, "at_ms", e.at.wall_ms).map_err(am)?;
-        self.doc.put(&obj, "at_c", u64::from(e.at.counter)).map_err(am)?;
-        self.doc.put(&obj, "actor", e.actor.as_str()).map_err(am)?;
-        self.doc.put(&obj, "actor_name", e.actor_name.as_str()).map_err(am)?;
-        self.doc.put(&obj, "role", json_str(&e.role)).map_err(am)?;
-        self.doc.put(&obj, "unit", e.unit.as_str()).map_err(am)?;
-        put_json(&mut self.doc, &obj, "action", &serde_json::to_value(&e.action).expect("serialisable"))?;
-        let note = self.doc.put_object(&obj, "note", ObjType::Text).map_err(am)?;
-        self.doc.splice_text(&note, 0, 0, &e.note).map_err(am)?;
+        // The entry goes in as one batch: Automerge then splices its operation columns twice
+        // instead of once per field and per character of the note. The operations are the same
+        // as field-by-field puts, so every reader sees the same entry.
+        let fields: Vec<(&str, hydrate::Value)> = vec![
+            ("at_ms", e.at.wall_ms.into()),
+            ("at_c", u64::from(e.at.counter).into()),
+            ("actor", e.actor.as_str().into()),
+            ("actor_name", e.actor_name.as_str().into()),
+            ("role", json_str(&e.role).as_str().into()),
+            ("unit", e.unit.as_str().into()),
+            ("action", hydrate_json(&serde_json::to_value(&e.action).expect("serialisable"))),
+            ("note", hydrate::Value::text(self.doc.text_encoding(), &e.note)),
+        ];
+        let entry = hydrate::Value::from(fields.into_iter().collect::<std::collections::HashMap<_, _>>());
+        self.doc.batch_create_object(&timeline, e.id.as_str(), &entry, false).map_err(am)?;
         Ok(())
     }
 
@@ -492,20 +497,30 @@ impl RecordDoc {
 
     /// The town server's own bookkeeping on a record it has just received, as one change: the
     /// case number for a new record, and an entry of its own (routing). One change rather than
-    /// two is one less to store, to send to every phone and to apply there.
-    pub fn server_update(&mut self, case_no: Option<&str>, entry: Option<&TimelineEntry>, time_ms: i64) -> Result<()> {
+    /// two is one less to store, to send to every phone and to apply there. `record` is what the
+    /// document read as before and is kept in step with it, so that the server need not read the
+    /// whole document back out after every report.
+    pub fn server_update(&mut self, record: &mut Record, case_no: Option<&str>, entry: Option<&TimelineEntry>, time_ms: i64) -> Result<()> {
         let mut message = Vec::new();
         if let Some(no) = case_no {
             self.doc.put(ROOT, "case_no", no).map_err(am)?;
+            record.case_no = Some(no.to_owned());
             message.push("分配案卷编号");
         }
         if let Some(e) = entry {
             self.put_entry(e)?;
+            // The timeline reads in entry-id order (a map keyed by id).
+            let at = record.timeline.partition_point(|x| x.id < e.id);
+            match record.timeline.get_mut(at) {
+                Some(x) if x.id == e.id => *x = e.clone(),
+                _ => record.timeline.insert(at, e.clone()),
+            }
             message.push(e.action.kind().label());
         }
         if !message.is_empty() {
             self.commit(&message.join("、"), time_ms);
         }
+        debug_assert_eq!(self.read().ok().as_ref(), Some(&*record), "the server's record drifted from its document");
         Ok(())
     }
 
@@ -631,6 +646,18 @@ fn put_json(doc: &mut AutoCommit, parent: &ObjId, key: &str, value: &serde_json:
         }
     }
     Ok(())
+}
+
+/// A JSON value as the nested Automerge maps, lists and scalars `put_json` would write.
+fn hydrate_json(value: &serde_json::Value) -> hydrate::Value {
+    use serde_json::Value as J;
+    match value {
+        J::Object(map) => {
+            hydrate::Map::from(map.iter().map(|(k, v)| (k.clone(), hydrate_json(v))).collect::<std::collections::HashMap<_, _>>()).into()
+        }
+        J::Array(items) => hydrate::Value::from(items.iter().map(hydrate_json).collect::<Vec<_>>()),
+        scalar => hydrate::Value::Scalar(json_scalar(scalar)),
+    }
 }
 
 fn insert_json(doc: &mut AutoCommit, list: &ObjId, index: usize, value: &serde_json::Value) -> Result<()> {

@@ -107,9 +107,8 @@ pub fn ingest(
             .transpose()?;
         let case_no = if is_new { Some(next_case_no(tx, ctx.case_prefix, ctx.now_ms)?) } else { None };
         if case_no.is_some() || route.is_some() {
-            doc.server_update(case_no.as_deref(), route.as_ref(), ctx.now_ms)?;
+            doc.server_update(&mut record, case_no.as_deref(), route.as_ref(), ctx.now_ms)?;
             store_server_change(tx, doc_id, &mut doc, ctx.now_ms)?;
-            record = doc.read()?;
         }
         write_index(tx, &record, &mut doc, ctx)?;
     }
