@@ -22,6 +22,7 @@ use crate::record::{
     ServiceRequestFields, Urgency,
 };
 use crate::store::{self, DocWrite, IndexRow, OutboxEntry};
+use crate::sync::validate::check_follows_seen;
 use crate::workflow::{Action, ActionKind, Folded, RecordKind, Status, TimelineEntry, allowed_actions, check};
 
 /// Longest title accepted.
@@ -387,7 +388,13 @@ impl Client {
         }
         let action = complete_action(&self.opts.catalog, &self.opts.calendar, self.now_ms(), &record, action)?;
         check_text("说明", note, MAX_TEXT_CHARS, false)?;
+        // The clock has seen every entry the device received; observing the record's own keeps
+        // that true even for a clock restored from an older state.
+        if let Some(latest) = record.timeline.iter().map(|e| e.at).max() {
+            self.hlc.observe(latest);
+        }
         let entry = self.new_entry(action, note)?;
+        check_follows_seen(&record, &entry).map_err(CoreError::InvalidInput)?;
         check(&folded.state, record.fold_context(), &entry)?;
         self.write(id, &mut doc, |d| d.append(&entry))?;
         self.get(id)

@@ -41,6 +41,7 @@ pub mod photo;
 pub mod pii;
 pub mod record;
 pub mod routing;
+pub mod schema;
 pub mod store;
 pub mod sync;
 pub mod workflow;

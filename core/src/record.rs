@@ -7,7 +7,8 @@
 //! - `timeline`: a map from entry id to entry, so concurrent appends never collide.
 //!
 //! Reading goes through [`automerge::AutoSerde`] into typed structs, so a document that does not
-//! have this shape is reported as [`CoreError::MalformedRecord`] rather than half-read.
+//! have this shape is reported as [`CoreError::MalformedRecord`] rather than half-read. What a
+//! writer other than Gridlink must produce is in [`crate::schema`].
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,7 @@ use crate::error::{CoreError, Result};
 use crate::hlc::Hlc;
 use crate::org::{Role, UnitCode};
 use crate::pii::IdNumber;
+use crate::schema::{field_label, is_text_field, normalise_numbers, typed};
 use crate::workflow::{Action, FoldContext, Folded, RecordKind, TimelineEntry, fold};
 
 /// Version of the document layout.
@@ -204,7 +206,7 @@ struct StoredEntry {
 }
 
 #[derive(Deserialize)]
-struct StoredRecord {
+struct StoredHeader {
     kind: String,
     schema: u64,
     id: String,
@@ -212,10 +214,6 @@ struct StoredRecord {
     #[serde(default)]
     case_no: Option<String>,
     created_at_ms: i64,
-    #[serde(default)]
-    timeline: BTreeMap<String, StoredEntry>,
-    #[serde(flatten)]
-    rest: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -350,19 +348,23 @@ impl RecordDoc {
     }
 
     /// Reads the typed record.
+    ///
+    /// A document that does not have the record's shape is [`CoreError::MalformedRecord`], naming
+    /// the record (its id when the document has one) and the field, in Chinese. Whole-number
+    /// floats are read where an integer is meant (see [`normalise_numbers`]).
     pub fn read(&self) -> Result<Record> {
-        let value = serde_json::to_value(AutoSerde::from(&self.doc))
+        let mut value = serde_json::to_value(AutoSerde::from(&self.doc))
             .map_err(|e| CoreError::MalformedRecord { id: String::new(), reason: e.to_string() })?;
-        let s: StoredRecord =
-            serde_json::from_value(value).map_err(|e| CoreError::MalformedRecord { id: String::new(), reason: e.to_string() })?;
-        let malformed = |reason: String| CoreError::MalformedRecord { id: s.id.clone(), reason };
+        normalise_numbers(&mut value);
+        let id: String = value.get("id").and_then(|v| v.as_str()).map(|s| s.chars().take(40).collect()).unwrap_or_default();
+        let malformed = |reason: String| CoreError::MalformedRecord { id: id.clone(), reason };
+        let s: StoredHeader = typed(&value, "").map_err(&malformed)?;
         if s.schema > SCHEMA {
             return Err(malformed(format!("数据版本 {} 高于本程序支持的版本,请升级应用", s.schema)));
         }
-        let rest = serde_json::Value::Object(s.rest);
         let body = match RecordKind::parse(&s.kind) {
             Some(RecordKind::Incident) => {
-                let f: StoredIncident = serde_json::from_value(rest).map_err(|e| malformed(e.to_string()))?;
+                let f: StoredIncident = typed(&value, "").map_err(&malformed)?;
                 let location = match (f.lat, f.lon) {
                     (Some(lat), Some(lon)) => Some(GeoPoint { lat, lon }),
                     _ => None,
@@ -380,13 +382,14 @@ impl RecordDoc {
                     notes: f.notes,
                 })
             }
-            Some(RecordKind::ServiceRequest) => {
-                RecordBody::ServiceRequest(serde_json::from_value(rest).map_err(|e| malformed(e.to_string()))?)
-            }
-            None => return Err(malformed(format!("未知的记录类型 {}", s.kind))),
+            Some(RecordKind::ServiceRequest) => RecordBody::ServiceRequest(typed(&value, "").map_err(&malformed)?),
+            None => return Err(malformed(format!("未知的记录类型“{}”", s.kind.chars().take(40).collect::<String>()))),
         };
-        let timeline = s
-            .timeline
+        let timeline: BTreeMap<String, StoredEntry> = match value.get("timeline") {
+            Some(t) => typed(t, "timeline").map_err(&malformed)?,
+            None => BTreeMap::new(),
+        };
+        let timeline = timeline
             .into_iter()
             .map(|(id, e)| TimelineEntry {
                 id,
@@ -400,6 +403,47 @@ impl RecordDoc {
             })
             .collect();
         Ok(Record { id: s.id, provisional_no: s.provisional_no, case_no: s.case_no, created_at_ms: s.created_at_ms, body, timeline })
+    }
+
+    /// Where the document's strings have the wrong Automerge type: free text (标题、描述、地址、
+    /// 备注、办理说明) must be a text object, so that concurrent edits merge; every other string
+    /// (codes, names, roles, action types) a plain string. Each problem is a Chinese phrase naming
+    /// the field. A writer other than Gridlink (e.g. Automerge's JavaScript library, whose strings
+    /// are text objects unless written as `ImmutableString`) must follow the same layout.
+    pub fn shape_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        self.walk_strings(&ROOT, &mut Vec::new(), &mut problems);
+        problems
+    }
+
+    fn walk_strings(&self, obj: &ObjId, path: &mut Vec<String>, problems: &mut Vec<String>) {
+        let keys: Vec<String> = match self.doc.object_type(obj) {
+            Ok(ObjType::Map | ObjType::Table) => self.doc.keys(obj).collect(),
+            Ok(ObjType::List) => (0..self.doc.length(obj)).map(|i| i.to_string()).collect(),
+            _ => return,
+        };
+        let is_list = matches!(self.doc.object_type(obj), Ok(ObjType::List));
+        for key in keys {
+            let got = if is_list {
+                key.parse::<usize>().ok().and_then(|i| self.doc.get(obj, i).ok().flatten())
+            } else {
+                self.doc.get(obj, key.as_str()).ok().flatten()
+            };
+            let Some((value, child)) = got else { continue };
+            path.push(key);
+            let text_field = is_text_field(path);
+            match value {
+                automerge::Value::Object(ObjType::Text) if !text_field => {
+                    problems.push(format!("{}应为普通字符串,不能是文本对象", field_label(path)));
+                }
+                automerge::Value::Scalar(s) if text_field && matches!(s.as_ref(), ScalarValue::Str(_)) => {
+                    problems.push(format!("{}应为文本对象(Automerge Text),不能是普通字符串", field_label(path)));
+                }
+                automerge::Value::Object(ObjType::Map | ObjType::Table | ObjType::List) => self.walk_strings(&child, path, problems),
+                _ => {}
+            }
+            path.pop();
+        }
     }
 
     fn put_entry(&mut self, e: &TimelineEntry) -> Result<()> {

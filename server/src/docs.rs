@@ -11,7 +11,7 @@ use gridlink_core::record::RecordDoc;
 use gridlink_core::routing::RoutingRules;
 use gridlink_core::store::within_sql;
 use gridlink_core::sync::validate::scope_of;
-use gridlink_core::sync::validate::{check_invariants, validate_update as validate_update_fn};
+use gridlink_core::sync::validate::{check_invariants, check_shape, validate_update as validate_update_fn};
 use gridlink_core::workflow::{Action, ActionKind, TimelineEntry, check};
 use gridlink_core::{Access, Catalog, Hlc, Person, Record, RecordBody, RecordState, Role, Status, UnitCode, WorkCalendar, complete_action};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -146,13 +146,22 @@ fn ingest_one(
     if author_after.apply_changes(vec![change.clone()]).is_err() || !author_after.missing_deps(&[]).is_empty() {
         return Ok(Err("缺少前置变更,请重新同步".into()));
     }
+    // Reasons name the record by its case number once it has one, else by its id.
+    let name = before.map_or(doc_id, Record::display_no);
     let seen = author_before.as_ref().map(|d| d.read()).transpose();
     let (seen, made) = match (seen, author_after.read()) {
         (Ok(seen), Ok(made)) => (seen, made),
+        (Err(gridlink_core::CoreError::MalformedRecord { reason, .. }), _)
+        | (_, Err(gridlink_core::CoreError::MalformedRecord { reason, .. })) => {
+            return Ok(Err(gridlink_core::CoreError::MalformedRecord { id: name.to_owned(), reason }.to_string()));
+        }
         (Err(e), _) | (_, Err(e)) => return Ok(Err(e.to_string())),
     };
     if made.id != doc_id {
         return Ok(Err("记录编号与文档不符".into()));
+    }
+    if let Err(reason) = check_shape(author_before.as_ref(), &author_after, name) {
+        return Ok(Err(reason));
     }
     if let Err(reason) = validate_update_fn(seen.as_ref(), &made, person, ctx.now_ms) {
         return Ok(Err(reason));

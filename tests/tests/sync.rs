@@ -213,16 +213,27 @@ fn authorization_scope_and_forged_changes() {
 
 /// A change that appends a timeline entry written by hand (not through the client's checks).
 fn forge_entry(holder: &Phone, id: &str, what: &str, actor: &str, role: &str, unit_code: &str) -> Vec<u8> {
+    forge_on(&holder.changes(id).unwrap(), what, (actor, role, unit_code), chrono_now(), |_, _| {})
+}
+
+/// A timeline entry written by hand on top of `changes` (what its author had seen), stamped
+/// `at_ms`; `tweak` may then rewrite the entry's fields, as a client of another make might.
+fn forge_on(
+    changes: &[Vec<u8>],
+    what: &str,
+    (actor, role, unit_code): (&str, &str, &str),
+    at_ms: i64,
+    tweak: impl FnOnce(&mut automerge::AutoCommit, &automerge::ObjId),
+) -> Vec<u8> {
     use automerge::transaction::Transactable;
     use automerge::{ObjType, ROOT, ReadDoc};
     let mut doc = automerge::AutoCommit::new();
-    for c in holder.changes(id).unwrap() {
-        doc.apply_changes(vec![automerge::Change::from_bytes(c).unwrap()]).unwrap();
+    for c in changes {
+        doc.apply_changes(vec![automerge::Change::from_bytes(c.clone()).unwrap()]).unwrap();
     }
     let (_, timeline) = doc.get(ROOT, "timeline").unwrap().unwrap();
-    let entry = doc.put_object(&timeline, uuid_like(what), ObjType::Map).unwrap();
-    let now = chrono_now();
-    doc.put(&entry, "at_ms", now).unwrap();
+    let entry = doc.put_object(&timeline, uuid_like(&format!("{what}{at_ms}")), ObjType::Map).unwrap();
+    doc.put(&entry, "at_ms", at_ms).unwrap();
     doc.put(&entry, "at_c", 0u64).unwrap();
     doc.put(&entry, "actor", actor).unwrap();
     doc.put(&entry, "actor_name", "伪造").unwrap();
@@ -238,8 +249,122 @@ fn forge_entry(holder: &Phone, id: &str, what: &str, actor: &str, role: &str, un
     }
     let note = doc.put_object(&entry, "note", ObjType::Text).unwrap();
     doc.splice_text(&note, 0, 0, "伪造的操作").unwrap();
+    tweak(&mut doc, &entry);
     doc.commit();
     doc.get_last_local_change().unwrap().raw_bytes().to_vec()
+}
+
+/// A sync request that pushes one change to a record.
+fn push_body(doc: &str, change: Vec<u8>) -> Vec<u8> {
+    protocol::encode(&SyncRequest {
+        v: protocol::PROTOCOL_VERSION,
+        cursor: None,
+        push: vec![DocChanges { doc: DocId::parse(doc).unwrap(), changes: vec![serde_bytes_buf(change)] }],
+        page_bytes: None,
+        whole_docs: false,
+    })
+}
+
+/// Pushes one change to a record as `phone`'s device; returns the refusal's reason, if any.
+fn push_change(server: &TestServer, phone: &Phone, doc: &str, change: Vec<u8>) -> Option<String> {
+    let body = push_body(doc, change);
+    let (_, answer) = raw_round(server, &token(phone), &body);
+    assert!(answer.rejected.len() <= 1, "{answer:?}");
+    answer.rejected.first().map(|r| r.reason.clone())
+}
+
+#[test]
+fn a_backdated_entry_is_refused_and_concurrent_work_still_folds() {
+    use automerge::transaction::Transactable;
+    use automerge::{ObjType, ScalarValue};
+    let server = TestServer::start();
+    let mut grid = server.phone("grid_a");
+    let mut center = server.phone("center");
+    let mut dept = server.phone("dept_a");
+    let id = grid.create_incident(NewIncident { category: "0602".into(), ..report("违章搭建") }).unwrap();
+    grid.sync().unwrap();
+    center.sync().unwrap();
+    center.act(&id, Action::Accept, "").unwrap();
+    center.act(&id, Action::Dispatch { to_unit: unit(DEPT_A), deadline_ms: None }, "").unwrap();
+    center.sync().unwrap();
+    let at_of = |p: &Phone, kind: &str| {
+        let r = p.get(&id).unwrap().record;
+        r.timeline.iter().find(|e| e.action.kind().as_str() == kind).unwrap().at
+    };
+    let (accepted, dispatched) = (at_of(&center, "accept"), at_of(&center, "dispatch"));
+    // What the center holds before the department signs: a suspension written on it is
+    // genuinely concurrent with the signing.
+    let before_sign = center.changes(&id).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    dept.sync().unwrap();
+    dept.act(&id, Action::Sign, "").unwrap();
+    dept.sync().unwrap();
+    center.sync().unwrap();
+    let seen = center.changes(&id).unwrap();
+    let case_no = center.get(&id).unwrap().record.case_no.unwrap();
+    let me = ("center", "center_operator", TOWN);
+    let now = chrono_now();
+
+    // Backdating: built on the dispatch and the signing, dated just after the acceptance.
+    let backdated = forge_on(&seen, "suspend", me, accepted.wall_ms + 1, |_, _| {});
+    if std::env::var_os("GRIDLINK_WRITE_SEEDS").is_some() {
+        // `GRIDLINK_WRITE_SEEDS=1 cargo test -p gridlink-tests --test sync backdated` renews the
+        // fuzz seed with this request.
+        let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/sync_request/backdated_suspend.bin");
+        std::fs::write(seed, push_body(&id, backdated.clone())).unwrap();
+    }
+    let reason = push_change(&server, &center, &id, backdated).expect("a backdated entry is refused");
+    assert!(reason.contains("时间倒填") && reason.contains(&case_no), "{reason}");
+    // Equal to the latest seen entry is not later either.
+    let sign_at = at_of(&center, "sign");
+    let tie = forge_on(&seen, "suspend", me, sign_at.wall_ms, |d, e| d.put(e, "at_c", u64::from(sign_at.counter)).unwrap());
+    assert!(push_change(&server, &center, &id, tie).is_some_and(|r| r.contains("时间倒填")));
+
+    // Shapes a client of another make may write.
+    let text_actor = forge_on(&seen, "supervise", me, now, |d, e| {
+        let t = d.put_object(e, "actor", ObjType::Text).unwrap();
+        d.splice_text(&t, 0, 0, "center").unwrap();
+    });
+    let reason = push_change(&server, &center, &id, text_actor).expect("a code written as text is refused");
+    assert!(reason.contains(&case_no) && reason.contains("操作人") && reason.contains("应为普通字符串"), "{reason}");
+    let plain_note = forge_on(&seen, "supervise", me, now, |d, e| d.put(e, "note", "督办").unwrap());
+    let reason = push_change(&server, &center, &id, plain_note).expect("free text written as a string is refused");
+    assert!(reason.contains("说明") && reason.contains("应为文本对象"), "{reason}");
+    let map_counter = forge_on(&seen, "supervise", me, now, |d, e| {
+        d.put_object(e, "at_c", ObjType::Map).unwrap();
+    });
+    let reason = push_change(&server, &center, &id, map_counter).expect("a map where a number belongs is refused");
+    assert!(reason.starts_with(&format!("记录 {case_no} 的结构不符合要求")), "{reason}");
+    assert!(reason.contains("时间序号") && reason.contains("应为整数") && !reason.contains("invalid"), "{reason}");
+    let unknown = forge_on(&seen, "teleport", me, now, |_, _| {});
+    let reason = push_change(&server, &center, &id, unknown).expect("an unknown action is refused");
+    assert!(reason.contains("未知的操作类型“teleport”") && !reason.contains("variant"), "{reason}");
+
+    // Nothing refused reached the server or the department: it still holds the record it signed.
+    dept.sync().unwrap();
+    let view = dept.get(&id).unwrap();
+    assert_eq!(view.folded.state.status, Some(Status::InProgress));
+    assert_eq!(view.folded.conflicts(), 0);
+    assert_eq!(view.record.timeline.len(), 5, "report, route, accept, dispatch, sign");
+
+    // A whole-number float where an integer is meant (as Automerge's JavaScript library writes
+    // a nested 0) is read as the integer.
+    let float_counter = forge_on(&seen, "supervise", me, now, |d, e| d.put(e, "at_c", ScalarValue::F64(0.0)).unwrap());
+    assert_eq!(push_change(&server, &center, &id, float_counter), None);
+    dept.sync().unwrap();
+    let view = dept.get(&id).unwrap();
+    let supervise = view.record.timeline.iter().find(|e| e.action.kind().as_str() == "supervise").expect("the supervision arrived");
+    assert_eq!((supervise.at.wall_ms, supervise.at.counter), (now, 0));
+
+    // Genuinely concurrent offline work stays allowed and is folded as before: a suspension made
+    // without knowledge of the signing, dated between the dispatch and the signing.
+    let concurrent = forge_on(&before_sign, "suspend", me, dispatched.wall_ms + 1, |_, _| {});
+    assert_eq!(push_change(&server, &center, &id, concurrent), None);
+    dept.sync().unwrap();
+    let view = dept.get(&id).unwrap();
+    assert_eq!(view.folded.state.status, Some(Status::Suspended));
+    let sign = view.folded.entries.iter().find(|e| e.entry.action.kind().as_str() == "sign").unwrap();
+    assert!(sign.conflict.is_some(), "the signing after a concurrent suspension is marked, not lost");
 }
 
 fn uuid_like(seed: &str) -> String {

@@ -6,8 +6,8 @@
 
 use crate::hlc::Hlc;
 use crate::org::{Access, Person, RecordScope, access};
-use crate::record::{Record, RecordBody};
-use crate::workflow::{ActionKind, RecordState, check, role_fits_unit, rule};
+use crate::record::{Record, RecordBody, RecordDoc};
+use crate::workflow::{ActionKind, RecordState, TimelineEntry, check, role_fits_unit, rule};
 
 /// Checks the document after a change (`after`) against the document before it (`before`, `None`
 /// for a new record), for the authenticated `person`. Returns the reason (Chinese) on refusal.
@@ -30,6 +30,7 @@ pub fn validate_update(before: Option<&Record>, after: &Record, person: &Person,
     }
     for e in after.timeline.iter().filter(|e| !before.timeline.iter().any(|o| o.id == e.id)) {
         check_author(e, person, now_ms)?;
+        check_follows_seen(before, e)?;
         let r = rule(e.action.kind());
         if r.from.is_empty() {
             return Err(format!("“{}”只能在新建记录时使用", e.action.kind()));
@@ -42,6 +43,36 @@ pub fn validate_update(before: Option<&Record>, after: &Record, person: &Person,
         }
     }
     Ok(())
+}
+
+/// A new entry must come after every entry its author had seen (`seen`: the record at the
+/// change's dependencies): the hybrid clock of an honest device is past all of them, since it
+/// observes every entry it receives. An entry dated before one of them would be folded before
+/// work its author already knew of and void it (backdating). Entries made concurrently offline
+/// are not in `seen` and stay allowed; the fold orders them. The phone checks its own entries
+/// with this same function before it writes them.
+pub fn check_follows_seen(seen: &Record, entry: &TimelineEntry) -> Result<(), String> {
+    match seen.timeline.iter().max_by_key(|e| e.at) {
+        Some(latest) if entry.at <= latest.at => Err(format!(
+            "记录 {} 的新办理记录“{}”的时间不晚于作者已看到的“{}”(时间倒填),不予接受;请校准设备时间后重新同步",
+            seen.display_no(),
+            entry.action.kind(),
+            latest.action.kind()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a change that writes a string field in the wrong Automerge form (free text as a plain
+/// string, or a code as a text object; see [`crate::schema`]). Only problems the change brings
+/// count: `before` is the document as the change's author saw it, `None` for a new record.
+/// `name` is how the record is named in the reason (its case number or id).
+pub fn check_shape(before: Option<&RecordDoc>, after: &RecordDoc, name: &str) -> Result<(), String> {
+    let old = before.map(RecordDoc::shape_problems).unwrap_or_default();
+    match after.shape_problems().into_iter().find(|p| !old.contains(p)) {
+        Some(problem) => Err(format!("记录 {name} 的结构不符合要求:{problem}")),
+        None => Ok(()),
+    }
 }
 
 /// What no change may do to a stored record: change its identity, place or case number, or alter
@@ -80,7 +111,7 @@ fn validate_new(after: &Record, person: &Person, now_ms: i64) -> Result<(), Stri
     check(&RecordState::default(), after.fold_context(), first).map_err(|e| e.to_string())
 }
 
-fn check_author(e: &crate::workflow::TimelineEntry, person: &Person, now_ms: i64) -> Result<(), String> {
+fn check_author(e: &TimelineEntry, person: &Person, now_ms: i64) -> Result<(), String> {
     if e.actor != person.id || e.role != person.role || e.unit != person.unit {
         return Err("办理记录的操作人与登录账号不符".into());
     }
