@@ -9,6 +9,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::calendar::TimeLimit;
+use crate::clocks::CenterLimits;
 use crate::error::{CoreError, Result};
 
 /// The level that normally handles a category or service item.
@@ -127,6 +128,9 @@ pub struct ServiceItem {
 struct CategoryFile {
     departments: Vec<Department>,
     categories: Vec<MajorCategory>,
+    /// Time limits of the center's own steps (verification, closing); defaults when absent.
+    #[serde(default)]
+    center_limits: CenterLimits,
 }
 
 #[derive(Deserialize)]
@@ -140,6 +144,8 @@ pub struct Catalog {
     pub departments: Vec<Department>,
     pub categories: Vec<MajorCategory>,
     pub service_items: Vec<ServiceItem>,
+    /// How long the town center may take to verify a result and to close (see [`crate::clocks`]).
+    pub center_limits: CenterLimits,
     #[serde(skip)]
     minor_index: BTreeMap<String, (usize, usize)>,
     #[serde(skip)]
@@ -157,7 +163,12 @@ impl Catalog {
     pub fn from_json(categories: &str, service_items: &str) -> Result<Self> {
         let c: CategoryFile = serde_json::from_str(categories).map_err(|e| CoreError::Catalog(format!("事件分类文件: {e}")))?;
         let s: ServiceItemFile = serde_json::from_str(service_items).map_err(|e| CoreError::Catalog(format!("服务事项文件: {e}")))?;
-        Self::new(c.departments, c.categories, s.service_items)
+        let mut catalog = Self::new(c.departments, c.categories, s.service_items)?;
+        if matches!(c.center_limits.verify, TimeLimit::Hours(0)) || matches!(c.center_limits.close, TimeLimit::Hours(0)) {
+            return Err(CoreError::Catalog("核查、结案时限不能为0小时".into()));
+        }
+        catalog.center_limits = c.center_limits;
+        Ok(catalog)
     }
 
     /// Loads both catalog files from disk.
@@ -209,7 +220,7 @@ impl Catalog {
                 return bad(format!("事项代码 {} 重复", item.code));
             }
         }
-        Ok(Self { departments, categories, service_items, minor_index, item_index })
+        Ok(Self { departments, categories, service_items, center_limits: CenterLimits::default(), minor_index, item_index })
     }
 
     /// A minor category by code.

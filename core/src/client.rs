@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::calendar::WorkCalendar;
 use crate::catalog::{Catalog, ServiceMode};
+use crate::clocks::current_clock;
 use crate::error::{CoreError, Result};
 use crate::hlc::{Hlc, HlcClock};
 use crate::org::{Access, Identity, RecordScope, UnitCode, access};
@@ -365,7 +366,8 @@ impl Client {
             }
             _ => Vec::new(),
         };
-        let overdue = folded.state.is_overdue(self.now_ms());
+        let overdue = current_clock(record.kind(), &folded.state, &self.opts.catalog.center_limits, &self.opts.calendar)
+            .is_some_and(|c| c.overdue(self.now_ms()));
         RecordView { record, folded, allowed, overdue }
     }
 
@@ -550,7 +552,8 @@ impl Client {
             holder: s.holder.clone(),
             owner: s.owner.clone(),
             reporter: s.reporter.clone(),
-            deadline_ms: s.deadline_ms.filter(|_| s.status.is_some_and(Status::is_open)),
+            // The due time of the clock running now, so that overdue lists follow the holder.
+            deadline_ms: current_clock(record.kind(), s, &self.opts.catalog.center_limits, &self.opts.calendar).map(|c| c.due_ms),
             created_ms: record.created_at_ms,
             updated_ms: s.last_at.map_or(record.created_at_ms, |h| h.wall_ms),
             display_no: record.display_no().to_owned(),

@@ -2,11 +2,19 @@
 //! station ledger (台账). Appraisal rests on outcomes only — on time, resolved, verified,
 //! satisfied — never on check-ins, online time or click counts.
 //!
-//! Definitions (a record belongs to a period when it was reported or received in it):
+//! Definitions (a record belongs to a period when it was reported or received in it). Each unit is
+//! charged only for the time a record was in its hands: a clock per holder ([`crate::clocks`]).
 //! - *received*: incidents reported in the period; *closed*: those of them closed by now;
-//! - *on-time rate*: among closed incidents that had a deadline, the share whose result was reported
-//!   (处置反馈) by the deadline in force (approved extensions count);
-//! - *overdue now*: open, not suspended, deadline passed — whenever reported;
+//! - *on-time rate* (department, 按时处置率): among closed incidents that had a handling deadline,
+//!   the share whose result was reported (处置反馈) by the deadline in force — approved extensions
+//!   move it, and after a failed verification the department gets back the time it had left when
+//!   it handed back, so the center's wait is never counted against it;
+//! - *verification on-time rate* (center, 核查按时率): among incidents of the period whose result
+//!   was judged (verified or failed), the share whose last judgement came within
+//!   `center_limits.verify` of the result it judged;
+//! - *overdue now*: the clock running now (handling, verification or closing) is past its due
+//!   time — whenever reported; suspended, reported and accepted incidents have no clock. Per
+//!   holder ([`HolderRow`]): which unit the overdue records are waiting for, by clock;
 //! - *settled in the village* (小事不出村): closed incidents never held by the town or a department,
 //!   as a share of closed ones; *settled in the town* (大事不出镇): received incidents closed inside
 //!   the town, as a share of received ones;
@@ -16,7 +24,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::calendar::WorkCalendar;
 use crate::catalog::Catalog;
+use crate::clocks::{CenterLimits, ClockStage, HolderClock, current_clock, last_verification};
 use crate::pii::mask_name;
 use crate::record::{Record, RecordBody};
 use crate::routing::village_of;
@@ -45,11 +55,19 @@ pub struct RecordFacts {
     pub delivered_ms: Option<i64>,
     pub batch_id: Option<String>,
     pub supervisions: u32,
+    /// The clock running now: whom the record waits for, by when.
+    #[serde(default)]
+    pub clock: Option<HolderClock>,
+    /// The last verification round (passed or failed): when it was due, and when it was done.
+    #[serde(default)]
+    pub verify_due_ms: Option<i64>,
+    #[serde(default)]
+    pub verified_ms: Option<i64>,
 }
 
 impl RecordFacts {
-    /// The facts of a record.
-    pub fn of(record: &Record, folded: &Folded) -> Self {
+    /// The facts of a record; `limits` and `calendar` time the center's own steps.
+    pub fn of(record: &Record, folded: &Folded, limits: &CenterLimits, calendar: &WorkCalendar) -> Self {
         let s = &folded.state;
         let category = match &record.body {
             RecordBody::Incident(f) => f.category.clone(),
@@ -75,6 +93,9 @@ impl RecordFacts {
             delivered_ms: s.delivered_at_ms,
             batch_id: s.batch_id.clone(),
             supervisions: s.supervisions,
+            clock: current_clock(record.kind(), s, limits, calendar),
+            verify_due_ms: last_verification(s, limits, calendar).map(|v| v.0),
+            verified_ms: last_verification(s, limits, calendar).map(|v| v.1),
         }
     }
 
@@ -86,14 +107,20 @@ impl RecordFacts {
         self.status == Some(Status::Closed)
     }
 
-    /// Open, not suspended, deadline passed.
+    /// The clock running now is past its due time.
     pub fn overdue(&self, now_ms: i64) -> bool {
-        self.open() && self.status != Some(Status::Suspended) && self.deadline_ms.is_some_and(|d| d < now_ms)
+        self.clock.as_ref().is_some_and(|c| c.overdue(now_ms))
     }
 
+    /// Whether the department reported its result by the handling deadline in force.
     fn on_time(&self) -> Option<bool> {
         let deadline = self.deadline_ms?;
         Some(self.handled_ms.or(self.finished_ms)? <= deadline)
+    }
+
+    /// Whether the center verified the last result within its time limit.
+    fn verified_on_time(&self) -> Option<bool> {
+        Some(self.verified_ms? <= self.verify_due_ms?)
     }
 }
 
@@ -111,6 +138,11 @@ pub struct Row {
     pub close_hours_total: f64,
     pub satisfaction_total: u32,
     pub evaluations: u32,
+    /// Results verified, and of them verified within the center's time limit.
+    #[serde(default)]
+    pub verified: u32,
+    #[serde(default)]
+    pub verified_on_time: u32,
 }
 
 impl Row {
@@ -139,6 +171,15 @@ impl Row {
             self.satisfaction_total += u32::from(s);
             self.evaluations += 1;
         }
+        if let Some(ok) = f.verified_on_time() {
+            self.verified += 1;
+            self.verified_on_time += u32::from(ok);
+        }
+    }
+
+    /// 核查按时率: share of verified results verified within the center's time limit.
+    pub fn verify_on_time_rate(&self) -> Option<f64> {
+        (self.verified > 0).then(|| f64::from(self.verified_on_time) / f64::from(self.verified))
     }
 
     /// Share of closed incidents with a deadline that were handled in time.
@@ -175,6 +216,26 @@ pub struct DepartmentRow {
     pub overdue_now: u32,
 }
 
+/// What one unit is holding up now: the records whose running clock is against it, by clock.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HolderRow {
+    pub key: String,
+    pub name: String,
+    /// Records whose clock runs against this unit now.
+    pub running: u32,
+    /// Of them overdue, by clock: handling (处置), verification (核查), closing (结案).
+    pub handling_overdue: u32,
+    pub verification_overdue: u32,
+    pub closing_overdue: u32,
+}
+
+impl HolderRow {
+    /// All overdue records this unit holds up.
+    pub fn overdue(&self) -> u32 {
+        self.handling_overdue + self.verification_overdue + self.closing_overdue
+    }
+}
+
 /// A station's errands.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ErrandRow {
@@ -199,6 +260,9 @@ pub struct Figures {
     pub by_village: Vec<Row>,
     pub by_category: Vec<Row>,
     pub by_department: Vec<DepartmentRow>,
+    /// Incidents whose clock runs now, by the unit they wait for (whenever reported).
+    #[serde(default)]
+    pub by_holder: Vec<HolderRow>,
     pub errands_by_station: Vec<ErrandRow>,
 }
 
@@ -209,6 +273,7 @@ pub fn compute(facts: &[RecordFacts], catalog: &Catalog, from_ms: i64, to_ms: i6
     let mut categories: BTreeMap<String, Row> = BTreeMap::new();
     let mut depts: BTreeMap<String, DepartmentRow> = BTreeMap::new();
     let mut stations: BTreeMap<String, ErrandRow> = BTreeMap::new();
+    let mut holders: BTreeMap<String, HolderRow> = BTreeMap::new();
     let is_dept = |u: &str| u.split('-').next().is_some_and(|h| h.len() == 9) && u.contains('-');
     for f in facts {
         let in_period = (from_ms..to_ms).contains(&f.created_ms);
@@ -244,7 +309,20 @@ pub fn compute(facts: &[RecordFacts], catalog: &Catalog, from_ms: i64, to_ms: i6
                         ..Default::default()
                     });
                     d.holding_now += 1;
-                    d.overdue_now += u32::from(f.overdue(now_ms));
+                    // Only its own clock: a result waiting for the center is not its delay.
+                    d.overdue_now += u32::from(f.clock.as_ref().is_some_and(|c| c.unit.as_str() == h && c.overdue(now_ms)));
+                }
+                if let Some(c) = &f.clock {
+                    let key = c.unit.to_string();
+                    let row = holders.entry(key.clone()).or_insert_with(|| HolderRow { name: name(&key), key, ..Default::default() });
+                    row.running += 1;
+                    if c.overdue(now_ms) {
+                        match c.stage {
+                            ClockStage::Handling | ClockStage::Promise => row.handling_overdue += 1,
+                            ClockStage::Verification => row.verification_overdue += 1,
+                            ClockStage::Closing => row.closing_overdue += 1,
+                        }
+                    }
                 }
             }
             RecordKind::ServiceRequest => {
@@ -275,6 +353,7 @@ pub fn compute(facts: &[RecordFacts], catalog: &Catalog, from_ms: i64, to_ms: i6
         by_village: villages.into_values().collect(),
         by_category: categories.into_values().collect(),
         by_department: depts.into_values().collect(),
+        by_holder: holders.into_values().collect(),
         errands_by_station: stations.into_values().collect(),
     }
 }
@@ -323,7 +402,8 @@ impl Figures {
             "单位/分类",
             "受理数",
             "办结数",
-            "按时办结率",
+            "按时处置率",
+            "核查按时率",
             "当前超期",
             "平均办结时长(小时)",
             "小事不出村",
@@ -337,6 +417,7 @@ impl Figures {
                 n(r.received),
                 n(r.closed),
                 pct(r.on_time_rate()),
+                pct(r.verify_on_time_rate()),
                 n(r.overdue_now),
                 num(r.avg_close_hours()),
                 pct(r.village_share()),
@@ -364,6 +445,24 @@ impl Figures {
                     .map(|d| {
                         let rate = (d.handled > 0).then(|| f64::from(d.handled_on_time) / f64::from(d.handled));
                         vec![Cell::Text(d.name.clone()), n(d.handled), n(d.handled_on_time), pct(rate), n(d.holding_now), n(d.overdue_now)]
+                    })
+                    .collect(),
+            },
+            Table {
+                title: "当前超期(按责任单位)".into(),
+                headers: headers(&["责任单位", "计时中", "处置超期", "核查超期", "结案超期", "超期合计"]),
+                rows: self
+                    .by_holder
+                    .iter()
+                    .map(|h| {
+                        vec![
+                            Cell::Text(h.name.clone()),
+                            n(h.running),
+                            n(h.handling_overdue),
+                            n(h.verification_overdue),
+                            n(h.closing_overdue),
+                            n(h.overdue()),
+                        ]
                     })
                     .collect(),
             },

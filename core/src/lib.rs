@@ -33,6 +33,7 @@ pub mod calendar;
 pub mod catalog;
 pub mod chunk;
 mod client;
+pub mod clocks;
 pub mod error;
 pub mod figures;
 pub mod hlc;

@@ -441,6 +441,19 @@ pub struct RecordState {
     /// Unit that reported the result (处置反馈) last, and when.
     pub handled_by: Option<UnitCode>,
     pub handled_at_ms: Option<i64>,
+    /// When the holder last handed the record back with a result; the handling clock is paused
+    /// from then until a failed verification gives it back (see [`crate::clocks`]).
+    #[serde(default)]
+    pub handed_back_at_ms: Option<i64>,
+    /// When the result was last verified (核查通过).
+    #[serde(default)]
+    pub verified_at_ms: Option<i64>,
+    /// The last verification act (passed or failed): when the result it judged was handed back,
+    /// and when it was judged — the center's verification clock of that round.
+    #[serde(default)]
+    pub checked_result_at_ms: Option<i64>,
+    #[serde(default)]
+    pub checked_at_ms: Option<i64>,
     /// Unit that closed the incident.
     pub closed_by: Option<UnitCode>,
     /// The record was held by the town or a department at some point (it did not stay in the village).
@@ -448,13 +461,6 @@ pub struct RecordState {
     /// Service requests: when completed (办结) and delivered (送达).
     pub completed_at_ms: Option<i64>,
     pub delivered_at_ms: Option<i64>,
-}
-
-impl RecordState {
-    /// True when the deadline has passed and the record is still open.
-    pub fn is_overdue(&self, now_ms: i64) -> bool {
-        self.status.is_some_and(Status::is_open) && self.status != Some(Suspended) && self.deadline_ms.is_some_and(|d| d < now_ms)
-    }
 }
 
 /// What the fold needs besides the timeline.
@@ -620,6 +626,7 @@ fn apply(state: &mut RecordState, ctx: FoldContext<'_>, entry: &TimelineEntry) {
             state.holder = Some(to_unit.clone());
             state.deadline_ms = *deadline_ms;
             state.pending_extension_ms = None;
+            state.handed_back_at_ms = None;
             Dispatched
         }
         Action::Sign => InProgress,
@@ -644,10 +651,25 @@ fn apply(state: &mut RecordState, ctx: FoldContext<'_>, entry: &TimelineEntry) {
         Action::Handle { .. } => {
             state.handled_by = Some(entry.unit.clone());
             state.handled_at_ms = Some(now);
+            state.handed_back_at_ms = Some(now);
             Handled
         }
-        Action::Verify => Verified,
-        Action::FailVerification => InProgress,
+        Action::Verify => {
+            state.verified_at_ms = Some(now);
+            state.checked_result_at_ms = state.handled_at_ms;
+            state.checked_at_ms = Some(now);
+            Verified
+        }
+        Action::FailVerification => {
+            state.checked_result_at_ms = state.handled_at_ms;
+            state.checked_at_ms = Some(now);
+            // Back to the holder with the time it had left when it handed back: the wait for
+            // the verification is not its time.
+            if let (Some(deadline), Some(back)) = (state.deadline_ms, state.handed_back_at_ms.take()) {
+                state.deadline_ms = Some(deadline + (now - back).max(0));
+            }
+            InProgress
+        }
         Action::Close => {
             state.closed_by = Some(entry.unit.clone());
             Closed

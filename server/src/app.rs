@@ -85,6 +85,7 @@ impl AppState {
         IngestCtx {
             server_actor: &self.server_actor,
             catalog: &self.catalog,
+            calendar: &self.calendar,
             routing,
             case_prefix: &self.settings.case_prefix,
             now_ms,

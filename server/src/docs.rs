@@ -53,6 +53,7 @@ impl ScopeEvent {
 pub struct IngestCtx<'a> {
     pub server_actor: &'a ActorId,
     pub catalog: &'a Catalog,
+    pub calendar: &'a WorkCalendar,
     pub routing: &'a RoutingRules,
     pub case_prefix: &'a str,
     pub now_ms: i64,
@@ -353,6 +354,36 @@ pub fn next_case_no(tx: &Connection, prefix: &str, now_ms: i64) -> AppResult<Str
     Ok(format!("{prefix}-{year}-{n:06}"))
 }
 
+/// Version of what [`write_index`] derives from a record (the clocks, the figures' facts). A
+/// database indexed by an older version, or whose catalog was imported since, is re-indexed once
+/// at start-up, in one transaction.
+const INDEX_VERSION: &str = "2";
+
+/// Re-derives every record's index row when the index is older than [`INDEX_VERSION`].
+pub fn reindex_if_stale(state: &crate::AppState) -> AppResult<()> {
+    let mut conn = state.db.writer();
+    if crate::db::meta_get(&conn, "index_version")?.as_deref() == Some(INDEX_VERSION) {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    let ids: Vec<String> = tx.prepare("SELECT id FROM docs")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let routing = state.routing();
+    let mut events = Vec::new();
+    let mut ctx = state.ingest_ctx(&routing, state.now_ms(), &mut events);
+    for id in &ids {
+        if let Some(mut doc) = load_doc(&tx, id, &state.server_actor)? {
+            let record = doc.read()?;
+            write_index(&tx, &record, &mut doc, &mut ctx)?;
+        }
+    }
+    crate::db::meta_set(&tx, "index_version", INDEX_VERSION)?;
+    tx.commit()?;
+    if !ids.is_empty() {
+        tracing::info!(records = ids.len(), "index rebuilt (clock per holder)");
+    }
+    Ok(())
+}
+
 /// Writes the record's index row and snapshot, and notes the event.
 pub fn write_index(tx: &Connection, record: &Record, doc: &mut RecordDoc, ctx: &mut IngestCtx<'_>) -> AppResult<()> {
     let folded = record.fold();
@@ -361,7 +392,11 @@ pub fn write_index(tx: &Connection, record: &Record, doc: &mut RecordDoc, ctx: &
         RecordBody::Incident(f) => (f.category.clone(), f.title.clone(), f.photos.clone()),
         RecordBody::ServiceRequest(f) => (f.item.clone(), f.item.clone(), Vec::new()),
     };
-    let facts = serde_json::to_string(&RecordFacts::of(record, &folded)).expect("serialisable");
+    let facts = RecordFacts::of(record, &folded, &ctx.catalog.center_limits, ctx.calendar);
+    // The index's deadline is the due time of the clock running now (处置/核查/结案), so the
+    // sweeper and the overdue lists follow whose turn it is.
+    let due_ms = facts.clock.as_ref().map(|c| c.due_ms);
+    let facts = serde_json::to_string(&facts).expect("serialisable");
     tx.prepare_cached(
         "INSERT OR REPLACE INTO docs(id, kind, location, holder, owner, reporter, status, open, category, title, case_no,
             deadline_ms, created_ms, updated_ms, conflicts, batch_id, facts, snapshot)
@@ -379,7 +414,7 @@ pub fn write_index(tx: &Connection, record: &Record, doc: &mut RecordDoc, ctx: &
         category,
         title,
         record.case_no,
-        s.deadline_ms,
+        due_ms,
         record.created_at_ms,
         s.last_at.map_or(record.created_at_ms, |h| h.wall_ms),
         folded.conflicts() as i64,

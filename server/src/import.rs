@@ -45,6 +45,8 @@ pub fn run(db_path: &Path, what: &ImportWhat) -> Result<String, String> {
             let catalog = Catalog::from_json(&c, &i).map_err(|e| e.to_string())?;
             db::meta_set(&conn, "catalog.categories", &c).map_err(|e| e.to_string())?;
             db::meta_set(&conn, "catalog.items", &i).map_err(|e| e.to_string())?;
+            // The index's clocks depend on the catalog's time limits: rebuilt at the next start.
+            conn.execute("DELETE FROM meta WHERE key = 'index_version'", []).map_err(|e| e.to_string())?;
             db::audit(&conn, now, "admin-cli", "import_catalog", "").map_err(|e| e.to_string())?;
             Ok(format!("已导入事件分类 {} 个小类、服务事项 {} 项", catalog.minors().count(), catalog.service_items.len()))
         }

@@ -74,7 +74,7 @@ pub fn build_state(settings: Settings, db_path: &Path, clock: Arc<dyn Clock>) ->
         };
         (catalog, routing)
     };
-    Ok(AppState {
+    let state = AppState {
         db,
         settings: Arc::new(settings),
         clock,
@@ -85,7 +85,9 @@ pub fn build_state(settings: Settings, db_path: &Path, clock: Arc<dyn Clock>) ->
         catalog: Arc::new(catalog),
         calendar: Arc::new(WorkCalendar::bundled()),
         routing: Arc::new(std::sync::RwLock::new(routing)),
-    })
+    };
+    docs::reindex_if_stale(&state)?;
+    Ok(state)
 }
 
 /// Serves until `shutdown` resolves; requests in flight finish first.

@@ -9,6 +9,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{NaiveDate, TimeZone};
 use gridlink_core::calendar::{china_tz, local_time};
+use gridlink_core::clocks::current_clock;
 use gridlink_core::figures::{self, RecordFacts, Table};
 use gridlink_core::routing::RoutingRules;
 use gridlink_core::{Action, Person, Record, UnitCode};
@@ -21,8 +22,10 @@ use crate::db;
 use crate::docs::{load_doc, scope_ids, system_act};
 use crate::error::{AppError, AppResult};
 
-/// Raises a supervision notice (督办) on every incident that passed its deadline and has not been
-/// supervised for that deadline yet, addressed to the holding unit and its parent. Returns how many.
+/// Raises a supervision notice (督办) on every incident whose running clock passed its due time and
+/// that has not been supervised for that due time yet, addressed to the unit the clock runs
+/// against — the department for its handling, the center for its verification or closing — and
+/// that unit's parent. Returns how many.
 pub fn sweep(state: &AppState) -> AppResult<usize> {
     let now = state.now_ms();
     let mut conn = state.db.writer();
@@ -45,9 +48,13 @@ pub fn sweep(state: &AppState) -> AppResult<usize> {
             };
             let record = doc.read()?;
             let folded = record.fold();
-            let (Some(deadline), Some(holder)) = (folded.state.deadline_ms, folded.state.holder.clone()) else {
+            let Some(clock) = current_clock(record.kind(), &folded.state, &state.catalog.center_limits, &state.calendar) else {
                 continue;
             };
+            if !clock.overdue(now) {
+                continue;
+            }
+            let (deadline, holder) = (clock.due_ms, clock.unit);
             let already = folded.entries.iter().any(|e| {
                 e.conflict.is_none() && matches!(e.entry.action, Action::Supervise { overdue: true, .. }) && e.entry.at.wall_ms >= deadline
             });
@@ -57,9 +64,10 @@ pub fn sweep(state: &AppState) -> AppResult<usize> {
             let mut to_units = vec![holder.clone()];
             to_units.extend(holder.parent());
             let text = format!(
-                "{}「{}」已超过处置期限({}),请尽快办理",
+                "{}「{}」已超过{}期限({}),请尽快办理",
                 record.display_no(),
                 record.title(),
+                clock.stage.label(),
                 local_time(deadline - 1).format("%Y-%m-%d %H:%M")
             );
             system_act(&tx, &mut ctx, &id, Action::Supervise { overdue: true, to_units: to_units.clone() }, &text)?;

@@ -196,7 +196,11 @@ fn an_incident_through_every_level_with_the_figures_at_each_step() {
         .into_body()
         .read_to_string()
         .unwrap();
-    assert!(csv.contains("各村(社区)事件办理") && csv.contains("按时办结率") && csv.contains("100.0%"), "{csv}");
+    assert!(
+        csv.contains("各村(社区)事件办理") && csv.contains("按时处置率") && csv.contains("核查按时率") && csv.contains("100.0%"),
+        "{csv}"
+    );
+    assert!(csv.contains("当前超期(按责任单位)"), "{csv}");
 }
 
 #[test]

@@ -229,7 +229,7 @@ fn record_page(
         let (record, _, access) = read_for(c, &st.server_actor, &id, s.person())?;
         let names = Names::load(c, &st.catalog)?;
         let folded = record.fold();
-        let r = views::detail(&record, &folded, &names, access, st.now_ms());
+        let r = views::detail(&record, &folded, &names, &st.calendar, access, st.now_ms());
         let actions = views::action_forms(&record, &folded, s.person(), access, &names);
         let done = done.and_then(|k| ActionKind::parse(&k)).map(|k| format!("已办理:{}", k.label()));
         Ok(RecordPage { chrome: chrome(&s, &names, &format!("{} {}", r.no, r.title), "", true), r, actions, done, error })
@@ -498,7 +498,8 @@ pub async fn stats(State(state): State<AppState>, session: Session, Query(q): Qu
             let cards = vec![
                 ("受理事件", t.received.to_string()),
                 ("已结案", t.closed.to_string()),
-                ("按期办结率", pct(t.on_time_rate())),
+                ("按时处置率(部门)", pct(t.on_time_rate())),
+                ("核查按时率(中心)", pct(t.verify_on_time_rate())),
                 ("当前超期", t.overdue_now.to_string()),
                 ("小事不出村", pct(t.village_share())),
                 ("平均满意度", t.satisfaction().map_or_else(|| "—".into(), |v| format!("{v:.2} 分"))),
@@ -512,7 +513,7 @@ pub async fn stats(State(state): State<AppState>, session: Session, Query(q): Qu
                     None,
                 ),
                 charts::bars(
-                    "各村(社区)按期办结率",
+                    "各村(社区)按时处置率",
                     "%",
                     &f.by_village.iter().map(|r| (r.name.clone(), rate(r))).collect::<Vec<_>>(),
                     Some(100.0),
@@ -527,6 +528,12 @@ pub async fn stats(State(state): State<AppState>, session: Session, Query(q): Qu
                     "各部门在办与超期",
                     "件",
                     &f.by_department.iter().map(|r| (r.name.clone(), f64::from(r.holding_now))).collect::<Vec<_>>(),
+                    None,
+                ),
+                charts::bars(
+                    "当前超期(按责任单位,处置/核查/结案合计)",
+                    "件",
+                    &f.by_holder.iter().map(|r| (r.name.clone(), f64::from(r.overdue()))).collect::<Vec<_>>(),
                     None,
                 ),
             ];

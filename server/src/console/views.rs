@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use gridlink_core::calendar::local_time;
+use gridlink_core::calendar::{WorkCalendar, local_time};
+use gridlink_core::clocks::current_clock;
 use gridlink_core::pii::{mask_name, mask_phone};
 use gridlink_core::workflow::{ActionKind, Folded, allowed_actions, rule};
 use gridlink_core::{Access, Action, Catalog, Person, Record, RecordBody, RecordKind, Role, Status, UnitCode, UnitKind};
@@ -210,8 +211,9 @@ pub fn satisfaction_label(s: u8) -> &'static str {
 }
 
 /// Builds the record view: fields (personal data masked), photos, timeline.
-pub fn detail(record: &Record, folded: &Folded, names: &Names<'_>, access: Access, now_ms: i64) -> RecordDetail {
+pub fn detail(record: &Record, folded: &Folded, names: &Names<'_>, calendar: &WorkCalendar, access: Access, now_ms: i64) -> RecordDetail {
     let s = &folded.state;
+    let clock = current_clock(record.kind(), s, &names.catalog.center_limits, calendar);
     let mut fields = Vec::new();
     let mut photos = Vec::new();
     let f = |label, value: String| Field { label, value };
@@ -279,8 +281,9 @@ pub fn detail(record: &Record, folded: &Folded, names: &Names<'_>, access: Acces
         kind: if record.kind() == RecordKind::Incident { "事件".into() } else { "便民代办".into() },
         status: s.status.map(Status::label).unwrap_or_default().into(),
         holder: s.holder.as_ref().map(|h| names.unit(h.as_str())).unwrap_or_default(),
-        deadline: s.deadline_ms.map(|d| when(d - 1)).unwrap_or_default(),
-        overdue: s.is_overdue(now_ms),
+        // The clock running now: whose turn it is and by when (处置/核查/结案期限).
+        deadline: clock.as_ref().map(|c| format!("{}({}期限)", when(c.due_ms - 1), c.stage.label())).unwrap_or_default(),
+        overdue: clock.as_ref().is_some_and(|c| c.overdue(now_ms)),
         fields,
         photos,
         timeline,
