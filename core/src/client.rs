@@ -185,6 +185,14 @@ pub struct Client {
     opts: ClientOptions,
 }
 
+/// What the index of a store derives from each record; a store indexed by an older version is
+/// re-indexed once when it is opened.
+const INDEX_VERSION: &str = "2";
+
+/// Joins the fields of a record's search text: a control character, which [`Client::search`]
+/// removes from every query, so that no match can run from one field into the next.
+const SEARCH_FIELD_SEP: &str = "\u{1f}";
+
 impl Client {
     /// Opens the store at `path` with the bundled catalogs and the system clock.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
@@ -208,7 +216,29 @@ impl Client {
         let actor = ActorId::from(hex::decode(&device_id).map_err(|_| CoreError::CorruptDocument { id: "device_id".into() })?);
         let identity = store::meta_get(&conn, "identity")?.and_then(|s| serde_json::from_str(&s).ok());
         let hlc = HlcClock::from_last(store::meta_get(&conn, "hlc")?.and_then(|s| serde_json::from_str(&s).ok()));
-        Ok(Self { conn, path, device_id, actor, identity, hlc, opts })
+        let client = Self { conn, path, device_id, actor, identity, hlc, opts };
+        client.reindex_if_stale()?;
+        Ok(client)
+    }
+
+    /// Re-derives every record's index row and search text, once, when the index was written by
+    /// an older version (clocks per holder, search fields kept apart), in one transaction. A
+    /// record whose stored bytes are damaged is left for [`Client::verify_integrity`] to report.
+    fn reindex_if_stale(&self) -> Result<()> {
+        if store::meta_get(&self.conn, "index_version")?.as_deref() == Some(INDEX_VERSION) {
+            return Ok(());
+        }
+        let ids: Vec<String> = self.conn.prepare("SELECT id FROM documents")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let tx = self.conn.unchecked_transaction()?;
+        for id in &ids {
+            if let Ok(record) = self.load_doc(id).and_then(|d| d.read()) {
+                let folded = record.fold();
+                self.index(&tx, &record, &folded)?;
+            }
+        }
+        store::meta_set(&tx, "index_version", INDEX_VERSION)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// The database file.
@@ -534,15 +564,17 @@ impl Client {
         let (category, title, body) = match &record.body {
             RecordBody::Incident(f) => {
                 let cname = cat.category(&f.category).map(|c| c.name.as_str()).unwrap_or_default();
-                (f.category.clone(), f.title.clone(), format!("{} {} {} {}", f.description, f.address, f.notes, cname))
+                (f.category.clone(), f.title.clone(), [f.description.as_str(), &f.address, &f.notes, cname].join(SEARCH_FIELD_SEP))
             }
             RecordBody::ServiceRequest(f) => {
                 let iname = cat.service_item(&f.item).map(|i| i.name.as_str()).unwrap_or(&f.item);
                 let title = format!("{iname}({})", mask_name(&f.resident.name));
-                (f.item.clone(), title, format!("{} {} {}", f.description, f.notes, f.resident.name))
+                (f.item.clone(), title, [f.description.as_str(), &f.notes, &f.resident.name].join(SEARCH_FIELD_SEP))
             }
         };
-        let notes: Vec<&str> = folded.entries.iter().map(|e| e.entry.note.as_str()).filter(|n| !n.is_empty()).collect();
+        let mut body = vec![body];
+        body.extend(folded.entries.iter().map(|e| e.entry.note.clone()).filter(|n| !n.is_empty()));
+        body.push(record.display_no().to_owned());
         let row = IndexRow {
             id: record.id.clone(),
             kind: record.kind(),
@@ -563,7 +595,7 @@ impl Client {
             supervisions: i64::from(s.supervisions),
             satisfaction: s.satisfaction.map(i64::from),
         };
-        store::write_index(tx, &row, &format!("{body} {} {}", notes.join(" "), record.display_no()))
+        store::write_index(tx, &row, &body.join(SEARCH_FIELD_SEP))
     }
 
     /// Lists records from the offline index.
@@ -613,10 +645,15 @@ impl Client {
         self.list(&RecordQuery { my_tasks: true, limit, ..Default::default() })
     }
 
-    /// Full-text search (Chinese substrings work: 3+ characters use the trigram index, shorter
-    /// terms scan the indexed text).
+    /// Full-text search: the records where one field (title, description, address, notes, an
+    /// entry's note, the category or item name, the number) contains the query as a substring,
+    /// ASCII letters matched without regard to case (Chinese substrings work: 3+ characters use
+    /// the trigram index, shorter terms scan the indexed text). Control characters are removed
+    /// from the query and surrounding whitespace is ignored; every other character — quotes,
+    /// `*`, `OR`, `NEAR`, `^`, `-`, `:` — is matched as itself, so no query is a syntax error.
     pub fn search(&self, text: &str, limit: usize) -> Result<Vec<RecordSummary>> {
-        let text = text.trim();
+        let cleaned: String = text.chars().filter(|c| !c.is_control()).collect();
+        let text = cleaned.trim();
         if text.is_empty() {
             return Ok(Vec::new());
         }
