@@ -264,6 +264,60 @@ fn deadlines_skip_weekends_and_holidays_and_supervision_is_raised_once() {
 }
 
 #[test]
+fn supervision_follows_the_clock_of_whoever_holds_the_record_now() {
+    let clock = Arc::new(ManualClock::new(at(2026, 11, 16, 9, 0))); // a Monday
+    let server = TestServer::start_with_clock(clock.clone());
+    let mut center = Phone::login_with_clock(&server.base, "center", clock.clone());
+    let mut dept = Phone::login_with_clock(&server.base, "dept_a", clock.clone());
+    let id = center
+        .create_incident(NewIncident {
+            category: "0501".into(), title: "暴露垃圾".into(), grid: Some(unit(GRID_A)), ..Default::default()
+        })
+        .unwrap();
+    center.act(&id, Action::Accept, "").unwrap();
+    // 0501: 1 working day, to the end of Tuesday 17th.
+    let v = center.act(&id, Action::Dispatch { to_unit: unit(DEPT_A), deadline_ms: None }, "").unwrap();
+    assert_eq!(v.folded.state.deadline_ms, Some(at(2026, 11, 18, 0, 0)));
+    center.sync().unwrap();
+    dept.sync().unwrap();
+    dept.act(&id, Action::Sign, "").unwrap();
+    clock.set(at(2026, 11, 17, 15, 0));
+    dept.act(&id, Action::Handle { photos: vec![] }, "已清运").unwrap();
+    dept.sync().unwrap();
+
+    // Wednesday: the department's deadline has passed, but it handed back in time; the record
+    // waits for the center, whose verification is due by the end of Thursday 19th.
+    clock.set(at(2026, 11, 18, 10, 0));
+    assert_eq!(gridlink_server::linkage::sweep(&server.state).unwrap(), 0, "the department is not supervised for the center's wait");
+    let f = figures(&server, &center);
+    assert_eq!(f["totals"]["overdue_now"], 0);
+    assert_eq!(dept_row(&f, DEPT_A), (1, 1, 1));
+    // Friday: the center's verification is overdue; the notice goes to the town, not the department.
+    clock.set(at(2026, 11, 20, 9, 0));
+    assert_eq!(gridlink_server::linkage::sweep(&server.state).unwrap(), 1);
+    assert_eq!(gridlink_server::linkage::sweep(&server.state).unwrap(), 0, "once per due time");
+    center.sync().unwrap();
+    let v = center.get(&id).unwrap();
+    let sup = v.folded.entries.iter().find(|e| e.entry.action.kind() == gridlink_core::ActionKind::Supervise).expect("supervised");
+    match &sup.entry.action {
+        Action::Supervise { overdue, to_units } => assert!(*overdue && to_units == &vec![unit(TOWN)], "{to_units:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(sup.entry.note.contains("已超过核查期限(2026-11-19 23:59)"), "{}", sup.entry.note);
+    assert!(v.overdue, "the record page shows the center's clock as overdue");
+    assert!(get(&server, &dept, "/api/v1/notices").as_array().unwrap().is_empty(), "no notice for the department");
+    let f = figures(&server, &center);
+    let town = f["by_holder"].as_array().unwrap().iter().find(|h| h["key"] == TOWN).unwrap().clone();
+    assert_eq!((town["verification_overdue"].as_u64(), town["handling_overdue"].as_u64()), (Some(1), Some(0)));
+    // Verified late, then the closing clock runs.
+    center.act(&id, Action::Verify, "").unwrap();
+    center.sync().unwrap();
+    let f = figures(&server, &center);
+    assert_eq!((f["totals"]["verified"].as_u64(), f["totals"]["verified_on_time"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(f["totals"]["overdue_now"], 0, "closing is due by the end of Monday 23rd");
+}
+
+#[test]
 fn errand_batch_round_trip_with_one_item_sent_back_for_materials() {
     let clock = Arc::new(ManualClock::new(at(2026, 11, 23, 9, 0)));
     let server = TestServer::start_with_clock(clock.clone());
