@@ -334,6 +334,7 @@ impl Client {
         let grid = new.grid.clone().unwrap_or_else(|| me.unit.clone());
         let entry = self.new_entry(Action::Report, &new.note)?;
         let body = RecordBody::Incident(IncidentFields {
+            media_url: None,
             category: new.category,
             title: new.title.trim().to_owned(),
             description: new.description,

@@ -71,6 +71,37 @@ pub fn mask_phone(s: &str) -> String {
     out
 }
 
+/// Masks what looks like an ID number (17 digits and a digit or X) or a mainland mobile number
+/// (11 digits starting with 13–19) inside free text, e.g. a description typed by a resident:
+/// `联系13812345678` → `联系138****5678`. Digit runs of other lengths are left as they are.
+pub fn mask_in_text(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_ascii_digit() {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len() && chars[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i - start == 17 && i < chars.len() && matches!(chars[i], 'X' | 'x') {
+            i += 1;
+        }
+        let run: String = chars[start..i].iter().collect();
+        let mobile = run.len() == 11 && run.starts_with('1') && matches!(run.as_bytes()[1], b'3'..=b'9');
+        out.push_str(&match run.len() {
+            18 => mask_id_number(&run),
+            _ if mobile => mask_phone(&run),
+            _ => run,
+        });
+    }
+    out
+}
+
 /// Checks a mainland mobile (11 digits starting with 1) or landline (digits and one dash) number.
 pub fn validate_phone(s: &str) -> Result<()> {
     let mobile = s.len() == 11 && s.starts_with('1') && s.bytes().all(|b| b.is_ascii_digit());
@@ -118,6 +149,15 @@ pub fn mask_name(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_in_free_text_are_masked() {
+        assert_eq!(mask_in_text("联系人13812345678,身份证11010519491231002X。"), "联系人138****5678,身份证1101**********002X。");
+        assert_eq!(mask_in_text("532331196204151237号"), "5323**********1237号");
+        // Other digit runs stay: a house number, a date, a 12-digit unit code, 11 digits not a mobile.
+        assert_eq!(mask_in_text("东街4号 2026-11-23 532331101201 10012345678"), "东街4号 2026-11-23 532331101201 10012345678");
+        assert_eq!(mask_in_text("138123456789"), "138123456789", "12 digits are not a mobile number");
+    }
 
     #[test]
     fn check_digit() {

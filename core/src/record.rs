@@ -100,6 +100,9 @@ pub struct IncidentFields {
     /// Working notes, editable by everyone in scope.
     #[serde(default)]
     pub notes: String,
+    /// A link to a photo kept elsewhere (Open311 `media_url`): stored as given, never fetched.
+    #[serde(default)]
+    pub media_url: Option<String>,
 }
 
 /// The resident a service request is for. Personal data: masked in lists and exports.
@@ -235,6 +238,8 @@ struct StoredIncident {
     photos: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     notes: String,
+    #[serde(default)]
+    media_url: Option<String>,
 }
 
 /// A record's Automerge document.
@@ -291,6 +296,9 @@ impl RecordDoc {
                 if let Some(p) = f.location {
                     doc.put(ROOT, "lat", p.lat).map_err(am)?;
                     doc.put(ROOT, "lon", p.lon).map_err(am)?;
+                }
+                if let Some(url) = &f.media_url {
+                    doc.put(ROOT, "media_url", url.as_str()).map_err(am)?;
                 }
                 put_json(&mut doc, &ROOT, "parties", &serde_json::to_value(&f.parties).expect("serialisable"))?;
                 let photos = doc.put_object(ROOT, "photos", ObjType::Map).map_err(am)?;
@@ -380,6 +388,7 @@ impl RecordDoc {
                     parties: f.parties,
                     photos: f.photos.into_keys().collect(),
                     notes: f.notes,
+                    media_url: f.media_url,
                 })
             }
             Some(RecordKind::ServiceRequest) => RecordBody::ServiceRequest(typed(&value, "").map_err(&malformed)?),

@@ -133,6 +133,7 @@ fn key_label(key: &str) -> String {
         "missing" => "缺少的材料",
         "supplied" => "补交的材料",
         "batch_id" => "批次",
+        "media_url" => "照片链接",
         other => return other.chars().take(40).collect(),
     };
     label.to_owned()

@@ -43,6 +43,7 @@ fn record(id: &str, script: &[(i64, &Person, Action)]) -> Record {
             parties: vec![],
             photos: vec![],
             notes: String::new(),
+            media_url: None,
         }),
         timeline,
     }
