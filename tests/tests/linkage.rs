@@ -530,10 +530,10 @@ fn open311_georeport_v2() {
         http()
             .post(format!("{}/open311/v2/requests.json", server.base))
             .header("Content-Type", "application/x-www-form-urlencoded")
-            .send(format!("api_key={key}&service_code=9999&description=x").as_bytes())
+            .send(format!("api_key={key}&service_code=9999&description=x&address_string=x").as_bytes())
             .unwrap(),
     );
-    assert_eq!(s, 400);
+    assert_eq!(s, 404, "an unknown service_code is 404 in the spec");
     assert!(body[0]["description"].as_str().unwrap().contains("9999"));
 }
 

@@ -32,7 +32,13 @@ zhaomin,赵敏,综治中心工作人员,532331101,{PASSWORD}
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory):
+def server(town):
+    return town[0]
+
+
+@pytest.fixture(scope="session")
+def town(tmp_path_factory):
+    """(base URL, database path) of the running town server."""
     d = tmp_path_factory.mktemp("town")
     db = d / "town.db"
     for what, text in (("units", UNITS), ("people", PEOPLE)):
@@ -55,6 +61,6 @@ def server(tmp_path_factory):
                 break
         except OSError:
             time.sleep(0.2)
-    yield base
+    yield base, db
     proc.terminate()
     proc.wait(timeout=10)

@@ -234,6 +234,11 @@ pub fn detail(record: &Record, folded: &Folded, names: &Names<'_>, calendar: &Wo
             if !i.notes.is_empty() {
                 fields.push(f("备注", i.notes.clone()));
             }
+            if let Some(url) = &i.media_url {
+                // A link given by an outside reporter (Open311 media_url), shown as text: never
+                // fetched by the server, never turned into a link a click would follow unseen.
+                fields.push(f("照片链接(外部)", url.clone()));
+            }
             photos = i.photos.clone();
         }
         RecordBody::ServiceRequest(r) => {
