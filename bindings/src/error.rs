@@ -38,9 +38,10 @@ impl From<CoreError> for GridlinkError {
     fn from(e: CoreError) -> Self {
         let message = e.to_string();
         match e {
-            CoreError::NotAllowed { .. } | CoreError::InvalidTransition { .. } | CoreError::NoIdentity => {
-                GridlinkError::NotAllowed { message }
-            }
+            CoreError::NotAllowed { .. }
+            | CoreError::EditNotAllowed { .. }
+            | CoreError::InvalidTransition { .. }
+            | CoreError::NoIdentity => GridlinkError::NotAllowed { message },
             CoreError::NotFound(_) => GridlinkError::NotFound { message },
             CoreError::Storage(_) | CoreError::CorruptDocument { .. } => GridlinkError::Storage { message },
             _ => GridlinkError::Invalid { message },

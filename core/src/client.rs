@@ -157,7 +157,8 @@ pub struct RecordQuery {
     pub within: Option<UnitCode>,
     /// Only records whose deadline passed before this instant.
     pub overdue_at: Option<i64>,
-    /// Only the acting person's tasks: held by their unit, or waiting for them to verify.
+    /// Only the acting person's tasks: the records on which they can take an action now (the
+    /// record screen's actions, from the one permission table).
     pub my_tasks: bool,
     pub limit: usize,
     pub offset: usize,
@@ -187,7 +188,7 @@ pub struct Client {
 
 /// What the index of a store derives from each record; a store indexed by an older version is
 /// re-indexed once when it is opened.
-const INDEX_VERSION: &str = "2";
+const INDEX_VERSION: &str = "3";
 
 /// Joins the fields of a record's search text: a control character, which [`Client::search`]
 /// removes from every query, so that no match can run from one field into the next.
@@ -228,6 +229,12 @@ impl Client {
         if store::meta_get(&self.conn, "index_version")?.as_deref() == Some(INDEX_VERSION) {
             return Ok(());
         }
+        self.reindex()
+    }
+
+    /// Re-derives every record's index row (also when the identity changes: what a person can
+    /// act on is part of the row).
+    fn reindex(&self) -> Result<()> {
         let ids: Vec<String> = self.conn.prepare("SELECT id FROM documents")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
         let tx = self.conn.unchecked_transaction()?;
         for id in &ids {
@@ -274,7 +281,11 @@ impl Client {
         let tx = self.conn.unchecked_transaction()?;
         store::meta_set(&tx, "identity", &serde_json::to_string(&identity).expect("serialisable"))?;
         tx.commit()?;
+        let changed = self.identity.as_ref() != Some(&identity);
         self.identity = Some(identity);
+        if changed {
+            self.reindex()?;
+        }
         Ok(())
     }
 
@@ -283,7 +294,9 @@ impl Client {
         let tx = self.conn.unchecked_transaction()?;
         store::meta_delete(&tx, "identity")?;
         tx.commit()?;
-        self.identity = None;
+        if self.identity.take().is_some() {
+            self.reindex()?;
+        }
         Ok(())
     }
 
@@ -389,14 +402,20 @@ impl Client {
         Ok(self.view(record))
     }
 
-    fn view(&self, record: Record) -> RecordView {
-        let folded = record.fold();
-        let allowed = match &self.identity {
-            Some(me) if self.access(me, &record, &folded) != Access::None => {
+    /// What the current identity may do on a record now: the record screen's actions, and
+    /// whether the record is on the person's task list.
+    fn actions_now(&self, record: &Record, folded: &Folded) -> Vec<ActionKind> {
+        match &self.identity {
+            Some(me) if self.access(me, record, folded) != Access::None => {
                 allowed_actions(&folded.state, record.fold_context(), me.role, &me.unit)
             }
             _ => Vec::new(),
-        };
+        }
+    }
+
+    fn view(&self, record: Record) -> RecordView {
+        let folded = record.fold();
+        let allowed = self.actions_now(&record, &folded);
         let overdue = current_clock(record.kind(), &folded.state, &self.opts.catalog.center_limits, &self.opts.calendar)
             .is_some_and(|c| c.overdue(self.now_ms()));
         RecordView { record, folded, allowed, overdue }
@@ -499,9 +518,7 @@ impl Client {
             return Err(CoreError::InvalidInput("记录类型不符".into()));
         }
         if self.access(me, &record, &record.fold()) != Access::Full {
-            return Err(CoreError::NotAllowed {
-                action: ActionKind::Report, role: me.role, reason: "记录不在本人的办理范围内".into()
-            });
+            return Err(CoreError::EditNotAllowed { role: me.role, reason: "记录不在本人的办理范围内,只能查看".into() });
         }
         Ok(doc)
     }
@@ -595,6 +612,9 @@ impl Client {
             conflicts: folded.conflicts() as i64,
             supervisions: i64::from(s.supervisions),
             satisfaction: s.satisfaction.map(i64::from),
+            // The same permission table as the record screen's actions: a task is a record
+            // the person can act on now, and nothing else.
+            actionable: !self.actions_now(record, folded).is_empty(),
         };
         store::write_index(tx, &row, &body.join(SEARCH_FIELD_SEP))
     }
@@ -631,9 +651,8 @@ impl Client {
             args.push(t.into());
         }
         if q.my_tasks {
-            let me = self.me()?;
-            sql.push_str(" AND open = 1 AND (holder = ? OR (status = 'handled' AND location = ?))");
-            args.extend(std::iter::repeat_n(Value::from(me.unit.as_str().to_owned()), 2));
+            self.me()?;
+            sql.push_str(" AND actionable = 1");
         }
         sql.push_str(" ORDER BY due, updated_ms DESC, id LIMIT ? OFFSET ?");
         args.push(i64::try_from(if q.limit == 0 { 50 } else { q.limit.min(1000) }).unwrap_or(50).into());

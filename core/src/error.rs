@@ -40,6 +40,9 @@ pub enum CoreError {
     /// The acting role may not take this action at all, or not on this record.
     #[error("{role}无权执行“{action}”:{reason}")]
     NotAllowed { action: ActionKind, role: Role, reason: String },
+    /// The person may not edit the record's fields (only read it).
+    #[error("{role}无权编辑该记录的内容:{reason}")]
+    EditNotAllowed { role: Role, reason: String },
     /// The action is not possible in the record's current state.
     #[error("当前状态为“{status}”,不能执行“{action}”")]
     InvalidTransition { action: ActionKind, status: Status },

@@ -91,6 +91,11 @@ const MIGRATIONS: &[&str] = &[
         at_ms INTEGER NOT NULL
     );
     ",
+    // 3: whether the current identity can act on the record now (my tasks)
+    "
+    ALTER TABLE records ADD COLUMN actionable INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX records_actionable ON records(actionable, due, updated_ms DESC, id);
+    ",
 ];
 
 /// Opens (creating if needed) a store and brings its schema up to date.
@@ -232,14 +237,16 @@ pub struct IndexRow {
     pub conflicts: i64,
     pub supervisions: i64,
     pub satisfaction: Option<i64>,
+    /// The current identity can take an action on the record now.
+    pub actionable: bool,
 }
 
 /// Replaces a record's index row and its full-text entry.
 pub fn write_index(tx: &Transaction<'_>, row: &IndexRow, fts_body: &str) -> Result<()> {
     tx.execute(
         "INSERT OR REPLACE INTO records(id, kind, status, open, category, location, holder, owner, reporter,
-            deadline_ms, due, created_ms, updated_ms, display_no, case_no, title, conflicts, supervisions, satisfaction)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+            deadline_ms, due, created_ms, updated_ms, display_no, case_no, title, conflicts, supervisions, satisfaction, actionable)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
         params![
             row.id,
             row.kind.as_str(),
@@ -260,6 +267,7 @@ pub fn write_index(tx: &Transaction<'_>, row: &IndexRow, fts_body: &str) -> Resu
             row.conflicts,
             row.supervisions,
             row.satisfaction,
+            row.actionable,
         ],
     )?;
     tx.execute("DELETE FROM records_fts WHERE id = ?1", [&row.id])?;
