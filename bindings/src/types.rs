@@ -82,6 +82,10 @@ pub struct ServiceRequestInput {
 /// A workflow action, with what it needs.
 #[derive(Debug, Clone, uniffi::Enum)]
 pub enum ActionInput {
+    /// Route a fresh report to the unit that should handle it (分流; center staff).
+    Route {
+        to_unit: String,
+    },
     Accept,
     Escalate {
         to_unit: String,
@@ -145,6 +149,7 @@ impl ActionInput {
     pub fn into_action(self) -> Result<Action, GridlinkError> {
         use ActionInput as A;
         Ok(match self {
+            A::Route { to_unit } => Action::Route { to_unit: unit(&to_unit)? },
             A::Accept => Action::Accept,
             A::Escalate { to_unit } => Action::Escalate { to_unit: unit(&to_unit)? },
             A::Dispatch { to_unit, deadline_ms } => Action::Dispatch { to_unit: unit(&to_unit)?, deadline_ms },
@@ -374,6 +379,61 @@ impl From<gridlink_core::sync::SyncStatus> for SyncStatusView {
             last_attempt_ms: s.last_attempt_ms,
             last_error: s.last_error,
             logged_in: s.logged_in,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gridlink_core::ActionKind;
+    use gridlink_core::workflow::RULES;
+
+    use super::*;
+
+    /// An input for each kind of action; `None` only for the kinds that create a record (they
+    /// have their own calls). The match is exhaustive: a new kind does not compile until it is
+    /// expressible here.
+    fn sample(kind: ActionKind) -> Option<ActionInput> {
+        let u = || "532331101".to_owned();
+        Some(match kind {
+            ActionKind::Report | ActionKind::Receive => return None,
+            ActionKind::Route => ActionInput::Route { to_unit: u() },
+            ActionKind::SelfResolve => ActionInput::SelfResolve { photos: vec![] },
+            ActionKind::Accept => ActionInput::Accept,
+            ActionKind::Escalate => ActionInput::Escalate { to_unit: u() },
+            ActionKind::Dispatch => ActionInput::Dispatch { to_unit: u(), deadline_ms: None },
+            ActionKind::Sign => ActionInput::Sign,
+            ActionKind::Return => ActionInput::Return,
+            ActionKind::RequestExtension => ActionInput::RequestExtension { until_ms: 0 },
+            ActionKind::ApproveExtension => ActionInput::ApproveExtension,
+            ActionKind::DenyExtension => ActionInput::DenyExtension,
+            ActionKind::Handle => ActionInput::Handle { photos: vec![] },
+            ActionKind::Verify => ActionInput::Verify,
+            ActionKind::FailVerification => ActionInput::FailVerification,
+            ActionKind::Close => ActionInput::Close,
+            ActionKind::Evaluate => ActionInput::Evaluate { satisfaction: 5 },
+            ActionKind::Suspend => ActionInput::Suspend,
+            ActionKind::Resume => ActionInput::Resume,
+            ActionKind::Supervise => ActionInput::Supervise,
+            ActionKind::RequestMaterials => ActionInput::RequestMaterials { missing: vec!["x".into()] },
+            ActionKind::SupplyMaterials => ActionInput::SupplyMaterials { supplied: vec![] },
+            ActionKind::Queue => ActionInput::Queue,
+            ActionKind::HandOff => ActionInput::HandOff { to_unit: u(), batch_id: "b".into(), carrier: "c".into() },
+            ActionKind::AcceptHandOff => ActionInput::AcceptHandOff,
+            ActionKind::Complete => ActionInput::Complete,
+            ActionKind::Deliver => ActionInput::Deliver,
+            ActionKind::Archive => ActionInput::Archive,
+            ActionKind::FollowUp => ActionInput::FollowUp { satisfaction: 5 },
+            ActionKind::Reject => ActionInput::Reject,
+            ActionKind::Withdraw => ActionInput::Withdraw,
+        })
+    }
+
+    #[test]
+    fn every_action_the_rules_can_offer_is_expressible() {
+        for rule in RULES.iter().filter(|r| !r.from.is_empty()) {
+            let input = sample(rule.action).unwrap_or_else(|| panic!("{} is offered on existing records but has no input", rule.action));
+            assert_eq!(input.into_action().unwrap().kind(), rule.action);
         }
     }
 }
