@@ -97,6 +97,10 @@ impl GridlinkClient {
     }
 
     fn sync_blocking(inner: &Mutex<Inner>, observers: &Observers) -> R<SyncReportView> {
+        Ok(Self::sync_raw(inner, observers)?.into())
+    }
+
+    fn sync_raw(inner: &Mutex<Inner>, observers: &Observers) -> Result<gridlink_core::sync::SyncReport, gridlink_core::sync::SyncError> {
         let (result, status) = {
             let mut g = lock(inner);
             let Inner { client, engine } = &mut *g;
@@ -106,7 +110,7 @@ impl GridlinkClient {
         if let Ok(s) = status {
             Self::notify(observers, s.into());
         }
-        Ok(result?.into())
+        result
     }
 }
 
@@ -324,6 +328,40 @@ impl GridlinkClient {
     pub async fn sync_now(&self) -> R<SyncReportView> {
         let (inner, observers) = (self.inner.clone(), self.observers.clone());
         off_thread(move || Self::sync_blocking(&inner, &observers)).await
+    }
+
+    /// Syncs, retrying a failed network or server round with exponential backoff and jitter
+    /// (5 attempts, 2 s doubling up to 5 min by default). The store is not held while waiting
+    /// between attempts.
+    pub async fn sync_with_retry(&self) -> R<SyncReportView> {
+        let (inner, observers) = (self.inner.clone(), self.observers.clone());
+        off_thread(move || {
+            let policy = lock(&inner).engine.policy;
+            let mut n = 0;
+            loop {
+                match Self::sync_raw(&inner, &observers) {
+                    Err(e) if e.is_retryable() && n + 1 < policy.attempts => {
+                        std::thread::sleep(policy.delay(n));
+                        n += 1;
+                    }
+                    other => return Ok(other?.into()),
+                }
+            }
+        })
+        .await
+    }
+
+    /// The network time limits of sync (defaults suited to 2G: connect 15 s, answer 30 s, each
+    /// body 120 s, a whole request 240 s).
+    pub fn sync_timeouts(&self) -> SyncTimeoutsView {
+        lock(&self.inner).engine.timeouts().into()
+    }
+
+    /// Changes the network time limits of sync; each must be at least 1 second.
+    pub fn set_sync_timeouts(&self, timeouts: SyncTimeoutsView) -> R<()> {
+        let t = timeouts.to_core()?;
+        lock(&self.inner).engine.set_timeouts(t);
+        Ok(())
     }
 
     /// One bounded sync, blocking: the entry point for Android WorkManager / iOS BGTaskScheduler.

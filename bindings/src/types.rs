@@ -329,6 +329,42 @@ impl From<RecordView> for RecordDetail {
     }
 }
 
+/// Network time limits of sync, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
+pub struct SyncTimeoutsView {
+    /// Establishing the connection.
+    pub connect_s: u32,
+    /// From the request sent until the answer begins: a dead link fails after this.
+    pub response_s: u32,
+    /// Sending the request body, and receiving the answer's body.
+    pub transfer_s: u32,
+    /// The whole request.
+    pub round_s: u32,
+}
+
+impl From<gridlink_core::sync::SyncTimeouts> for SyncTimeoutsView {
+    fn from(t: gridlink_core::sync::SyncTimeouts) -> Self {
+        let s = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        Self { connect_s: s(t.connect), response_s: s(t.response), transfer_s: s(t.transfer), round_s: s(t.round) }
+    }
+}
+
+impl SyncTimeoutsView {
+    /// The core's limits; every limit must be at least 1 second.
+    pub fn to_core(self) -> Result<gridlink_core::sync::SyncTimeouts, GridlinkError> {
+        if [self.connect_s, self.response_s, self.transfer_s, self.round_s].contains(&0) {
+            return Err(GridlinkError::Invalid { message: "同步超时时间必须至少为1秒".into() });
+        }
+        let d = |s: u32| std::time::Duration::from_secs(u64::from(s));
+        Ok(gridlink_core::sync::SyncTimeouts {
+            connect: d(self.connect_s),
+            response: d(self.response_s),
+            transfer: d(self.transfer_s),
+            round: d(self.round_s),
+        })
+    }
+}
+
 /// What a sync did.
 #[derive(Debug, Clone, uniffi::Record)]
 pub struct SyncReportView {

@@ -163,3 +163,38 @@ fn shutdown_finishes_the_sync_in_flight() {
     let n: i64 = server.state.db.reader().query_row("SELECT count(*) FROM docs", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 3000, "everything acknowledged is stored");
 }
+
+/// A link that accepts the connection and then never answers (a 2G cell that lost the uplink):
+/// the request fails after the answer's time limit, not after the whole request's.
+#[test]
+fn a_link_that_never_answers_fails_after_the_answer_time_limit() {
+    use gridlink_core::sync::engine::{HttpRequest, Transport};
+    use gridlink_core::sync::{HttpTransport, SyncTimeouts};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    // Accept, read what comes, answer nothing; keep the sockets open until the test ends.
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            keep.lock().unwrap().push(s);
+        }
+    });
+    let d = SyncTimeouts::default();
+    assert_eq!((d.connect + d.response).as_secs(), 45, "the documented default for a dead link");
+    let limits = SyncTimeouts {
+        connect: std::time::Duration::from_secs(2),
+        response: std::time::Duration::from_secs(2),
+        transfer: std::time::Duration::from_secs(60),
+        round: std::time::Duration::from_secs(120),
+    };
+    let transport = HttpTransport::with_timeouts(&base, limits);
+    let started = std::time::Instant::now();
+    let req = HttpRequest { method: "POST", path: "/api/v1/sync".into(), token: Some("t".into()), content_type: None, body: b"x".to_vec() };
+    let err = transport.call(req).unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, SyncError::Network(_)) && err.is_retryable(), "{err:?}");
+    // Far below the whole request's 120 s even on a busy machine; the answer limit is 2 s.
+    assert!(took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(60), "{took:?}");
+    assert!(!held.lock().unwrap().is_empty(), "the connection was accepted");
+}

@@ -73,23 +73,69 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     fn call(&self, req: HttpRequest) -> Result<HttpResponse, SyncError>;
 }
 
+/// Network time limits of one request, chosen for a rural 2G link by default: a link that
+/// connects but never answers fails after `connect` + `response` (45 s), not after the whole
+/// request's limit; a slow but working link still moves a full page of records (≈ 400 KB at
+/// 40 kbit/s ≈ 80 s) within `transfer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncTimeouts {
+    /// Establishing the connection (TCP and TLS). Default 15 s.
+    pub connect: Duration,
+    /// From the request sent until the answer begins. Default 30 s.
+    pub response: Duration,
+    /// Sending the request body, and separately receiving the answer's body. Default 120 s.
+    pub transfer: Duration,
+    /// The whole request, whatever its parts took. Default 240 s.
+    pub round: Duration,
+}
+
+impl Default for SyncTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(15),
+            response: Duration::from_secs(30),
+            transfer: Duration::from_secs(120),
+            round: Duration::from_secs(240),
+        }
+    }
+}
+
 /// HTTP(S) with a blocking client.
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
     base: String,
     agent: ureq::Agent,
+    timeouts: SyncTimeouts,
 }
 
 impl HttpTransport {
-    /// A transport to the server at `base` (e.g. `http://127.0.0.1:8080`).
+    /// A transport to the server at `base` (e.g. `http://127.0.0.1:8080`), default time limits.
     pub fn new(base: &str) -> Self {
+        Self::with_timeouts(base, SyncTimeouts::default())
+    }
+
+    /// A transport with the given time limits.
+    pub fn with_timeouts(base: &str, t: SyncTimeouts) -> Self {
         let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(120)))
-            .timeout_connect(Some(Duration::from_secs(15)))
+            .timeout_connect(Some(t.connect))
+            .timeout_send_body(Some(t.transfer))
+            .timeout_recv_response(Some(t.response))
+            .timeout_recv_body(Some(t.transfer))
+            .timeout_global(Some(t.round))
             .http_status_as_error(false)
             .build()
             .into();
-        Self { base: base.trim_end_matches('/').to_owned(), agent }
+        Self { base: base.trim_end_matches('/').to_owned(), agent, timeouts: t }
+    }
+
+    /// The server's address.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The time limits in force.
+    pub fn timeouts(&self) -> SyncTimeouts {
+        self.timeouts
     }
 }
 
@@ -216,6 +262,16 @@ impl SyncEngine<HttpTransport> {
     /// An engine talking HTTP to the server at `base`.
     pub fn http(base: &str) -> Self {
         Self::new(HttpTransport::new(base))
+    }
+
+    /// The network time limits in force.
+    pub fn timeouts(&self) -> SyncTimeouts {
+        self.transport.timeouts()
+    }
+
+    /// Changes the network time limits (the retry policy stays).
+    pub fn set_timeouts(&mut self, timeouts: SyncTimeouts) {
+        self.transport = HttpTransport::with_timeouts(self.transport.base(), timeouts);
     }
 }
 
