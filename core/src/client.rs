@@ -517,8 +517,10 @@ impl Client {
         if record.kind() != kind {
             return Err(CoreError::InvalidInput("记录类型不符".into()));
         }
-        if self.access(me, &record, &record.fold()) != Access::Full {
-            return Err(CoreError::EditNotAllowed { role: me.role, reason: "记录不在本人的办理范围内,只能查看".into() });
+        match self.access(me, &record, &record.fold()) {
+            Access::Full => {}
+            Access::Read => return Err(CoreError::EditNotAllowed { role: me.role, reason: "只能查看,不能修改".into() }),
+            Access::None => return Err(CoreError::EditNotAllowed { role: me.role, reason: "记录不在本人的办理范围内".into() }),
         }
         Ok(doc)
     }

@@ -74,7 +74,7 @@ fn actions_by_roles_not_allowed() {
     let e = other_village.act(&id, Action::Accept, "").unwrap_err();
     assert!(matches!(e, CoreError::NotAllowed { .. }), "a sibling village cannot act: {e}");
     let e = other_village.edit_incident(&id, IncidentEdit { description: Some("改掉".into()), ..Default::default() }).unwrap_err();
-    assert!(matches!(e, CoreError::NotAllowed { .. }), "{e}");
+    assert!(matches!(e, CoreError::EditNotAllowed { .. }) && e.to_string().contains("范围"), "{e}");
     assert_eq!(other_village.pending_count().unwrap(), 0);
     assert_eq!(dept.pending_count().unwrap(), 0);
 }
