@@ -366,7 +366,17 @@ impl GridlinkClient {
 
     /// One bounded sync, blocking: the entry point for Android WorkManager / iOS BGTaskScheduler.
     pub fn background_sync(&self) -> R<SyncReportView> {
-        Self::sync_blocking(&self.inner, &self.observers)
+        Self::sync_blocking(&self.shared, &self.observers)
+    }
+
+    /// A photo's bytes (JPEG) by its SHA-256: from the phone if it holds it, else downloaded
+    /// from the server and kept. The store is not held during the download.
+    pub async fn photo(&self, sha256: String) -> R<Vec<u8>> {
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(GridlinkError::Invalid { message: "照片编号应为64位十六进制的 SHA-256".into() });
+        }
+        let shared = self.shared.clone();
+        off_thread(move || Ok(shared.engine().fetch_photo_shared(&shared.store, &sha256)?)).await
     }
 
     /// The sync status line.
