@@ -22,15 +22,27 @@ pub trait SyncObserver: Send + Sync {
 /// Registered observers with their subscription ids.
 type Observers = Mutex<Vec<(u64, Arc<dyn SyncObserver>)>>;
 
-struct Inner {
-    client: Client,
-    engine: SyncEngine<HttpTransport>,
+/// What the handle shares with its background work.
+struct Shared {
+    /// The store: taken for each piece of local work, never while a sync request is on the
+    /// network, so the app's reads and writes never wait for a slow link.
+    store: Mutex<Client>,
+    /// The sync engine; replaced whole when the time limits change.
+    engine: Mutex<Arc<SyncEngine<HttpTransport>>>,
+    /// One sync, login or logout at a time.
+    network: Mutex<()>,
+}
+
+impl Shared {
+    fn engine(&self) -> Arc<SyncEngine<HttpTransport>> {
+        self.engine.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// The phone's store and sync engine. One per app install; safe to share between threads.
 #[derive(uniffi::Object)]
 pub struct GridlinkClient {
-    inner: Arc<Mutex<Inner>>,
+    shared: Arc<Shared>,
     observers: Arc<Observers>,
     next_observer: AtomicU64,
 }
@@ -70,9 +82,9 @@ impl Drop for SyncSubscription {
     }
 }
 
-fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves the store consistent (every write is a transaction).
-    inner.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs blocking work on its own thread and awaits it without any async runtime.
@@ -85,8 +97,8 @@ async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> R<T> + Send + 'sta
 }
 
 impl GridlinkClient {
-    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> R<T>) -> R<T> {
-        f(&mut lock(&self.inner))
+    fn with<T>(&self, f: impl FnOnce(&mut Client) -> R<T>) -> R<T> {
+        f(&mut lock(&self.shared.store))
     }
 
     fn notify(observers: &Observers, status: SyncStatusView) {
@@ -96,17 +108,16 @@ impl GridlinkClient {
         }
     }
 
-    fn sync_blocking(inner: &Mutex<Inner>, observers: &Observers) -> R<SyncReportView> {
-        Ok(Self::sync_raw(inner, observers)?.into())
+    fn sync_blocking(shared: &Shared, observers: &Observers) -> R<SyncReportView> {
+        Ok(Self::sync_raw(shared, observers)?.into())
     }
 
-    fn sync_raw(inner: &Mutex<Inner>, observers: &Observers) -> Result<gridlink_core::sync::SyncReport, gridlink_core::sync::SyncError> {
-        let (result, status) = {
-            let mut g = lock(inner);
-            let Inner { client, engine } = &mut *g;
-            let result = engine.sync_once(client);
-            (result, SyncEngine::<HttpTransport>::status(client))
+    fn sync_raw(shared: &Shared, observers: &Observers) -> Result<gridlink_core::sync::SyncReport, gridlink_core::sync::SyncError> {
+        let result = {
+            let _one_at_a_time = lock(&shared.network);
+            shared.engine().sync_shared(&shared.store)
         };
+        let status = SyncEngine::<HttpTransport>::status(&lock(&shared.store));
         if let Ok(s) = status {
             Self::notify(observers, s.into());
         }
@@ -123,7 +134,7 @@ impl GridlinkClient {
         let client = Client::open(std::path::Path::new(&app_dir).join("gridlink.db"))?;
         let engine = SyncEngine::http(&server_url);
         Ok(Arc::new(Self {
-            inner: Arc::new(Mutex::new(Inner { client, engine })),
+            shared: Arc::new(Shared { store: Mutex::new(client), engine: Mutex::new(Arc::new(engine)), network: Mutex::new(()) }),
             observers: Arc::default(),
             next_observer: AtomicU64::new(1),
         }))
@@ -131,11 +142,11 @@ impl GridlinkClient {
 
     /// Logs in on this device. Another person than before starts from an empty store.
     pub async fn login(&self, username: String, password: String, device_name: String) -> R<PersonInfo> {
-        let inner = self.inner.clone();
+        let shared = self.shared.clone();
         off_thread(move || {
-            let mut g = lock(&inner);
-            let Inner { client, engine } = &mut *g;
-            let login = engine.login(client, &username, &password, &device_name)?;
+            let _one_at_a_time = lock(&shared.network);
+            let engine = shared.engine();
+            let login = engine.login(&mut lock(&shared.store), &username, &password, &device_name)?;
             Ok(PersonInfo::from(&login.person))
         })
         .await
@@ -143,24 +154,24 @@ impl GridlinkClient {
 
     /// Logs out; the records stay on the phone for the next login.
     pub async fn logout(&self) -> R<()> {
-        let inner = self.inner.clone();
+        let shared = self.shared.clone();
         off_thread(move || {
-            let mut g = lock(&inner);
-            let Inner { client, engine } = &mut *g;
-            Ok(engine.logout(client)?)
+            let _one_at_a_time = lock(&shared.network);
+            let engine = shared.engine();
+            Ok(engine.logout(&mut lock(&shared.store))?)
         })
         .await
     }
 
     /// The logged-in person, if any.
     pub fn identity(&self) -> Option<PersonInfo> {
-        lock(&self.inner).client.identity().map(PersonInfo::from)
+        lock(&self.shared.store).identity().map(PersonInfo::from)
     }
 
     /// Incident categories for the report form.
     pub fn categories(&self) -> Vec<CategoryInfo> {
-        let g = lock(&self.inner);
-        let c = g.client.catalog();
+        let g = lock(&self.shared.store);
+        let c = g.catalog();
         c.categories
             .iter()
             .flat_map(|m| {
@@ -177,9 +188,8 @@ impl GridlinkClient {
 
     /// Service items (事项清单) for the station's form.
     pub fn service_items(&self) -> Vec<ServiceItemInfo> {
-        let g = lock(&self.inner);
-        g.client
-            .catalog()
+        let g = lock(&self.shared.store);
+        g.catalog()
             .service_items
             .iter()
             .map(|i| ServiceItemInfo {
@@ -199,8 +209,8 @@ impl GridlinkClient {
             _ => None,
         };
         let grid = input.grid.as_deref().map(UnitCode::parse).transpose()?;
-        self.with(|i| {
-            Ok(i.client.create_incident(NewIncident {
+        self.with(|c| {
+            Ok(c.create_incident(NewIncident {
                 category: input.category,
                 title: input.title,
                 description: input.description,
@@ -218,8 +228,8 @@ impl GridlinkClient {
     pub fn receive_service_request(&self, input: ServiceRequestInput) -> R<String> {
         let mode = ServiceMode::parse(&input.mode)
             .ok_or_else(|| GridlinkError::Invalid { message: format!("办理方式“{}”无效", input.mode) })?;
-        self.with(|i| {
-            Ok(i.client.create_service_request(NewServiceRequest {
+        self.with(|c| {
+            Ok(c.create_service_request(NewServiceRequest {
                 item: input.item,
                 mode,
                 station: None,
@@ -234,7 +244,7 @@ impl GridlinkClient {
 
     /// Edits an incident's text (concurrent edits merge character by character).
     pub fn edit_incident(&self, id: String, title: Option<String>, description: Option<String>, notes: Option<String>) -> R<RecordDetail> {
-        self.with(|i| Ok(i.client.edit_incident(&id, IncidentEdit { title, description, notes, ..Default::default() })?.into()))
+        self.with(|c| Ok(c.edit_incident(&id, IncidentEdit { title, description, notes, ..Default::default() })?.into()))
     }
 
     /// Edits a service request: description, notes, materials now received, the resident's phone.
@@ -247,23 +257,23 @@ impl GridlinkClient {
         resident_phone: Option<String>,
     ) -> R<RecordDetail> {
         let materials = (!materials_received.is_empty()).then(|| materials_received.into_iter().map(|m| (m, true)).collect());
-        self.with(|i| Ok(i.client.edit_service_request(&id, ServiceRequestEdit { description, notes, materials, resident_phone })?.into()))
+        self.with(|c| Ok(c.edit_service_request(&id, ServiceRequestEdit { description, notes, materials, resident_phone })?.into()))
     }
 
     /// Signs for every errand of a hand-off batch held by my unit (town service center).
     pub fn receive_batch(&self, batch_id: String) -> R<Vec<String>> {
-        self.with(|i| Ok(i.client.receive_batch(&batch_id)?))
+        self.with(|c| Ok(c.receive_batch(&batch_id)?))
     }
 
     /// Takes a workflow action; refused with a reason when the rules do not allow it.
     pub fn perform(&self, id: String, action: ActionInput, note: String) -> R<RecordDetail> {
         let action = action.into_action()?;
-        self.with(|i| Ok(i.client.act(&id, action, &note)?.into()))
+        self.with(|c| Ok(c.act(&id, action, &note)?.into()))
     }
 
     /// A record with its timeline and the actions open to the current person.
     pub fn record(&self, id: String) -> R<RecordDetail> {
-        self.with(|i| Ok(i.client.get(&id)?.into()))
+        self.with(|c| Ok(c.get(&id)?.into()))
     }
 
     /// The full timeline of a record.
@@ -273,32 +283,32 @@ impl GridlinkClient {
 
     /// My tasks, soonest deadline first.
     pub fn my_tasks(&self, limit: u32) -> R<Vec<RecordSummaryView>> {
-        self.with(|i| Ok(i.client.my_tasks(limit as usize)?.into_iter().map(Into::into).collect()))
+        self.with(|c| Ok(c.my_tasks(limit as usize)?.into_iter().map(Into::into).collect()))
     }
 
     /// Open records whose deadline has passed.
     pub fn overdue(&self, limit: u32) -> R<Vec<RecordSummaryView>> {
-        self.with(|i| {
-            let q = RecordQuery { overdue_at: Some(i.client.now_ms()), limit: limit as usize, ..Default::default() };
-            Ok(i.client.list(&q)?.into_iter().map(Into::into).collect())
+        self.with(|c| {
+            let q = RecordQuery { overdue_at: Some(c.now_ms()), limit: limit as usize, ..Default::default() };
+            Ok(c.list(&q)?.into_iter().map(Into::into).collect())
         })
     }
 
     /// Records made on this phone that the server has not numbered yet.
     pub fn drafts(&self) -> R<Vec<RecordSummaryView>> {
-        self.with(|i| {
-            let all = i.client.list(&RecordQuery { limit: 1000, ..Default::default() })?;
+        self.with(|c| {
+            let all = c.list(&RecordQuery { limit: 1000, ..Default::default() })?;
             Ok(all.into_iter().filter(|s| s.display_no.starts_with("临-")).map(Into::into).collect())
         })
     }
 
     /// Open incidents within `radius_m` metres of a point, nearest first.
     pub fn nearby(&self, latitude: f64, longitude: f64, radius_m: f64) -> R<Vec<RecordSummaryView>> {
-        self.with(|i| {
-            let open = i.client.list(&RecordQuery { open_only: true, limit: 1000, ..Default::default() })?;
+        self.with(|c| {
+            let open = c.list(&RecordQuery { open_only: true, limit: 1000, ..Default::default() })?;
             let mut hits = Vec::new();
             for s in open {
-                if let gridlink_core::RecordBody::Incident(f) = i.client.get(&s.id)?.record.body
+                if let gridlink_core::RecordBody::Incident(f) = c.get(&s.id)?.record.body
                     && let Some(p) = f.location
                 {
                     let d = distance_m(latitude, longitude, p.lat, p.lon);
@@ -314,32 +324,32 @@ impl GridlinkClient {
 
     /// Full-text search (Chinese substrings work).
     pub fn search(&self, text: String, limit: u32) -> R<Vec<RecordSummaryView>> {
-        self.with(|i| Ok(i.client.search(&text, limit as usize)?.into_iter().map(Into::into).collect()))
+        self.with(|c| Ok(c.search(&text, limit as usize)?.into_iter().map(Into::into).collect()))
     }
 
     /// Attaches a photo from a file (downscaled and stripped of metadata before it is queued).
     /// Returns the photo's SHA-256.
     pub fn attach_photo(&self, id: String, path: String) -> R<String> {
         let bytes = std::fs::read(&path).map_err(|e| GridlinkError::Invalid { message: format!("无法读取照片文件: {e}") })?;
-        self.with(|i| Ok(i.client.attach_photo(&id, &bytes)?))
+        self.with(|c| Ok(c.attach_photo(&id, &bytes)?))
     }
 
     /// Syncs now (uploads photos and changes, downloads what is new).
     pub async fn sync_now(&self) -> R<SyncReportView> {
-        let (inner, observers) = (self.inner.clone(), self.observers.clone());
-        off_thread(move || Self::sync_blocking(&inner, &observers)).await
+        let (shared, observers) = (self.shared.clone(), self.observers.clone());
+        off_thread(move || Self::sync_blocking(&shared, &observers)).await
     }
 
     /// Syncs, retrying a failed network or server round with exponential backoff and jitter
     /// (5 attempts, 2 s doubling up to 5 min by default). The store is not held while waiting
     /// between attempts.
     pub async fn sync_with_retry(&self) -> R<SyncReportView> {
-        let (inner, observers) = (self.inner.clone(), self.observers.clone());
+        let (shared, observers) = (self.shared.clone(), self.observers.clone());
         off_thread(move || {
-            let policy = lock(&inner).engine.policy;
+            let policy = shared.engine().policy;
             let mut n = 0;
             loop {
-                match Self::sync_raw(&inner, &observers) {
+                match Self::sync_raw(&shared, &observers) {
                     Err(e) if e.is_retryable() && n + 1 < policy.attempts => {
                         std::thread::sleep(policy.delay(n));
                         n += 1;
@@ -354,13 +364,16 @@ impl GridlinkClient {
     /// The network time limits of sync (defaults suited to 2G: connect 15 s, answer 30 s, each
     /// body 120 s, a whole request 240 s).
     pub fn sync_timeouts(&self) -> SyncTimeoutsView {
-        lock(&self.inner).engine.timeouts().into()
+        self.shared.engine().timeouts().into()
     }
 
     /// Changes the network time limits of sync; each must be at least 1 second.
     pub fn set_sync_timeouts(&self, timeouts: SyncTimeoutsView) -> R<()> {
         let t = timeouts.to_core()?;
-        lock(&self.inner).engine.set_timeouts(t);
+        let mut engine = lock(&self.shared.engine);
+        let mut next = (**engine).clone();
+        next.set_timeouts(t);
+        *engine = Arc::new(next);
         Ok(())
     }
 
@@ -381,12 +394,12 @@ impl GridlinkClient {
 
     /// The sync status line.
     pub fn sync_status(&self) -> R<SyncStatusView> {
-        self.with(|i| Ok(SyncEngine::<HttpTransport>::status(&i.client)?.into()))
+        self.with(|c| Ok(SyncEngine::<HttpTransport>::status(c)?.into()))
     }
 
     /// Changes refused by the server, with the reasons (newest first).
     pub fn rejections(&self) -> R<Vec<String>> {
-        self.with(|i| Ok(i.client.rejections()?.into_iter().map(|(_, reason, _)| reason).collect()))
+        self.with(|c| Ok(c.rejections()?.into_iter().map(|(_, reason, _)| reason).collect()))
     }
 
     /// Registers an observer of the sync status; it is told the current status at once.

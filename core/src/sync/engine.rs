@@ -252,7 +252,7 @@ fn server_message(body: &[u8]) -> String {
 }
 
 /// The device's sync engine.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SyncEngine<T: Transport = HttpTransport> {
     transport: T,
     pub policy: RetryPolicy,
@@ -342,16 +342,27 @@ impl<T: Transport> SyncEngine<T> {
 
     /// Syncs until nothing more is waiting (bounded), recording the outcome in the status.
     pub fn sync_once(&self, client: &mut Client) -> Result<SyncReport, SyncError> {
-        client.set_sync_meta("last_attempt_ms", &client.now_ms().to_string())?;
-        let result = self.sync_inner(client);
-        match &result {
-            Ok(_) => {
-                client.set_sync_meta("last_success_ms", &client.now_ms().to_string())?;
-                client.clear_sync_meta("last_error")?;
+        self.sync_shared(&Exclusive::new(client))
+    }
+
+    /// [`Self::sync_once`] on a store shared with the app: the store is taken only for local
+    /// work — reading the outbox, applying the answer — and never while a request is on the
+    /// network, so the app's reads and writes do not wait for a slow link. A change the app
+    /// makes meanwhile is pushed in the next round.
+    pub fn sync_shared<A: ClientAccess>(&self, access: &A) -> Result<SyncReport, SyncError> {
+        access.with(|c| c.set_sync_meta("last_attempt_ms", &c.now_ms().to_string()))?;
+        let result = self.sync_inner(access);
+        access.with(|client| -> Result<(), SyncError> {
+            match &result {
+                Ok(_) => {
+                    client.set_sync_meta("last_success_ms", &client.now_ms().to_string())?;
+                    client.clear_sync_meta("last_error")?;
+                }
+                Err(SyncError::Wiped) => {}
+                Err(e) => client.set_sync_meta("last_error", &e.to_string())?,
             }
-            Err(SyncError::Wiped) => {}
-            Err(e) => client.set_sync_meta("last_error", &e.to_string())?,
-        }
+            Ok(())
+        })?;
         result
     }
 
@@ -369,14 +380,14 @@ impl<T: Transport> SyncEngine<T> {
         }
     }
 
-    fn sync_inner(&self, client: &mut Client) -> Result<SyncReport, SyncError> {
-        let token = client.sync_meta("token")?.ok_or(SyncError::NotLoggedIn)?;
+    fn sync_inner<A: ClientAccess>(&self, access: &A) -> Result<SyncReport, SyncError> {
+        let token = access.with(|c| c.sync_meta("token"))?.ok_or(SyncError::NotLoggedIn)?;
         let mut report = SyncReport::default();
-        report.photos_uploaded = self.upload_photos(client, &token, &mut report)?;
+        report.photos_uploaded = self.upload_photos(access, &token, &mut report)?;
         for _ in 0..MAX_ROUNDS {
-            let more = self.round(client, &token, &mut report)?;
+            let more = self.round(access, &token, &mut report)?;
             report.rounds += 1;
-            if !more && client.pending_count()? == 0 {
+            if !more && access.with(|c| c.pending_count())? == 0 {
                 break;
             }
         }
@@ -384,8 +395,9 @@ impl<T: Transport> SyncEngine<T> {
     }
 
     /// One request: push the outbox, apply the answer. Returns whether more is waiting.
-    fn round(&self, client: &mut Client, token: &str, report: &mut SyncReport) -> Result<bool, SyncError> {
-        let outbox = client.outbox(10_000)?;
+    fn round<A: ClientAccess>(&self, access: &A, token: &str, report: &mut SyncReport) -> Result<bool, SyncError> {
+        let (outbox, cursor) = access
+            .with(|c| -> Result<_, SyncError> { Ok((c.outbox(10_000)?, c.sync_meta("cursor")?.and_then(|v| v.parse::<u64>().ok()))) })?;
         let mut push: Vec<DocChanges> = Vec::new();
         let mut hashes: BTreeMap<DocId, Vec<String>> = BTreeMap::new();
         let mut size = 0;
@@ -403,9 +415,9 @@ impl<T: Transport> SyncEngine<T> {
             }
             hashes.entry(doc).or_default().push(e.hash);
         }
-        let cursor = client.sync_meta("cursor")?.and_then(|c| c.parse().ok());
         let body = protocol::encode(&SyncRequest { v: PROTOCOL_VERSION, cursor, push, page_bytes: None, whole_docs: true });
         report.bytes_up += body.len();
+        // On the network: the store is free for the app.
         let resp = self.transport.call(HttpRequest {
             method: "POST",
             path: "/api/v1/sync".into(),
@@ -418,7 +430,7 @@ impl<T: Transport> SyncEngine<T> {
             200 => {}
             401 => return Err(SyncError::Unauthorized),
             410 => {
-                client.wipe()?;
+                access.with(|c| c.wipe())?;
                 return Err(SyncError::Wiped);
             }
             s if s >= 500 => return Err(SyncError::Server(s)),
@@ -428,11 +440,22 @@ impl<T: Transport> SyncEngine<T> {
         if answer.v != PROTOCOL_VERSION {
             return Err(ProtocolError::Version(answer.v).into());
         }
+        access.with(|client| Self::apply_answer(client, &answer, &hashes, report))?;
+        Ok(answer.more)
+    }
 
+    /// Applies a round's answer to the store.
+    fn apply_answer(
+        client: &mut Client,
+        answer: &SyncResponse,
+        hashes: &BTreeMap<DocId, Vec<String>>,
+        report: &mut SyncReport,
+    ) -> Result<(), SyncError> {
         // Refused changes: drop that record's queued changes and its local copy; the server sent
-        // its own copy (when the record is in scope) to take its place.
+        // its own copy (when the record is in scope) to take its place. A change made on the
+        // phone while the request was on its way builds on the refused one and goes with it.
         let mut acked = Vec::new();
-        for (doc, hs) in &hashes {
+        for (doc, hs) in hashes {
             if let Some(r) = answer.rejected.iter().find(|r| r.doc == *doc) {
                 let id = doc.to_id();
                 acked.extend(hs.iter().take(r.index as usize).cloned());
@@ -456,14 +479,14 @@ impl<T: Transport> SyncEngine<T> {
         }
         report.received_docs += answer.docs.len();
         client.set_sync_meta("cursor", &answer.cursor.to_string())?;
-        Ok(answer.more)
+        Ok(())
     }
 
     /// Uploads photos not yet on the server, resuming each where the server's copy ends.
-    fn upload_photos(&self, client: &mut Client, token: &str, report: &mut SyncReport) -> Result<usize, SyncError> {
+    fn upload_photos<A: ClientAccess>(&self, access: &A, token: &str, report: &mut SyncReport) -> Result<usize, SyncError> {
         let mut done = 0;
-        for sha in client.pending_photos()? {
-            let Some(bytes) = client.photo(&sha)? else {
+        for sha in access.with(|c| c.pending_photos())? {
+            let Some(bytes) = access.with(|c| c.photo(&sha))? else {
                 continue;
             };
             let status = self.transport.call(HttpRequest {
@@ -499,7 +522,7 @@ impl<T: Transport> SyncEngine<T> {
                     _ => return Err(SyncError::Refused(server_message(&resp.body))),
                 }
             }
-            client.mark_photo_uploaded(&sha)?;
+            access.with(|c| c.mark_photo_uploaded(&sha))?;
             done += 1;
         }
         Ok(done)
@@ -507,10 +530,15 @@ impl<T: Transport> SyncEngine<T> {
 
     /// Downloads a photo the device does not hold (photos are fetched on demand).
     pub fn fetch_photo(&self, client: &mut Client, sha256: &str) -> Result<Vec<u8>, SyncError> {
-        if let Some(b) = client.photo(sha256)? {
+        self.fetch_photo_shared(&Exclusive::new(client), sha256)
+    }
+
+    /// [`Self::fetch_photo`] on a store shared with the app (not held during the download).
+    pub fn fetch_photo_shared<A: ClientAccess>(&self, access: &A, sha256: &str) -> Result<Vec<u8>, SyncError> {
+        if let Some(b) = access.with(|c| c.photo(sha256))? {
             return Ok(b);
         }
-        let token = client.sync_meta("token")?.ok_or(SyncError::NotLoggedIn)?;
+        let token = access.with(|c| c.sync_meta("token"))?.ok_or(SyncError::NotLoggedIn)?;
         let resp = self.transport.call(HttpRequest {
             method: "GET",
             path: format!("/api/v1/attachments/{sha256}"),
@@ -520,13 +548,45 @@ impl<T: Transport> SyncEngine<T> {
         })?;
         match resp.status {
             200 => {
-                client.store_downloaded_photo(sha256, &resp.body)?;
+                access.with(|c| c.store_downloaded_photo(sha256, &resp.body))?;
                 Ok(resp.body)
             }
             401 => Err(SyncError::Unauthorized),
             s if s >= 500 => Err(SyncError::Server(s)),
             _ => Err(SyncError::Refused(server_message(&resp.body))),
         }
+    }
+}
+
+/// How the sync engine reaches the device's store: for each piece of local work it takes the
+/// store, does the work and gives it back. Network requests happen outside [`ClientAccess::with`].
+pub trait ClientAccess {
+    /// Runs `f` with the store.
+    fn with<T>(&self, f: impl FnOnce(&mut Client) -> T) -> T;
+}
+
+/// A store shared with the app's threads.
+impl ClientAccess for std::sync::Mutex<Client> {
+    fn with<T>(&self, f: impl FnOnce(&mut Client) -> T) -> T {
+        // A panic while holding the lock leaves the store consistent (every write is a transaction).
+        f(&mut self.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// A store the caller holds exclusively for the whole sync.
+#[derive(Debug)]
+pub struct Exclusive<'a>(std::cell::RefCell<&'a mut Client>);
+
+impl<'a> Exclusive<'a> {
+    /// Wraps a store held by the caller.
+    pub fn new(client: &'a mut Client) -> Self {
+        Self(std::cell::RefCell::new(client))
+    }
+}
+
+impl ClientAccess for Exclusive<'_> {
+    fn with<T>(&self, f: impl FnOnce(&mut Client) -> T) -> T {
+        f(&mut self.0.borrow_mut())
     }
 }
 

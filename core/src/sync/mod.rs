@@ -10,6 +10,9 @@ pub mod engine;
 pub mod protocol;
 pub mod validate;
 
-pub use engine::{HttpTransport, LoginResult, RetryPolicy, SyncEngine, SyncError, SyncReport, SyncStatus, SyncTimeouts, Transport};
+pub use engine::{
+    ClientAccess, Exclusive, HttpTransport, LoginResult, RetryPolicy, SyncEngine, SyncError, SyncReport, SyncStatus, SyncTimeouts,
+    Transport,
+};
 pub use protocol::{PROTOCOL_VERSION, SyncRequest, SyncResponse};
 pub use validate::validate_update;
