@@ -377,6 +377,10 @@ pub struct SyncReportView {
     pub photos_uploaded: u32,
     pub bytes_up: u64,
     pub bytes_down: u64,
+    /// Records that arrived or changed: screens showing them refresh, nothing else reloads.
+    pub changed_ids: Vec<String>,
+    /// Records that left the phone (out of scope, or refused and not sent back).
+    pub removed_ids: Vec<String>,
 }
 
 impl From<gridlink_core::sync::SyncReport> for SyncReportView {
@@ -390,6 +394,8 @@ impl From<gridlink_core::sync::SyncReport> for SyncReportView {
             photos_uploaded: r.photos_uploaded as u32,
             bytes_up: r.bytes_up as u64,
             bytes_down: r.bytes_down as u64,
+            changed_ids: r.changed_ids,
+            removed_ids: r.removed_ids,
         }
     }
 }

@@ -657,13 +657,17 @@ fn scope_follows_dispatch_and_return() {
     center.act(&id, Action::Accept, "").unwrap();
     center.act(&id, Action::Dispatch { to_unit: unit(DEPT_A), deadline_ms: None }, "").unwrap();
     center.sync().unwrap();
-    dept_a.sync().unwrap();
+    let r = dept_a.sync().unwrap();
+    assert_eq!((r.changed_ids.clone(), r.removed_ids.clone()), (vec![id.clone()], vec![]), "the app learns what to refresh");
     dept_b.sync().unwrap();
     assert_eq!(dept_a.record_ids().unwrap(), vec![id.clone()], "dispatched: in the department's scope");
     assert_eq!(dept_b.record_count().unwrap(), 0);
+    let r = dept_a.sync().unwrap();
+    assert!(r.changed_ids.is_empty() && r.removed_ids.is_empty(), "nothing new: {r:?}");
     dept_a.act(&id, Action::Return, "不属于本单位").unwrap();
     let r = dept_a.sync().unwrap();
     assert_eq!(r.removed_docs, 1, "returned: it leaves the department's device");
+    assert_eq!((r.changed_ids, r.removed_ids), (vec![], vec![id.clone()]));
     assert_eq!(dept_a.record_count().unwrap(), 0);
     center.sync().unwrap();
     center.act(&id, Action::Dispatch { to_unit: unit(DEPT_B), deadline_ms: None }, "改派").unwrap();

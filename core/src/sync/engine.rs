@@ -213,6 +213,12 @@ pub struct SyncReport {
     pub photos_uploaded: usize,
     pub bytes_up: usize,
     pub bytes_down: usize,
+    /// Ids of the records that arrived or changed (screens showing them refresh).
+    #[serde(default)]
+    pub changed_ids: Vec<String>,
+    /// Ids of the records that left the device (out of scope, or refused and reloaded).
+    #[serde(default)]
+    pub removed_ids: Vec<String>,
 }
 
 /// What a UI shows about sync.
@@ -462,6 +468,7 @@ impl<T: Transport> SyncEngine<T> {
                 client.drop_queued(&id)?;
                 client.record_rejection(&id, &r.reason)?;
                 client.forget(&id)?;
+                report.removed_ids.push(id.clone());
                 report.rejected.push((id, r.reason.clone()));
             } else {
                 acked.extend(hs.iter().cloned());
@@ -471,11 +478,19 @@ impl<T: Transport> SyncEngine<T> {
         client.acknowledge(&acked)?;
         for doc in &answer.removed {
             client.forget(&doc.to_id())?;
+            report.changed_ids.retain(|c| *c != doc.to_id());
+            report.removed_ids.push(doc.to_id());
         }
         report.removed_docs += answer.removed.len();
         for d in &answer.docs {
             let changes: Vec<Vec<u8>> = d.changes.iter().map(|c| c.to_vec()).collect();
-            client.apply_from_server(&d.doc.to_id(), &changes, answer.server_time_ms)?;
+            let id = d.doc.to_id();
+            client.apply_from_server(&id, &changes, answer.server_time_ms)?;
+            // A refused record that came back is changed, not gone.
+            report.removed_ids.retain(|r| *r != id);
+            if !report.changed_ids.contains(&id) {
+                report.changed_ids.push(id);
+            }
         }
         report.received_docs += answer.docs.len();
         client.set_sync_meta("cursor", &answer.cursor.to_string())?;
