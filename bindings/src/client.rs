@@ -327,6 +327,14 @@ impl GridlinkClient {
         self.with(|c| Ok(c.search(&text, limit as usize)?.into_iter().map(Into::into).collect()))
     }
 
+    /// Search a page at a time (at most 200 a page), with the number of all matches.
+    pub fn search_page(&self, text: String, limit: u32, offset: u32) -> R<SearchPageView> {
+        self.with(|c| {
+            let page = c.search_page(&text, limit as usize, offset as usize)?;
+            Ok(SearchPageView { items: page.items.into_iter().map(Into::into).collect(), total: page.total })
+        })
+    }
+
     /// Attaches a photo from a file (downscaled and stripped of metadata before it is queued).
     /// Returns the photo's SHA-256.
     pub fn attach_photo(&self, id: String, path: String) -> R<String> {

@@ -365,6 +365,13 @@ impl SyncTimeoutsView {
     }
 }
 
+/// One page of search results and the number of all matches.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct SearchPageView {
+    pub items: Vec<RecordSummaryView>,
+    pub total: u64,
+}
+
 /// What a sync did.
 #[derive(Debug, Clone, uniffi::Record)]
 pub struct SyncReportView {

@@ -164,6 +164,13 @@ pub struct RecordQuery {
     pub offset: usize,
 }
 
+/// One page of search results, with the number of all matches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchPage {
+    pub items: Vec<RecordSummary>,
+    pub total: u64,
+}
+
 /// A record's complete history, for audit and export (personal data masked).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryExport {
@@ -674,28 +681,35 @@ impl Client {
     /// from the query and surrounding whitespace is ignored; every other character — quotes,
     /// `*`, `OR`, `NEAR`, `^`, `-`, `:` — is matched as itself, so no query is a syntax error.
     pub fn search(&self, text: &str, limit: usize) -> Result<Vec<RecordSummary>> {
+        Ok(self.search_page(text, limit, 0)?.items)
+    }
+
+    /// [`Client::search`] a page at a time (at most 200 a page), with the number of matches.
+    pub fn search_page(&self, text: &str, limit: usize, offset: usize) -> Result<SearchPage> {
         let cleaned: String = text.chars().filter(|c| !c.is_control()).collect();
         let text = cleaned.trim();
         if text.is_empty() {
-            return Ok(Vec::new());
+            return Ok(SearchPage { items: Vec::new(), total: 0 });
         }
         let limit = limit.clamp(1, 200) as i64;
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
         let cols =
             "r.id, r.kind, r.display_no, r.title, r.status, r.category, r.location, r.holder, r.deadline_ms, r.conflicts, r.updated_ms";
-        if text.chars().count() >= 3 {
-            let phrase = format!("\"{}\"", text.replace('"', "\"\""));
-            let sql = format!(
-                "SELECT {cols} FROM records_fts f JOIN records r ON r.id = f.id WHERE records_fts MATCH ?1 ORDER BY r.updated_ms DESC, r.id LIMIT ?2"
-            );
-            self.summaries(&sql, params![phrase, limit])
+        let (filter, term) = if text.chars().count() >= 3 {
+            ("records_fts MATCH ?1", format!("\"{}\"", text.replace('"', "\"\"")))
         } else {
-            let pattern = format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-            let sql = format!(
-                "SELECT {cols} FROM records_fts f JOIN records r ON r.id = f.id
-                 WHERE f.title LIKE ?1 ESCAPE '\\' OR f.body LIKE ?1 ESCAPE '\\' ORDER BY r.updated_ms DESC, r.id LIMIT ?2"
-            );
-            self.summaries(&sql, params![pattern, limit])
-        }
+            (
+                "(f.title LIKE ?1 ESCAPE '\\' OR f.body LIKE ?1 ESCAPE '\\')",
+                format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")),
+            )
+        };
+        let total: i64 =
+            self.conn.prepare_cached(&format!("SELECT count(*) FROM records_fts f WHERE {filter}"))?.query_row([&term], |r| r.get(0))?;
+        let sql = format!(
+            "SELECT {cols} FROM records_fts f JOIN records r ON r.id = f.id WHERE {filter} ORDER BY r.updated_ms DESC, r.id LIMIT ?2 OFFSET ?3"
+        );
+        let items = self.summaries(&sql, params![term, limit, offset])?;
+        Ok(SearchPage { items, total: total.max(0) as u64 })
     }
 
     fn summaries(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<RecordSummary>> {

@@ -166,3 +166,33 @@ fn odd_queries_never_raise_a_storage_error() {
     assert!(phone.search("圾 河", 50).unwrap().is_empty());
     assert_eq!(phone.search("4号垃", 50).unwrap().len(), 1);
 }
+
+#[test]
+fn search_pages_through_every_match_with_a_total() {
+    let mut phone = Device::new(grid_member(), at(2026, 11, 16, 9));
+    let mut ids = BTreeSet::new();
+    for i in 0..230 {
+        phone.clock.advance(1000);
+        let title = format!("河堤垃圾{i}");
+        ids.insert(phone.create_incident(NewIncident { category: "0501".into(), title, ..Default::default() }).unwrap());
+    }
+    phone.create_incident(NewIncident { category: "0501".into(), title: "别的事".into(), ..Default::default() }).unwrap();
+    // No silent cap at 200: every match is reachable, each once, and the total says how many.
+    for query in ["河堤垃圾", "河堤"] {
+        let mut seen = BTreeSet::new();
+        let mut offset = 0;
+        loop {
+            let page = phone.search_page(query, 100, offset).unwrap();
+            assert_eq!(page.total, 230, "{query}");
+            if page.items.is_empty() {
+                break;
+            }
+            for r in &page.items {
+                assert!(seen.insert(r.id.clone()), "{query}: {} twice", r.id);
+            }
+            offset += page.items.len();
+        }
+        assert_eq!(seen, ids, "{query}");
+    }
+    assert_eq!(phone.search("河堤", 500).unwrap().len(), 200, "a page holds at most 200");
+}
