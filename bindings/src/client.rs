@@ -286,6 +286,21 @@ impl GridlinkClient {
         self.with(|c| Ok(c.my_tasks(limit as usize)?.into_iter().map(Into::into).collect()))
     }
 
+    /// A list screen: the records matching `filter`, a page at a time, with the number of all
+    /// matches. Filters combine; an empty filter lists everything on the phone.
+    pub fn list(&self, filter: ListFilter, limit: u32, offset: u32) -> R<RecordPageView> {
+        self.with(|c| {
+            let mut q = filter.to_query(c.now_ms())?;
+            if filter.my_unit {
+                q.holder = Some(c.identity().ok_or(gridlink_core::CoreError::NoIdentity)?.unit.clone());
+            }
+            q.limit = limit.clamp(1, 1000) as usize;
+            q.offset = offset as usize;
+            let page = c.list_page(&q)?;
+            Ok(RecordPageView { items: page.items.into_iter().map(Into::into).collect(), total: page.total })
+        })
+    }
+
     /// Open records whose deadline has passed.
     pub fn overdue(&self, limit: u32) -> R<Vec<RecordSummaryView>> {
         self.with(|c| {

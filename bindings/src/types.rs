@@ -365,6 +365,79 @@ impl SyncTimeoutsView {
     }
 }
 
+/// What a list screen shows; empty fields do not filter.
+#[derive(Debug, Clone, Default, uniffi::Record)]
+pub struct ListFilter {
+    /// `incident` or `service_request`.
+    pub kind: Option<String>,
+    /// Status names (`dispatched`, `handled` …); any of them.
+    pub statuses: Vec<String>,
+    pub open_only: bool,
+    pub closed_only: bool,
+    /// Only the records the person can act on now (my tasks).
+    pub mine: bool,
+    /// Only the records held by the person's unit now.
+    pub my_unit: bool,
+    /// Only the records held by this unit now.
+    pub holder: Option<String>,
+    /// Only the records located in this unit or below (a village, a grid).
+    pub within: Option<String>,
+    /// A category code or its major prefix (`05`), or a service item code.
+    pub category: Option<String>,
+    /// Only the records whose running clock is past its due time.
+    pub overdue: bool,
+    /// Created in `[created_from_ms, created_to_ms)`.
+    pub created_from_ms: Option<i64>,
+    pub created_to_ms: Option<i64>,
+}
+
+impl ListFilter {
+    /// The core's query; a bad code or status is refused with a clear message.
+    pub fn to_query(&self, now_ms: i64) -> Result<gridlink_core::RecordQuery, GridlinkError> {
+        let invalid = |m: String| GridlinkError::Invalid { message: m };
+        if self.open_only && self.closed_only {
+            return Err(invalid("不能同时只看在办和只看已办结".into()));
+        }
+        let kind = match self.kind.as_deref() {
+            None | Some("") => None,
+            Some(k) => Some(
+                gridlink_core::RecordKind::parse(k)
+                    .ok_or_else(|| invalid(format!("未知的记录类型“{}”", k.chars().take(20).collect::<String>())))?,
+            ),
+        };
+        let statuses = self
+            .statuses
+            .iter()
+            .map(|s| {
+                gridlink_core::Status::parse(s).ok_or_else(|| invalid(format!("未知的状态“{}”", s.chars().take(20).collect::<String>())))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let code = |c: &Option<String>| c.as_deref().filter(|c| !c.is_empty()).map(unit).transpose();
+        Ok(gridlink_core::RecordQuery {
+            kind,
+            statuses,
+            open_only: self.open_only,
+            closed_only: self.closed_only,
+            category_prefix: self.category.clone().filter(|c| !c.is_empty()),
+            within: code(&self.within)?,
+            holder: code(&self.holder)?,
+            overdue_at: self.overdue.then_some(now_ms),
+            my_tasks: self.mine,
+            created_from_ms: self.created_from_ms,
+            created_to_ms: self.created_to_ms,
+            limit: 50,
+            offset: 0,
+        })
+    }
+}
+
+/// One page of a list and the number of all matches.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct RecordPageView {
+    pub items: Vec<RecordSummaryView>,
+    pub total: u64,
+}
+
 /// One page of search results and the number of all matches.
 #[derive(Debug, Clone, uniffi::Record)]
 pub struct SearchPageView {

@@ -160,8 +160,26 @@ pub struct RecordQuery {
     /// Only the acting person's tasks: the records on which they can take an action now (the
     /// record screen's actions, from the one permission table).
     pub my_tasks: bool,
+    /// Only finished records (closed, delivered, rejected, withdrawn …).
+    #[serde(default)]
+    pub closed_only: bool,
+    /// Only records held by this unit now.
+    #[serde(default)]
+    pub holder: Option<UnitCode>,
+    /// Only records created in `[created_from_ms, created_to_ms)`.
+    #[serde(default)]
+    pub created_from_ms: Option<i64>,
+    #[serde(default)]
+    pub created_to_ms: Option<i64>,
     pub limit: usize,
     pub offset: usize,
+}
+
+/// One page of a list, with the number of all records matching its filters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListPage {
+    pub items: Vec<RecordSummary>,
+    pub total: u64,
 }
 
 /// One page of search results, with the number of all matches.
@@ -630,10 +648,13 @@ impl Client {
 
     /// Lists records from the offline index.
     pub fn list(&self, q: &RecordQuery) -> Result<Vec<RecordSummary>> {
+        Ok(self.list_page(q)?.items)
+    }
+
+    /// [`Client::list`] with the number of all records matching the filters (for "1–50 of 312").
+    pub fn list_page(&self, q: &RecordQuery) -> Result<ListPage> {
         use rusqlite::types::Value;
-        let mut sql = String::from(
-            "SELECT id, kind, display_no, title, status, category, location, holder, deadline_ms, conflicts, updated_ms FROM records WHERE 1=1",
-        );
+        let mut sql = String::from(" FROM records WHERE 1=1");
         let mut args: Vec<Value> = Vec::new();
         if let Some(k) = q.kind {
             sql.push_str(" AND kind = ?");
@@ -646,6 +667,9 @@ impl Client {
         if q.open_only {
             sql.push_str(" AND open = 1");
         }
+        if q.closed_only {
+            sql.push_str(" AND open = 0");
+        }
         if let Some(c) = &q.category_prefix {
             sql.push_str(" AND category LIKE ? || '%'");
             args.push(c.replace(['%', '_'], "").into());
@@ -655,6 +679,18 @@ impl Client {
             args.extend(std::iter::repeat_n(Value::from(u.as_str().to_owned()), within.matches('?').count()));
             sql.push_str(&format!(" AND {within}"));
         }
+        if let Some(h) = &q.holder {
+            sql.push_str(" AND holder = ?");
+            args.push(h.as_str().to_owned().into());
+        }
+        if let Some(from) = q.created_from_ms {
+            sql.push_str(" AND created_ms >= ?");
+            args.push(from.into());
+        }
+        if let Some(to) = q.created_to_ms {
+            sql.push_str(" AND created_ms < ?");
+            args.push(to.into());
+        }
         if let Some(t) = q.overdue_at {
             sql.push_str(" AND open = 1 AND status != 'suspended' AND deadline_ms < ?");
             args.push(t.into());
@@ -663,10 +699,15 @@ impl Client {
             self.me()?;
             sql.push_str(" AND actionable = 1");
         }
-        sql.push_str(" ORDER BY due, updated_ms DESC, id LIMIT ? OFFSET ?");
+        let total: i64 =
+            self.conn.prepare_cached(&format!("SELECT count(*){sql}"))?.query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
+        let mut page =
+            format!("SELECT id, kind, display_no, title, status, category, location, holder, deadline_ms, conflicts, updated_ms{sql}");
+        page.push_str(" ORDER BY due, updated_ms DESC, id LIMIT ? OFFSET ?");
         args.push(i64::try_from(if q.limit == 0 { 50 } else { q.limit.min(1000) }).unwrap_or(50).into());
         args.push(i64::try_from(q.offset).unwrap_or(0).into());
-        self.summaries(&sql, rusqlite::params_from_iter(args))
+        let items = self.summaries(&page, rusqlite::params_from_iter(args))?;
+        Ok(ListPage { items, total: total.max(0) as u64 })
     }
 
     /// The current identity's open tasks, soonest deadline first.
