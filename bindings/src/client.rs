@@ -301,6 +301,25 @@ impl GridlinkClient {
         })
     }
 
+    /// The town's org units the phone knows (fetched at login), for names and pickers.
+    pub fn units(&self) -> R<Vec<UnitOption>> {
+        self.with(|c| Ok(c.org_units()?.iter().map(UnitOption::from).collect()))
+    }
+
+    /// A picker: the units the person may name as the target of `kind` (`dispatch`, `escalate`,
+    /// `route`, `hand_off`) on record `id` now, checked by the same rules as the action.
+    pub fn action_targets(&self, id: String, kind: String) -> R<Vec<UnitOption>> {
+        let kind = gridlink_core::ActionKind::parse(&kind).ok_or_else(|| GridlinkError::Invalid {
+            message: format!("未知的操作“{}”", kind.chars().take(20).collect::<String>()),
+        })?;
+        self.with(|c| Ok(c.action_targets(&id, kind)?.iter().map(UnitOption::from).collect()))
+    }
+
+    /// The department the catalog makes responsible for an incident category, if the phone knows it.
+    pub fn responsible_department(&self, category: String) -> R<Option<UnitOption>> {
+        self.with(|c| Ok(c.responsible_department(&category)?.as_ref().map(UnitOption::from)))
+    }
+
     /// Open records whose deadline has passed.
     pub fn overdue(&self, limit: u32) -> R<Vec<RecordSummaryView>> {
         self.with(|c| {

@@ -438,6 +438,31 @@ pub struct RecordPageView {
     pub total: u64,
 }
 
+/// An org unit in a picker.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct UnitOption {
+    pub code: String,
+    pub name: String,
+    /// `town`, `village`, `group`, `grid` or `department`.
+    pub kind: String,
+    /// Its kind in Chinese (镇, 村(社区) …).
+    pub kind_label: String,
+}
+
+impl From<&gridlink_core::OrgUnit> for UnitOption {
+    fn from(u: &gridlink_core::OrgUnit) -> Self {
+        use gridlink_core::UnitKind as K;
+        let kind = match u.kind {
+            K::Town => "town",
+            K::Village => "village",
+            K::Group => "group",
+            K::Grid => "grid",
+            K::Department => "department",
+        };
+        Self { code: u.code.to_string(), name: u.name.clone(), kind: kind.to_owned(), kind_label: u.kind.label().to_owned() }
+    }
+}
+
 /// One page of search results and the number of all matches.
 #[derive(Debug, Clone, uniffi::Record)]
 pub struct SearchPageView {

@@ -15,7 +15,7 @@ use crate::catalog::{Catalog, ServiceMode};
 use crate::clocks::current_clock;
 use crate::error::{CoreError, Result};
 use crate::hlc::{Hlc, HlcClock};
-use crate::org::{Access, Identity, RecordScope, UnitCode, access};
+use crate::org::{Access, Identity, OrgUnit, RecordScope, UnitCode, access};
 use crate::photo;
 use crate::pii::{IdNumber, mask_id_number, mask_name, mask_phone, validate_phone};
 use crate::record::{
@@ -323,6 +323,63 @@ impl Client {
             self.reindex()?;
         }
         Ok(())
+    }
+
+    /// Keeps the town's org units (from the server) for pickers and names.
+    pub fn set_org_units(&mut self, units: &[OrgUnit]) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        store::meta_set(&tx, "org_units", &serde_json::to_string(units).expect("serialisable"))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The town's org units the phone knows (empty before the first login or sync).
+    pub fn org_units(&self) -> Result<Vec<OrgUnit>> {
+        Ok(store::meta_get(&self.conn, "org_units")?.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default())
+    }
+
+    /// The units the current person may name as the target of `kind` (dispatch, escalate, route,
+    /// hand off) on record `id` now: every known unit that the same rules as the action itself
+    /// accept, in code order.
+    pub fn action_targets(&self, id: &str, kind: ActionKind) -> Result<Vec<OrgUnit>> {
+        let me = self.me()?.clone();
+        let record = self.load_doc(id)?.read()?;
+        let folded = record.fold();
+        if self.access(&me, &record, &folded) == Access::None {
+            return Err(CoreError::NotFound(id.chars().take(40).collect()));
+        }
+        let action = |to_unit: UnitCode| match kind {
+            ActionKind::Dispatch => Ok(Action::Dispatch { to_unit, deadline_ms: None }),
+            ActionKind::Escalate => Ok(Action::Escalate { to_unit }),
+            ActionKind::Route => Ok(Action::Route { to_unit }),
+            ActionKind::HandOff => Ok(Action::HandOff { to_unit, batch_id: "-".into(), carrier: "-".into() }),
+            other => Err(CoreError::InvalidInput(format!("“{other}”不需要选择单位"))),
+        };
+        let mut out = Vec::new();
+        for unit in self.org_units()? {
+            let entry = TimelineEntry {
+                id: String::new(),
+                at: Hlc { wall_ms: self.now_ms(), counter: 0 },
+                actor: me.id.clone(),
+                actor_name: me.name.clone(),
+                role: me.role,
+                unit: me.unit.clone(),
+                action: action(unit.code.clone())?,
+                note: "-".into(),
+            };
+            if check(&folded.state, record.fold_context(), &entry).is_ok() {
+                out.push(unit);
+            }
+        }
+        out.sort_by(|a, b| a.code.cmp(&b.code));
+        Ok(out)
+    }
+
+    /// The department responsible for an incident category, as the catalog names it, among the
+    /// org units the phone knows.
+    pub fn responsible_department(&self, category: &str) -> Result<Option<OrgUnit>> {
+        let key = &self.opts.catalog.category(category)?.department;
+        Ok(self.org_units()?.into_iter().find(|u| u.department_key.as_deref() == Some(key)))
     }
 
     /// Who is acting, if anybody.

@@ -113,6 +113,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/login", post(login))
         .route("/api/v1/logout", post(logout))
         .route("/api/v1/me", get(me))
+        .route("/api/v1/units", get(units))
         .route("/api/v1/sync", post(sync).layer(DefaultBodyLimit::max(MAX_SYNC_BODY)))
         .route("/api/v1/events", get(events))
         .route("/api/v1/records/{id}", get(record))
@@ -244,6 +245,13 @@ pub async fn sign_out(state: &AppState, device_id: String) -> AppResult<()> {
 async fn logout(State(state): State<AppState>, auth: AuthDevice) -> AppResult<StatusCode> {
     sign_out(&state, auth.device_id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/units`: the town's org units (code, name, kind, parent, department key) for the
+/// phones' pickers. Reference data, no personal data; any signed-in device may read it.
+async fn units(State(state): State<AppState>, _auth: AuthDevice) -> AppResult<Json<Vec<gridlink_core::OrgUnit>>> {
+    let units = state.db.read(|c| crate::import::load_units(c).map_err(AppError::Internal)).await?;
+    Ok(Json(units))
 }
 
 async fn me(auth: AuthDevice) -> Json<serde_json::Value> {

@@ -313,6 +313,10 @@ impl<T: Transport> SyncEngine<T> {
         client.set_identity(login.person.clone())?;
         client.set_sync_meta("token", &login.token)?;
         client.clear_sync_meta("cursor")?;
+        // The pickers' units; a sync fetches them again if this fails.
+        if let Ok(units) = self.fetch_units(&login.token) {
+            client.set_org_units(&units)?;
+        }
         Ok(login)
     }
 
@@ -386,8 +390,29 @@ impl<T: Transport> SyncEngine<T> {
         }
     }
 
+    /// The town's org units, for pickers.
+    fn fetch_units(&self, token: &str) -> Result<Vec<crate::org::OrgUnit>, SyncError> {
+        let resp = self.transport.call(HttpRequest {
+            method: "GET",
+            path: "/api/v1/units".into(),
+            token: Some(token.to_owned()),
+            content_type: None,
+            body: Vec::new(),
+        })?;
+        match resp.status {
+            200 => serde_json::from_slice(&resp.body).map_err(|e| SyncError::Protocol(ProtocolError::Format(e.to_string()))),
+            401 => Err(SyncError::Unauthorized),
+            s if s >= 500 => Err(SyncError::Server(s)),
+            _ => Err(SyncError::Refused(server_message(&resp.body))),
+        }
+    }
+
     fn sync_inner<A: ClientAccess>(&self, access: &A) -> Result<SyncReport, SyncError> {
         let token = access.with(|c| c.sync_meta("token"))?.ok_or(SyncError::NotLoggedIn)?;
+        if access.with(|c| c.org_units())?.is_empty() {
+            let units = self.fetch_units(&token)?;
+            access.with(|c| c.set_org_units(&units))?;
+        }
         let mut report = SyncReport::default();
         report.photos_uploaded = self.upload_photos(access, &token, &mut report)?;
         for _ in 0..MAX_ROUNDS {
