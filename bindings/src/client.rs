@@ -87,6 +87,46 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A record screen: the record with what the catalog and the person's role add to it — a service
+/// request's item in words, its mode, materials and batch, and its resident in full only for
+/// those who handle the errand (the station's clerks, a department holding it), masked for
+/// everyone else.
+fn detail(c: &Client, v: gridlink_core::RecordView) -> RecordDetail {
+    use gridlink_core::pii::{mask_name, mask_phone};
+    use gridlink_core::{RecordBody, Role};
+    let service = match &v.record.body {
+        RecordBody::ServiceRequest(f) => {
+            let s = &v.folded.state;
+            let handles = c.identity().is_some_and(|me| {
+                matches!(me.role, Role::StationStaff | Role::DepartmentHandler)
+                    && (me.unit == f.station || s.holder.as_ref() == Some(&me.unit))
+            });
+            let item = c.catalog().service_item(&f.item).ok();
+            Some(ServiceRequestDetail {
+                item_code: f.item.clone(),
+                item_name: item.map_or_else(|| f.item.clone(), |i| i.name.clone()),
+                mode: f.mode.as_str().into(),
+                mode_label: f.mode.label().into(),
+                station: f.station.to_string(),
+                materials: f.materials.iter().map(|(name, received)| MaterialItem { name: name.clone(), received: *received }).collect(),
+                missing_materials: s.missing_materials.clone(),
+                batch_id: s.batch_id.clone(),
+                resident_name: if handles { f.resident.name.clone() } else { mask_name(&f.resident.name) },
+                resident_id_number: f.resident.id_number.as_ref().map(|n| if handles { n.reveal().to_owned() } else { n.masked() }),
+                resident_phone: f.resident.phone.as_ref().map(|p| if handles { p.clone() } else { mask_phone(p) }),
+                personal_data_masked: !handles,
+            })
+        }
+        RecordBody::Incident(_) => None,
+    };
+    let mut d = RecordDetail::from(v);
+    if let Some(sr) = &service {
+        d.title = format!("{}({})", sr.item_name, sr.resident_name);
+    }
+    d.service = service;
+    d
+}
+
 /// Runs blocking work on its own thread and awaits it without any async runtime.
 async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> R<T> + Send + 'static) -> R<T> {
     let (tx, rx) = futures_channel::oneshot::channel();
@@ -244,7 +284,10 @@ impl GridlinkClient {
 
     /// Edits an incident's text (concurrent edits merge character by character).
     pub fn edit_incident(&self, id: String, title: Option<String>, description: Option<String>, notes: Option<String>) -> R<RecordDetail> {
-        self.with(|c| Ok(c.edit_incident(&id, IncidentEdit { title, description, notes, ..Default::default() })?.into()))
+        self.with(|c| {
+            let v = c.edit_incident(&id, IncidentEdit { title, description, notes, ..Default::default() })?;
+            Ok(detail(c, v))
+        })
     }
 
     /// Edits a service request: description, notes, materials now received, the resident's phone.
@@ -257,7 +300,10 @@ impl GridlinkClient {
         resident_phone: Option<String>,
     ) -> R<RecordDetail> {
         let materials = (!materials_received.is_empty()).then(|| materials_received.into_iter().map(|m| (m, true)).collect());
-        self.with(|c| Ok(c.edit_service_request(&id, ServiceRequestEdit { description, notes, materials, resident_phone })?.into()))
+        self.with(|c| {
+            let v = c.edit_service_request(&id, ServiceRequestEdit { description, notes, materials, resident_phone })?;
+            Ok(detail(c, v))
+        })
     }
 
     /// Signs for every errand of a hand-off batch held by my unit (town service center).
@@ -268,12 +314,15 @@ impl GridlinkClient {
     /// Takes a workflow action; refused with a reason when the rules do not allow it.
     pub fn perform(&self, id: String, action: ActionInput, note: String) -> R<RecordDetail> {
         let action = action.into_action()?;
-        self.with(|c| Ok(c.act(&id, action, &note)?.into()))
+        self.with(|c| {
+            let v = c.act(&id, action, &note)?;
+            Ok(detail(c, v))
+        })
     }
 
     /// A record with its timeline and the actions open to the current person.
     pub fn record(&self, id: String) -> R<RecordDetail> {
-        self.with(|c| Ok(c.get(&id)?.into()))
+        self.with(|c| Ok(detail(c, c.get(&id)?)))
     }
 
     /// The full timeline of a record.

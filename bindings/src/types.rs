@@ -263,6 +263,38 @@ pub struct RecordDetail {
     pub longitude: Option<f64>,
     pub timeline: Vec<TimelineItem>,
     pub allowed: Vec<ActionOption>,
+    /// The service request's own fields (`None` for an incident).
+    pub service: Option<ServiceRequestDetail>,
+}
+
+/// One material of a service request's checklist.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct MaterialItem {
+    pub name: String,
+    pub received: bool,
+}
+
+/// What a service-request screen shows.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct ServiceRequestDetail {
+    pub item_code: String,
+    /// The item in words (事项名称).
+    pub item_name: String,
+    /// `immediate`, `errand` or `home_visit`, and in Chinese.
+    pub mode: String,
+    pub mode_label: String,
+    /// The village whose station took it.
+    pub station: String,
+    pub materials: Vec<MaterialItem>,
+    /// Materials the station is waiting for (补正).
+    pub missing_materials: Vec<String>,
+    /// The hand-off batch it travelled in.
+    pub batch_id: Option<String>,
+    /// In full for those who handle the errand, masked for everyone else.
+    pub resident_name: String,
+    pub resident_id_number: Option<String>,
+    pub resident_phone: Option<String>,
+    pub personal_data_masked: bool,
 }
 
 impl From<RecordView> for RecordDetail {
@@ -325,6 +357,7 @@ impl From<RecordView> for RecordDetail {
                     note_required: gridlink_core::workflow::rule(*k).note_required,
                 })
                 .collect(),
+            service: None,
         }
     }
 }
