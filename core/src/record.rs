@@ -600,8 +600,17 @@ impl RecordDoc {
     }
 
     /// Applies changes received from elsewhere.
+    ///
+    /// Automerge can panic on some malformed changes instead of returning an error (found by the
+    /// `sync_request` fuzz target: an operation naming an actor the change does not carry). Such
+    /// a change is [`CoreError::CorruptChange`]; the document may be half-changed then, so callers
+    /// apply to a copy they drop on error (the server's ingest and the phone's receive both do).
     pub fn apply_changes(&mut self, changes: Vec<Change>) -> Result<()> {
-        self.doc.apply_changes(changes).map_err(|_| CoreError::CorruptChange)
+        let doc = &mut self.doc;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doc.apply_changes(changes))) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(CoreError::CorruptChange),
+        }
     }
 
     /// The document as it was at `heads` (what the author of a change built on saw).

@@ -239,3 +239,29 @@ fn a_bundle_chunk_is_refused_before_it_is_decoded() {
     assert_corrupt_document(bytes);
     assert!(gridlink_core::chunk::decode_change(bytes).is_none());
 }
+
+/// Regression from the `sync_request` fuzz target: a pushed change that Automerge decodes but
+/// then panics on while applying it (an actor its operations name is missing). Applying it is an
+/// error, on the server and on a phone alike, never a crashed writer thread.
+#[test]
+fn a_change_that_panics_automerge_on_apply_is_an_error() {
+    let body = include_bytes!("fixtures/fuzz-sync_request-apply-panic.bin");
+    let req = gridlink_core::sync::protocol::decode_request(body).unwrap();
+    let actor = automerge::ActorId::from(vec![1u8; 16]);
+    let mut tried = 0;
+    for doc in &req.push {
+        let changes: Vec<_> = doc.changes.iter().filter_map(|c| gridlink_core::chunk::decode_change(c)).collect();
+        tried += changes.len();
+        let mut record = gridlink_core::record::RecordDoc::empty(&actor);
+        let e = record.apply_changes(changes).unwrap_err();
+        assert!(matches!(e, CoreError::CorruptChange), "{e}");
+    }
+    assert!(tried > 0, "the fixture carries a change");
+    // The phone's path for changes from elsewhere refuses it the same way.
+    let mut phone = Device::new(grid_member(), at(2026, 11, 23, 9));
+    for doc in &req.push {
+        let raw: Vec<Vec<u8>> = doc.changes.iter().map(|c| c.to_vec()).collect();
+        assert!(phone.apply_remote(&doc.doc.to_id(), &raw).is_err());
+    }
+    assert_eq!(phone.record_count().unwrap(), 0);
+}
