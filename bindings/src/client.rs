@@ -483,6 +483,12 @@ impl GridlinkClient {
         off_thread(move || Ok(shared.engine().fetch_photo_shared(&shared.store, &sha256)?)).await
     }
 
+    /// The notices for the person's unit (督办, work voided by concurrent actions), newest first,
+    /// as of the last sync — also for records that have since left the phone.
+    pub fn notices(&self) -> R<Vec<NoticeView>> {
+        self.with(|c| Ok(c.notices()?.into_iter().map(|n| NoticeView { record_id: n.doc_id, time_ms: n.at_ms, text: n.text }).collect()))
+    }
+
     /// The sync status line.
     pub fn sync_status(&self) -> R<SyncStatusView> {
         self.with(|c| Ok(SyncEngine::<HttpTransport>::status(c)?.into()))

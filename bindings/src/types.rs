@@ -496,6 +496,14 @@ impl From<&gridlink_core::OrgUnit> for UnitOption {
     }
 }
 
+/// A notice for the person's unit.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct NoticeView {
+    pub record_id: String,
+    pub time_ms: i64,
+    pub text: String,
+}
+
 /// One page of search results and the number of all matches.
 #[derive(Debug, Clone, uniffi::Record)]
 pub struct SearchPageView {

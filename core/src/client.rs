@@ -175,6 +175,15 @@ pub struct RecordQuery {
     pub offset: usize,
 }
 
+/// A notice for a unit: a supervision (督办), or work voided by concurrent actions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub doc_id: String,
+    pub unit: String,
+    pub at_ms: i64,
+    pub text: String,
+}
+
 /// One page of a list, with the number of all records matching its filters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ListPage {
@@ -323,6 +332,20 @@ impl Client {
             self.reindex()?;
         }
         Ok(())
+    }
+
+    /// Keeps the unit's notices as the server last sent them.
+    pub fn set_notices(&mut self, notices: &[Notice]) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        store::meta_set(&tx, "notices", &serde_json::to_string(notices).expect("serialisable"))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The notices for the person's unit (督办, work voided by concurrent actions), newest first,
+    /// as of the last sync.
+    pub fn notices(&self) -> Result<Vec<Notice>> {
+        Ok(store::meta_get(&self.conn, "notices")?.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default())
     }
 
     /// Keeps the town's org units (from the server) for pickers and names.

@@ -80,6 +80,7 @@ pub fn ingest(
     let existing = load_doc(tx, doc_id, ctx.server_actor)?;
     let is_new = existing.is_none();
     let mut before: Option<Record> = existing.as_ref().map(|d| d.read()).transpose()?;
+    let first = before.clone();
     let mut doc = existing.unwrap_or_else(|| RecordDoc::empty(ctx.server_actor));
     let mut stored = false;
     let mut outcome = Ok(changes.len());
@@ -111,9 +112,69 @@ pub fn ingest(
             doc.server_update(&mut record, case_no.as_deref(), route.as_ref(), ctx.now_ms)?;
             store_server_change(tx, doc_id, &mut doc, ctx.now_ms)?;
         }
+        if let Some(first) = &first {
+            notify_voided(tx, first, &record, ctx)?;
+        }
         write_index(tx, &record, &mut doc, ctx)?;
     }
     Ok(outcome)
+}
+
+/// Work that counted before this push and no longer does — a department signed and handled a
+/// record, then an earlier offline dispatch elsewhere arrived and the fold marked its entries as
+/// conflicts — is not left to vanish: a notice (督办/通知 list) goes to the unit whose work was
+/// voided and to the unit that answers for the record, saying what was voided and who holds it now.
+fn notify_voided(tx: &Connection, before: &Record, after: &Record, ctx: &IngestCtx<'_>) -> AppResult<()> {
+    let was = before.fold();
+    let now = after.fold();
+    let counted: HashSet<&str> = was.entries.iter().filter(|e| e.conflict.is_none()).map(|e| e.entry.id.as_str()).collect();
+    let voided: Vec<&TimelineEntry> = now
+        .entries
+        .iter()
+        .filter(|e| e.conflict.is_some() && counted.contains(e.entry.id.as_str()) && e.entry.role != Role::System)
+        .map(|e| &e.entry)
+        .collect();
+    if voided.is_empty() {
+        return Ok(());
+    }
+    let unit_name = |u: &UnitCode| -> AppResult<String> {
+        Ok(tx
+            .prepare_cached("SELECT name FROM units WHERE code = ?1")?
+            .query_row([u.as_str()], |r| r.get::<_, String>(0))
+            .optional()?
+            .unwrap_or_else(|| u.to_string()))
+    };
+    let holder = now.state.holder.as_ref().map(&unit_name).transpose()?.unwrap_or_default();
+    // One notice per unit whose work was voided, to it and to the unit answering for the record.
+    let mut by_unit: Vec<(&UnitCode, Vec<&TimelineEntry>)> = Vec::new();
+    for e in voided {
+        match by_unit.iter_mut().find(|(u, _)| *u == &e.unit) {
+            Some((_, list)) => list.push(e),
+            None => by_unit.push((&e.unit, vec![e])),
+        }
+    }
+    for (unit, entries) in by_unit {
+        let what: Vec<String> = entries.iter().map(|e| format!("{}的“{}”", e.actor_name, e.action.kind())).collect();
+        let text = format!(
+            "{}「{}」:{}({})因并发派遣或操作未生效,案件已转{}",
+            after.display_no(),
+            after.title(),
+            what.join("、"),
+            unit_name(unit)?,
+            holder
+        );
+        let mut to: Vec<&UnitCode> = vec![unit];
+        to.extend(now.state.owner.as_ref().filter(|o| *o != unit));
+        for u in to {
+            tx.prepare_cached("INSERT INTO notices(doc_id, unit, at_ms, text) VALUES (?1, ?2, ?3, ?4)")?.execute(params![
+                after.id,
+                u.as_str(),
+                ctx.now_ms,
+                text
+            ])?;
+        }
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

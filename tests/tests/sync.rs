@@ -787,3 +787,59 @@ fn a_change_that_panicked_automerge_is_refused_and_the_server_keeps_serving() {
     grid.sync().unwrap();
     assert!(grid.get(&id).unwrap().record.case_no.is_some(), "the writer is alive");
 }
+
+/// A department signed and handled a record; an earlier offline dispatch to another department
+/// then arrived and voided that work. The department is told, on its phone, even though the
+/// record has left it; the center is told too; the console's timeline marks the voided entries.
+#[test]
+fn voided_work_reaches_the_person_whose_work_it_was() {
+    let server = TestServer::start();
+    let mut grid = server.phone("grid_a");
+    let mut center_online = server.phone("center");
+    let mut center_offline = server.phone("center");
+    let mut dept_a = server.phone("dept_a");
+    let id = grid.create_incident(NewIncident { category: "0602".into(), ..report("违章搭建") }).unwrap();
+    grid.sync().unwrap();
+    center_online.sync().unwrap();
+    center_online.act(&id, Action::Accept, "").unwrap();
+    center_online.sync().unwrap();
+    center_offline.sync().unwrap();
+    // On the road without signal, the second center device dispatches to department B first.
+    center_offline.act(&id, Action::Dispatch { to_unit: unit(DEPT_B), deadline_ms: None }, "").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    center_online.act(&id, Action::Dispatch { to_unit: unit(DEPT_A), deadline_ms: None }, "").unwrap();
+    center_online.sync().unwrap();
+    dept_a.sync().unwrap();
+    dept_a.act(&id, Action::Sign, "").unwrap();
+    dept_a.act(&id, Action::Handle { photos: vec![] }, "已拆除").unwrap();
+    dept_a.sync().unwrap();
+    assert!(dept_a.notices().unwrap().is_empty());
+
+    // The offline dispatch arrives: it is earlier, so department A's work no longer counts.
+    center_offline.sync().unwrap();
+    let r = dept_a.sync().unwrap();
+    assert!(r.removed_ids.contains(&id), "the record leaves department A's phone: {r:?}");
+    assert!(dept_a.rejections().unwrap().is_empty(), "nothing was refused — it was voided");
+    let notices = dept_a.notices().unwrap();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    let text = &notices[0].text;
+    assert!(
+        text.contains("“签收”") && text.contains("“处置反馈”") && text.contains("未生效") && text.contains("已转环境卫生管理所"),
+        "{text}"
+    );
+    assert_eq!(notices[0].doc_id, id);
+    // The center sees it as well.
+    center_online.sync().unwrap();
+    let for_center = center_online.notices().unwrap();
+    assert!(for_center.iter().any(|n| n.doc_id == id && n.text.contains("签收")), "{for_center:?}");
+    // The console's timeline marks the voided entries.
+    let page = http()
+        .get(format!("{}/console/records/{id}", server.base))
+        .header("Cookie", format!("gl_session={}", token(&center_online)))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    assert!(page.matches("未生效").count() >= 2, "sign and handle are shown as voided");
+}

@@ -390,6 +390,23 @@ impl<T: Transport> SyncEngine<T> {
         }
     }
 
+    /// The notices addressed to the person's unit or below, newest first (at most 200).
+    fn fetch_notices(&self, token: &str) -> Result<Vec<crate::client::Notice>, SyncError> {
+        let resp = self.transport.call(HttpRequest {
+            method: "GET",
+            path: "/api/v1/notices".into(),
+            token: Some(token.to_owned()),
+            content_type: None,
+            body: Vec::new(),
+        })?;
+        match resp.status {
+            200 => serde_json::from_slice(&resp.body).map_err(|e| SyncError::Protocol(ProtocolError::Format(e.to_string()))),
+            401 => Err(SyncError::Unauthorized),
+            s if s >= 500 => Err(SyncError::Server(s)),
+            _ => Err(SyncError::Refused(server_message(&resp.body))),
+        }
+    }
+
     /// The town's org units, for pickers.
     fn fetch_units(&self, token: &str) -> Result<Vec<crate::org::OrgUnit>, SyncError> {
         let resp = self.transport.call(HttpRequest {
@@ -422,6 +439,10 @@ impl<T: Transport> SyncEngine<T> {
                 break;
             }
         }
+        // The unit's notices (supervision, work voided by concurrent actions): they reach the
+        // person even when the record itself has left the phone.
+        let notices = self.fetch_notices(&token)?;
+        access.with(|c| c.set_notices(&notices))?;
         Ok(report)
     }
 
