@@ -426,8 +426,11 @@ impl<T: Transport> SyncEngine<T> {
 
     fn sync_inner<A: ClientAccess>(&self, access: &A) -> Result<SyncReport, SyncError> {
         let token = access.with(|c| c.sync_meta("token"))?.ok_or(SyncError::NotLoggedIn)?;
-        if access.with(|c| c.org_units())?.is_empty() {
-            let units = self.fetch_units(&token)?;
+        // Reference data for pickers, and the unit's notices after the rounds: best effort, a
+        // sync whose rounds went through has succeeded even if these do not come.
+        if access.with(|c| c.org_units())?.is_empty()
+            && let Ok(units) = self.fetch_units(&token)
+        {
             access.with(|c| c.set_org_units(&units))?;
         }
         let mut report = SyncReport::default();
@@ -441,8 +444,9 @@ impl<T: Transport> SyncEngine<T> {
         }
         // The unit's notices (supervision, work voided by concurrent actions): they reach the
         // person even when the record itself has left the phone.
-        let notices = self.fetch_notices(&token)?;
-        access.with(|c| c.set_notices(&notices))?;
+        if let Ok(notices) = self.fetch_notices(&token) {
+            access.with(|c| c.set_notices(&notices))?;
+        }
         Ok(report)
     }
 
