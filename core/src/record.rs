@@ -361,8 +361,12 @@ impl RecordDoc {
     /// the record (its id when the document has one) and the field, in Chinese. Whole-number
     /// floats are read where an integer is meant (see [`normalise_numbers`]).
     pub fn read(&self) -> Result<Record> {
-        let mut value = serde_json::to_value(AutoSerde::from(&self.doc))
-            .map_err(|e| CoreError::MalformedRecord { id: String::new(), reason: e.to_string() })?;
+        // Automerge's JSON view can panic on a document whose keys and values disagree (found by
+        // the `sync_request` fuzz target: `autoserde.rs:57`); such a document is malformed, and
+        // reading it must never take down the thread (on the server, the single writer).
+        let view = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serde_json::to_value(AutoSerde::from(&self.doc))))
+            .map_err(|_| CoreError::MalformedRecord { id: String::new(), reason: "文档内部不一致,无法读取".into() })?;
+        let mut value = view.map_err(|e| CoreError::MalformedRecord { id: String::new(), reason: e.to_string() })?;
         normalise_numbers(&mut value);
         let id: String = value.get("id").and_then(|v| v.as_str()).map(|s| s.chars().take(40).collect()).unwrap_or_default();
         let malformed = |reason: String| CoreError::MalformedRecord { id: id.clone(), reason };

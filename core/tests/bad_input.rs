@@ -265,3 +265,29 @@ fn a_change_that_panics_automerge_on_apply_is_an_error() {
     }
     assert_eq!(phone.record_count().unwrap(), 0);
 }
+
+/// Regression from the `sync_request` fuzz target: a change that applies, but leaves a document
+/// whose keys and values disagree, on which Automerge's JSON view panicked when the record was
+/// read (`autoserde.rs:57`) — on the server, in its single writer thread. Reading it is an error.
+#[test]
+fn a_document_that_panics_automerge_on_read_is_an_error() {
+    let body = include_bytes!("fixtures/fuzz-sync_request-read-panic.bin");
+    let req = gridlink_core::sync::protocol::decode_request(body).unwrap();
+    let actor = automerge::ActorId::from(vec![1u8; 16]);
+    let mut read = 0;
+    for doc in &req.push {
+        let changes: Vec<_> = doc.changes.iter().filter_map(|c| gridlink_core::chunk::decode_change(c)).collect();
+        let mut record = gridlink_core::record::RecordDoc::empty(&actor);
+        if record.apply_changes(changes).is_ok() {
+            let e = record.read().unwrap_err();
+            assert!(matches!(e, CoreError::MalformedRecord { .. }), "{e}");
+            read += 1;
+        }
+    }
+    assert!(read > 0, "the fixture's change applies and is then read");
+    let mut phone = Device::new(grid_member(), at(2026, 11, 23, 9));
+    for doc in &req.push {
+        let raw: Vec<Vec<u8>> = doc.changes.iter().map(|c| c.to_vec()).collect();
+        assert!(phone.apply_remote(&doc.doc.to_id(), &raw).is_err());
+    }
+}

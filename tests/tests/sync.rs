@@ -773,16 +773,21 @@ fn a_new_report_pushed_twice_is_stored_once() {
     assert!(no(&next).ends_with("-000002"), "{}", no(&next));
 }
 
-/// The fuzz finding as a real client would send it: a change that made Automerge panic while the
-/// server applied it. The server refuses it in the round's answer and keeps serving.
+/// The fuzz findings as a real client would send them: changes that made Automerge panic while
+/// the server applied them or read the result. The server refuses them in the round's answer and
+/// keeps serving.
 #[test]
 fn a_change_that_panicked_automerge_is_refused_and_the_server_keeps_serving() {
     let server = TestServer::start();
     let mut grid = server.phone("grid_a");
-    let body = include_bytes!("../../core/tests/fixtures/fuzz-sync_request-apply-panic.bin");
-    let (_, answer) = raw_round(&server, &token(&grid), body);
-    assert!(!answer.rejected.is_empty(), "{answer:?}");
-    assert!(answer.rejected.iter().all(|r| r.reason.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))), "{answer:?}");
+    for body in [
+        &include_bytes!("../../core/tests/fixtures/fuzz-sync_request-apply-panic.bin")[..],
+        &include_bytes!("../../core/tests/fixtures/fuzz-sync_request-read-panic.bin")[..],
+    ] {
+        let (_, answer) = raw_round(&server, &token(&grid), body);
+        assert!(!answer.rejected.is_empty(), "{answer:?}");
+        assert!(answer.rejected.iter().all(|r| r.reason.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))), "{answer:?}");
+    }
     let id = grid.create_incident(report("之后的正常上报")).unwrap();
     grid.sync().unwrap();
     assert!(grid.get(&id).unwrap().record.case_no.is_some(), "the writer is alive");
