@@ -392,26 +392,19 @@ impl<T: Transport> SyncEngine<T> {
 
     /// The notices addressed to the person's unit or below, newest first (at most 200).
     fn fetch_notices(&self, token: &str) -> Result<Vec<crate::client::Notice>, SyncError> {
-        let resp = self.transport.call(HttpRequest {
-            method: "GET",
-            path: "/api/v1/notices".into(),
-            token: Some(token.to_owned()),
-            content_type: None,
-            body: Vec::new(),
-        })?;
-        match resp.status {
-            200 => serde_json::from_slice(&resp.body).map_err(|e| SyncError::Protocol(ProtocolError::Format(e.to_string()))),
-            401 => Err(SyncError::Unauthorized),
-            s if s >= 500 => Err(SyncError::Server(s)),
-            _ => Err(SyncError::Refused(server_message(&resp.body))),
-        }
+        self.get_json(token, "/api/v1/notices")
     }
 
     /// The town's org units, for pickers.
     fn fetch_units(&self, token: &str) -> Result<Vec<crate::org::OrgUnit>, SyncError> {
+        self.get_json(token, "/api/v1/units")
+    }
+
+    /// A JSON resource of the server, as the signed-in device.
+    fn get_json<R: serde::de::DeserializeOwned>(&self, token: &str, path: &str) -> Result<R, SyncError> {
         let resp = self.transport.call(HttpRequest {
             method: "GET",
-            path: "/api/v1/units".into(),
+            path: path.into(),
             token: Some(token.to_owned()),
             content_type: None,
             body: Vec::new(),
