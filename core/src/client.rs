@@ -78,11 +78,19 @@ pub struct ClientOptions {
     pub catalog: Arc<Catalog>,
     pub calendar: Arc<WorkCalendar>,
     pub clock: Arc<dyn Clock>,
+    /// Bytes the photos downloaded for viewing may take on the phone; the oldest go first.
+    /// Default 64 MiB.
+    pub photo_cache_bytes: u64,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        Self { catalog: Arc::new(Catalog::bundled()), calendar: Arc::new(WorkCalendar::bundled()), clock: Arc::new(SystemClock) }
+        Self {
+            catalog: Arc::new(Catalog::bundled()),
+            calendar: Arc::new(WorkCalendar::bundled()),
+            clock: Arc::new(SystemClock),
+            photo_cache_bytes: 64 << 20,
+        }
     }
 }
 
@@ -1071,6 +1079,8 @@ impl Client {
         let tx = self.conn.unchecked_transaction()?;
         store::put_attachment(&tx, sha256, 0, 0, jpeg, self.now_ms())?;
         store::mark_uploaded(&tx, sha256)?;
+        tx.execute("UPDATE attachments SET downloaded = 1 WHERE sha256 = ?1 AND width = 0 AND height = 0", [sha256])?;
+        store::trim_downloaded_photos(&tx, self.opts.photo_cache_bytes)?;
         tx.commit()?;
         Ok(())
     }

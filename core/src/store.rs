@@ -96,6 +96,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE records ADD COLUMN actionable INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX records_actionable ON records(actionable, due, updated_ms DESC, id);
     ",
+    // 4: photos downloaded for viewing form a bounded cache (the phone's own are never evicted)
+    "
+    ALTER TABLE attachments ADD COLUMN downloaded INTEGER NOT NULL DEFAULT 0;
+    UPDATE attachments SET downloaded = 1 WHERE width = 0 AND height = 0 AND uploaded = 1;
+    ",
 ];
 
 /// Opens (creating if needed) a store and brings its schema up to date.
@@ -325,6 +330,21 @@ pub fn put_attachment(tx: &Transaction<'_>, sha256: &str, width: u32, height: u3
         params![sha256, width, height, jpeg, now_ms],
     )?;
     Ok(())
+}
+
+/// Keeps the photos downloaded for viewing within `max_bytes`, dropping the oldest first. Photos
+/// taken on this phone are never dropped; a dropped one is downloaded again when it is viewed.
+pub fn trim_downloaded_photos(tx: &Transaction<'_>, max_bytes: u64) -> Result<usize> {
+    let max = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+    Ok(tx.execute(
+        "DELETE FROM attachments WHERE sha256 IN (
+            SELECT sha256 FROM (
+                SELECT sha256, sum(length(bytes)) OVER (ORDER BY created_ms DESC, sha256) AS kept
+                FROM attachments WHERE downloaded = 1
+            ) WHERE kept > ?1
+         )",
+        [max],
+    )?)
 }
 
 /// Reads an attachment's bytes.

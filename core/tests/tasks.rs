@@ -117,3 +117,31 @@ fn a_refused_edit_is_called_an_edit() {
     let text = e.to_string();
     assert!(text.contains("无权编辑") && !text.contains("上报"), "{text}");
 }
+
+#[test]
+fn photos_downloaded_for_viewing_stay_within_their_bound() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(gridlink_core::ManualClock::new(at(2026, 11, 16, 9)));
+    let opts = gridlink_core::ClientOptions { clock: clock.clone(), photo_cache_bytes: 2_500, ..Default::default() };
+    let mut phone = gridlink_core::Client::open_with(dir.path().join("p.db"), opts).unwrap();
+    phone.set_identity(grid_member()).unwrap();
+    // A photo taken on this phone is never evicted.
+    let id = phone.create_incident(NewIncident { category: "0501".into(), title: "垃圾".into(), ..Default::default() }).unwrap();
+    let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8, y as u8, 7]));
+    let mut jpeg = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+    let own = phone.attach_photo(&id, &jpeg).unwrap();
+    // Five downloads of 1,000 bytes into a 2,500-byte cache: the two newest stay.
+    let mut shas = Vec::new();
+    for i in 0..5u8 {
+        clock.advance(1000);
+        let bytes = vec![i; 1000];
+        let sha = gridlink_core::photo::sha256_hex(&bytes);
+        phone.store_downloaded_photo(&sha, &bytes).unwrap();
+        shas.push(sha);
+    }
+    let kept: Vec<bool> = shas.iter().map(|s| phone.photo(s).unwrap().is_some()).collect();
+    assert_eq!(kept, [false, false, false, true, true]);
+    assert!(phone.photo(&own).unwrap().is_some(), "the phone's own photo stays");
+}
