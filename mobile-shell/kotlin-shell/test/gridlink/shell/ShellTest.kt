@@ -116,6 +116,18 @@ fun main() {
             tasks.refresh()
             check("center's tasks", tasks.tasks.any { it.id == id })
 
+            // A dispatch picker, a search screen and a photo view from the bindings alone.
+            val targets = center.actionTargets(id, "dispatch")
+            check("dispatch picker has named units", targets.isNotEmpty() && targets.all { it.name.isNotEmpty() }) { targets.toString() }
+            check("not to the center itself", targets.none { it.code == "532331101" }) { targets.toString() }
+            val found = phone.searchPage("垃圾", 10u, 0u)
+            check("search screen with a total", found.total >= 1uL && found.items.any { it.id == id }) { found.toString() }
+            val sha = center.record(id).photos.firstOrNull()
+            check("record lists its photo", sha != null)
+            val jpeg = center.photo(sha!!)
+            check("photo downloaded for viewing", jpeg.size > 2 && jpeg[0] == 0xFF.toByte() && jpeg[1] == 0xD8.toByte()) { "${jpeg.size} bytes" }
+            check("tasks point at whoever can act", phone.myTasks(50u).none { it.id == id }) { "the grid member cannot act on an accepted record" }
+
             try {
                 GridlinkClient.open(File(tmp, "x").path, base).login("wangfang", "wrong", "手机")
                 check("wrong password refused", false)
