@@ -28,6 +28,7 @@ PEOPLE = f"""id,name,role,unit,password
 wangfang,王芳,网格员,532331101201-01-01,{PASSWORD}
 lijun,李军,便民服务站代办员,532331101201,{PASSWORD}
 zhaomin,赵敏,综治中心工作人员,532331101,{PASSWORD}
+chenqiang,陈强,部门经办人,532331101-D01,{PASSWORD}
 """
 
 
