@@ -1,0 +1,131 @@
+//! Every action a record offers can be taken through the bindings' action input: a record walks
+//! its life; at each step, for each role, every action in `allowed` is performed (on a copy of
+//! that person's phone) and must succeed.
+
+use std::sync::Arc;
+
+use gridlink_core::{Client, ClientOptions, Clock, ManualClock, NewIncident, OrgUnit, Person, Role, UnitCode, UnitKind};
+use gridlink_ffi::ActionInput;
+
+const TOWN: &str = "532331101";
+const VILLAGE: &str = "532331101201";
+const GROUP: &str = "532331101201-01";
+const GRID: &str = "532331101201-01-01";
+const DEPT: &str = "532331101-D01";
+
+fn code(c: &str) -> UnitCode {
+    UnitCode::parse(c).unwrap()
+}
+
+fn org() -> Vec<OrgUnit> {
+    let u = |c: &str, name: &str, kind, parent: Option<&str>| OrgUnit {
+        code: code(c),
+        name: name.into(),
+        kind,
+        parent: parent.map(code),
+        department_key: None,
+    };
+    vec![
+        u(TOWN, "广通镇", UnitKind::Town, None),
+        u(VILLAGE, "广通社区", UnitKind::Village, Some(TOWN)),
+        u(GROUP, "一组", UnitKind::Group, Some(VILLAGE)),
+        u(GRID, "一组1号网格", UnitKind::Grid, Some(GROUP)),
+        u(DEPT, "综合行政执法中队", UnitKind::Department, Some(TOWN)),
+    ]
+}
+
+fn people() -> Vec<Person> {
+    let p = |id: &str, role, unit: &str| Person { id: id.into(), name: id.into(), role, unit: code(unit) };
+    vec![
+        p("grid", Role::GridMember, GRID),
+        p("village", Role::StationStaff, VILLAGE),
+        p("center", Role::CenterOperator, TOWN),
+        p("dept", Role::DepartmentHandler, DEPT),
+    ]
+}
+
+fn phone(dir: &std::path::Path, name: &str, who: &Person, clock: &Arc<ManualClock>) -> Client {
+    let opts = ClientOptions { clock: clock.clone(), ..Default::default() };
+    let mut c = Client::open_with(dir.join(format!("{name}.db")), opts).unwrap();
+    c.set_identity(who.clone()).unwrap();
+    c.set_org_units(&org()).unwrap();
+    c
+}
+
+/// An input for `kind` with a payload that fits the record now.
+fn input(c: &Client, id: &str, kind: gridlink_core::ActionKind, now: i64) -> ActionInput {
+    use gridlink_core::ActionKind as K;
+    let target =
+        || c.action_targets(id, kind).unwrap().first().unwrap_or_else(|| panic!("{kind} offered without a target")).code.to_string();
+    match kind {
+        K::Route => ActionInput::Route { to_unit: target() },
+        K::Escalate => ActionInput::Escalate { to_unit: target() },
+        K::Dispatch => ActionInput::Dispatch { to_unit: target(), deadline_ms: None },
+        K::HandOff => ActionInput::HandOff { to_unit: target(), batch_id: "B1".into(), carrier: "李军".into() },
+        K::RequestExtension => ActionInput::RequestExtension { until_ms: now + 30 * 86_400_000 },
+        K::SelfResolve => ActionInput::SelfResolve { photos: vec![] },
+        K::Accept => ActionInput::Accept,
+        K::Sign => ActionInput::Sign,
+        K::Return => ActionInput::Return,
+        K::ApproveExtension => ActionInput::ApproveExtension,
+        K::DenyExtension => ActionInput::DenyExtension,
+        K::Handle => ActionInput::Handle { photos: vec![] },
+        K::Verify => ActionInput::Verify,
+        K::FailVerification => ActionInput::FailVerification,
+        K::Close => ActionInput::Close,
+        K::Evaluate => ActionInput::Evaluate { satisfaction: 5 },
+        K::Suspend => ActionInput::Suspend,
+        K::Resume => ActionInput::Resume,
+        K::Supervise => ActionInput::Supervise,
+        other => panic!("{other} is not an incident action"),
+    }
+}
+
+#[test]
+fn every_allowed_action_can_be_taken_at_every_step_by_every_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_795_395_600_000)); // 2026-11-23 09:00 +08:00
+    let people = people();
+    let mut phones: Vec<Client> = people.iter().map(|p| phone(dir.path(), &p.id, p, &clock)).collect();
+    let id = phones[0].create_incident(NewIncident { category: "0503".into(), title: "建筑垃圾".into(), ..Default::default() }).unwrap();
+    // The path the record takes, by (phone, action).
+    let path: Vec<(usize, ActionInput)> = vec![
+        (1, ActionInput::Escalate { to_unit: TOWN.into() }),
+        (2, ActionInput::Accept),
+        (2, ActionInput::Dispatch { to_unit: DEPT.into(), deadline_ms: None }),
+        (3, ActionInput::Sign),
+        (3, ActionInput::RequestExtension { until_ms: 1_795_395_600_000 + 20 * 86_400_000 }),
+        (2, ActionInput::ApproveExtension),
+        (2, ActionInput::Suspend),
+        (2, ActionInput::Resume),
+        (3, ActionInput::Handle { photos: vec![] }),
+        (2, ActionInput::Verify),
+        (2, ActionInput::Close),
+    ];
+    let mut performed = 0;
+    let mut copies = 0;
+    for step in 0..=path.len() {
+        // Everyone holds the same record.
+        let changes = phones.iter().map(|p| p.changes(&id).unwrap_or_default()).max_by_key(Vec::len).unwrap();
+        for p in &mut phones {
+            p.apply_remote(&id, &changes).unwrap();
+        }
+        for (who, p) in people.iter().zip(&phones) {
+            for kind in p.get(&id).unwrap().allowed {
+                clock.advance(60_000);
+                copies += 1;
+                let mut copy = phone(dir.path(), &format!("copy{copies}"), who, &clock);
+                copy.apply_remote(&id, &p.changes(&id).unwrap()).unwrap();
+                let action = input(&copy, &id, kind, clock.now_ms()).into_action().unwrap();
+                copy.act(&id, action, "说明").unwrap_or_else(|e| panic!("step {step}, {}: {kind} offered but refused: {e}", who.id));
+                performed += 1;
+            }
+        }
+        if let Some((who, action)) = path.get(step) {
+            clock.advance(60_000);
+            let kind = action.clone().into_action().unwrap().kind();
+            phones[*who].act(&id, action.clone().into_action().unwrap(), "说明").unwrap_or_else(|e| panic!("path {kind}: {e}"));
+        }
+    }
+    assert!(performed >= 30, "{performed} actions performed");
+}
