@@ -69,6 +69,7 @@ impl RecordFacts {
     /// The facts of a record; `limits` and `calendar` time the center's own steps.
     pub fn of(record: &Record, folded: &Folded, limits: &CenterLimits, calendar: &WorkCalendar) -> Self {
         let s = &folded.state;
+        let verification = last_verification(s, limits, calendar);
         let category = match &record.body {
             RecordBody::Incident(f) => f.category.clone(),
             RecordBody::ServiceRequest(f) => f.item.clone(),
@@ -94,8 +95,8 @@ impl RecordFacts {
             batch_id: s.batch_id.clone(),
             supervisions: s.supervisions,
             clock: current_clock(record.kind(), s, limits, calendar),
-            verify_due_ms: last_verification(s, limits, calendar).map(|v| v.0),
-            verified_ms: last_verification(s, limits, calendar).map(|v| v.1),
+            verify_due_ms: verification.map(|v| v.0),
+            verified_ms: verification.map(|v| v.1),
         }
     }
 

@@ -125,8 +125,12 @@ pub fn ingest(
 /// conflicts — is not left to vanish: a notice (督办/通知 list) goes to the unit whose work was
 /// voided and to the unit that answers for the record, saying what was voided and who holds it now.
 fn notify_voided(tx: &Connection, before: &Record, after: &Record, ctx: &IngestCtx<'_>) -> AppResult<()> {
-    let was = before.fold();
+    // Most pushes void nothing: fold the earlier state only when the new one has conflicts.
     let now = after.fold();
+    if now.conflicts() == 0 {
+        return Ok(());
+    }
+    let was = before.fold();
     let counted: HashSet<&str> = was.entries.iter().filter(|e| e.conflict.is_none()).map(|e| e.entry.id.as_str()).collect();
     let voided: Vec<&TimelineEntry> = now
         .entries
