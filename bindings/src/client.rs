@@ -411,10 +411,10 @@ impl GridlinkClient {
     }
 
     /// Search a page at a time (at most 200 a page), with the number of all matches.
-    pub fn search_page(&self, text: String, limit: u32, offset: u32) -> R<SearchPageView> {
+    pub fn search_page(&self, text: String, limit: u32, offset: u32) -> R<RecordPageView> {
         self.with(|c| {
             let page = c.search_page(&text, limit as usize, offset as usize)?;
-            Ok(SearchPageView { items: page.items.into_iter().map(Into::into).collect(), total: page.total })
+            Ok(RecordPageView { items: page.items.into_iter().map(Into::into).collect(), total: page.total })
         })
     }
 

@@ -464,7 +464,7 @@ impl ListFilter {
     }
 }
 
-/// One page of a list and the number of all matches.
+/// One page of a list or of search results, and the number of all matches.
 #[derive(Debug, Clone, uniffi::Record)]
 pub struct RecordPageView {
     pub items: Vec<RecordSummaryView>,
@@ -502,13 +502,6 @@ pub struct NoticeView {
     pub record_id: String,
     pub time_ms: i64,
     pub text: String,
-}
-
-/// One page of search results and the number of all matches.
-#[derive(Debug, Clone, uniffi::Record)]
-pub struct SearchPageView {
-    pub items: Vec<RecordSummaryView>,
-    pub total: u64,
 }
 
 /// What a sync did.

@@ -192,16 +192,9 @@ pub struct Notice {
     pub text: String,
 }
 
-/// One page of a list, with the number of all records matching its filters.
+/// One page of a list or of search results, with the number of all matches.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ListPage {
-    pub items: Vec<RecordSummary>,
-    pub total: u64,
-}
-
-/// One page of search results, with the number of all matches.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SearchPage {
     pub items: Vec<RecordSummary>,
     pub total: u64,
 }
@@ -257,8 +250,8 @@ impl Client {
             }
         };
         let actor = ActorId::from(hex::decode(&device_id).map_err(|_| CoreError::CorruptDocument { id: "device_id".into() })?);
-        let identity = store::meta_get(&conn, "identity")?.and_then(|s| serde_json::from_str(&s).ok());
-        let hlc = HlcClock::from_last(store::meta_get(&conn, "hlc")?.and_then(|s| serde_json::from_str(&s).ok()));
+        let identity = store::meta_get_json(&conn, "identity")?;
+        let hlc = HlcClock::from_last(store::meta_get_json(&conn, "hlc")?.flatten());
         let client = Self { conn, path, device_id, actor, identity, hlc, opts };
         client.reindex_if_stale()?;
         Ok(client)
@@ -321,7 +314,7 @@ impl Client {
             return Err(CoreError::InvalidInput(format!("{}不能隶属于单位 {}", identity.role, identity.unit)));
         }
         let tx = self.conn.unchecked_transaction()?;
-        store::meta_set(&tx, "identity", &serde_json::to_string(&identity).expect("serialisable"))?;
+        store::meta_set_json(&tx, "identity", &identity)?;
         tx.commit()?;
         let changed = self.identity.as_ref() != Some(&identity);
         self.identity = Some(identity);
@@ -345,7 +338,7 @@ impl Client {
     /// Keeps the unit's notices as the server last sent them.
     pub fn set_notices(&mut self, notices: &[Notice]) -> Result<()> {
         let tx = self.conn.unchecked_transaction()?;
-        store::meta_set(&tx, "notices", &serde_json::to_string(notices).expect("serialisable"))?;
+        store::meta_set_json(&tx, "notices", notices)?;
         tx.commit()?;
         Ok(())
     }
@@ -353,20 +346,20 @@ impl Client {
     /// The notices for the person's unit (督办, work voided by concurrent actions), newest first,
     /// as of the last sync.
     pub fn notices(&self) -> Result<Vec<Notice>> {
-        Ok(store::meta_get(&self.conn, "notices")?.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default())
+        Ok(store::meta_get_json(&self.conn, "notices")?.unwrap_or_default())
     }
 
     /// Keeps the town's org units (from the server) for pickers and names.
     pub fn set_org_units(&mut self, units: &[OrgUnit]) -> Result<()> {
         let tx = self.conn.unchecked_transaction()?;
-        store::meta_set(&tx, "org_units", &serde_json::to_string(units).expect("serialisable"))?;
+        store::meta_set_json(&tx, "org_units", units)?;
         tx.commit()?;
         Ok(())
     }
 
     /// The town's org units the phone knows (empty before the first login or sync).
     pub fn org_units(&self) -> Result<Vec<OrgUnit>> {
-        Ok(store::meta_get(&self.conn, "org_units")?.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default())
+        Ok(store::meta_get_json(&self.conn, "org_units")?.unwrap_or_default())
     }
 
     /// The units the current person may name as the target of `kind` (dispatch, escalate, route,
@@ -498,7 +491,7 @@ impl Client {
         store::write_doc(&tx, &id, record.kind(), DocWrite::Create(doc.save()))?;
         self.index(&tx, &record, &folded)?;
         queue_change(&tx, &id, change, now)?;
-        store::meta_set(&tx, "hlc", &serde_json::to_string(&self.hlc.last()).expect("serialisable"))?;
+        store::meta_set_json(&tx, "hlc", &self.hlc.last())?;
         tx.commit()?;
         Ok(id)
     }
@@ -685,7 +678,7 @@ impl Client {
         save_doc(&tx, id, record.kind(), &mut next, &heads)?;
         self.index(&tx, &record, &folded)?;
         queue_change(&tx, id, change, now)?;
-        store::meta_set(&tx, "hlc", &serde_json::to_string(&self.hlc.last()).expect("serialisable"))?;
+        store::meta_set_json(&tx, "hlc", &self.hlc.last())?;
         tx.commit()?;
         *doc = next;
         Ok(())
@@ -814,11 +807,11 @@ impl Client {
     }
 
     /// [`Client::search`] a page at a time (at most 200 a page), with the number of matches.
-    pub fn search_page(&self, text: &str, limit: usize, offset: usize) -> Result<SearchPage> {
+    pub fn search_page(&self, text: &str, limit: usize, offset: usize) -> Result<ListPage> {
         let cleaned: String = text.chars().filter(|c| !c.is_control()).collect();
         let text = cleaned.trim();
         if text.is_empty() {
-            return Ok(SearchPage { items: Vec::new(), total: 0 });
+            return Ok(ListPage { items: Vec::new(), total: 0 });
         }
         let limit = limit.clamp(1, 200) as i64;
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
@@ -838,7 +831,7 @@ impl Client {
             "SELECT {cols} FROM records_fts f JOIN records r ON r.id = f.id WHERE {filter} ORDER BY r.updated_ms DESC, r.id LIMIT ?2 OFFSET ?3"
         );
         let items = self.summaries(&sql, params![term, limit, offset])?;
-        Ok(SearchPage { items, total: total.max(0) as u64 })
+        Ok(ListPage { items, total: total.max(0) as u64 })
     }
 
     fn summaries(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<RecordSummary>> {
@@ -998,7 +991,7 @@ impl Client {
             store::write_doc(&tx, id, record.kind(), DocWrite::Create(saved))?;
         }
         self.index(&tx, &record, &folded)?;
-        store::meta_set(&tx, "hlc", &serde_json::to_string(&hlc.last()).expect("serialisable"))?;
+        store::meta_set_json(&tx, "hlc", &hlc.last())?;
         tx.commit()?;
         self.hlc = hlc;
         Ok(())

@@ -51,7 +51,7 @@ pub use calendar::{TimeLimit, WorkCalendar};
 pub use catalog::{Catalog, HandlingLevel, ServiceMode};
 pub use client::{
     Client, ClientOptions, Clock, HistoryExport, ListPage, ManualClock, NewIncident, NewServiceRequest, RecordQuery, RecordSummary,
-    RecordView, SearchPage, SystemClock, complete_action, masked_json, service_request_body,
+    RecordView, SystemClock, complete_action, masked_json, service_request_body,
 };
 pub use error::{CoreError, Result};
 pub use hlc::Hlc;

@@ -163,6 +163,16 @@ pub fn meta_set(tx: &Transaction<'_>, key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// Reads a meta value stored as JSON; an unreadable value counts as absent.
+pub fn meta_get_json<T: serde::de::DeserializeOwned>(conn: &Connection, key: &str) -> Result<Option<T>> {
+    Ok(meta_get(conn, key)?.and_then(|s| serde_json::from_str(&s).ok()))
+}
+
+/// Writes a meta value as JSON.
+pub fn meta_set_json<T: serde::Serialize + ?Sized>(tx: &Transaction<'_>, key: &str, value: &T) -> Result<()> {
+    meta_set(tx, key, &serde_json::to_string(value).expect("serialisable"))
+}
+
 /// Deletes a meta value.
 pub fn meta_delete(tx: &Transaction<'_>, key: &str) -> Result<()> {
     tx.execute("DELETE FROM meta WHERE key = ?1", [key])?;
