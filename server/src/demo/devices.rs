@@ -1,0 +1,69 @@
+//! Simulated phones of the demo: each person's own core `Client`, whose changes enter the server
+//! through the same validated ingest a sync uses.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use gridlink_core::{Client, ClientOptions, Clock, ManualClock, Person};
+
+use crate::app::AppState;
+use crate::docs::ingest;
+use crate::error::{AppError, AppResult};
+
+pub(super) struct Devices<'a> {
+    pub(super) state: &'a AppState,
+    pub(super) dir: tempfile::TempDir,
+    pub(super) clock: Arc<ManualClock>,
+    pub(super) devices: HashMap<String, Client>,
+    pub(super) people: HashMap<String, Person>,
+}
+
+impl Devices<'_> {
+    pub(super) fn client(&mut self, pid: &str) -> AppResult<&mut Client> {
+        if !self.devices.contains_key(pid) {
+            let opts = ClientOptions { clock: self.clock.clone(), ..Default::default() };
+            let mut c = Client::open_with(self.dir.path().join(format!("{pid}.db")), opts)?;
+            c.set_identity(self.people[pid].clone())?;
+            self.devices.insert(pid.to_owned(), c);
+        }
+        Ok(self.devices.get_mut(pid).expect("just inserted"))
+    }
+
+    /// Gives the device the server's copy of a record (what its sync would do).
+    pub(super) fn bring(&mut self, pid: &str, doc: &str) -> AppResult<()> {
+        let doc_id = doc.to_owned();
+        let changes: Vec<Vec<u8>> = {
+            let conn = self.state.db.reader();
+            let mut stmt = conn.prepare("SELECT bytes FROM changes WHERE doc_id = ?1 ORDER BY seq")?;
+            let rows = stmt.query_map([&doc_id], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let now = self.clock.now_ms();
+        if !changes.is_empty() {
+            self.client(pid)?.apply_from_server(doc, &changes, now)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the device's queued changes of a record through the server's ingest.
+    pub(super) fn push(&mut self, pid: &str, doc: &str) -> AppResult<()> {
+        let person = self.people[pid].clone();
+        let now = self.clock.now_ms();
+        let client = self.client(pid)?;
+        let queued: Vec<_> = client.outbox(1000)?.into_iter().filter(|e| e.doc_id == doc).collect();
+        let changes: Vec<Vec<u8>> = queued.iter().map(|e| e.bytes.clone()).collect();
+        let hashes: Vec<String> = queued.iter().map(|e| e.hash.clone()).collect();
+        let mut conn = self.state.db.writer();
+        let tx = conn.transaction()?;
+        let mut events = Vec::new();
+        let routing = self.state.routing();
+        let mut ctx = self.state.ingest_ctx(&routing, now, &mut events);
+        if let Err((_, reason)) = ingest(&tx, &mut ctx, &format!("demo-{pid}"), &person, doc, &changes)? {
+            return Err(AppError::Internal(format!("demo change refused: {reason}")));
+        }
+        tx.commit()?;
+        drop(conn);
+        self.client(pid)?.acknowledge(&hashes)?;
+        Ok(())
+    }
+}
