@@ -1,8 +1,10 @@
 //! Photos: uploaded by SHA-256 in resumable chunks, verified on arrival, size-limited, and served
 //! with HTTP range support to those who may see a record that shows them.
 
+use std::collections::HashSet;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
+use std::sync::{LazyLock, Mutex};
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -59,8 +61,80 @@ pub async fn status(State(state): State<AppState>, _auth: AuthDevice, Path(sha):
     Ok(Json(state_json(received, complete)))
 }
 
+/// Part files being written now. A second upload of the same photo at the same moment is told
+/// to resume later instead of writing the same file at once.
+static WRITING: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(Default::default);
+
+/// The right to write one part file, released on drop.
+struct Writing(PathBuf);
+
+impl Writing {
+    fn take(part: &std::path::Path) -> Option<Self> {
+        let mut busy = WRITING.lock().unwrap_or_else(|p| p.into_inner());
+        busy.insert(part.to_owned()).then(|| Writing(part.to_owned()))
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        WRITING.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.0);
+    }
+}
+
+/// What a chunk's file work found, for the writer to record.
+enum Landed {
+    /// The chunk is on disk; the photo has this many bytes so far.
+    Part(u64),
+    /// The whole photo is on disk under its final name, verified.
+    Complete(u64),
+    /// The photo did not match its hash; the part file is gone.
+    Corrupt,
+}
+
+/// Writes a chunk at `offset` of the part file and makes it durable; after the last chunk,
+/// verifies the photo and moves it to its final name. Blocking file work, done before the writer
+/// is asked to record anything: the writer only records what is already durable.
+fn land_chunk(
+    final_path: &std::path::Path,
+    part_path: &std::path::Path,
+    sha: &str,
+    offset: u64,
+    total: u64,
+    body: &[u8],
+) -> AppResult<Landed> {
+    let io = AppError::file;
+    std::fs::create_dir_all(part_path.parent().expect("has a parent")).map_err(io)?;
+    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(part_path).map_err(io)?;
+    // A crash after writing but before recording leaves extra bytes: cut back to what is recorded.
+    f.set_len(offset).map_err(io)?;
+    f.seek(SeekFrom::Start(offset)).map_err(io)?;
+    f.write_all(body).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    let received = offset + body.len() as u64;
+    if received < total {
+        return Ok(Landed::Part(received));
+    }
+    let bytes = std::fs::read(part_path).map_err(io)?;
+    if hex::encode(Sha256::digest(&bytes)) != sha {
+        std::fs::remove_file(part_path).map_err(io)?;
+        return Ok(Landed::Corrupt);
+    }
+    std::fs::rename(part_path, final_path).map_err(io)?;
+    Ok(Landed::Complete(received))
+}
+
+/// True when the photo already lies under its final name and matches its hash (a crash came
+/// after the move and before the database recorded it).
+fn already_landed(final_path: &std::path::Path, sha: &str) -> bool {
+    std::fs::read(final_path).is_ok_and(|bytes| hex::encode(Sha256::digest(&bytes)) == sha)
+}
+
 /// `PUT /api/v1/attachments/{sha}?offset=N&total=T`: appends one chunk. A chunk at the wrong
 /// offset gets 409 with the offset to resume from; the last chunk is verified against the hash.
+///
+/// The chunk is written and synced to disk outside the database's single writer (so a slow disk
+/// never holds up other devices' sync rounds); the writer then records the new length only if no
+/// one else moved it meanwhile.
 pub async fn upload(
     State(state): State<AppState>,
     auth: AuthDevice,
@@ -77,51 +151,55 @@ pub async fn upload(
         return Err(AppError::BadRequest("分块超出照片总大小".into()));
     }
     let (final_path, part_path) = paths(&state, &sha);
+    let Some(_writing) = Writing::take(&part_path) else {
+        return Err(AppError::Conflict("该照片正在由另一次上传写入,请稍后从断点续传".into()));
+    };
+    let key = sha.clone();
+    let known = state.db.read(move |c| upload_state(c, &key)).await?;
+    let received = match known {
+        Some((_, received, true)) => return Ok(Json(state_json(received, true)).into_response()),
+        Some((total, _, _)) if total != q.total => return Err(AppError::Conflict("照片总大小与之前的上传不一致".into())),
+        Some((_, received, false)) if q.offset != received => {
+            return Ok((StatusCode::CONFLICT, Json(state_json(received, false))).into_response());
+        }
+        Some((_, received, false)) => received,
+        None if q.offset != 0 => return Ok((StatusCode::CONFLICT, Json(state_json(0, false))).into_response()),
+        None => 0,
+    };
+    let (fp, pp, key, total) = (final_path.clone(), part_path.clone(), sha.clone(), q.total);
+    let landed = if already_landed(&final_path, &sha) {
+        Landed::Complete(total)
+    } else {
+        tokio::task::spawn_blocking(move || land_chunk(&fp, &pp, &key, received, total, &body))
+            .await
+            .map_err(|e| AppError::Internal(format!("chunk write: {e}")))??
+    };
     let now = state.now_ms();
+    let person = auth.person.id.clone();
     state
         .db
         .write(move |c| {
-            let (total, received, complete) = match upload_state(c, &sha)? {
-                Some(s) => s,
-                None => {
-                    c.execute(
-                        "INSERT INTO attachments(sha256, total, received, complete, uploader, created_ms) VALUES (?1, ?2, 0, 0, ?3, ?4)",
-                        params![sha, q.total as i64, auth.person.id, now],
-                    )?;
-                    (q.total, 0, false)
+            let (received, complete) = match landed {
+                Landed::Part(n) => (n, false),
+                Landed::Complete(n) => (n, true),
+                Landed::Corrupt => {
+                    c.execute("UPDATE attachments SET received = 0 WHERE sha256 = ?1", [&sha])?;
+                    return Err(AppError::Unprocessable("照片校验失败,请重新上传".into()));
                 }
             };
-            if complete {
-                return Ok(Json(state_json(total, true)).into_response());
+            // Recorded only over the length this chunk started from: what the disk holds.
+            let from = i64::try_from(q.offset).unwrap_or(i64::MAX);
+            let moved = c.execute(
+                "INSERT INTO attachments(sha256, total, received, complete, uploader, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(sha256) DO UPDATE SET received = excluded.received, complete = excluded.complete
+                 WHERE attachments.received = ?7 AND attachments.complete = 0",
+                params![sha, q.total as i64, received as i64, complete, person, now, from],
+            )?;
+            if moved == 0 {
+                let (_, now_received, now_complete) = upload_state(c, &sha)?.unwrap_or((q.total, 0, false));
+                return Ok((StatusCode::CONFLICT, Json(state_json(now_received, now_complete))).into_response());
             }
-            if total != q.total {
-                return Err(AppError::Conflict("照片总大小与之前的上传不一致".into()));
-            }
-            if q.offset != received {
-                return Ok((StatusCode::CONFLICT, Json(state_json(received, false))).into_response());
-            }
-            let io = AppError::file;
-            std::fs::create_dir_all(part_path.parent().expect("has a parent")).map_err(io)?;
-            let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&part_path).map_err(io)?;
-            // A crash after writing but before recording leaves extra bytes: cut back to what is recorded.
-            f.set_len(received).map_err(io)?;
-            f.seek(SeekFrom::Start(received)).map_err(io)?;
-            f.write_all(&body).map_err(io)?;
-            f.sync_all().map_err(io)?;
-            let received = received + body.len() as u64;
-            if received < total {
-                c.execute("UPDATE attachments SET received = ?1 WHERE sha256 = ?2", params![received as i64, sha])?;
-                return Ok(Json(state_json(received, false)).into_response());
-            }
-            let bytes = std::fs::read(&part_path).map_err(io)?;
-            if hex::encode(Sha256::digest(&bytes)) != sha {
-                std::fs::remove_file(&part_path).map_err(io)?;
-                c.execute("UPDATE attachments SET received = 0 WHERE sha256 = ?1", [&sha])?;
-                return Err(AppError::Unprocessable("照片校验失败,请重新上传".into()));
-            }
-            std::fs::rename(&part_path, &final_path).map_err(io)?;
-            c.execute("UPDATE attachments SET received = ?1, complete = 1 WHERE sha256 = ?2", params![received as i64, sha])?;
-            Ok(Json(state_json(received, true)).into_response())
+            Ok(Json(state_json(received, complete)).into_response())
         })
         .await
 }
@@ -166,26 +244,35 @@ pub async fn download(State(state): State<AppState>, auth: AuthDevice, Path(sha)
     Ok(served.map(Body::new))
 }
 
-/// Stores a whole photo received in one piece (from the web console), marked complete.
-pub fn store_complete(conn: &Connection, state: &AppState, sha: &str, jpeg: &[u8], uploader: &str, now_ms: i64) -> AppResult<()> {
+/// Puts a whole photo received in one piece (from the web console) on disk under its final
+/// name, durably. Blocking file work: call it before the write that records the photo
+/// ([`record_complete`]), never inside the writer. Written aside and renamed, so a crash never
+/// leaves a half photo under its final name; a photo never recorded (its write failed) stays as a
+/// harmless file named by its hash.
+pub fn land_whole(state: &AppState, sha: &str, jpeg: &[u8]) -> AppResult<()> {
     valid_sha(sha)?;
     if jpeg.len() as u64 > state.settings.max_attachment_bytes {
         return Err(AppError::TooLarge(state.settings.max_attachment_bytes as usize));
     }
-    if upload_state(conn, sha)?.is_some_and(|(_, _, complete)| complete) {
+    let (final_path, _) = paths(state, sha);
+    if already_landed(&final_path, sha) {
         return Ok(());
     }
-    let (final_path, part_path) = paths(state, sha);
+    let whole = final_path.with_extension("whole");
     let io = AppError::file;
-    std::fs::create_dir_all(part_path.parent().expect("has a parent")).map_err(io)?;
-    // Written aside and renamed: a crash never leaves a half photo under its final name.
-    std::fs::write(&part_path, jpeg).map_err(io)?;
-    std::fs::File::open(&part_path).and_then(|f| f.sync_all()).map_err(io)?;
-    std::fs::rename(&part_path, &final_path).map_err(io)?;
+    std::fs::create_dir_all(whole.parent().expect("has a parent")).map_err(io)?;
+    std::fs::write(&whole, jpeg).map_err(io)?;
+    std::fs::File::open(&whole).and_then(|f| f.sync_all()).map_err(io)?;
+    std::fs::rename(&whole, &final_path).map_err(io)?;
+    Ok(())
+}
+
+/// Records a photo that [`land_whole`] put on disk as complete.
+pub fn record_complete(conn: &Connection, sha: &str, len: usize, uploader: &str, now_ms: i64) -> AppResult<()> {
     conn.execute(
         "INSERT INTO attachments(sha256, total, received, complete, uploader, created_ms) VALUES (?1, ?2, ?2, 1, ?3, ?4)
          ON CONFLICT(sha256) DO UPDATE SET total = excluded.total, received = excluded.total, complete = 1",
-        params![sha, jpeg.len() as i64, uploader, now_ms],
+        params![sha, len as i64, uploader, now_ms],
     )?;
     Ok(())
 }

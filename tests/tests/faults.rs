@@ -198,3 +198,68 @@ fn a_link_that_never_answers_fails_after_the_answer_time_limit() {
     assert!(took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(60), "{took:?}");
     assert!(!held.lock().unwrap().is_empty(), "the connection was accepted");
 }
+
+/// A photo whose file cannot be written (a hung disk, here a FIFO no one reads in place of the
+/// part file) holds up no one else: while its upload hangs, other devices' sync rounds go on. The
+/// photo is recorded only once its bytes are on disk.
+#[test]
+fn a_stuck_photo_write_does_not_hold_up_sync_rounds() {
+    let server = TestServer::start();
+    let uploader = server.phone("grid_a");
+    let tok = token(&uploader);
+    let photo: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    let sha = gridlink_core::photo::sha256_hex(&photo);
+    let dir = server.state.settings.data_dir.join("attachments").join(&sha[..2]);
+    std::fs::create_dir_all(&dir).unwrap();
+    let part = dir.join(format!("{sha}.part"));
+    assert!(std::process::Command::new("mkfifo").arg(&part).status().unwrap().success());
+
+    let url = format!("{}/api/v1/attachments/{sha}?offset=0&total={}", server.base, photo.len());
+    let put = {
+        let (url, tok, body) = (url.clone(), tok.clone(), photo.clone());
+        move || {
+            let resp = http().put(&url).header("Authorization", format!("Bearer {tok}")).send(&body[..]).unwrap();
+            resp.status().as_u16()
+        }
+    };
+    let stuck = std::thread::spawn(put.clone());
+    // The upload now waits on the FIFO. Other devices report and sync as usual.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!stuck.is_finished(), "the upload should be hanging on its file");
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let base = server.base.clone();
+    std::thread::spawn(move || {
+        let mut grid = Phone::login(&base, "grid_b");
+        let mut center = Phone::login(&base, "center");
+        grid.create_incident(NewIncident { category: "0501".into(), title: "照片卡住时上报".into(), ..Default::default() }).unwrap();
+        grid.sync().unwrap();
+        center.sync().unwrap();
+        done_tx.send(center.record_count().unwrap()).unwrap();
+    });
+    let seen = done_rx.recv_timeout(std::time::Duration::from_secs(120)).expect("sync rounds went on while a photo write hung");
+    assert_eq!(seen, 1);
+    assert!(!stuck.is_finished(), "the upload is still hanging");
+    // Nothing about the photo is recorded while its bytes are not on disk.
+    let status =
+        http().get(format!("{}/api/v1/attachments/{sha}/status", server.base)).header("Authorization", format!("Bearer {tok}")).call();
+    assert_eq!(status.unwrap().status(), 404);
+
+    // The disk comes back (the FIFO is read, then removed): the hung upload fails and changes
+    // nothing; uploaded again, the photo is stored whole.
+    let drain = std::fs::File::open(&part).and_then(|mut f| std::io::copy(&mut f, &mut std::io::sink()));
+    assert!(drain.is_ok());
+    let first = stuck.join().unwrap();
+    assert!(first >= 400, "the upload that hit the broken file answered {first}");
+    let _ = std::fs::remove_file(&part);
+    assert_eq!(put(), 200);
+    let (code, body) = json(
+        http()
+            .get(format!("{}/api/v1/attachments/{sha}/status", server.base))
+            .header("Authorization", format!("Bearer {tok}"))
+            .call()
+            .unwrap(),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(body["complete"], true);
+    assert_eq!(std::fs::read(dir.join(&sha)).unwrap(), photo);
+}

@@ -372,11 +372,20 @@ pub async fn act(State(state): State<AppState>, session: Session, Path(id): Path
         if let Action::Handle { photos } | Action::SelfResolve { photos } = &mut action {
             photos.clone_from(&shas);
         }
+        // The photo goes to disk (and is synced) before the write: the writer only records it.
+        let landed = match photo {
+            Some(p) => {
+                let (st, len) = (state.clone(), p.jpeg.len());
+                let write = move || crate::attachments::land_whole(&st, &p.sha256, &p.jpeg).map(|()| (p.sha256, len));
+                Some(tokio::task::spawn_blocking(write).await.map_err(|e| AppError::Internal(format!("photo write: {e}")))??)
+            }
+            None => None,
+        };
         let (doc_id, s) = (id.clone(), session.clone());
         let kind = action.kind();
         let visible_after = write_as(&state, move |tx, ctx, st| {
-            if let Some(p) = &photo {
-                crate::attachments::store_complete(tx, st, &p.sha256, &p.jpeg, &s.person().id, ctx.now_ms)?;
+            if let Some((sha, len)) = &landed {
+                crate::attachments::record_complete(tx, sha, *len, &s.person().id, ctx.now_ms)?;
             }
             let action = match action {
                 Action::Supervise { overdue, .. } => {
