@@ -71,6 +71,9 @@ const MIGRATIONS: &[&str] = &[
     ",
     // 2: grid boundaries for the console's map: a JSON array of [longitude, latitude] points.
     "ALTER TABLE units ADD COLUMN boundary TEXT;",
+    // 3: the console's lists (kind, open or closed, newest first) with the scope columns, so a
+    // list's count and its first page are read from the index alone.
+    "CREATE INDEX docs_list ON docs(kind, open, updated_ms, location, holder, reporter);",
 ];
 
 /// Connections to the server database.

@@ -500,26 +500,20 @@ pub fn write_index(tx: &Connection, record: &Record, doc: &mut RecordDoc, ctx: &
     Ok(())
 }
 
-/// Ids of the records `person` may see: a SQL prefilter by unit prefix, then the core's scope
-/// rule on each candidate, so the server and the phones can never disagree.
+/// The scope rule as an SQL condition over the `docs` index, with the person's unit bound to `?1`
+/// and their id to `?2`: a record is in scope when its location or its holder lies within the
+/// person's unit, or the person reported it. This is the core's [`access`] rule, `!= None`,
+/// written over the index columns (the index keeps no assignee, and neither does sync's scope),
+/// so every list filters scope inside the query, before any `LIMIT`. The test
+/// `every_list_is_complete_for_every_role` checks it against [`ScopeEvent::visible_to`].
+pub fn scope_sql() -> String {
+    format!("({} OR {} OR reporter = ?2)", within_sql("location", "?1"), within_sql("holder", "?1"))
+}
+
+/// Ids of the records `person` may see.
 pub fn scope_ids(conn: &Connection, person: &Person) -> AppResult<HashSet<String>> {
-    let unit = person.unit.as_str();
-    let sql = format!(
-        "SELECT id, location, holder, reporter FROM docs WHERE {} OR {} OR reporter = ?2",
-        within_sql("location", "?1"),
-        within_sql("holder", "?1")
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![unit, person.id], |r| {
-        Ok(ScopeEvent { doc_id: r.get(0)?, location: r.get(1)?, holder: r.get(2)?, reporter: r.get(3)? })
-    })?;
-    let mut ids = HashSet::new();
-    for row in rows {
-        let row = row?;
-        if row.visible_to(person) {
-            ids.insert(row.doc_id);
-        }
-    }
+    let mut stmt = conn.prepare_cached(&format!("SELECT id FROM docs WHERE {}", scope_sql()))?;
+    let ids = stmt.query_map(params![person.unit.as_str(), person.id], |r| r.get(0))?.collect::<Result<_, _>>()?;
     Ok(ids)
 }
 

@@ -1,8 +1,6 @@
 //! The four-level linkage on the server: the deadline sweeper (督办), figures, the station ledger
 //! (台账), hand-off manifests, notices and the routing rules an admin edits.
 
-use std::collections::HashSet;
-
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
@@ -19,7 +17,7 @@ use serde::Deserialize;
 use crate::app::{AppState, require_admin};
 use crate::auth::AuthDevice;
 use crate::db;
-use crate::docs::{load_doc, scope_ids, system_act};
+use crate::docs::{load_doc, scope_sql, system_act};
 use crate::error::{AppError, AppResult};
 
 /// Raises a supervision notice (督办) on every incident whose running clock passed its due time and
@@ -184,17 +182,15 @@ fn download(bytes: Vec<u8>, content_type: &'static str, filename: &str) -> Respo
         .into_response()
 }
 
-/// Facts of the records `auth` may see.
+/// Facts of the records `person` may see (scope in the query).
 fn facts_in_scope(conn: &Connection, person: &Person) -> AppResult<Vec<RecordFacts>> {
-    let scope = scope_ids(conn, person)?;
-    let mut stmt = conn.prepare("SELECT id, facts FROM docs")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut stmt = conn.prepare_cached(&format!("SELECT id, facts FROM docs WHERE {}", scope_sql()))?;
+    let rows =
+        stmt.query_map(rusqlite::params![person.unit.as_str(), person.id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     let mut out = Vec::new();
     for row in rows {
         let (id, facts) = row?;
-        if scope.contains(&id) {
-            out.push(serde_json::from_str(&facts).map_err(|e| AppError::Internal(format!("facts of {id}: {e}")))?);
-        }
+        out.push(serde_json::from_str(&facts).map_err(|e| AppError::Internal(format!("facts of {id}: {e}")))?);
     }
     Ok(out)
 }
@@ -216,17 +212,23 @@ pub fn figures_for(conn: &Connection, state: &AppState, person: &Person, from: i
     Ok(figures::compute(&facts, &state.catalog, from, to, state.now_ms(), &name))
 }
 
+/// The records in `person`'s scope matching `filter` (SQL over the `docs` index: `?1` is the
+/// person's unit, `?2` their id, `?3`… the `args`), read and folded, in index order. Scope is a
+/// condition of the query ([`scope_sql`]).
 pub fn records_where(
     conn: &Connection,
     state: &AppState,
-    sql: &str,
+    person: &Person,
+    filter: &str,
     args: &[&dyn rusqlite::ToSql],
-    scope: &HashSet<String>,
 ) -> AppResult<Vec<(Record, gridlink_core::Folded)>> {
-    let mut stmt = conn.prepare(sql)?;
-    let ids: Vec<String> = stmt.query_map(args, |r| r.get(0))?.collect::<Result<_, _>>()?;
-    let mut out = Vec::new();
-    for id in ids.into_iter().filter(|id| scope.contains(id)) {
+    let mut stmt = conn.prepare(&format!("SELECT id FROM docs WHERE ({filter}) AND {} ORDER BY created_ms, id", scope_sql()))?;
+    let (unit, me) = (person.unit.as_str(), person.id.as_str());
+    let mut all: Vec<&dyn rusqlite::ToSql> = vec![&unit, &me];
+    all.extend_from_slice(args);
+    let ids: Vec<String> = stmt.query_map(all.as_slice(), |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
         if let Some(doc) = load_doc(conn, &id, &state.server_actor)? {
             let record = doc.read()?;
             let folded = record.fold();
@@ -252,13 +254,12 @@ pub async fn ledger(State(state): State<AppState>, auth: AuthDevice, Query(q): Q
     let (table, count) = state
         .db
         .read(move |c| {
-            let scope = scope_ids(c, &auth.person)?;
             let records = records_where(
                 c,
                 &st,
-                "SELECT id FROM docs WHERE kind = 'service_request' AND location = ?1 AND created_ms >= ?2 AND created_ms < ?3",
+                &auth.person,
+                "kind = 'service_request' AND location = ?3 AND created_ms >= ?4 AND created_ms < ?5",
                 &[&station.as_str(), &from, &to],
-                &scope,
             )?;
             let names = unit_names(c)?;
             let title = format!(
@@ -286,8 +287,7 @@ pub async fn batch(
     let table = state
         .db
         .read(move |c| {
-            let scope = scope_ids(c, &auth.person)?;
-            let records = records_where(c, &st, "SELECT id FROM docs WHERE batch_id = ?1", &[&key], &scope)?;
+            let records = records_where(c, &st, &auth.person, "batch_id = ?3", &[&key])?;
             if records.is_empty() {
                 return Err(AppError::NotFound);
             }

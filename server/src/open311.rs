@@ -36,7 +36,6 @@ use gridlink_core::calendar::local_time;
 use gridlink_core::org::access;
 use gridlink_core::pii::mask_in_text;
 use gridlink_core::record::{IncidentFields, RecordDoc};
-use gridlink_core::store::within_sql;
 use gridlink_core::sync::validate::scope_of;
 use gridlink_core::workflow::TimelineEntry;
 use gridlink_core::{Access, Action, GeoPoint, Hlc, Person, Record, RecordBody, Status, UnitCode};
@@ -45,7 +44,7 @@ use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::auth::{load_person, token_hash};
-use crate::docs::{ingest, load_doc};
+use crate::docs::{ingest, load_doc, scope_sql};
 use crate::error::AppResult;
 
 /// Longest accepted text of each POST field, in characters.
@@ -452,12 +451,8 @@ fn ids_by_number(c: &Connection, wanted: &[String]) -> AppResult<Vec<String>> {
 /// with the service and status filters, newest first, at most 1,000.
 fn filtered_ids(c: &Connection, person: &Person, start: i64, end: i64, codes: &[String], statuses: &[String]) -> AppResult<Vec<String>> {
     use rusqlite::types::Value as V;
-    let mut sql = format!(
-        "SELECT id FROM docs WHERE kind = 'incident' AND created_ms >= ?1 AND created_ms < ?2 AND ({} OR {} OR reporter = ?4)",
-        within_sql("location", "?3"),
-        within_sql("holder", "?3")
-    );
-    let mut args = vec![V::Integer(start), V::Integer(end), V::Text(person.unit.as_str().to_owned()), V::Text(person.id.clone())];
+    let mut sql = format!("SELECT id FROM docs WHERE kind = 'incident' AND {} AND created_ms >= ?3 AND created_ms < ?4", scope_sql());
+    let mut args = vec![V::Text(person.unit.as_str().to_owned()), V::Text(person.id.clone()), V::Integer(start), V::Integer(end)];
     if !codes.is_empty() {
         let marks: Vec<String> = codes
             .iter()

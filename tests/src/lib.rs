@@ -108,7 +108,8 @@ impl TestServer {
         })
     }
 
-    fn start_seeded(clock: Arc<dyn Clock>, seed: impl FnOnce(&AppState)) -> Self {
+    /// Starts a server whose empty database `seed` fills first.
+    pub fn start_seeded(clock: Arc<dyn Clock>, seed: impl FnOnce(&AppState)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("server.db");
         let settings = Settings {

@@ -6,8 +6,8 @@
 //! action goes through the same validated ingest path as a phone's sync.
 
 mod charts;
-mod pages;
-mod views;
+pub mod pages;
+pub mod views;
 
 use askama::Template;
 use axum::Router;

@@ -8,9 +8,9 @@ use gridlink_core::clocks::current_clock;
 use gridlink_core::pii::{mask_name, mask_phone};
 use gridlink_core::workflow::{ActionKind, Folded, allowed_actions, rule};
 use gridlink_core::{Access, Action, Catalog, Person, Record, RecordBody, RecordKind, Role, Status, UnitCode, UnitKind};
-use rusqlite::{Connection, ToSql};
+use rusqlite::{Connection, params};
 
-use crate::docs::scope_ids;
+use crate::docs::scope_sql;
 use crate::error::AppResult;
 
 /// Display names of units and catalog codes.
@@ -88,55 +88,88 @@ pub struct RowView {
     pub conflicts: i64,
 }
 
-/// Records in `person`'s scope matching `filter` (SQL over the `docs` index), newest change first
-/// unless `order` says otherwise.
-pub fn rows(
-    conn: &Connection,
-    names: &Names<'_>,
-    person: &Person,
-    filter: &str,
-    args: &[&dyn ToSql],
-    order: &str,
-    now_ms: i64,
-) -> AppResult<Vec<RowView>> {
-    let scope = scope_ids(conn, person)?;
-    let sql = format!(
-        "SELECT id, kind, location, holder, status, category, title, case_no, deadline_ms, updated_ms, open, conflicts, created_ms
-         FROM docs WHERE {filter} ORDER BY {order} LIMIT 2000"
-    );
-    let mut stmt = conn.prepare(&sql)?;
-    let mut out = Vec::new();
-    let mut rows = stmt.query(args)?;
-    while let Some(r) = rows.next()? {
-        let id: String = r.get(0)?;
-        if !scope.contains(&id) {
-            continue;
-        }
-        let incident = r.get::<_, String>(1)? == "incident";
-        let status: Option<String> = r.get(4)?;
-        let deadline: Option<i64> = r.get(8)?;
-        let open: bool = r.get(10)?;
-        out.push(RowView {
-            no: r.get::<_, Option<String>>(7)?.unwrap_or_else(|| "待编号".into()),
-            // A service request's title is its item: show the item's name.
-            title: if incident { r.get(6)? } else { names.category(&r.get::<_, String>(6)?) },
-            category: if incident { names.category(&r.get::<_, String>(5)?) } else { "便民服务".into() },
-            location: names.unit(&r.get::<_, String>(2)?),
-            status: status.as_deref().and_then(Status::parse).map(Status::label).unwrap_or_default().to_owned(),
-            holder: r.get::<_, Option<String>>(3)?.map(|h| names.unit(&h)).unwrap_or_default(),
-            deadline: deadline.map(|d| when(d - 1)).unwrap_or_default(),
-            deadline_ms: deadline,
-            overdue: open && deadline.is_some_and(|d| d < now_ms),
-            updated: when(r.get(9)?),
-            created: when(r.get(12)?),
-            conflicts: r.get(11)?,
-            id,
-        });
-        if out.len() >= 500 {
-            break;
-        }
+/// Rows per page of every console list.
+pub const PAGE_SIZE: usize = 50;
+
+/// One page of a list, and how long the whole list is.
+#[derive(Debug, Clone)]
+pub struct RowsPage {
+    pub rows: Vec<RowView>,
+    /// Records in the whole list.
+    pub total: usize,
+    /// This page, from 1.
+    pub page: usize,
+    /// Pages in the whole list (at least 1).
+    pub pages: usize,
+}
+
+/// A list over the `docs` index: which records (`filter`, SQL that may use `?1` for the viewer's
+/// unit and `?2` for their id) and in what order.
+#[derive(Debug, Clone, Copy)]
+pub struct ListSpec<'a> {
+    pub filter: &'a str,
+    pub order: &'a str,
+}
+
+impl ListSpec<'_> {
+    /// The `WHERE` clause: the filter and the viewer's scope, both inside the query, so no
+    /// `LIMIT` ever cuts a list before scope is applied.
+    fn condition(&self) -> String {
+        format!("({}) AND {}", self.filter, scope_sql())
     }
-    Ok(out)
+
+    /// How many records in `person`'s scope the list holds.
+    pub fn count(&self, conn: &Connection, person: &Person) -> AppResult<usize> {
+        let sql = format!("SELECT count(*) FROM docs WHERE {}", self.condition());
+        let n: i64 = conn.prepare_cached(&sql)?.query_row(params![person.unit.as_str(), person.id], |r| r.get(0))?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// Page `page` (from 1; past the end means the last page) of the records in `person`'s scope,
+    /// with the total.
+    pub fn page(&self, conn: &Connection, names: &Names<'_>, person: &Person, page: usize, now_ms: i64) -> AppResult<RowsPage> {
+        let total = self.count(conn, person)?;
+        let pages = total.div_ceil(PAGE_SIZE).max(1);
+        let page = page.clamp(1, pages);
+        let sql = format!(
+            "SELECT id, kind, location, holder, status, category, title, case_no, deadline_ms, updated_ms, open, conflicts, created_ms
+             FROM docs WHERE {} ORDER BY {}, id LIMIT ?3 OFFSET ?4",
+            self.condition(),
+            self.order
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let offset = (page - 1) * PAGE_SIZE;
+        let mut rows = stmt.query(params![person.unit.as_str(), person.id, PAGE_SIZE as i64, offset as i64])?;
+        let mut out = Vec::with_capacity(PAGE_SIZE);
+        while let Some(r) = rows.next()? {
+            out.push(row_view(r, names, now_ms)?);
+        }
+        Ok(RowsPage { rows: out, total, page, pages })
+    }
+}
+
+/// A list row from the columns selected by [`ListSpec::page`].
+fn row_view(r: &rusqlite::Row<'_>, names: &Names<'_>, now_ms: i64) -> rusqlite::Result<RowView> {
+    let incident = r.get::<_, String>(1)? == "incident";
+    let status: Option<String> = r.get(4)?;
+    let deadline: Option<i64> = r.get(8)?;
+    let open: bool = r.get(10)?;
+    Ok(RowView {
+        id: r.get(0)?,
+        no: r.get::<_, Option<String>>(7)?.unwrap_or_else(|| "待编号".into()),
+        // A service request's title is its item: show the item's name.
+        title: if incident { r.get(6)? } else { names.category(&r.get::<_, String>(6)?) },
+        category: if incident { names.category(&r.get::<_, String>(5)?) } else { "便民服务".into() },
+        location: names.unit(&r.get::<_, String>(2)?),
+        status: status.as_deref().and_then(Status::parse).map(Status::label).unwrap_or_default().to_owned(),
+        holder: r.get::<_, Option<String>>(3)?.map(|h| names.unit(&h)).unwrap_or_default(),
+        deadline: deadline.map(|d| when(d - 1)).unwrap_or_default(),
+        deadline_ms: deadline,
+        overdue: open && deadline.is_some_and(|d| d < now_ms),
+        updated: when(r.get(9)?),
+        created: when(r.get(12)?),
+        conflicts: r.get(11)?,
+    })
 }
 
 /// One entry of a record's timeline, in words.
