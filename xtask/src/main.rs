@@ -175,6 +175,8 @@ fn bench() -> Result<(), String> {
         let verdict = if ms < *target { "met" } else { "MISSED" };
         println!("| {what} | {ms:.3} ms | < {target} ms ({verdict}) |");
     }
+    // The console's lists in a town of 20,000 records (first pages, target < 20 ms each).
+    run("cargo", &["bench", "-p", "gridlink-server", "--bench", "lists"])?;
     // Sync, load and rural-link figures against the release server binary, and the same
     // workloads through automerge-repo (Node).
     // `install` rather than `ci`: see .ci/run (cbor-x's optional helpers are not on the registry).
