@@ -92,15 +92,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// those who handle the errand (the station's clerks, a department holding it), masked for
 /// everyone else.
 fn detail(c: &Client, v: gridlink_core::RecordView) -> RecordDetail {
-    use gridlink_core::pii::{mask_name, mask_phone};
+    use gridlink_core::pii::{mask_id_number, mask_name, mask_phone};
     use gridlink_core::{RecordBody, Role};
     let service = match &v.record.body {
         RecordBody::ServiceRequest(f) => {
             let s = &v.folded.state;
-            let handles = c.identity().is_some_and(|me| {
-                matches!(me.role, Role::StationStaff | Role::DepartmentHandler)
-                    && (me.unit == f.station || s.holder.as_ref() == Some(&me.unit))
-            });
+            // The full values only where this phone keeps them (sealed, for a person whose work
+            // needs them); everyone else sees the masked forms the record holds.
+            let personal = c.personal(&v.record.id).ok().flatten();
+            let handles = personal.is_some()
+                || c.identity().is_some_and(|me| {
+                    matches!(me.role, Role::StationStaff | Role::DepartmentHandler)
+                        && (me.unit == f.station || s.holder.as_ref() == Some(&me.unit))
+                });
             let item = c.catalog().service_item(&f.item).ok();
             Some(ServiceRequestDetail {
                 item_code: f.item.clone(),
@@ -112,9 +116,12 @@ fn detail(c: &Client, v: gridlink_core::RecordView) -> RecordDetail {
                 missing_materials: s.missing_materials.clone(),
                 batch_id: s.batch_id.clone(),
                 resident_name: if handles { f.resident.name.clone() } else { mask_name(&f.resident.name) },
-                resident_id_number: f.resident.id_number.as_ref().map(|n| if handles { n.reveal().to_owned() } else { n.masked() }),
-                resident_phone: f.resident.phone.as_ref().map(|p| if handles { p.clone() } else { mask_phone(p) }),
-                personal_data_masked: !handles,
+                resident_id_number: personal
+                    .as_ref()
+                    .and_then(|p| p.id_number.clone())
+                    .or_else(|| f.resident.id_number.as_deref().map(mask_id_number)),
+                resident_phone: personal.as_ref().and_then(|p| p.phone.clone()).or_else(|| f.resident.phone.as_deref().map(mask_phone)),
+                personal_data_masked: personal.is_none(),
             })
         }
         RecordBody::Incident(_) => None,
@@ -201,6 +208,21 @@ impl GridlinkClient {
             Ok(engine.logout(&mut lock(&shared.store))?)
         })
         .await
+    }
+
+    /// This phone's key for the residents' personal data it keeps (32 bytes), for the app to put
+    /// in the platform's key store (Android Keystore, iOS Keychain) after a login. The store never
+    /// holds it; after a restart the app hands it back with [`GridlinkClient::unlock`], or the
+    /// next sync fetches it again from the server (never after a remote wipe).
+    pub fn data_key(&self) -> Option<Vec<u8>> {
+        lock(&self.shared.store).data_key_bytes()
+    }
+
+    /// Gives the store its personal-data key back from the platform's key store.
+    pub fn unlock(&self, key: Vec<u8>) -> R<()> {
+        let key = gridlink_core::pii::DataKey::from_bytes(&key)?;
+        lock(&self.shared.store).set_data_key(Some(key));
+        Ok(())
     }
 
     /// The logged-in person, if any.

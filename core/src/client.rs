@@ -17,7 +17,7 @@ use crate::error::{CoreError, Result};
 use crate::hlc::{Hlc, HlcClock};
 use crate::org::{Access, Identity, OrgUnit, RecordScope, UnitCode, access};
 use crate::photo;
-use crate::pii::{IdNumber, mask_id_number, mask_name, mask_phone, validate_phone};
+use crate::pii::{DataKey, IdNumber, Personal, mask_name, mask_phone, validate_phone};
 use crate::record::{
     ChangeInfo, GeoPoint, IncidentEdit, IncidentFields, Party, Record, RecordBody, RecordDoc, Resident, ServiceRequestEdit,
     ServiceRequestFields, Urgency,
@@ -219,6 +219,9 @@ pub struct Client {
     identity: Option<Identity>,
     hlc: HlcClock,
     opts: ClientOptions,
+    /// The key this device's personal data is sealed with: from the server at login, kept in
+    /// memory only (see [`crate::pii`]).
+    data_key: Option<DataKey>,
 }
 
 /// What the index of a store derives from each record; a store indexed by an older version is
@@ -252,7 +255,7 @@ impl Client {
         let actor = ActorId::from(hex::decode(&device_id).map_err(|_| CoreError::CorruptDocument { id: "device_id".into() })?);
         let identity = store::meta_get_json(&conn, "identity")?;
         let hlc = HlcClock::from_last(store::meta_get_json(&conn, "hlc")?.flatten());
-        let client = Self { conn, path, device_id, actor, identity, hlc, opts };
+        let client = Self { conn, path, device_id, actor, identity, hlc, opts, data_key: None };
         client.reindex_if_stale()?;
         Ok(client)
     }
@@ -452,7 +455,7 @@ impl Client {
         }
         let grid = new.grid.clone().unwrap_or_else(|| me.unit.clone());
         let entry = self.new_entry(Action::Report, &new.note)?;
-        let body = RecordBody::Incident(IncidentFields {
+        let mut body = RecordBody::Incident(IncidentFields {
             media_url: None,
             category: new.category,
             title: new.title.trim().to_owned(),
@@ -465,18 +468,20 @@ impl Client {
             photos: Vec::new(),
             notes: String::new(),
         });
-        self.create_record(body, entry)
+        let personal = Personal::split(&mut body);
+        self.create_record(body, entry, &personal)
     }
 
     /// Takes a new service request at the station (受理). Returns its id.
     pub fn create_service_request(&mut self, new: NewServiceRequest) -> Result<String> {
         let me = self.me()?.clone();
-        let (body, action) = service_request_body(&self.opts.catalog, &self.opts.calendar, &me.unit, new, self.now_ms())?;
+        let (body, action, personal) = service_request_body(&self.opts.catalog, &self.opts.calendar, &me.unit, new, self.now_ms())?;
         let entry = self.new_entry(action, "")?;
-        self.create_record(body, entry)
+        self.create_record(body, entry, &personal)
     }
 
-    fn create_record(&mut self, body: RecordBody, entry: TimelineEntry) -> Result<String> {
+    fn create_record(&mut self, body: RecordBody, entry: TimelineEntry, personal: &Personal) -> Result<String> {
+        let key = self.key_for(personal)?;
         let now = self.now_ms();
         let id = uuid::Uuid::now_v7().to_string();
         let tx = self.conn.unchecked_transaction()?;
@@ -491,9 +496,96 @@ impl Client {
         store::write_doc(&tx, &id, record.kind(), DocWrite::Create(doc.save()))?;
         self.index(&tx, &record, &folded)?;
         queue_change(&tx, &id, change, now)?;
+        if let Some(key) = key {
+            store::personal_put(&tx, &id, &key.seal(&id, personal), true)?;
+        }
         store::meta_set_json(&tx, "hlc", &self.hlc.last())?;
         tx.commit()?;
         Ok(id)
+    }
+
+    /// The key to seal `personal` with: none needed when there is nothing to keep; an error when
+    /// there is and this device has no key (it never logged in, or it was wiped), because
+    /// personal data is never kept in clear.
+    fn key_for(&self, personal: &Personal) -> Result<Option<DataKey>> {
+        if personal.is_empty() {
+            return Ok(None);
+        }
+        self.data_key
+            .clone()
+            .map(Some)
+            .ok_or_else(|| CoreError::InvalidInput("本机尚未取得个人信息密钥,请联网登录后再录入身份证号或电话".into()))
+    }
+
+    /// Sets the key personal data is sealed with on this device (from the server at login, or
+    /// from the platform's key store after a restart); `None` forgets it.
+    pub fn set_data_key(&mut self, key: Option<DataKey>) {
+        self.data_key = key;
+    }
+
+    /// The personal-data key's bytes, for the platform's key store.
+    pub fn data_key_bytes(&self) -> Option<Vec<u8>> {
+        self.data_key.as_ref().map(|k| k.as_bytes().to_vec())
+    }
+
+    /// Whether this device holds its personal-data key now.
+    pub fn has_data_key(&self) -> bool {
+        self.data_key.is_some()
+    }
+
+    /// The full personal data of a record, when this device holds it and its key.
+    pub fn personal(&self, id: &str) -> Result<Option<Personal>> {
+        let (Some(key), Some((sealed, _))) = (&self.data_key, store::personal_get(&self.conn, id)?) else {
+            return Ok(None);
+        };
+        key.open(id, &sealed).map(Some)
+    }
+
+    /// Personal data the server does not have yet, opened for the upload (none without the key).
+    pub fn personal_pending(&self) -> Result<Vec<(String, Personal)>> {
+        let Some(key) = &self.data_key else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for (id, sealed) in store::personal_pending(&self.conn)? {
+            if let Ok(p) = key.open(&id, &sealed) {
+                out.push((id, p));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The server has (or has refused) these records' personal data: stop sending it.
+    pub fn personal_delivered(&mut self, ids: &[String]) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        for id in ids {
+            tx.execute("UPDATE personal SET pending = 0 WHERE doc_id = ?1", [id])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Keeps personal data the server sent for a record this device holds, sealed; without the
+    /// key, or for a record it does not hold, nothing is kept.
+    pub fn receive_personal(&mut self, id: &str, data: &Personal) -> Result<()> {
+        let Some(key) = self.data_key.clone() else { return Ok(()) };
+        let tx = self.conn.unchecked_transaction()?;
+        if store::has_doc(&tx, id)? {
+            store::personal_put(&tx, id, &key.seal(id, data), false)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Updates a record's kept personal data with `f` (an edit of a phone number), to be sent.
+    fn update_personal(&mut self, id: &str, f: impl FnOnce(&mut Personal)) -> Result<()> {
+        let mut p = self.personal(id)?.unwrap_or_default();
+        f(&mut p);
+        let key = self.key_for(&p)?;
+        if let Some(key) = key {
+            let tx = self.conn.unchecked_transaction()?;
+            store::personal_put(&tx, id, &key.seal(id, &p), true)?;
+            tx.commit()?;
+        }
+        Ok(())
     }
 
     fn load_doc(&self, id: &str) -> Result<RecordDoc> {
@@ -591,7 +683,16 @@ impl Client {
                 validate_phone(phone)?;
             }
         }
+        let mut edit = edit;
         let mut doc = self.editable(id, RecordKind::Incident)?;
+        // The parties' phones are personal data: the document gets their masked forms.
+        if let Some(parties) = &mut edit.parties {
+            let phones: Vec<Option<String>> = parties.iter().map(|p| p.phone.clone()).collect();
+            self.update_personal(id, |p| p.party_phones = if phones.iter().all(Option::is_none) { Vec::new() } else { phones })?;
+            for p in parties.iter_mut() {
+                p.phone = p.phone.as_deref().map(mask_phone);
+            }
+        }
         let now = self.now_ms();
         self.write(id, &mut doc, |d| d.edit_incident(&edit, now))?;
         self.get(id)
@@ -605,7 +706,13 @@ impl Client {
         if let Some(p) = &edit.resident_phone {
             validate_phone(p)?;
         }
+        let mut edit = edit;
         let mut doc = self.editable(id, RecordKind::ServiceRequest)?;
+        // The resident's phone is personal data: the document gets its masked form.
+        if let Some(phone) = edit.resident_phone.take() {
+            edit.resident_phone = Some(mask_phone(&phone));
+            self.update_personal(id, |p| p.phone = Some(phone))?;
+        }
         if let (Some(m), RecordBody::ServiceRequest(f)) = (&edit.materials, &doc.read()?.body)
             && let Some(unknown) = m.keys().find(|k| !f.materials.contains_key(*k))
         {
@@ -1020,6 +1127,7 @@ impl Client {
         store::wipe(&tx)?;
         tx.commit()?;
         self.identity = None;
+        self.data_key = None;
         // Give the freed pages back to the file system.
         self.conn.execute_batch("VACUUM")?;
         Ok(())
@@ -1151,22 +1259,23 @@ fn save_doc(
     Ok(())
 }
 
-/// Checks a new service request against the catalog and builds its body and intake action
-/// (受理, with the promised date). Shared by the phones and the web console.
+/// Checks a new service request against the catalog and builds its body (personal data masked),
+/// its intake action (受理, with the promised date) and the full personal data to keep beside
+/// it. Shared by the phones and the web console.
 pub fn service_request_body(
     catalog: &Catalog,
     calendar: &WorkCalendar,
     unit: &UnitCode,
     new: NewServiceRequest,
     now_ms: i64,
-) -> Result<(RecordBody, Action)> {
+) -> Result<(RecordBody, Action, Personal)> {
     let item = catalog.service_item(&new.item)?.clone();
     if !item.modes.contains(&new.mode) {
         return Err(CoreError::InvalidInput(format!("事项“{}”不支持{}", item.name, new.mode)));
     }
     check_text("申请人姓名", &new.resident_name, 50, true)?;
     check_text("说明", &new.description, MAX_TEXT_CHARS, false)?;
-    let id_number = new.resident_id_number.as_deref().map(IdNumber::parse).transpose()?;
+    let id_number = new.resident_id_number.as_deref().map(IdNumber::parse).transpose()?.map(|n| n.reveal().to_owned());
     if let Some(p) = &new.resident_phone {
         validate_phone(p)?;
     }
@@ -1179,7 +1288,7 @@ pub fn service_request_body(
     };
     let deadline = calendar.deadline(now_ms, crate::calendar::TimeLimit::WorkingDays(item.promised_days));
     let materials = item.materials.iter().map(|m| (m.clone(), new.materials_received.contains(m))).collect();
-    let body = RecordBody::ServiceRequest(ServiceRequestFields {
+    let mut body = RecordBody::ServiceRequest(ServiceRequestFields {
         item: item.code,
         mode: new.mode,
         station,
@@ -1188,7 +1297,8 @@ pub fn service_request_body(
         description: new.description,
         notes: String::new(),
     });
-    Ok((body, Action::Receive { deadline_ms: Some(deadline) }))
+    let personal = Personal::split(&mut body);
+    Ok((body, Action::Receive { deadline_ms: Some(deadline) }, personal))
 }
 
 /// Fills in what the acting side computes: a dispatch deadline from the catalog and calendar,
@@ -1231,22 +1341,9 @@ fn check_text(what: &str, text: &str, max: usize, required: bool) -> Result<()> 
 
 /// A record as JSON with personal data masked (for exports and lists that leave the device).
 pub fn masked_json(record: &Record) -> serde_json::Value {
+    // Documents hold masked forms; masking again (idempotent) covers records written before
+    // personal data left the documents.
     let mut record = record.clone();
-    let mut id_number = None;
-    match &mut record.body {
-        RecordBody::Incident(f) => {
-            for p in &mut f.parties {
-                p.phone = p.phone.as_deref().map(mask_phone);
-            }
-        }
-        RecordBody::ServiceRequest(f) => {
-            f.resident.phone = f.resident.phone.as_deref().map(mask_phone);
-            id_number = f.resident.id_number.as_ref().map(|n| mask_id_number(n.reveal()));
-        }
-    }
-    let mut v = serde_json::to_value(&record).expect("serialisable");
-    if let (Some(masked), Some(resident)) = (id_number, v.pointer_mut("/body/resident")) {
-        resident["id_number"] = serde_json::Value::String(masked);
-    }
-    v
+    let _ = Personal::split(&mut record.body);
+    serde_json::to_value(&record).expect("serialisable")
 }

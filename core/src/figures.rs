@@ -540,7 +540,7 @@ pub fn ledger(records: &[(Record, Folded)], catalog: &Catalog, title: &str) -> T
                     Cell::Text(r.display_no().to_owned()),
                     Cell::Text(catalog.service_item(&b.item).map(|i| i.name.clone()).unwrap_or_else(|_| b.item.clone())),
                     Cell::Text(mask_name(&b.resident.name)),
-                    Cell::Text(b.resident.id_number.as_ref().map(|n| n.masked()).unwrap_or_default()),
+                    Cell::Text(b.resident.id_number.as_deref().map(crate::pii::mask_id_number).unwrap_or_default()),
                     Cell::Text(b.mode.label().to_owned()),
                     Cell::Text(fmt(Some(r.created_at_ms))),
                     Cell::Text(fmt(s.deadline_ms.map(|d| d - 1))),

@@ -1,12 +1,213 @@
-//! Residents' personal data: ID-card numbers (身份证号, GB 11643) and phone numbers.
+//! Residents' personal data (个人信息): ID-card numbers (身份证号, GB 11643) and phone numbers.
 //!
 //! Lists and exports show only masked forms; errors never echo the value.
+//!
+//! ## Personal data stays out of the record documents
+//!
+//! A record's Automerge document holds only the **masked** forms (`5323**********1234`,
+//! `138****5678`). The full values are [`Personal`] data kept beside the document: the server
+//! holds them and hands them only to those whose work needs them ([`needs_personal`]); a phone
+//! that must hold them keeps them sealed with a key it gets at login ([`DataKey`]) and never
+//! writes to its disk.
+//!
+//! Why not a sealed field inside the document: a CRDT document cannot be redacted per reader —
+//! every device in scope receives every change and keeps its whole history — so a sealed value
+//! would need one key shared by every device that may ever read it, which then opens every
+//! record of the town for as long as that device lives. Kept outside, the server decides per
+//! request and per person, stops serving a revoked device at once, and no document's history
+//! ever holds a clear number. A document that does hold one is refused ([`check_masked`]).
 
 use std::fmt;
 
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
+use crate::org::{Access, Role};
+use crate::record::RecordBody;
+use crate::workflow::RecordKind;
+
+/// The personal data of one record, held outside its document: the resident's full ID number
+/// and phone (a service request), the parties' phones by their place in the list (an incident).
+/// `Debug` shows masked forms only.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Personal {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub party_phones: Vec<Option<String>>,
+}
+
+impl fmt::Debug for Personal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Personal")
+            .field("id_number", &self.id_number.as_deref().map(mask_id_number))
+            .field("phone", &self.phone.as_deref().map(mask_phone))
+            .field("party_phones", &self.party_phones.iter().map(|p| p.as_deref().map(mask_phone)).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Personal {
+    /// Nothing to keep.
+    pub fn is_empty(&self) -> bool {
+        self.id_number.is_none() && self.phone.is_none() && self.party_phones.iter().all(Option::is_none)
+    }
+
+    /// Takes the full values out of a body about to become a document, leaving their masked
+    /// forms in it.
+    pub fn split(body: &mut RecordBody) -> Personal {
+        let mut out = Personal::default();
+        match body {
+            RecordBody::ServiceRequest(f) => {
+                out.id_number = f.resident.id_number.clone();
+                out.phone = f.resident.phone.clone();
+                f.resident.id_number = f.resident.id_number.as_deref().map(mask_id_number);
+                f.resident.phone = f.resident.phone.as_deref().map(mask_phone);
+            }
+            RecordBody::Incident(f) => {
+                out.party_phones = f.parties.iter().map(|p| p.phone.clone()).collect();
+                for p in &mut f.parties {
+                    p.phone = p.phone.as_deref().map(mask_phone);
+                }
+                if out.party_phones.iter().all(Option::is_none) {
+                    out.party_phones.clear();
+                }
+            }
+        }
+        out
+    }
+
+    /// Checks the values (a valid ID number, valid phones) and that the record's document shows
+    /// exactly their masked forms. Errors name the field, never the value.
+    pub fn check_against(&self, body: &RecordBody) -> Result<()> {
+        let fits = |clear: &Option<String>, shown: &Option<String>, mask: fn(&str) -> String| match (clear, shown) {
+            (Some(c), Some(s)) => mask(c) == *s,
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        if let Some(n) = &self.id_number {
+            IdNumber::parse(n)?;
+        }
+        for p in self.phone.iter().chain(self.party_phones.iter().flatten()) {
+            validate_phone(p)?;
+        }
+        let ok = match body {
+            RecordBody::ServiceRequest(f) => {
+                self.party_phones.is_empty()
+                    && fits(&self.id_number, &f.resident.id_number, mask_id_number)
+                    && fits(&self.phone, &f.resident.phone, mask_phone)
+            }
+            RecordBody::Incident(f) => {
+                self.id_number.is_none()
+                    && self.phone.is_none()
+                    && self.party_phones.len() <= f.parties.len()
+                    && self.party_phones.iter().zip(&f.parties).all(|(c, p)| fits(c, &p.phone, mask_phone))
+            }
+        };
+        if ok { Ok(()) } else { Err(CoreError::InvalidInput("个人信息与记录中显示的遮蔽号码不一致".into())) }
+    }
+}
+
+/// The values a record's document shows unmasked: (field label, value).
+fn unmasked(body: &RecordBody) -> Vec<(&'static str, &str)> {
+    let mut out = Vec::new();
+    match body {
+        RecordBody::ServiceRequest(f) => {
+            out.extend(f.resident.id_number.as_deref().filter(|s| mask_id_number(s) != *s).map(|s| ("身份证号", s)));
+            out.extend(f.resident.phone.as_deref().filter(|s| mask_phone(s) != *s).map(|s| ("联系电话", s)));
+        }
+        RecordBody::Incident(f) => {
+            out.extend(f.parties.iter().filter_map(|p| p.phone.as_deref()).filter(|s| mask_phone(s) != *s).map(|s| ("当事人电话", s)));
+        }
+    }
+    out
+}
+
+/// Refuses a change that writes an unmasked ID number or phone into a record's document:
+/// personal data is never written into a document (see the module doc). A value the record
+/// already showed before the change (a record made by an older app) does not count against it.
+/// Returns the field's label, never the value.
+pub fn check_masked(before: Option<&RecordBody>, after: &RecordBody) -> std::result::Result<(), &'static str> {
+    let had = before.map(unmasked).unwrap_or_default();
+    match unmasked(after).into_iter().find(|v| !had.contains(v)) {
+        Some((field, _)) => Err(field),
+        None => Ok(()),
+    }
+}
+
+/// Who needs the full personal data of a record: those who work the case with full access to
+/// it. Service requests: the station clerk (代办员) and the department handling it. Incidents
+/// (the parties' phones): the grid member, the station, the center and the department that
+/// handle it. Village heads, town leaders, administrators, and anyone reading only, see masked
+/// forms.
+pub fn needs_personal(kind: RecordKind, role: Role, access: Access) -> bool {
+    if access != Access::Full {
+        return false;
+    }
+    match kind {
+        RecordKind::ServiceRequest => matches!(role, Role::StationStaff | Role::DepartmentHandler),
+        RecordKind::Incident => matches!(role, Role::GridMember | Role::StationStaff | Role::CenterOperator | Role::DepartmentHandler),
+    }
+}
+
+/// A device's key for the personal data it keeps (32 bytes). The server makes one per device at
+/// login and forgets it when the device is revoked; the phone keeps it in memory (and, in the
+/// app, in the platform's key store), never in its database. `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DataKey([u8; 32]);
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DataKey(…)")
+    }
+}
+
+impl DataKey {
+    /// A new random key.
+    pub fn generate() -> Self {
+        Self(rand::random())
+    }
+
+    /// A key from its 32 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let key: [u8; 32] = bytes.try_into().map_err(|_| CoreError::InvalidInput("个人信息密钥应为32字节".into()))?;
+        Ok(Self(key))
+    }
+
+    /// The key's bytes (to hand to the platform's key store).
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Seals a record's personal data: a random 12-byte nonce, then ChaCha20-Poly1305 ciphertext
+    /// bound to the record's id.
+    pub fn seal(&self, doc_id: &str, data: &Personal) -> Vec<u8> {
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(&self.0));
+        let nonce: [u8; 12] = rand::random();
+        let msg = serde_json::to_vec(data).expect("serialisable");
+        let sealed =
+            cipher.encrypt(Nonce::from_slice(&nonce), Payload { msg: &msg, aad: doc_id.as_bytes() }).expect("in-memory encryption");
+        let mut out = nonce.to_vec();
+        out.extend(sealed);
+        out
+    }
+
+    /// Opens what [`DataKey::seal`] sealed for the same record with the same key.
+    pub fn open(&self, doc_id: &str, sealed: &[u8]) -> Result<Personal> {
+        let bad = || CoreError::InvalidInput("个人信息无法用本机密钥解开".into());
+        if sealed.len() < 12 {
+            return Err(bad());
+        }
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(&self.0));
+        let msg =
+            cipher.decrypt(Nonce::from_slice(&sealed[..12]), Payload { msg: &sealed[12..], aad: doc_id.as_bytes() }).map_err(|_| bad())?;
+        serde_json::from_slice(&msg).map_err(|_| bad())
+    }
+}
 
 /// A resident ID-card number whose check digit is valid. `Debug` and `Display` show it masked.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +350,27 @@ pub fn mask_name(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealed_personal_data_opens_only_with_its_key_and_record() {
+        let data = Personal { id_number: Some("11010519491231002X".into()), phone: Some("13812345678".into()), party_phones: vec![] };
+        let key = DataKey::generate();
+        let sealed = key.seal("doc-1", &data);
+        assert!(!sealed.windows(11).any(|w| w == b"13812345678"));
+        assert_eq!(key.open("doc-1", &sealed).unwrap(), data);
+        assert!(key.open("doc-2", &sealed).is_err(), "bound to its record");
+        assert!(DataKey::generate().open("doc-1", &sealed).is_err(), "another device's key");
+        assert!(!format!("{data:?}").contains("13812345678"));
+    }
+
+    #[test]
+    fn masked_forms_are_fixed_points() {
+        for v in ["11010519491231002X", "13812345678", "0871-6123456"] {
+            let m = if v.len() == 18 { mask_id_number(v) } else { mask_phone(v) };
+            assert_ne!(m, v);
+            assert_eq!(if v.len() == 18 { mask_id_number(&m) } else { mask_phone(&m) }, m);
+        }
+    }
 
     #[test]
     fn numbers_in_free_text_are_masked() {

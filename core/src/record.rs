@@ -20,7 +20,6 @@ use crate::catalog::ServiceMode;
 use crate::error::{CoreError, Result};
 use crate::hlc::Hlc;
 use crate::org::{Role, UnitCode};
-use crate::pii::IdNumber;
 use crate::schema::{field_label, is_text_field, normalise_numbers, typed};
 use crate::workflow::{Action, FoldContext, Folded, RecordKind, TimelineEntry, fold};
 
@@ -109,8 +108,11 @@ pub struct IncidentFields {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resident {
     pub name: String,
+    /// The masked ID number (`5323**********1234`); the full one is [`crate::pii::Personal`]
+    /// data, never in the document.
     #[serde(default)]
-    pub id_number: Option<IdNumber>,
+    pub id_number: Option<String>,
+    /// The masked phone (`138****5678`), likewise.
     #[serde(default)]
     pub phone: Option<String>,
 }

@@ -101,6 +101,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE attachments ADD COLUMN downloaded INTEGER NOT NULL DEFAULT 0;
     UPDATE attachments SET downloaded = 1 WHERE width = 0 AND height = 0 AND uploaded = 1;
     ",
+    // 5: residents' personal data, sealed with the device's key (never in clear), and whether
+    // the server still lacks it
+    "
+    CREATE TABLE personal (doc_id TEXT PRIMARY KEY, sealed BLOB NOT NULL, pending INTEGER NOT NULL);
+    ",
 ];
 
 /// Opens (creating if needed) a store and brings its schema up to date.
@@ -229,7 +234,35 @@ pub fn delete_doc(tx: &Transaction<'_>, id: &str) -> Result<()> {
     tx.execute("DELETE FROM records_fts WHERE id = ?1", [id])?;
     tx.execute("DELETE FROM records WHERE id = ?1", [id])?;
     tx.execute("DELETE FROM documents WHERE id = ?1", [id])?;
+    tx.execute("DELETE FROM personal WHERE doc_id = ?1", [id])?;
     Ok(())
+}
+
+/// Keeps a record's sealed personal data; `pending` until the server has it.
+pub fn personal_put(tx: &Transaction<'_>, id: &str, sealed: &[u8], pending: bool) -> Result<()> {
+    tx.execute(
+        "INSERT INTO personal(doc_id, sealed, pending) VALUES (?1, ?2, ?3)
+         ON CONFLICT(doc_id) DO UPDATE SET sealed = excluded.sealed, pending = max(pending, excluded.pending)",
+        params![id, sealed, pending],
+    )?;
+    Ok(())
+}
+
+/// A record's sealed personal data and whether it is pending.
+pub fn personal_get(conn: &Connection, id: &str) -> Result<Option<(Vec<u8>, bool)>> {
+    Ok(conn.query_row("SELECT sealed, pending FROM personal WHERE doc_id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
+}
+
+/// Sealed personal data the server does not have yet.
+pub fn personal_pending(conn: &Connection) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut stmt = conn.prepare("SELECT doc_id, sealed FROM personal WHERE pending = 1 ORDER BY doc_id LIMIT 1000")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Whether the store holds the record.
+pub fn has_doc(conn: &Connection, id: &str) -> Result<bool> {
+    Ok(conn.query_row("SELECT 1 FROM documents WHERE id = ?1", [id], |_| Ok(())).optional()?.is_some())
 }
 
 /// One row of the offline index.
@@ -385,7 +418,7 @@ pub fn outbox_drop_doc(tx: &Transaction<'_>, doc_id: &str) -> Result<()> {
 pub fn wipe(tx: &Transaction<'_>) -> Result<()> {
     tx.execute_batch(
         "DELETE FROM records_fts; DELETE FROM records; DELETE FROM doc_chunks; DELETE FROM documents;
-         DELETE FROM outbox; DELETE FROM attachments; DELETE FROM sync_rejections;
+         DELETE FROM outbox; DELETE FROM attachments; DELETE FROM sync_rejections; DELETE FROM personal;
          DELETE FROM meta WHERE key = 'identity' OR key LIKE 'sync.%';",
     )?;
     Ok(())

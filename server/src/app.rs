@@ -16,6 +16,7 @@ use axum::{Json, Router};
 use gridlink_core::sync::protocol::{self, CONTENT_TYPE, ProtocolError};
 use gridlink_core::{Clock, Role, masked_json};
 use metrics_exporter_prometheus::PrometheusHandle;
+use rusqlite::OptionalExtension;
 use serde::Deserialize;
 use tokio::sync::broadcast;
 use tokio_stream::StreamExt;
@@ -113,6 +114,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/login", post(login))
         .route("/api/v1/logout", post(logout))
         .route("/api/v1/me", get(me))
+        .route("/api/v1/device-key", get(device_key))
         .route("/api/v1/units", get(units))
         .route("/api/v1/sync", post(sync).layer(DefaultBodyLimit::max(MAX_SYNC_BODY)))
         .route("/api/v1/events", get(events))
@@ -164,12 +166,35 @@ struct LoginForm {
     password: String,
     #[serde(default)]
     device_name: String,
+    /// The phone's own id for its store: a login again on the same phone keeps its
+    /// personal-data key, so what it sealed before stays readable.
+    #[serde(default)]
+    install_id: Option<String>,
 }
 
 async fn login(State(state): State<AppState>, Json(form): Json<LoginForm>) -> AppResult<Json<serde_json::Value>> {
     let lifetime_ms = i64::from(state.settings.token_days) * 86_400_000;
-    let s = sign_in(&state, &form.username, form.password, &form.device_name, lifetime_ms).await?;
-    Ok(Json(serde_json::json!({ "token": s.token, "device_id": s.device_id, "person": s.person, "expires_ms": s.expires_ms })))
+    let install = form
+        .install_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|i| !i.is_empty() && i.len() <= 64 && i.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    let s = sign_in_device(&state, &form.username, form.password, &form.device_name, install, lifetime_ms).await?;
+    Ok(Json(serde_json::json!({
+        "token": s.token, "device_id": s.device_id, "person": s.person, "expires_ms": s.expires_ms,
+        "data_key": hex::encode(s.data_key.as_bytes()),
+    })))
+}
+
+/// `GET /api/v1/device-key`: the device's key for the personal data it keeps, again (a phone
+/// after a restart). A revoked device no longer authenticates, so it never gets it back.
+async fn device_key(State(state): State<AppState>, auth: AuthDevice) -> AppResult<Json<serde_json::Value>> {
+    let id = auth.device_id.clone();
+    let key: Option<Vec<u8>> = state
+        .db
+        .read(move |c| Ok(c.query_row("SELECT data_key FROM devices WHERE id = ?1", [&id], |r| r.get(0)).optional()?.flatten()))
+        .await?;
+    Ok(Json(serde_json::json!({ "data_key": key.map(hex::encode) })))
 }
 
 /// A new device session after a successful login.
@@ -179,11 +204,26 @@ pub struct SignedIn {
     pub device_id: String,
     pub person: gridlink_core::Person,
     pub expires_ms: i64,
+    /// The device's key for the personal data it keeps (see `gridlink_core::pii`).
+    pub data_key: gridlink_core::pii::DataKey,
 }
 
 /// Checks a user name and password (rate-limited, constant cost for unknown users) and opens a
 /// device session valid for `lifetime_ms`: a phone, or a browser of the web console.
 pub async fn sign_in(state: &AppState, username: &str, password: String, device_name: &str, lifetime_ms: i64) -> AppResult<SignedIn> {
+    sign_in_device(state, username, password, device_name, None, lifetime_ms).await
+}
+
+/// [`sign_in`] for a phone that names its install: the personal-data key of its last session
+/// (same person, same install, not revoked) carries over to the new one.
+async fn sign_in_device(
+    state: &AppState,
+    username: &str,
+    password: String,
+    device_name: &str,
+    install: Option<&str>,
+    lifetime_ms: i64,
+) -> AppResult<SignedIn> {
     let now = state.now_ms();
     let user = username.trim().to_owned();
     if user.is_empty() || user.len() > 64 || password.len() > 256 {
@@ -217,18 +257,33 @@ pub async fn sign_in(state: &AppState, username: &str, password: String, device_
     let expires = now + lifetime_ms;
     let name: String = device_name.chars().take(64).collect();
     let (hash, pid, did) = (auth::token_hash(&token), person.id.clone(), device_id.clone());
-    state
+    let install = install.map(str::to_owned);
+    let data_key = state
         .db
         .write(move |c| {
+            let kept: Option<Vec<u8>> = match &install {
+                Some(i) => c
+                    .query_row(
+                        "SELECT data_key FROM devices WHERE person_id = ?1 AND install_id = ?2 AND data_key IS NOT NULL AND revoked_ms IS NULL
+                         ORDER BY created_ms DESC LIMIT 1",
+                        rusqlite::params![pid, i],
+                        |r| r.get(0),
+                    )
+                    .optional()?,
+                None => None,
+            };
+            let data_key = kept.and_then(|k| gridlink_core::pii::DataKey::from_bytes(&k).ok()).unwrap_or_else(gridlink_core::pii::DataKey::generate);
             c.execute(
-                "INSERT INTO devices(id, person_id, name, token_hash, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                rusqlite::params![did, pid, name, hash, now, expires],
+                "INSERT INTO devices(id, person_id, name, token_hash, created_ms, expires_ms, data_key, install_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                rusqlite::params![did, pid, name, hash, now, expires, data_key.as_bytes().to_vec(), install],
             )?;
-            db::audit(c, now, &pid, "login", &format!("device {did}"))
+            db::audit(c, now, &pid, "login", &format!("device {did}"))?;
+            Ok(data_key)
         })
         .await?;
     tracing::info!(user = %person.id, device = %device_id, "login");
-    Ok(SignedIn { token, device_id, person, expires_ms: expires })
+    Ok(SignedIn { token, device_id, person, expires_ms: expires, data_key })
 }
 
 /// Ends a device session.
@@ -269,7 +324,7 @@ async fn sync(State(state): State<AppState>, auth: AuthDevice, headers: HeaderMa
         ProtocolError::Version(_) => AppError::Unprocessable(e.to_string()),
         other => AppError::BadRequest(other.to_string()),
     })?;
-    if req.push.iter().any(|d| d.changes.is_empty()) || req.push.len() > 100_000 {
+    if req.push.iter().any(|d| d.changes.is_empty()) || req.push.len() > 100_000 || req.personal.len() > 10_000 {
         return Err(AppError::BadRequest("同步请求中的变更列表无效".into()));
     }
     let st = state.clone();
@@ -338,7 +393,11 @@ async fn revoke_device(State(state): State<AppState>, auth: AuthDevice, Path(id)
     state
         .db
         .write(move |c| {
-            let n = c.execute("UPDATE devices SET revoked_ms = ?1 WHERE id = ?2 AND revoked_ms IS NULL", rusqlite::params![now, id])?;
+            // The device's personal-data key is forgotten with it: the phone cannot get it back.
+            let n = c.execute(
+                "UPDATE devices SET revoked_ms = ?1, data_key = NULL WHERE id = ?2 AND revoked_ms IS NULL",
+                rusqlite::params![now, id],
+            )?;
             if n == 0 {
                 return Err(AppError::NotFound);
             }

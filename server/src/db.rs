@@ -74,6 +74,13 @@ const MIGRATIONS: &[&str] = &[
     // 3: the console's lists (kind, open or closed, newest first) with the scope columns, so a
     // list's count and its first page are read from the index alone.
     "CREATE INDEX docs_list ON docs(kind, open, updated_ms, location, holder, reporter);",
+    // 4: residents' personal data, kept beside the documents and never inside them
+    // (gridlink_core::pii), and each device's key for the personal data it keeps.
+    "
+    CREATE TABLE personal (doc_id TEXT PRIMARY KEY, data TEXT NOT NULL, updated_ms INTEGER NOT NULL, by_person TEXT NOT NULL);
+    ALTER TABLE devices ADD COLUMN data_key BLOB;
+    ALTER TABLE devices ADD COLUMN install_id TEXT;
+    ",
 ];
 
 /// Connections to the server database.

@@ -7,12 +7,13 @@ use automerge::ActorId;
 use gridlink_core::calendar::local_time;
 use gridlink_core::figures::RecordFacts;
 use gridlink_core::org::access;
+use gridlink_core::pii::{Personal, needs_personal};
 use gridlink_core::record::RecordDoc;
 use gridlink_core::routing::RoutingRules;
 use gridlink_core::store::within_sql;
 use gridlink_core::sync::validate::scope_of;
 use gridlink_core::sync::validate::{check_invariants, check_shape, validate_update as validate_update_fn};
-use gridlink_core::workflow::{Action, ActionKind, TimelineEntry, check};
+use gridlink_core::workflow::{Action, ActionKind, RecordKind, TimelineEntry, check};
 use gridlink_core::{Access, Catalog, Hlc, Person, Record, RecordBody, RecordState, Role, Status, UnitCode, WorkCalendar, complete_action};
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::Digest;
@@ -34,8 +35,13 @@ pub struct ScopeEvent {
 impl ScopeEvent {
     /// True when `person` may see the record this event is about.
     pub fn visible_to(&self, person: &Person) -> bool {
+        self.access_of(person) != Access::None
+    }
+
+    /// What `person` may do with the record this event is about (the core's rule over the index).
+    pub fn access_of(&self, person: &Person) -> Access {
         let Ok(location) = gridlink_core::UnitCode::parse(&self.location) else {
-            return false;
+            return Access::None;
         };
         let holder = self.holder.as_deref().and_then(|h| gridlink_core::UnitCode::parse(h).ok());
         let scope = gridlink_core::org::RecordScope {
@@ -44,7 +50,7 @@ impl ScopeEvent {
             assignee: None,
             reporter: self.reporter.as_deref(),
         };
-        access(person, &scope) != Access::None
+        access(person, &scope)
     }
 }
 
@@ -228,6 +234,9 @@ fn ingest_one(
     }
     if let Err(reason) = check_shape(author_before.as_ref(), &author_after, name) {
         return Ok(Err(reason));
+    }
+    if let Err(field) = gridlink_core::pii::check_masked(seen.as_ref().map(|r| &r.body), &made.body) {
+        return Ok(Err(format!("记录 {name} 的{field}未遮蔽:身份证号和电话不得写入记录文档,须另行加密传送,请升级应用后重试")));
     }
     if let Err(reason) = validate_update_fn(seen.as_ref(), &made, person, ctx.now_ms) {
         return Ok(Err(reason));
@@ -515,6 +524,70 @@ pub fn scope_ids(conn: &Connection, person: &Person) -> AppResult<HashSet<String
     let mut stmt = conn.prepare_cached(&format!("SELECT id FROM docs WHERE {}", scope_sql()))?;
     let ids = stmt.query_map(params![person.unit.as_str(), person.id], |r| r.get(0))?.collect::<Result<_, _>>()?;
     Ok(ids)
+}
+
+/// Keeps a record's personal data sent by `person` (beside the document, never inside it). The
+/// record must exist; `person` must have made it or need its personal data for their work
+/// ([`gridlink_core::pii::needs_personal`]); the values must be valid and match the masked forms
+/// the document shows. Returns why not, in Chinese, without the values; `Ok(None)` when the
+/// record is not on the server yet (its changes come in a later round).
+pub fn store_personal(
+    tx: &Connection,
+    server_actor: &ActorId,
+    person: &Person,
+    doc_id: &str,
+    data: &Personal,
+    now_ms: i64,
+) -> AppResult<Option<Result<(), String>>> {
+    let Some(doc) = load_doc(tx, doc_id, server_actor)? else { return Ok(None) };
+    let record = doc.read()?;
+    let folded = record.fold();
+    let made_it = record.timeline.first().is_some_and(|e| e.actor == person.id);
+    let who = access(person, &scope_of(&record, &folded.state));
+    if !made_it && !needs_personal(record.kind(), person.role, who) {
+        return Ok(Some(Err(format!("无权提交记录 {} 的个人信息", record.display_no()))));
+    }
+    if let Err(e) = data.check_against(&record.body) {
+        return Ok(Some(Err(format!("记录 {} 的个人信息无效:{e}", record.display_no()))));
+    }
+    let text = serde_json::to_string(data).expect("serialisable");
+    tx.prepare_cached(
+        "INSERT INTO personal(doc_id, data, updated_ms, by_person) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(doc_id) DO UPDATE SET data = excluded.data, updated_ms = excluded.updated_ms, by_person = excluded.by_person",
+    )?
+    .execute(params![doc_id, text, now_ms, person.id])?;
+    Ok(Some(Ok(())))
+}
+
+/// Keeps the personal data of a record the server itself just made for `person` (the console, the
+/// demo); nothing to keep is fine, a refusal is an error.
+pub fn keep_personal(
+    tx: &Connection,
+    state: &crate::app::AppState,
+    person: &Person,
+    doc_id: &str,
+    data: &Personal,
+    now_ms: i64,
+) -> AppResult<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    match store_personal(tx, &state.server_actor, person, doc_id, data, now_ms)? {
+        Some(Ok(())) => Ok(()),
+        Some(Err(reason)) => Err(AppError::BadRequest(reason)),
+        None => Err(AppError::NotFound),
+    }
+}
+
+/// A record's personal data, for a person who needs it for their work; `None` for anyone else
+/// or when the server has none.
+pub fn personal_for(tx: &Connection, person: &Person, kind: RecordKind, who: Access, doc_id: &str) -> AppResult<Option<Personal>> {
+    if !needs_personal(kind, person.role, who) {
+        return Ok(None);
+    }
+    let text: Option<String> =
+        tx.prepare_cached("SELECT data FROM personal WHERE doc_id = ?1")?.query_row([doc_id], |r| r.get(0)).optional()?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
 }
 
 /// A record for an API reader, if `person` may see it.

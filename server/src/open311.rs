@@ -44,7 +44,7 @@ use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::auth::{load_person, token_hash};
-use crate::docs::{ingest, load_doc, scope_sql};
+use crate::docs::{ingest, keep_personal, load_doc, scope_sql};
 use crate::error::AppResult;
 
 /// Longest accepted text of each POST field, in characters.
@@ -601,7 +601,7 @@ async fn create(state: &AppState, body: &[u8], format: Format) -> R<Response> {
             } else {
                 vec![gridlink_core::Party { name: name.clone(), role: "报告人".into(), phone: phone.clone() }]
             };
-            let record = Record {
+            let mut record = Record {
                 id: uuid::Uuid::now_v7().to_string(),
                 provisional_no: "Open311".into(),
                 case_no: None,
@@ -630,6 +630,8 @@ async fn create(state: &AppState, body: &[u8], format: Format) -> R<Response> {
                     note: "通过 Open311 接口上报".into(),
                 }],
             };
+            // The reporter's phone is personal data: masked in the record, kept beside it.
+            let personal = gridlink_core::pii::Personal::split(&mut record.body);
             let mut doc = RecordDoc::create(&automerge::ActorId::random(), &record, now)?;
             let change = doc
                 .last_local_change()
@@ -642,6 +644,7 @@ async fn create(state: &AppState, body: &[u8], format: Format) -> R<Response> {
             if let Err((_, reason)) = ingest(&tx, &mut ctx, "open311", &person, &record.id, &[change])? {
                 return Ok(Err((StatusCode::BAD_REQUEST, reason)));
             }
+            keep_personal(&tx, &st, &person, &record.id, &personal, now)?;
             let case_no: String = tx.query_row("SELECT case_no FROM docs WHERE id = ?1", [&record.id], |r| r.get(0))?;
             tx.commit()?;
             Ok(Ok((case_no, events)))

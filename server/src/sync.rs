@@ -7,13 +7,16 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use gridlink_core::sync::protocol::{DEFAULT_PAGE_BYTES, DocChanges, DocId, PROTOCOL_VERSION, Rejection, SyncRequest, SyncResponse};
+use gridlink_core::sync::protocol::{
+    DEFAULT_PAGE_BYTES, DocChanges, DocId, PROTOCOL_VERSION, PersonalData, Rejection, SyncRequest, SyncResponse,
+};
+use gridlink_core::workflow::RecordKind;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_bytes::ByteBuf;
 
 use crate::app::AppState;
 use crate::auth::AuthDevice;
-use crate::docs::{ScopeEvent, ingest, scope_ids};
+use crate::docs::{ScopeEvent, ingest, personal_for, scope_ids, store_personal};
 use crate::error::AppResult;
 
 /// Largest page a device may ask for.
@@ -73,6 +76,20 @@ pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: Sy
                     rejected.push(Rejection { doc: dc.doc, index: index as u32, reason });
                     reset.insert(id);
                 }
+            }
+        }
+    }
+
+    // 2b. Personal data of records the device made or edited: kept beside the documents.
+    let mut personal_stored = Vec::new();
+    let mut personal_refused = Vec::new();
+    for p in &req.personal {
+        match store_personal(&tx, &state.server_actor, &auth.person, &p.doc.to_id(), &p.data, now)? {
+            None => {} // the record's changes come in a later round; so will this again
+            Some(Ok(())) => personal_stored.push(p.doc),
+            Some(Err(reason)) => {
+                tracing::info!(device, doc = %p.doc.to_id(), %reason, "personal data refused");
+                personal_refused.push(Rejection { doc: p.doc, index: 0, reason });
             }
         }
     }
@@ -171,12 +188,46 @@ pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: Sy
         serde_json::to_string(&added).expect("json"),
         serde_json::to_string(&removed).expect("json")
     ])?;
+    // 6. Personal data of the records sent, to a person whose work needs it.
+    let mut personal = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT d.kind, d.location, d.holder, d.reporter FROM personal p JOIN docs d ON d.id = p.doc_id WHERE p.doc_id = ?1",
+        )?;
+        for id in out.keys() {
+            let Some((kind, location, holder, reporter)) = stmt
+                .query_row([id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, Option<String>>(3)?))
+                })
+                .optional()?
+            else {
+                continue;
+            };
+            let kind = if kind == "incident" { RecordKind::Incident } else { RecordKind::ServiceRequest };
+            let who = ScopeEvent { doc_id: id.clone(), location, holder, reporter }.access_of(&auth.person);
+            if let (Some(data), Some(doc)) = (personal_for(&tx, &auth.person, kind, who, id)?, DocId::parse(id)) {
+                personal.push(PersonalData { doc, data });
+            }
+        }
+    }
     tx.commit()?;
     metrics::counter!("gridlink_sync_rounds_total").increment(1);
 
     let docs = out.into_iter().filter_map(|(id, changes)| DocId::parse(&id).map(|doc| DocChanges { doc, changes })).collect();
     let removed = removed.iter().filter_map(|id| DocId::parse(id)).collect();
-    Ok((SyncResponse { v: PROTOCOL_VERSION, rejected, docs, removed, cursor: round as u64, more, server_time_ms: now }, events))
+    let resp = SyncResponse {
+        v: PROTOCOL_VERSION,
+        rejected,
+        docs,
+        removed,
+        cursor: round as u64,
+        more,
+        server_time_ms: now,
+        personal,
+        personal_stored,
+        personal_refused,
+    };
+    Ok((resp, events))
 }
 
 type RoundRow = (i64, i64, String, String, bool);

@@ -194,6 +194,7 @@ fn authorization_scope_and_forged_changes() {
             push: vec![DocChanges { doc: DocId::parse(doc).unwrap(), changes: vec![serde_bytes_buf(change)] }],
             page_bytes: None,
             whole_docs: false,
+            personal: vec![],
         });
         let (_, answer) = raw_round(&server, &token(&a), &body);
         assert_eq!(answer.rejected.len(), 1, "{answer:?}");
@@ -262,6 +263,7 @@ fn push_body(doc: &str, change: Vec<u8>) -> Vec<u8> {
         push: vec![DocChanges { doc: DocId::parse(doc).unwrap(), changes: vec![serde_bytes_buf(change)] }],
         page_bytes: None,
         whole_docs: false,
+        personal: vec![],
     })
 }
 
@@ -404,7 +406,14 @@ fn raw_round(server: &TestServer, token: &str, body: &[u8]) -> (usize, protocol:
 
 /// One raw sync round from a fresh device of `phone`'s account, asking or not for whole documents.
 fn fresh_round(server: &TestServer, phone: &Phone, whole_docs: bool) -> (usize, protocol::SyncResponse) {
-    let body = protocol::encode(&SyncRequest { v: protocol::PROTOCOL_VERSION, cursor: None, push: vec![], page_bytes: None, whole_docs });
+    let body = protocol::encode(&SyncRequest {
+        v: protocol::PROTOCOL_VERSION,
+        cursor: None,
+        push: vec![],
+        page_bytes: None,
+        whole_docs,
+        personal: vec![],
+    });
     raw_round(server, &token(phone), &body)
 }
 
@@ -513,11 +522,13 @@ fn bad_requests_get_clear_4xx_and_the_server_keeps_serving() {
     assert!(b["error"]["message"].as_str().unwrap().contains("无法解压"));
     let (s, _) = post("application/json", b"{}".to_vec(), &tok);
     assert_eq!(s, 400);
-    let wrong_version = protocol::encode(&SyncRequest { v: 9, cursor: None, push: vec![], page_bytes: None, whole_docs: false });
+    let wrong_version =
+        protocol::encode(&SyncRequest { v: 9, cursor: None, push: vec![], page_bytes: None, whole_docs: false, personal: vec![] });
     let (s, b) = post(CONTENT_TYPE, wrong_version, &tok);
     assert_eq!(s, 422);
     assert!(b["error"]["message"].as_str().unwrap().contains("版本"));
-    let truncated = protocol::encode(&SyncRequest { v: 1, cursor: Some(3), push: vec![], page_bytes: None, whole_docs: false });
+    let truncated =
+        protocol::encode(&SyncRequest { v: 1, cursor: Some(3), push: vec![], page_bytes: None, whole_docs: false, personal: vec![] });
     let (s, _) = post(CONTENT_TYPE, truncated[..truncated.len() / 2].to_vec(), &tok);
     assert_eq!(s, 400);
     let empty_doc = protocol::encode(&SyncRequest {
@@ -526,6 +537,7 @@ fn bad_requests_get_clear_4xx_and_the_server_keeps_serving() {
         push: vec![DocChanges { doc: DocId([1; 16]), changes: vec![] }],
         page_bytes: None,
         whole_docs: false,
+        personal: vec![],
     });
     let (s, _) = post(CONTENT_TYPE, empty_doc, &tok);
     assert_eq!(s, 400);
@@ -537,6 +549,7 @@ fn bad_requests_get_clear_4xx_and_the_server_keeps_serving() {
             push: vec![DocChanges { doc: DocId([1; 16]), changes: vec![serde_bytes_buf(change)] }],
             page_bytes: None,
             whole_docs: false,
+            personal: vec![],
         });
         raw_round(&server, &tok, &req).1
     };
@@ -756,6 +769,7 @@ fn a_new_report_pushed_twice_is_stored_once() {
         push: vec![DocChanges { doc: DocId::parse(&id).unwrap(), changes: changes.into_iter().map(serde_bytes_buf).collect() }],
         page_bytes: None,
         whole_docs: false,
+        personal: vec![],
     });
     for _ in 0..2 {
         let (_, answer) = raw_round(&server, &token(&grid), &req);

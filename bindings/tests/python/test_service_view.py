@@ -43,3 +43,40 @@ def test_a_request_screen_shows_what_the_station_and_the_town_need(server, tmp_p
     assert sr.resident_id_number == "1101**********002X" and sr.resident_phone == "138****5678"
     assert sr.resident_name != "张桂兰" and sr.resident_name.startswith("张")
     assert center.record(rid).service.item_name == item.name
+
+
+
+def test_personal_data_key_survives_a_restart_through_the_key_store(tmp_path, server):
+    """The app keeps the phone's personal-data key in the platform key store: after a restart,
+    unlock() gives it back and the clerk reads the full values again offline. Neither the key nor
+    the numbers are ever in the store's files."""
+    app = tmp_path / "app"
+    phone = g.GridlinkClient.open(str(app), server)
+    asyncio.run(phone.login("lijun", PASSWORD, "代办员的手机"))
+    key = phone.data_key()
+    assert key is not None and len(key) == 32
+    rid = phone.receive_service_request(
+        g.ServiceRequestInput(
+            item="FW004",
+            mode="errand",
+            resident_name="张桂兰",
+            resident_id_number="11010519491231002X",
+            resident_phone="13812345678",
+            materials_received=[],
+            description="",
+        )
+    )
+    assert phone.record(rid).service.resident_id_number == "11010519491231002X"
+    del phone
+    # Restarted with no network: masked until the key comes back from the key store.
+    again = g.GridlinkClient.open(str(app), "http://127.0.0.1:9")
+    sr = again.record(rid).service
+    assert sr.personal_data_masked and sr.resident_id_number == "1101**********002X"
+    again.unlock(bytes(key))
+    sr = again.record(rid).service
+    assert not sr.personal_data_masked and sr.resident_phone == "13812345678"
+    for f in app.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            assert bytes(key) not in data, f
+            assert b"11010519491231002X" not in data and b"13812345678" not in data, f

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::protocol::{self, CONTENT_TYPE, DocChanges, DocId, PROTOCOL_VERSION, ProtocolError, SyncRequest, SyncResponse};
+use super::protocol::{self, CONTENT_TYPE, DocChanges, DocId, PROTOCOL_VERSION, PersonalData, ProtocolError, SyncRequest, SyncResponse};
 use crate::client::Client;
 use crate::error::CoreError;
 use crate::org::Person;
@@ -242,6 +242,14 @@ pub struct LoginResult {
     pub device_id: String,
     pub person: Person,
     pub expires_ms: i64,
+    /// This device's key for the personal data it keeps (hex), see [`crate::pii::DataKey`].
+    #[serde(default)]
+    pub data_key: Option<String>,
+}
+
+/// A data key from its hex form, if it is one.
+fn data_key_of(hex_key: Option<&str>) -> Option<crate::pii::DataKey> {
+    crate::pii::DataKey::from_bytes(&hex::decode(hex_key?).ok()?).ok()
 }
 
 #[derive(Deserialize)]
@@ -290,7 +298,9 @@ impl<T: Transport> SyncEngine<T> {
     /// Logs in and binds this device to the account. A different person than before starts from
     /// an empty store (the previous person's records may be outside the new one's scope).
     pub fn login(&self, client: &mut Client, username: &str, password: &str, device_name: &str) -> Result<LoginResult, SyncError> {
-        let body = serde_json::json!({ "username": username, "password": password, "device_name": device_name });
+        let body = serde_json::json!({
+            "username": username, "password": password, "device_name": device_name, "install_id": client.device_id(),
+        });
         let resp = self.transport.call(HttpRequest {
             method: "POST",
             path: "/api/v1/login".into(),
@@ -312,6 +322,7 @@ impl<T: Transport> SyncEngine<T> {
         }
         client.set_identity(login.person.clone())?;
         client.set_sync_meta("token", &login.token)?;
+        client.set_data_key(data_key_of(login.data_key.as_deref()));
         client.clear_sync_meta("cursor")?;
         // The pickers' units; a sync fetches them again if this fails.
         if let Ok(units) = self.fetch_units(&login.token) {
@@ -426,6 +437,17 @@ impl<T: Transport> SyncEngine<T> {
         {
             access.with(|c| c.set_org_units(&units))?;
         }
+        // After a restart the personal-data key is gone from memory: the server hands it again to
+        // this device while its token is valid (never after a remote wipe).
+        if !access.with(|c| c.has_data_key()) {
+            #[derive(Deserialize)]
+            struct KeyBody {
+                data_key: Option<String>,
+            }
+            if let Ok(k) = self.get_json::<KeyBody>(&token, "/api/v1/device-key") {
+                access.with(|c| c.set_data_key(data_key_of(k.data_key.as_deref())));
+            }
+        }
         let mut report = SyncReport::default();
         report.photos_uploaded = self.upload_photos(access, &token, &mut report)?;
         for _ in 0..MAX_ROUNDS {
@@ -464,7 +486,12 @@ impl<T: Transport> SyncEngine<T> {
             }
             hashes.entry(doc).or_default().push(e.hash);
         }
-        let body = protocol::encode(&SyncRequest { v: PROTOCOL_VERSION, cursor, push, page_bytes: None, whole_docs: true });
+        let personal: Vec<PersonalData> = access
+            .with(|c| c.personal_pending())?
+            .into_iter()
+            .filter_map(|(id, data)| Some(PersonalData { doc: DocId::parse(&id)?, data }))
+            .collect();
+        let body = protocol::encode(&SyncRequest { v: PROTOCOL_VERSION, cursor, push, page_bytes: None, whole_docs: true, personal });
         report.bytes_up += body.len();
         // On the network: the store is free for the app.
         let resp = self.transport.call(HttpRequest {
@@ -536,6 +563,15 @@ impl<T: Transport> SyncEngine<T> {
             }
         }
         report.received_docs += answer.docs.len();
+        for p in &answer.personal {
+            client.receive_personal(&p.doc.to_id(), &p.data)?;
+        }
+        let mut delivered: Vec<String> = answer.personal_stored.iter().map(|d| d.to_id()).collect();
+        for r in &answer.personal_refused {
+            client.record_rejection(&r.doc.to_id(), &r.reason)?;
+            delivered.push(r.doc.to_id());
+        }
+        client.personal_delivered(&delivered)?;
         client.set_sync_meta("cursor", &answer.cursor.to_string())?;
         Ok(())
     }

@@ -55,6 +55,17 @@ pub struct SyncRequest {
     /// Devices that predate it leave it out and get changes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub whole_docs: bool,
+    /// Personal data of records this device made or edited, which never travels inside the
+    /// documents (see [`crate::pii`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub personal: Vec<PersonalData>,
+}
+
+/// One record's personal data on the wire (over TLS; never inside a document).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonalData {
+    pub doc: DocId,
+    pub data: crate::pii::Personal,
 }
 
 /// A pushed change the server refused, with the reason (Chinese, shown to the user).
@@ -82,6 +93,15 @@ pub struct SyncResponse {
     pub more: bool,
     /// The server's clock (unix ms), the reference for checking received timestamps.
     pub server_time_ms: i64,
+    /// Personal data of records in this answer that the device's person needs for their work.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub personal: Vec<PersonalData>,
+    /// Uploaded personal data the server kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub personal_stored: Vec<DocId>,
+    /// Uploaded personal data the server refused, with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub personal_refused: Vec<Rejection>,
 }
 
 /// Encoding and decoding failures.
@@ -144,10 +164,12 @@ mod tests {
             push: vec![DocChanges { doc: DocId([7; 16]), changes: vec![serde_bytes::ByteBuf::from(vec![1, 2, 3])] }],
             page_bytes: None,
             whole_docs: true,
+            personal: vec![],
         };
         let bytes = encode(&req);
         assert_eq!(decode_request(&bytes).unwrap(), req);
-        let empty = encode(&SyncRequest { v: 1, cursor: Some(123456), push: vec![], page_bytes: None, whole_docs: false });
+        let empty =
+            encode(&SyncRequest { v: 1, cursor: Some(123456), push: vec![], page_bytes: None, whole_docs: false, personal: vec![] });
         assert!(empty.len() < 40, "an idle round is tiny: {} bytes", empty.len());
         assert!(matches!(decode_request(&encode(&SyncRequest { v: 9, ..req.clone() })), Err(ProtocolError::Version(9))));
         assert!(matches!(decode_request(b"garbage"), Err(ProtocolError::Compression | ProtocolError::Format(_))));

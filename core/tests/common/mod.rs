@@ -59,6 +59,8 @@ impl Device {
         let opts = ClientOptions { clock: clock.clone(), ..Default::default() };
         let mut client = Client::open_with(dir.path().join("device.db"), opts).unwrap();
         client.set_identity(who).unwrap();
+        // As after a login: the key personal data is sealed with.
+        client.set_data_key(Some(gridlink_core::pii::DataKey::generate()));
         Self { client, clock, dir }
     }
 }

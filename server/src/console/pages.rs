@@ -19,7 +19,7 @@ use super::charts::{self, Area, Pin};
 use super::views::{self, ActionForm, Chrome, ListSpec, Names, NavLink, RecordDetail, RowView, RowsPage};
 use super::{CsrfForm, PageResult, Session, html};
 use crate::app::AppState;
-use crate::docs::{IngestCtx, act_as, create_as, load_doc, read_for};
+use crate::docs::{IngestCtx, act_as, create_as, keep_personal, load_doc, read_for};
 use crate::error::{AppError, AppResult};
 use crate::linkage::{ReportQuery, figures_for, period, records_where};
 
@@ -717,9 +717,14 @@ pub async fn new_errand(State(state): State<AppState>, session: Session, Form(f)
             materials_received: f.materials.clone(),
             description: f.description.clone(),
         };
-        let (body, action) = service_request_body(&state.catalog, &state.calendar, &session.person().unit, new, state.now_ms())?;
+        let (body, action, personal) = service_request_body(&state.catalog, &state.calendar, &session.person().unit, new, state.now_ms())?;
         let s = session.clone();
-        write_as(&state, move |tx, ctx, _| create_as(tx, ctx, &s.auth.device_id, s.person(), body, action)).await
+        write_as(&state, move |tx, ctx, st| {
+            let id = create_as(tx, ctx, &s.auth.device_id, s.person(), body, action)?;
+            keep_personal(tx, st, s.person(), &id, &personal, ctx.now_ms)?;
+            Ok(id)
+        })
+        .await
     }
     .await;
     match result {

@@ -280,7 +280,7 @@ pub fn detail(record: &Record, folded: &Folded, names: &Names<'_>, calendar: &Wo
             fields.push(f("服务站", names.unit(r.station.as_str())));
             fields.push(f("申请人", mask_name(&r.resident.name)));
             if let Some(id) = &r.resident.id_number {
-                fields.push(f("身份证号", id.masked()));
+                fields.push(f("身份证号", gridlink_core::pii::mask_id_number(id)));
             }
             if let Some(p) = &r.resident.phone {
                 fields.push(f("联系电话", mask_phone(p)));

@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use super::histories::{PATHS, Path, REPORTS, Who, incident_steps};
 use super::town::{TOWN, code, id_number, name_of, org};
 use crate::app::AppState;
-use crate::docs::{act_as, create_as};
+use crate::docs::{act_as, create_as, keep_personal};
 use crate::error::{AppError, AppResult};
 
 /// Records made per write transaction.
@@ -67,8 +67,10 @@ pub fn bulk(state: &AppState, records: usize, seed: u64) -> AppResult<usize> {
                     materials_received: materials,
                     description: String::new(),
                 };
-                let (body, action) = service_request_body(&catalog, &state.calendar, &station.unit, new, at).map_err(AppError::from)?;
+                let (body, action, personal) =
+                    service_request_body(&catalog, &state.calendar, &station.unit, new, at).map_err(AppError::from)?;
                 let id = create_as(&tx, &mut ctx, "bulk-station", &station, body, action)?;
+                keep_personal(&tx, state, &station, &id, &personal, at)?;
                 let steps: &[Action] = match (immediate, rng.random_range(0..3)) {
                     (true, _) => &[Action::Complete, Action::Deliver],
                     (false, 0) => &[Action::Queue],

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use gridlink_core::{Client, ClientOptions, Clock, ManualClock, Person};
 
 use crate::app::AppState;
-use crate::docs::ingest;
+use crate::docs::{ingest, keep_personal};
 use crate::error::{AppError, AppResult};
 
 pub(super) struct Devices<'a> {
@@ -24,6 +24,7 @@ impl Devices<'_> {
             let opts = ClientOptions { clock: self.clock.clone(), ..Default::default() };
             let mut c = Client::open_with(self.dir.path().join(format!("{pid}.db")), opts)?;
             c.set_identity(self.people[pid].clone())?;
+            c.set_data_key(Some(gridlink_core::pii::DataKey::generate()));
             self.devices.insert(pid.to_owned(), c);
         }
         Ok(self.devices.get_mut(pid).expect("just inserted"))
@@ -61,9 +62,15 @@ impl Devices<'_> {
         if let Err((_, reason)) = ingest(&tx, &mut ctx, &format!("demo-{pid}"), &person, doc, &changes)? {
             return Err(AppError::Internal(format!("demo change refused: {reason}")));
         }
+        let personal: Vec<_> = self.devices[pid].personal_pending()?.into_iter().filter(|(id, _)| id == doc).collect();
+        for (id, data) in &personal {
+            keep_personal(&tx, self.state, &person, id, data, now)?;
+        }
         tx.commit()?;
         drop(conn);
-        self.client(pid)?.acknowledge(&hashes)?;
+        let client = self.client(pid)?;
+        client.acknowledge(&hashes)?;
+        client.personal_delivered(&personal.into_iter().map(|(id, _)| id).collect::<Vec<_>>())?;
         Ok(())
     }
 }

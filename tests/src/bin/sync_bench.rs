@@ -608,6 +608,7 @@ impl WireDevice {
                 push: std::mem::take(&mut push),
                 page_bytes: None,
                 whole_docs: true,
+                personal: vec![],
             });
             let resp = self
                 .transport
