@@ -26,8 +26,8 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::attachments;
 use crate::auth::{self, AuthDevice, LoginLimiter};
 use crate::db::{self, Db};
-use crate::docs::{self, IngestCtx, ScopeEvent};
 use crate::error::{AppError, AppResult};
+use crate::records::{self, IngestCtx, ScopeEvent};
 use gridlink_core::routing::RoutingRules;
 use gridlink_core::{Catalog, WorkCalendar};
 use std::sync::RwLock;
@@ -350,7 +350,7 @@ async fn record(State(state): State<AppState>, auth: AuthDevice, Path(id): Path<
     state
         .db
         .read(move |c| {
-            let (record, state, access) = docs::read_for(c, &actor, &id, &auth.person)?;
+            let (record, state, access) = records::read_for(c, &actor, &id, &auth.person)?;
             let folded = record.fold();
             Ok(Json(serde_json::json!({
                 "record": masked_json(&record),

@@ -18,8 +18,8 @@ use tower::ServiceExt;
 
 use crate::app::AppState;
 use crate::auth::AuthDevice;
-use crate::docs::ScopeEvent;
 use crate::error::{AppError, AppResult};
+use crate::records::ScopeEvent;
 
 /// Where chunk uploads resume.
 #[derive(Debug, Deserialize)]

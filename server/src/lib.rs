@@ -14,11 +14,11 @@ pub mod config;
 pub mod console;
 pub mod db;
 pub mod demo;
-pub mod docs;
 pub mod error;
 pub mod import;
 pub mod linkage;
 pub mod open311;
+pub mod records;
 pub mod sync;
 
 use std::future::Future;
@@ -86,7 +86,7 @@ pub fn build_state(settings: Settings, db_path: &Path, clock: Arc<dyn Clock>) ->
         calendar: Arc::new(WorkCalendar::bundled()),
         routing: Arc::new(std::sync::RwLock::new(routing)),
     };
-    docs::reindex_if_stale(&state)?;
+    records::reindex_if_stale(&state)?;
     Ok(state)
 }
 

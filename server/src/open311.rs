@@ -44,8 +44,8 @@ use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::auth::{load_person, token_hash};
-use crate::docs::{ingest, keep_personal, load_doc, scope_sql};
 use crate::error::AppResult;
+use crate::records::{ingest, keep_personal, load_doc, scope_sql};
 
 /// Longest accepted text of each POST field, in characters.
 pub const LIMITS: &[(&str, usize)] = &[

@@ -16,8 +16,8 @@ use serde_bytes::ByteBuf;
 
 use crate::app::AppState;
 use crate::auth::AuthDevice;
-use crate::docs::{ScopeEvent, ingest, personal_for, scope_ids, store_personal};
 use crate::error::AppResult;
+use crate::records::{ScopeEvent, ingest, personal_for, scope_ids, store_personal};
 
 /// Largest page a device may ask for.
 pub const MAX_PAGE_BYTES: u32 = 16 << 20;

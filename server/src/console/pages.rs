@@ -19,9 +19,9 @@ use super::charts::{self, Area, Pin};
 use super::views::{self, ActionForm, Chrome, ListSpec, Names, NavLink, RecordDetail, RowView, RowsPage};
 use super::{CsrfForm, PageResult, Session, html};
 use crate::app::AppState;
-use crate::docs::{IngestCtx, act_as, create_as, keep_personal, load_doc, read_for};
 use crate::error::{AppError, AppResult};
 use crate::linkage::{ReportQuery, figures_for, period, records_where};
+use crate::records::{IngestCtx, act_as, create_as, keep_personal, load_doc, read_for};
 
 /// Runs `f` in one write transaction with an ingest context, then tells live clients.
 async fn write_as<T: Send + 'static>(
@@ -527,7 +527,7 @@ pub async fn map(State(state): State<AppState>, session: Session) -> PageResult<
             // most MAP_PINS of them and says how many there are.
             let sql = format!(
                 "SELECT id, deadline_ms FROM docs WHERE kind = 'incident' AND open = 1 AND {} ORDER BY updated_ms DESC, id LIMIT ?3",
-                crate::docs::scope_sql()
+                crate::records::scope_sql()
             );
             let mut stmt = c.prepare_cached(&sql)?;
             let args = rusqlite::params![s.person().unit.as_str(), s.person().id, MAP_PINS as i64];

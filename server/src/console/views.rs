@@ -10,8 +10,8 @@ use gridlink_core::workflow::{ActionKind, Folded, allowed_actions, rule};
 use gridlink_core::{Access, Action, Catalog, Person, Record, RecordBody, RecordKind, Role, Status, UnitCode, UnitKind};
 use rusqlite::{Connection, params};
 
-use crate::docs::scope_sql;
 use crate::error::AppResult;
+use crate::records::scope_sql;
 
 /// Display names of units and catalog codes.
 #[derive(Debug)]

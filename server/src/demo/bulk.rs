@@ -14,8 +14,8 @@ use rand::{Rng, SeedableRng};
 use super::histories::{PATHS, Path, REPORTS, Who, incident_steps};
 use super::town::{TOWN, code, id_number, name_of, org};
 use crate::app::AppState;
-use crate::docs::{act_as, create_as, keep_personal};
 use crate::error::{AppError, AppResult};
+use crate::records::{act_as, create_as, keep_personal};
 
 /// Records made per write transaction.
 const PER_TRANSACTION: usize = 250;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use gridlink_core::{Client, ClientOptions, Clock, ManualClock, Person};
 
 use crate::app::AppState;
-use crate::docs::{ingest, keep_personal};
 use crate::error::{AppError, AppResult};
+use crate::records::{ingest, keep_personal};
 
 pub(super) struct Devices<'a> {
     pub(super) state: &'a AppState,

@@ -1,5 +1,5 @@
-//! The four-level linkage on the server: the deadline sweeper (督办), figures, the station ledger
-//! (台账), hand-off manifests, notices and the routing rules an admin edits.
+//! Reports over the records in a person's scope: outcome figures, the station ledger (台账) and
+//! hand-off manifests (交接清单), as JSON, CSV or Excel.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -7,79 +7,15 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{NaiveDate, TimeZone};
 use gridlink_core::calendar::{china_tz, local_time};
-use gridlink_core::clocks::current_clock;
 use gridlink_core::figures::{self, RecordFacts, Table};
-use gridlink_core::routing::RoutingRules;
-use gridlink_core::{Action, Person, Record, UnitCode};
-use rusqlite::{Connection, params};
+use gridlink_core::{Person, Record, UnitCode};
+use rusqlite::Connection;
 use serde::Deserialize;
 
-use crate::app::{AppState, require_admin};
+use crate::app::AppState;
 use crate::auth::AuthDevice;
-use crate::db;
-use crate::docs::{load_doc, scope_sql, system_act};
 use crate::error::{AppError, AppResult};
-
-/// Raises a supervision notice (督办) on every incident whose running clock passed its due time and
-/// that has not been supervised for that due time yet, addressed to the unit the clock runs
-/// against — the department for its handling, the center for its verification or closing — and
-/// that unit's parent. Returns how many.
-pub fn sweep(state: &AppState) -> AppResult<usize> {
-    let now = state.now_ms();
-    let mut conn = state.db.writer();
-    let due: Vec<String> = {
-        let mut stmt = conn.prepare(
-            "SELECT id FROM docs WHERE kind = 'incident' AND open = 1 AND status != 'suspended' AND deadline_ms < ?1 ORDER BY deadline_ms",
-        )?;
-        let rows = stmt.query_map([now], |r| r.get(0))?;
-        rows.collect::<Result<_, _>>()?
-    };
-    let tx = conn.transaction()?;
-    let routing = state.routing();
-    let mut events = Vec::new();
-    let mut raised = 0;
-    {
-        let mut ctx = state.ingest_ctx(&routing, now, &mut events);
-        for id in due {
-            let Some(doc) = load_doc(&tx, &id, &state.server_actor)? else {
-                continue;
-            };
-            let record = doc.read()?;
-            let folded = record.fold();
-            let Some(clock) = current_clock(record.kind(), &folded.state, &state.catalog.center_limits, &state.calendar) else {
-                continue;
-            };
-            if !clock.overdue(now) {
-                continue;
-            }
-            let (deadline, holder) = (clock.due_ms, clock.unit);
-            let already = folded.entries.iter().any(|e| {
-                e.conflict.is_none() && matches!(e.entry.action, Action::Supervise { overdue: true, .. }) && e.entry.at.wall_ms >= deadline
-            });
-            if already {
-                continue;
-            }
-            let mut to_units = vec![holder.clone()];
-            to_units.extend(holder.parent());
-            let text = format!(
-                "{}「{}」已超过{}期限({}),请尽快办理",
-                record.display_no(),
-                record.title(),
-                clock.stage.label(),
-                local_time(deadline - 1).format("%Y-%m-%d %H:%M")
-            );
-            system_act(&tx, &mut ctx, &id, Action::Supervise { overdue: true, to_units: to_units.clone() }, &text)?;
-            for u in &to_units {
-                tx.execute("INSERT INTO notices(doc_id, unit, at_ms, text) VALUES (?1, ?2, ?3, ?4)", params![id, u.as_str(), now, text])?;
-            }
-            raised += 1;
-        }
-    }
-    tx.commit()?;
-    drop(conn);
-    state.notify(events);
-    Ok(raised)
-}
+use crate::records::{load_doc, scope_sql};
 
 /// Period and format of a report.
 #[derive(Debug, Deserialize)]
@@ -296,52 +232,4 @@ pub async fn batch(
         .await?;
     let json = serde_json::to_value(&table).expect("serialisable");
     export(vec![table], q.format.as_deref(), &format!("交接清单-{}", id.chars().take(40).collect::<String>()), json)
-}
-
-/// `GET /api/v1/notices`: supervision notices addressed to the caller's unit or below.
-pub async fn notices(State(state): State<AppState>, auth: AuthDevice) -> AppResult<Json<serde_json::Value>> {
-    state
-        .db
-        .read(move |c| {
-            let unit = auth.person.unit.as_str().to_owned();
-            let sql = format!(
-                "SELECT doc_id, unit, at_ms, text FROM notices WHERE {} ORDER BY seq DESC LIMIT 200",
-                gridlink_core::store::within_sql("unit", "?1")
-            );
-            let mut stmt = c.prepare(&sql)?;
-            let rows = stmt.query_map([&unit], |r| {
-                Ok(serde_json::json!({ "doc_id": r.get::<_, String>(0)?, "unit": r.get::<_, String>(1)?, "at_ms": r.get::<_, i64>(2)?, "text": r.get::<_, String>(3)? }))
-            })?;
-            Ok(Json(serde_json::Value::Array(rows.collect::<Result<_, _>>()?)))
-        })
-        .await
-}
-
-/// `GET /api/v1/admin/routing`.
-pub async fn get_routing(State(state): State<AppState>, auth: AuthDevice) -> AppResult<Json<RoutingRules>> {
-    require_admin(&auth)?;
-    Ok(Json(state.routing()))
-}
-
-/// `PUT /api/v1/admin/routing`: replaces the routing rules (validated against the catalog).
-pub async fn put_routing(
-    State(state): State<AppState>,
-    auth: AuthDevice,
-    Json(rules): Json<RoutingRules>,
-) -> AppResult<Json<RoutingRules>> {
-    require_admin(&auth)?;
-    rules.validate(&state.catalog)?;
-    let text = serde_json::to_string(&rules).expect("serialisable");
-    let now = state.now_ms();
-    let who = auth.person.id.clone();
-    let stored = text.clone();
-    state
-        .db
-        .write(move |c| {
-            db::meta_set(c, "routing", &stored)?;
-            db::audit(c, now, &who, "set_routing", &stored)
-        })
-        .await?;
-    *state.routing.write().unwrap_or_else(|p| p.into_inner()) = rules.clone();
-    Ok(Json(rules))
 }

@@ -1,0 +1,39 @@
+//! The routing rules (分流规则) an administrator reads and edits.
+
+use axum::Json;
+use axum::extract::State;
+use gridlink_core::routing::RoutingRules;
+
+use crate::app::{AppState, require_admin};
+use crate::auth::AuthDevice;
+use crate::db;
+use crate::error::AppResult;
+
+/// `GET /api/v1/admin/routing`.
+pub async fn get_routing(State(state): State<AppState>, auth: AuthDevice) -> AppResult<Json<RoutingRules>> {
+    require_admin(&auth)?;
+    Ok(Json(state.routing()))
+}
+
+/// `PUT /api/v1/admin/routing`: replaces the routing rules (validated against the catalog).
+pub async fn put_routing(
+    State(state): State<AppState>,
+    auth: AuthDevice,
+    Json(rules): Json<RoutingRules>,
+) -> AppResult<Json<RoutingRules>> {
+    require_admin(&auth)?;
+    rules.validate(&state.catalog)?;
+    let text = serde_json::to_string(&rules).expect("serialisable");
+    let now = state.now_ms();
+    let who = auth.person.id.clone();
+    let stored = text.clone();
+    state
+        .db
+        .write(move |c| {
+            db::meta_set(c, "routing", &stored)?;
+            db::audit(c, now, &who, "set_routing", &stored)
+        })
+        .await?;
+    *state.routing.write().unwrap_or_else(|p| p.into_inner()) = rules.clone();
+    Ok(Json(rules))
+}

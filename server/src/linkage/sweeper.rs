@@ -1,0 +1,71 @@
+//! The deadline sweeper (督办): supervision notices for every running clock past its due time.
+
+use gridlink_core::Action;
+use gridlink_core::calendar::local_time;
+use gridlink_core::clocks::current_clock;
+use rusqlite::params;
+
+use crate::app::AppState;
+use crate::error::AppResult;
+use crate::records::{load_doc, system_act};
+
+/// Raises a supervision notice (督办) on every incident whose running clock passed its due time and
+/// that has not been supervised for that due time yet, addressed to the unit the clock runs
+/// against — the department for its handling, the center for its verification or closing — and
+/// that unit's parent. Returns how many.
+pub fn sweep(state: &AppState) -> AppResult<usize> {
+    let now = state.now_ms();
+    let mut conn = state.db.writer();
+    let due: Vec<String> = {
+        let mut stmt = conn.prepare(
+            "SELECT id FROM docs WHERE kind = 'incident' AND open = 1 AND status != 'suspended' AND deadline_ms < ?1 ORDER BY deadline_ms",
+        )?;
+        let rows = stmt.query_map([now], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let tx = conn.transaction()?;
+    let routing = state.routing();
+    let mut events = Vec::new();
+    let mut raised = 0;
+    {
+        let mut ctx = state.ingest_ctx(&routing, now, &mut events);
+        for id in due {
+            let Some(doc) = load_doc(&tx, &id, &state.server_actor)? else {
+                continue;
+            };
+            let record = doc.read()?;
+            let folded = record.fold();
+            let Some(clock) = current_clock(record.kind(), &folded.state, &state.catalog.center_limits, &state.calendar) else {
+                continue;
+            };
+            if !clock.overdue(now) {
+                continue;
+            }
+            let (deadline, holder) = (clock.due_ms, clock.unit);
+            let already = folded.entries.iter().any(|e| {
+                e.conflict.is_none() && matches!(e.entry.action, Action::Supervise { overdue: true, .. }) && e.entry.at.wall_ms >= deadline
+            });
+            if already {
+                continue;
+            }
+            let mut to_units = vec![holder.clone()];
+            to_units.extend(holder.parent());
+            let text = format!(
+                "{}「{}」已超过{}期限({}),请尽快办理",
+                record.display_no(),
+                record.title(),
+                clock.stage.label(),
+                local_time(deadline - 1).format("%Y-%m-%d %H:%M")
+            );
+            system_act(&tx, &mut ctx, &id, Action::Supervise { overdue: true, to_units: to_units.clone() }, &text)?;
+            for u in &to_units {
+                tx.execute("INSERT INTO notices(doc_id, unit, at_ms, text) VALUES (?1, ?2, ?3, ?4)", params![id, u.as_str(), now, text])?;
+            }
+            raised += 1;
+        }
+    }
+    tx.commit()?;
+    drop(conn);
+    state.notify(events);
+    Ok(raised)
+}
