@@ -37,7 +37,7 @@ async function session(user) {
   await page.goto(base + '/console/login');
   await page.fill('input[name=username]', user);
   await page.fill('input[name=password]', password);
-  await Promise.all([page.waitForURL(/\/console\/(inbox|errands)/), page.click('button[type=submit]')]);
+  await Promise.all([page.waitForURL(/\/console\/(inbox|service-requests)/), page.click('button[type=submit]')]);
   return page;
 }
 
@@ -170,9 +170,9 @@ try {
 
   // --- A village station takes a request, queues it and hands it off in a batch. ---
   const station = await session('gt201-zhan');
-  assert.match(station.url(), /\/console\/errands/);
+  assert.match(station.url(), /\/console\/service-requests/);
   await shot(station, '07-station-ledger');
-  await station.goto(base + '/console/errands/new');
+  await station.goto(base + '/console/service-requests/new');
   await Promise.all([station.waitForURL(/item=FW004/), station.selectOption('select[name=item]', 'FW004')]);
   const materials = station.locator('form.intake input[name=materials]');
   assert.equal(await materials.count(), 4, 'the checklist comes from the service-item catalog');
@@ -191,7 +191,7 @@ try {
   await act(station, 'queue');
   await notice(station, '已办理:列入代办');
 
-  await station.goto(base + '/console/errands/batch');
+  await station.goto(base + '/console/service-requests/batch');
   await station.locator(`input[name=ids][value="${request}"]`).waitFor();
   await station.uncheck('input[data-check-all]');
   await station.check(`input[name=ids][value="${request}"]`);
@@ -217,7 +217,7 @@ try {
   await town.goto(`${base}/console/records/${request}`);
   await act(town, 'complete', async (form) => form.locator('textarea[name=note]').fill('审核通过,津贴已核发'));
   await notice(town, '该记录已转出本单位');
-  assert.match(town.url(), /\/console\/errands\?/, 'a record that left my scope sends me back to my list');
+  assert.match(town.url(), /\/console\/service-requests\?/, 'a record that left my scope sends me back to my list');
 
   // --- Back at the station: delivery and the follow-up call. ---
   await station.goto(`${base}/console/records/${request}`);

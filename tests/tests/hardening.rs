@@ -251,7 +251,7 @@ fn hostile_input_gets_a_clear_4xx_and_changes_nothing() {
             "multipart/form-data; boundary=x",
             b"--x\r\nContent-Disposition: form-data; name=\"kind\"\r\n\r\naccept\r\n--x--\r\n".to_vec(),
         ),
-        ("POST", "/console/errands/batch".into(), &tok, "application/x-www-form-urlencoded", b"_csrf=0&ids=1".to_vec()),
+        ("POST", "/console/service-requests/batch".into(), &tok, "application/x-www-form-urlencoded", b"_csrf=0&ids=1".to_vec()),
     ];
     for (method, path, tok, ct, body) in &cases {
         let url = format!("{}{path}", server.base);

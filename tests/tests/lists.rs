@@ -73,7 +73,7 @@ fn every_list_is_complete_for_every_role() {
     let closed_village = sizes[&("/console/inbox?tab=closed".to_owned(), "gt201-shuji")];
     eprintln!("{total} records; village 201 has {closed_village} closed incidents");
     assert!(n < 20_000 || closed_village > 500, "{closed_village}");
-    let town_all: usize = ["/console/inbox?tab=open", "/console/inbox?tab=closed", "/console/errands?tab=all"]
+    let town_all: usize = ["/console/inbox?tab=open", "/console/inbox?tab=closed", "/console/service-requests?tab=all"]
         .iter()
         .map(|l| sizes[&((*l).to_owned(), "zongzhi")])
         .sum();

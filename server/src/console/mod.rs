@@ -37,6 +37,14 @@ const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; s
                    frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'";
 
 /// The console's routes, with its security headers.
+/// One name for service requests (便民服务事项, 代办 being one way of handling them): their pages
+/// moved from `/console/errands…` to `/console/service-requests…`; the old addresses redirect.
+async fn moved(uri: axum::http::Uri) -> Redirect {
+    let path = uri.path().replacen("/console/errands", "/console/service-requests", 1);
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    Redirect::permanent(&format!("{path}{query}"))
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/console/") }))
@@ -52,9 +60,12 @@ pub fn routes() -> Router<AppState> {
         .route("/console/stats", get(pages::stats))
         .route("/console/records/{id}", get(pages::record))
         .route("/console/records/{id}/act", post(pages::act).layer(DefaultBodyLimit::max(MAX_FORM_BYTES)))
-        .route("/console/errands", get(pages::errands))
-        .route("/console/errands/new", get(pages::new_errand_form).post(pages::new_errand))
-        .route("/console/errands/batch", get(pages::batch_form).post(pages::batch_create))
+        .route("/console/service-requests", get(pages::service_requests))
+        .route("/console/service-requests/new", get(pages::new_service_request_form).post(pages::new_service_request))
+        .route("/console/service-requests/batch", get(pages::batch_form).post(pages::batch_create))
+        // The service-request pages' old addresses (代办, bookmarks of earlier versions).
+        .route("/console/errands", get(moved))
+        .route("/console/errands/{page}", get(moved))
         .route("/console/batches/{id}", get(pages::batch))
         .route("/console/batches/{id}/receive", post(pages::batch_receive))
         .layer(SetResponseHeaderLayer::overriding(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)))
@@ -155,7 +166,7 @@ pub fn html(t: &impl Template) -> Response {
 /// The first page for a role.
 pub fn landing(role: Role) -> &'static str {
     match role {
-        Role::StationStaff => "/console/errands",
+        Role::StationStaff => "/console/service-requests",
         _ => "/console/inbox",
     }
 }

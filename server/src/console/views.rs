@@ -437,20 +437,20 @@ pub fn nav_for(role: Role) -> Vec<(&'static str, &'static str)> {
             ("/console/board", "期限看板"),
             ("/console/map", "事件地图"),
             ("/console/stats", "统计分析"),
-            ("/console/errands", "便民代办"),
+            ("/console/service-requests", "便民代办"),
         ],
         Role::DepartmentHandler => {
             vec![
                 ("/console/inbox", "我的事件"),
-                ("/console/errands", "代办事项"),
+                ("/console/service-requests", "代办事项"),
                 ("/console/board", "期限看板"),
                 ("/console/stats", "统计分析"),
             ]
         }
         Role::StationStaff | Role::VillageHead => vec![
-            ("/console/errands", "代办台账"),
-            ("/console/errands/new", "新建代办"),
-            ("/console/errands/batch", "批次移交"),
+            ("/console/service-requests", "代办台账"),
+            ("/console/service-requests/new", "新建代办"),
+            ("/console/service-requests/batch", "批次移交"),
             ("/console/inbox", "事件"),
             ("/console/board", "期限看板"),
             ("/console/map", "事件地图"),

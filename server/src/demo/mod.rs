@@ -34,14 +34,14 @@ pub struct DemoLogins {
     /// (role, user name, name, unit name)
     pub rows: Vec<(String, String, String, String)>,
     pub incidents: usize,
-    pub errands: usize,
+    pub service_requests: usize,
 }
 
 impl DemoLogins {
     /// What `gridlink-server demo` prints.
     pub fn banner(&self, addr: std::net::SocketAddr) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "网格通演示镇「广通镇」已就绪:{} 件事件,{} 件便民服务", self.incidents, self.errands);
+        let _ = writeln!(s, "网格通演示镇「广通镇」已就绪:{} 件事件,{} 件便民服务", self.incidents, self.service_requests);
         let _ = writeln!(s, "网页控制台:http://{addr}/console/   (用下列账号登录)");
         let _ = writeln!(s, "服务器地址:http://{addr}/   健康检查:http://{addr}/healthz   同步接口:http://{addr}/api/v1/");
         let _ = writeln!(s, "演示账号(密码均为 {DEMO_PASSWORD}):");
@@ -80,7 +80,7 @@ pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
         Ok(state.db.reader().query_row("SELECT count(*) FROM docs WHERE kind = ?1", [kind], |r| r.get::<_, i64>(0))? as usize)
     };
     if seeded > 0 {
-        return Ok(DemoLogins { rows, incidents: count("incident")?, errands: count("service_request")? });
+        return Ok(DemoLogins { rows, incidents: count("incident")?, service_requests: count("service_request")? });
     }
 
     let mut rng = StdRng::seed_from_u64(20261123);
@@ -281,5 +281,5 @@ pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
         };
         dev.push(&actor, &id)?;
     }
-    Ok(DemoLogins { rows, incidents: count("incident")?, errands: count("service_request")? })
+    Ok(DemoLogins { rows, incidents: count("incident")?, service_requests: count("service_request")? })
 }

@@ -1,0 +1,161 @@
+//! The record lists: the inbox and service-request tabs and the deadline board, each paged in
+//! the query with scope applied first ([`ListSpec`]).
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::response::Response;
+use gridlink_core::Role;
+
+use crate::app::AppState;
+use crate::console::views::{Chrome, ListSpec, Names};
+use crate::console::{PageResult, Session, html};
+use crate::error::AppResult;
+
+use super::service_requests::QUEUED;
+use super::*;
+
+#[derive(Template)]
+#[template(path = "list.html")]
+struct ListPage {
+    chrome: Chrome,
+    done: Option<String>,
+    heading: String,
+    tabs: Vec<Tab>,
+    links: Vec<(String, String)>,
+    sections: Vec<Section>,
+    pager: Pager,
+}
+
+struct TabDef {
+    key: &'static str,
+    label: &'static str,
+    /// Which records, over the `docs` index; `?1` is the viewer's unit (see [`ListSpec`]).
+    filter: &'static str,
+}
+
+/// What a tabbed list page shows.
+struct TabbedList {
+    chrome: Chrome,
+    tabs: Vec<Tab>,
+    sections: Vec<Section>,
+    pager: Pager,
+}
+
+fn tabs_page(
+    state: &AppState,
+    session: &Session,
+    q: &TabQuery,
+    base: &'static str,
+    heading: &str,
+    defs: &'static [TabDef],
+) -> impl FnOnce(&rusqlite::Connection) -> AppResult<TabbedList> + Send + 'static {
+    let (st, session) = (state.clone(), session.clone());
+    let current = q.tab.clone().filter(|t| defs.iter().any(|d| d.key == t)).unwrap_or_else(|| defs[0].key.to_owned());
+    let page = page_number(q.page.as_deref());
+    let heading = heading.to_owned();
+    move |c| {
+        let names = Names::load(c, &st.catalog)?;
+        let def = defs.iter().find(|d| d.key == current).expect("checked above");
+        let spec = ListSpec { filter: def.filter, order: "updated_ms DESC" };
+        let list = spec.page(c, &names, session.person(), page, st.now_ms())?;
+        let tabs = defs.iter().map(|d| Tab { href: format!("{base}?tab={}", d.key), label: d.label, active: d.key == current }).collect();
+        let title = format!("{heading}(共 {} 件)", list.total);
+        let pager = Pager::new(&list, &format!("{base}?tab={current}&"));
+        let chrome = chrome(&session, &names, &heading, base, true);
+        Ok(TabbedList { chrome, tabs, sections: vec![Section { title, class: "", rows: list.rows }], pager })
+    }
+}
+
+const INBOX_TABS: &[TabDef] = &[
+    TabDef { key: "todo", label: "待我处理", filter: "kind = 'incident' AND open = 1 AND holder = ?1" },
+    TabDef { key: "open", label: "全部在办", filter: "kind = 'incident' AND open = 1" },
+    TabDef { key: "closed", label: "已办结", filter: "kind = 'incident' AND open = 0" },
+];
+
+const SERVICE_REQUEST_TABS: &[TabDef] = &[
+    TabDef { key: "todo", label: "待我办理", filter: "kind = 'service_request' AND open = 1 AND holder = ?1" },
+    TabDef { key: "open", label: "全部在办", filter: "kind = 'service_request' AND open = 1" },
+    TabDef { key: "all", label: "全部台账", filter: "kind = 'service_request'" },
+];
+
+/// `GET /console/inbox`: incidents — what waits for my unit, everything open, what is closed.
+pub async fn inbox(State(state): State<AppState>, session: Session, Query(q): Query<TabQuery>) -> PageResult<Response> {
+    let f = tabs_page(&state, &session, &q, "/console/inbox", "事件工作台", INBOX_TABS);
+    let TabbedList { chrome, tabs, sections, pager } = state.db.read(f).await?;
+    Ok(html(&ListPage { chrome, done: q.notice(), heading: "事件工作台".into(), tabs, links: Vec::new(), sections, pager }))
+}
+
+/// `GET /console/service-requests`: the errand ledger (代办台账) of a station, or the town's errands.
+pub async fn service_requests(State(state): State<AppState>, session: Session, Query(q): Query<TabQuery>) -> PageResult<Response> {
+    let f = tabs_page(&state, &session, &q, "/console/service-requests", "便民代办", SERVICE_REQUEST_TABS);
+    let TabbedList { chrome, tabs, sections, pager } = state.db.read(f).await?;
+    let mut links = Vec::new();
+    if matches!(session.person().role, Role::StationStaff | Role::VillageHead) {
+        links.push(("/console/service-requests/new".to_owned(), "新建代办".to_owned()));
+        links.push(("/console/service-requests/batch".to_owned(), "批次移交".to_owned()));
+        links.push(("/api/v1/ledger?format=xlsx".to_owned(), "导出台账(Excel)".to_owned()));
+        links.push(("/api/v1/ledger?format=csv".to_owned(), "导出台账(CSV)".to_owned()));
+    }
+    Ok(html(&ListPage { chrome, done: q.notice(), heading: "便民代办".into(), tabs, links, sections, pager }))
+}
+
+/// Every record list of the console by name, as its pages query it: the tabs of the inbox and of
+/// the errands, the deadline board and the batch builder's queue.
+pub fn all_lists() -> Vec<(String, ListSpec<'static>)> {
+    let tabs = |page: &str, defs: &'static [TabDef]| {
+        defs.iter()
+            .map(move |d| (format!("{page}?tab={}", d.key), ListSpec { filter: d.filter, order: "updated_ms DESC" }))
+            .collect::<Vec<_>>()
+    };
+    let mut out = tabs("/console/inbox", INBOX_TABS);
+    out.extend(tabs("/console/service-requests", SERVICE_REQUEST_TABS));
+    out.push(("/console/board".into(), BOARD));
+    out.push(("/console/service-requests/batch".into(), QUEUED));
+    out
+}
+
+/// The deadline board's list: open items with a deadline, the nearest first.
+pub const BOARD: ListSpec<'static> = ListSpec { filter: "open = 1 AND deadline_ms IS NOT NULL", order: "deadline_ms ASC" };
+
+/// `GET /console/board`: open items by deadline; overdue first, in red. Each section's title
+/// counts the whole section; the rows are paged in deadline order across the sections.
+pub async fn board(State(state): State<AppState>, session: Session, Query(q): Query<TabQuery>) -> PageResult<Response> {
+    let st = state.clone();
+    let s = session.clone();
+    let page = page_number(q.page.as_deref());
+    let (chrome, sections, pager) = state
+        .db
+        .read(move |c| {
+            let names = Names::load(c, &st.catalog)?;
+            let now = st.now_ms();
+            let soon = now + 3 * 86_400_000;
+            let list = BOARD.page(c, &names, s.person(), page, now)?;
+            let pager = Pager::new(&list, "/console/board?");
+            // The same bounds as a row's `overdue` flag: due before now is overdue.
+            let bounds = [
+                ("已超期", "overdue", format!("deadline_ms < {now}")),
+                ("三日内到期", "soon", format!("deadline_ms >= {now} AND deadline_ms <= {soon}")),
+                ("其后到期", "", format!("deadline_ms > {soon}")),
+            ];
+            let mut sections = Vec::new();
+            for (title, class, bound) in bounds {
+                let filter = format!("{} AND {bound}", BOARD.filter);
+                let n = ListSpec { filter: &filter, order: BOARD.order }.count(c, s.person())?;
+                sections.push(Section { title: format!("{title}(共 {n} 件)"), class, rows: Vec::new() });
+            }
+            for r in list.rows {
+                let d = r.deadline_ms.unwrap_or(i64::MAX);
+                let i = if r.overdue {
+                    0
+                } else if d <= soon {
+                    1
+                } else {
+                    2
+                };
+                sections[i].rows.push(r);
+            }
+            Ok((chrome(&s, &names, "期限看板", "/console/board", true), sections, pager))
+        })
+        .await?;
+    Ok(html(&ListPage { chrome, done: None, heading: "期限看板".into(), tabs: Vec::new(), links: Vec::new(), sections, pager }))
+}

@@ -1,0 +1,124 @@
+//! The console's pages and forms, one file per area: [`lists`], [`record`], [`map`],
+//! [`stats`] and [`service_requests`]. What they share (the page chrome, paging, writing as the
+//! signed-in person) is here.
+
+mod lists;
+mod map;
+mod record;
+mod service_requests;
+mod stats;
+
+use gridlink_core::workflow::ActionKind;
+use rusqlite::Connection;
+use serde::Deserialize;
+
+use super::Session;
+use super::views::{self, Chrome, Names, NavLink, RowView, RowsPage};
+use crate::app::AppState;
+use crate::error::AppResult;
+use crate::records::IngestCtx;
+
+pub use lists::{BOARD, all_lists, board, inbox, service_requests};
+pub use map::map;
+pub use record::{act, record};
+pub use service_requests::{batch, batch_create, batch_form, batch_receive, new_service_request, new_service_request_form};
+pub use stats::stats;
+
+/// Runs `f` in one write transaction with an ingest context, then tells live clients.
+async fn write_as<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&Connection, &mut IngestCtx<'_>, &AppState) -> AppResult<T> + Send + 'static,
+) -> AppResult<T> {
+    let st = state.clone();
+    let (out, events) = state
+        .db
+        .write(move |c| {
+            let tx = c.savepoint()?;
+            let routing = st.routing();
+            let mut events = Vec::new();
+            let out = {
+                let mut ctx = st.ingest_ctx(&routing, st.now_ms(), &mut events);
+                f(&tx, &mut ctx, &st)?
+            };
+            tx.commit()?;
+            Ok((out, events))
+        })
+        .await?;
+    state.notify(events);
+    Ok(out)
+}
+
+fn chrome(session: &Session, names: &Names<'_>, title: &str, active: &str, live: bool) -> Chrome {
+    let p = session.person();
+    Chrome {
+        title: title.to_owned(),
+        person_name: p.name.clone(),
+        role: p.role.label().to_owned(),
+        unit: names.unit(p.unit.as_str()),
+        csrf: session.csrf.clone(),
+        nav: views::nav_for(p.role).into_iter().map(|(href, label)| NavLink { href, label, active: href == active }).collect(),
+        live,
+    }
+}
+
+/// A tab above a list.
+#[derive(Debug, Clone)]
+pub struct Tab {
+    pub href: String,
+    pub label: &'static str,
+    pub active: bool,
+}
+
+/// A titled group of rows.
+#[derive(Debug, Clone)]
+pub struct Section {
+    pub title: String,
+    pub class: &'static str,
+    pub rows: Vec<RowView>,
+}
+
+/// Where a paged list stands, and the links to its neighbours.
+#[derive(Debug, Clone)]
+pub struct Pager {
+    pub page: usize,
+    pub pages: usize,
+    pub total: usize,
+    pub prev: Option<String>,
+    pub next: Option<String>,
+}
+
+impl Pager {
+    /// The pager of `p`; `base` is the list's URL, ending in `?` or `&`.
+    fn new(p: &RowsPage, base: &str) -> Self {
+        let link = |n: usize| format!("{base}page={n}");
+        Pager {
+            page: p.page,
+            pages: p.pages,
+            total: p.total,
+            prev: (p.page > 1).then(|| link(p.page - 1)),
+            next: (p.page < p.pages).then(|| link(p.page + 1)),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TabQuery {
+    tab: Option<String>,
+    /// An action just taken that moved a record out of my scope, and the record's number.
+    done: Option<String>,
+    no: Option<String>,
+    page: Option<String>,
+}
+
+impl TabQuery {
+    fn notice(&self) -> Option<String> {
+        let kind = ActionKind::parse(self.done.as_deref()?)?;
+        let no: String = self.no.as_deref().unwrap_or_default().chars().filter(|c| c.is_alphanumeric() || *c == '-').take(40).collect();
+        Some(format!("已办理:{}({no}),该记录已转出本单位。", kind.label()))
+    }
+}
+
+/// The page asked for (from 1); anything unreadable means the first.
+fn page_number(page: Option<&str>) -> usize {
+    page.and_then(|p| p.trim().parse().ok()).unwrap_or(1)
+}
