@@ -1,7 +1,7 @@
 //! Records and enums as the phone's screens need them (labels in Chinese, times in unix ms).
 
 use gridlink_core::RecordSummary;
-use gridlink_core::{Action, RecordView, UnitCode};
+use gridlink_core::{Action, RecordView};
 
 use crate::error::GridlinkError;
 
@@ -79,106 +79,87 @@ pub struct ServiceRequestInput {
     pub description: String,
 }
 
-/// A workflow action, with what it needs.
-#[derive(Debug, Clone, uniffi::Enum)]
-pub enum ActionInput {
-    /// Route a fresh report to the unit that should handle it (分流; center staff).
-    Route {
-        to_unit: String,
-    },
-    Accept,
-    Escalate {
-        to_unit: String,
-    },
-    /// `deadline_ms` empty: computed from the catalog and the working-day calendar.
-    Dispatch {
-        to_unit: String,
-        deadline_ms: Option<i64>,
-    },
-    Sign,
-    Return,
-    RequestExtension {
-        until_ms: i64,
-    },
-    ApproveExtension,
-    DenyExtension,
-    Handle {
-        photos: Vec<String>,
-    },
-    SelfResolve {
-        photos: Vec<String>,
-    },
-    Verify,
-    FailVerification,
-    Close,
-    Evaluate {
-        satisfaction: u8,
-    },
-    Suspend,
-    Resume,
-    Supervise,
-    RequestMaterials {
-        missing: Vec<String>,
-    },
-    SupplyMaterials {
-        supplied: Vec<String>,
-    },
-    Queue,
-    HandOff {
-        to_unit: String,
-        batch_id: String,
-        carrier: String,
-    },
-    AcceptHandOff,
-    Complete,
-    Deliver,
-    Archive,
-    FollowUp {
-        satisfaction: u8,
-    },
-    Reject,
-    Withdraw,
-}
-
-fn unit(code: &str) -> Result<UnitCode, GridlinkError> {
-    UnitCode::parse(code).map_err(|e| GridlinkError::Invalid { message: e.to_string() })
+/// A workflow action, with what it needs: its kind (an [`ActionOption::kind`]) and the inputs
+/// that action asks for ([`ActionOption::params`]); the rest stay empty. One generic shape, built
+/// into the core's action by the core (`Action::from_params`), so a new action needs no change
+/// here.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct ActionInput {
+    /// `accept`, `dispatch` …
+    pub kind: String,
+    /// A unit code (dispatch, escalate, route, hand-off); pick from `action_targets`.
+    #[uniffi(default)]
+    pub to_unit: Option<String>,
+    /// A dispatch deadline; empty: computed from the catalog and the working-day calendar.
+    #[uniffi(default)]
+    pub deadline_ms: Option<i64>,
+    /// Until when an extension is asked for.
+    #[uniffi(default)]
+    pub until_ms: Option<i64>,
+    /// 1–5 (evaluate, follow-up).
+    #[uniffi(default)]
+    pub satisfaction: Option<u8>,
+    /// Evidence photos (SHA-256 from `attach_photo`).
+    #[uniffi(default)]
+    pub photos: Vec<String>,
+    /// Missing materials (request) or supplied ones (supply).
+    #[uniffi(default)]
+    pub materials: Vec<String>,
+    /// A hand-off's batch number and carrier.
+    #[uniffi(default)]
+    pub batch_id: Option<String>,
+    #[uniffi(default)]
+    pub carrier: Option<String>,
 }
 
 impl ActionInput {
+    /// An action that needs nothing but its kind.
+    pub fn of(kind: &str) -> Self {
+        Self {
+            kind: kind.into(),
+            to_unit: None,
+            deadline_ms: None,
+            until_ms: None,
+            satisfaction: None,
+            photos: Vec::new(),
+            materials: Vec::new(),
+            batch_id: None,
+            carrier: None,
+        }
+    }
+
+    /// The input of a core action (the inverse of [`ActionInput::into_action`]).
+    pub fn from_action(action: &Action) -> Self {
+        let p = action.params();
+        Self {
+            kind: action.kind().as_str().into(),
+            to_unit: p.to_unit,
+            deadline_ms: p.deadline_ms,
+            until_ms: p.until_ms,
+            satisfaction: p.satisfaction,
+            photos: p.photos,
+            materials: p.materials,
+            batch_id: p.batch_id,
+            carrier: p.carrier,
+        }
+    }
+
     /// The core action.
     pub fn into_action(self) -> Result<Action, GridlinkError> {
-        use ActionInput as A;
-        Ok(match self {
-            A::Route { to_unit } => Action::Route { to_unit: unit(&to_unit)? },
-            A::Accept => Action::Accept,
-            A::Escalate { to_unit } => Action::Escalate { to_unit: unit(&to_unit)? },
-            A::Dispatch { to_unit, deadline_ms } => Action::Dispatch { to_unit: unit(&to_unit)?, deadline_ms },
-            A::Sign => Action::Sign,
-            A::Return => Action::Return,
-            A::RequestExtension { until_ms } => Action::RequestExtension { until_ms },
-            A::ApproveExtension => Action::ApproveExtension,
-            A::DenyExtension => Action::DenyExtension,
-            A::Handle { photos } => Action::Handle { photos },
-            A::SelfResolve { photos } => Action::SelfResolve { photos },
-            A::Verify => Action::Verify,
-            A::FailVerification => Action::FailVerification,
-            A::Close => Action::Close,
-            A::Evaluate { satisfaction } => Action::Evaluate { satisfaction },
-            A::Suspend => Action::Suspend,
-            A::Resume => Action::Resume,
-            A::Supervise => Action::Supervise { overdue: false, to_units: vec![] },
-            A::RequestMaterials { missing } => Action::RequestMaterials { missing },
-            A::SupplyMaterials { supplied } => Action::SupplyMaterials { supplied },
-            A::Queue => Action::Queue,
-            A::HandOff { to_unit, batch_id, carrier } => Action::HandOff { to_unit: unit(&to_unit)?, batch_id, carrier },
-            A::AcceptHandOff => Action::AcceptHandOff,
-            A::Complete => Action::Complete,
-            A::Deliver => Action::Deliver,
-            A::Archive => Action::Archive,
-            A::FollowUp { satisfaction } => Action::FollowUp { satisfaction },
-            A::Reject => Action::Reject,
-            A::Withdraw => Action::Withdraw,
-        })
+        let kind = gridlink_core::ActionKind::parse(&self.kind).ok_or_else(|| GridlinkError::Invalid {
+            message: format!("未知的操作“{}”", self.kind.chars().take(40).collect::<String>()),
+        })?;
+        let params = gridlink_core::ActionParams {
+            to_unit: self.to_unit,
+            deadline_ms: self.deadline_ms,
+            until_ms: self.until_ms,
+            satisfaction: self.satisfaction,
+            photos: self.photos,
+            materials: self.materials,
+            batch_id: self.batch_id,
+            carrier: self.carrier,
+        };
+        Ok(Action::from_params(kind, params)?)
     }
 }
 
@@ -190,6 +171,11 @@ pub struct ActionOption {
     pub label: String,
     /// The button must ask for a reason or result.
     pub note_required: bool,
+    /// The inputs the action asks for ([`ActionInput`] field names: `to_unit`, `deadline_ms`,
+    /// `until_ms`, `satisfaction`, `photos`, `materials`, `batch_id`, `carrier`), required ones
+    /// listed in `required_params`.
+    pub params: Vec<String>,
+    pub required_params: Vec<String>,
 }
 
 /// One line of a list screen.
@@ -355,6 +341,8 @@ impl From<RecordView> for RecordDetail {
                     kind: k.as_str().into(),
                     label: k.label().into(),
                     note_required: gridlink_core::workflow::rule(*k).note_required,
+                    params: k.params().iter().map(|p| p.as_str().to_owned()).collect(),
+                    required_params: k.params().iter().filter(|p| p.required()).map(|p| p.as_str().to_owned()).collect(),
                 })
                 .collect(),
             service: None,
@@ -445,6 +433,7 @@ impl ListFilter {
                 gridlink_core::Status::parse(s).ok_or_else(|| invalid(format!("未知的状态“{}”", s.chars().take(20).collect::<String>())))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let unit = |c: &str| gridlink_core::UnitCode::parse(c).map_err(|e| GridlinkError::Invalid { message: e.to_string() });
         let code = |c: &Option<String>| c.as_deref().filter(|c| !c.is_empty()).map(unit).transpose();
         Ok(gridlink_core::RecordQuery {
             kind,
@@ -571,50 +560,28 @@ mod tests {
 
     use super::*;
 
-    /// An input for each kind of action; `None` only for the kinds that create a record (they
-    /// have their own calls). The match is exhaustive: a new kind does not compile until it is
-    /// expressible here.
-    fn sample(kind: ActionKind) -> Option<ActionInput> {
-        let u = || "532331101".to_owned();
-        Some(match kind {
-            ActionKind::Report | ActionKind::Receive => return None,
-            ActionKind::Route => ActionInput::Route { to_unit: u() },
-            ActionKind::SelfResolve => ActionInput::SelfResolve { photos: vec![] },
-            ActionKind::Accept => ActionInput::Accept,
-            ActionKind::Escalate => ActionInput::Escalate { to_unit: u() },
-            ActionKind::Dispatch => ActionInput::Dispatch { to_unit: u(), deadline_ms: None },
-            ActionKind::Sign => ActionInput::Sign,
-            ActionKind::Return => ActionInput::Return,
-            ActionKind::RequestExtension => ActionInput::RequestExtension { until_ms: 0 },
-            ActionKind::ApproveExtension => ActionInput::ApproveExtension,
-            ActionKind::DenyExtension => ActionInput::DenyExtension,
-            ActionKind::Handle => ActionInput::Handle { photos: vec![] },
-            ActionKind::Verify => ActionInput::Verify,
-            ActionKind::FailVerification => ActionInput::FailVerification,
-            ActionKind::Close => ActionInput::Close,
-            ActionKind::Evaluate => ActionInput::Evaluate { satisfaction: 5 },
-            ActionKind::Suspend => ActionInput::Suspend,
-            ActionKind::Resume => ActionInput::Resume,
-            ActionKind::Supervise => ActionInput::Supervise,
-            ActionKind::RequestMaterials => ActionInput::RequestMaterials { missing: vec!["x".into()] },
-            ActionKind::SupplyMaterials => ActionInput::SupplyMaterials { supplied: vec![] },
-            ActionKind::Queue => ActionInput::Queue,
-            ActionKind::HandOff => ActionInput::HandOff { to_unit: u(), batch_id: "b".into(), carrier: "c".into() },
-            ActionKind::AcceptHandOff => ActionInput::AcceptHandOff,
-            ActionKind::Complete => ActionInput::Complete,
-            ActionKind::Deliver => ActionInput::Deliver,
-            ActionKind::Archive => ActionInput::Archive,
-            ActionKind::FollowUp => ActionInput::FollowUp { satisfaction: 5 },
-            ActionKind::Reject => ActionInput::Reject,
-            ActionKind::Withdraw => ActionInput::Withdraw,
-        })
+    /// An input for an action of `kind`, from what its option says it asks for.
+    fn sample(kind: ActionKind) -> ActionInput {
+        let mut input = ActionInput::of(kind.as_str());
+        for p in kind.params() {
+            match p.as_str() {
+                "to_unit" => input.to_unit = Some("532331101".into()),
+                "until_ms" => input.until_ms = Some(0),
+                "satisfaction" => input.satisfaction = Some(5),
+                "materials" => input.materials = vec!["x".into()],
+                "batch_id" => input.batch_id = Some("b".into()),
+                "carrier" => input.carrier = Some("c".into()),
+                _ => {}
+            }
+        }
+        input
     }
 
     #[test]
     fn every_action_the_rules_can_offer_is_expressible() {
         for rule in RULES.iter().filter(|r| !r.from.is_empty()) {
-            let input = sample(rule.action).unwrap_or_else(|| panic!("{} is offered on existing records but has no input", rule.action));
-            assert_eq!(input.into_action().unwrap().kind(), rule.action);
+            assert!(rule.action.taken_on_records(), "{} is offered on existing records", rule.action);
+            assert_eq!(sample(rule.action).into_action().unwrap().kind(), rule.action);
         }
     }
 }

@@ -52,33 +52,29 @@ fn phone(dir: &std::path::Path, name: &str, who: &Person, clock: &Arc<ManualCloc
     c
 }
 
-/// An input for `kind` with a payload that fits the record now.
+/// An input for `kind` filled from what the action asks for, with values that fit the record now:
+/// the generic form an app builds from `ActionOption::params`.
 fn input(c: &Client, id: &str, kind: gridlink_core::ActionKind, now: i64) -> ActionInput {
-    use gridlink_core::ActionKind as K;
-    let target =
-        || c.action_targets(id, kind).unwrap().first().unwrap_or_else(|| panic!("{kind} offered without a target")).code.to_string();
-    match kind {
-        K::Route => ActionInput::Route { to_unit: target() },
-        K::Escalate => ActionInput::Escalate { to_unit: target() },
-        K::Dispatch => ActionInput::Dispatch { to_unit: target(), deadline_ms: None },
-        K::HandOff => ActionInput::HandOff { to_unit: target(), batch_id: "B1".into(), carrier: "李军".into() },
-        K::RequestExtension => ActionInput::RequestExtension { until_ms: now + 30 * 86_400_000 },
-        K::SelfResolve => ActionInput::SelfResolve { photos: vec![] },
-        K::Accept => ActionInput::Accept,
-        K::Sign => ActionInput::Sign,
-        K::Return => ActionInput::Return,
-        K::ApproveExtension => ActionInput::ApproveExtension,
-        K::DenyExtension => ActionInput::DenyExtension,
-        K::Handle => ActionInput::Handle { photos: vec![] },
-        K::Verify => ActionInput::Verify,
-        K::FailVerification => ActionInput::FailVerification,
-        K::Close => ActionInput::Close,
-        K::Evaluate => ActionInput::Evaluate { satisfaction: 5 },
-        K::Suspend => ActionInput::Suspend,
-        K::Resume => ActionInput::Resume,
-        K::Supervise => ActionInput::Supervise,
-        other => panic!("{other} is not an incident action"),
+    let mut input = ActionInput::of(kind.as_str());
+    for p in kind.params() {
+        match p.as_str() {
+            "to_unit" => {
+                let targets = c.action_targets(id, kind).unwrap();
+                input.to_unit = Some(targets.first().unwrap_or_else(|| panic!("{kind} offered without a target")).code.to_string());
+            }
+            "until_ms" => input.until_ms = Some(now + 30 * 86_400_000),
+            "satisfaction" => input.satisfaction = Some(5),
+            "materials" => input.materials = vec!["居民身份证".into()],
+            "batch_id" => input.batch_id = Some("B1".into()),
+            "carrier" => input.carrier = Some("李军".into()),
+            _ => {}
+        }
     }
+    input
+}
+
+fn to(kind: &str, unit: &str) -> ActionInput {
+    ActionInput { to_unit: Some(unit.into()), ..ActionInput::of(kind) }
 }
 
 #[test]
@@ -90,17 +86,17 @@ fn every_allowed_action_can_be_taken_at_every_step_by_every_role() {
     let id = phones[0].create_incident(NewIncident { category: "0503".into(), title: "建筑垃圾".into(), ..Default::default() }).unwrap();
     // The path the record takes, by (phone, action).
     let path: Vec<(usize, ActionInput)> = vec![
-        (1, ActionInput::Escalate { to_unit: TOWN.into() }),
-        (2, ActionInput::Accept),
-        (2, ActionInput::Dispatch { to_unit: DEPT.into(), deadline_ms: None }),
-        (3, ActionInput::Sign),
-        (3, ActionInput::RequestExtension { until_ms: 1_795_395_600_000 + 20 * 86_400_000 }),
-        (2, ActionInput::ApproveExtension),
-        (2, ActionInput::Suspend),
-        (2, ActionInput::Resume),
-        (3, ActionInput::Handle { photos: vec![] }),
-        (2, ActionInput::Verify),
-        (2, ActionInput::Close),
+        (1, to("escalate", TOWN)),
+        (2, ActionInput::of("accept")),
+        (2, to("dispatch", DEPT)),
+        (3, ActionInput::of("sign")),
+        (3, ActionInput { until_ms: Some(1_795_395_600_000 + 20 * 86_400_000), ..ActionInput::of("request_extension") }),
+        (2, ActionInput::of("approve_extension")),
+        (2, ActionInput::of("suspend")),
+        (2, ActionInput::of("resume")),
+        (3, ActionInput::of("handle")),
+        (2, ActionInput::of("verify")),
+        (2, ActionInput::of("close")),
     ];
     let mut performed = 0;
     let mut copies = 0;

@@ -29,6 +29,7 @@
 //! assert_eq!(client.search("垃圾", 10).unwrap().len(), 1);
 //! ```
 
+pub mod action_params;
 pub mod calendar;
 pub mod catalog;
 pub mod chunk;
@@ -47,6 +48,7 @@ pub mod store;
 pub mod sync;
 pub mod workflow;
 
+pub use action_params::{ActionParams, Param};
 pub use calendar::{TimeLimit, WorkCalendar};
 pub use catalog::{Catalog, HandlingLevel, ServiceMode};
 pub use client::{

@@ -66,7 +66,7 @@ def test_offline_report_with_photo_reaches_the_center_and_back(server, tmp_path)
     seen = center.record(rid)
     assert seen.photos == [sha]
     assert "accept" in [a.kind for a in seen.allowed]
-    center.perform(rid, g.ActionInput.ACCEPT(), "")
+    center.perform(rid, g.ActionInput(kind="accept"), "")
     center.background_sync()
 
     # The grid member's phone shows it after its next sync.
@@ -94,7 +94,7 @@ def test_errors_are_typed_and_in_chinese(server, tmp_path):
         g.IncidentInput(category="0802", title="路灯不亮", description="", address="", grid=None, latitude=None, longitude=None, urgent=False, note="")
     )
     with pytest.raises(g.GridlinkError.NotAllowed):
-        phone.perform(rid, g.ActionInput.CLOSE(), "")
+        phone.perform(rid, g.ActionInput(kind="close"), "")
     with pytest.raises(g.GridlinkError.Invalid):
         phone.attach_photo(rid, "/nonexistent/photo.jpg")
     with pytest.raises(g.GridlinkError.Invalid):
@@ -122,10 +122,10 @@ def test_station_takes_a_request_and_completes_its_materials(server, tmp_path):
             description="老人行动不便,代办",
         )
     )
-    station.perform(rid, g.ActionInput.REQUEST_MATERIALS(missing=[item.materials[-1]]), "请补交")
+    station.perform(rid, g.ActionInput(kind="request_materials", materials=[item.materials[-1]]), "请补交")
     detail = station.edit_service_request(rid, None, "材料已补交", [item.materials[-1]], None)
     assert detail.notes == "材料已补交"
-    detail = station.perform(rid, g.ActionInput.SUPPLY_MATERIALS(supplied=[item.materials[-1]]), "")
+    detail = station.perform(rid, g.ActionInput(kind="supply_materials", materials=[item.materials[-1]]), "")
     assert detail.status_label == "已受理"
     assert station.receive_batch("no-such-batch") == []
     with pytest.raises(g.GridlinkError.Invalid) as e:

@@ -18,7 +18,15 @@ def test_pickers_offer_exactly_the_units_the_rules_accept(server, tmp_path):
     rid = center.report_incident(
         g.IncidentInput(category="0503", title="建筑垃圾", description="", address="", grid="532331101201-01-01", latitude=None, longitude=None, urgent=False, note="")
     )
-    center.perform(rid, g.ActionInput.ACCEPT(), "")
+    center.perform(rid, g.ActionInput(kind="accept"), "")
+    # The record screen builds the action's form from what the option asks for.
+    option = next(a for a in center.record(rid).allowed if a.kind == "dispatch")
+    assert option.params == ["to_unit", "deadline_ms"] and option.required_params == ["to_unit"]
+    try:
+        center.perform(rid, g.ActionInput(kind="dispatch"), "")
+        raise AssertionError("a dispatch without a unit was taken")
+    except g.GridlinkError as e:
+        assert "派遣" in str(e) and "单位" in str(e), e
     targets = center.action_targets(rid, "dispatch")
     codes = [t.code for t in targets]
     assert "532331101-D01" in codes and "532331101201" in codes, codes
@@ -27,7 +35,7 @@ def test_pickers_offer_exactly_the_units_the_rules_accept(server, tmp_path):
     dept = next(t for t in targets if t.code == "532331101-D01")
     assert (dept.kind, dept.kind_label) == ("department", "部门")
     # Every offered target can really be taken.
-    center.perform(rid, g.ActionInput.DISPATCH(to_unit=dept.code, deadline_ms=None), "")
+    center.perform(rid, g.ActionInput(kind="dispatch", to_unit=dept.code, deadline_ms=None), "")
 
     grid = g.GridlinkClient.open(str(tmp_path / "g"), server)
     asyncio.run(grid.login("wangfang", PASSWORD, "手机"))

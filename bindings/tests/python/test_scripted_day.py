@@ -40,7 +40,7 @@ def test_a_scripted_day_with_concurrent_dispatches(server, tmp_path):
     assert rid in [t.id for t in tasks.items] and tasks.total >= 1
     record = center_desk.record(rid)
     assert "accept" in [a.kind for a in record.allowed]
-    center_desk.perform(rid, g.ActionInput.ACCEPT(), "")
+    center_desk.perform(rid, g.ActionInput(kind="accept"), "")
     sync(center_desk)
     sync(center_road)
     # The photo view on a device that did not take it.
@@ -49,20 +49,20 @@ def test_a_scripted_day_with_concurrent_dispatches(server, tmp_path):
 
     # On the road, offline, the second device dispatches to the village first ...
     village = next(u for u in center_road.action_targets(rid, "dispatch") if u.code == "532331101201")
-    center_road.perform(rid, g.ActionInput.DISPATCH(to_unit=village.code, deadline_ms=None), "请村里先处理")
+    center_road.perform(rid, g.ActionInput(kind="dispatch", to_unit=village.code, deadline_ms=None), "请村里先处理")
     time.sleep(0.05)
     # ... while the desk dispatches to the department from its picker.
     picker = center_desk.action_targets(rid, "dispatch")
     dept_unit = next(u for u in picker if u.kind == "department")
     assert dept_unit.name == "综合行政执法中队"
-    center_desk.perform(rid, g.ActionInput.DISPATCH(to_unit=dept_unit.code, deadline_ms=None), "")
+    center_desk.perform(rid, g.ActionInput(kind="dispatch", to_unit=dept_unit.code, deadline_ms=None), "")
     sync(center_desk)
 
     # The department works on it: its task list, sign, handle.
     sync(dept)
     assert [t.id for t in dept.my_tasks(20)] == [rid]
-    dept.perform(rid, g.ActionInput.SIGN(), "")
-    dept.perform(rid, g.ActionInput.HANDLE(photos=[]), "已拆除")
+    dept.perform(rid, g.ActionInput(kind="sign"), "")
+    dept.perform(rid, g.ActionInput(kind="handle", photos=[]), "已拆除")
     sync(dept)
     assert dept.my_tasks(20) == [], "handed back: nothing left for the department"
     assert dept.notices() == []

@@ -22,7 +22,7 @@ def test_a_request_screen_shows_what_the_station_and_the_town_need(server, tmp_p
             description="代办",
         )
     )
-    d = station.perform(rid, g.ActionInput.REQUEST_MATERIALS(missing=[item.materials[-1]]), "请补交")
+    d = station.perform(rid, g.ActionInput(kind="request_materials", materials=[item.materials[-1]]), "请补交")
     sr = d.service
     assert sr.item_code == "FW004" and sr.item_name == item.name
     assert d.title.startswith(item.name), "a title in words, not the item code"

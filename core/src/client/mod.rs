@@ -24,7 +24,7 @@ use crate::calendar::WorkCalendar;
 use crate::catalog::{Catalog, ServiceMode};
 use crate::clocks::current_clock;
 use crate::error::{CoreError, Result};
-use crate::hlc::{Hlc, HlcClock};
+use crate::hlc::HlcClock;
 use crate::org::{Access, Identity, OrgUnit, RecordScope, UnitCode, access};
 use crate::photo;
 use crate::pii::{DataKey, IdNumber, Personal, mask_phone, validate_phone};
@@ -290,29 +290,19 @@ impl Client {
         if self.access(&me, &record, &folded) == Access::None {
             return Err(CoreError::NotFound(id.chars().take(40).collect()));
         }
-        let action = |to_unit: UnitCode| match kind {
-            ActionKind::Dispatch => Ok(Action::Dispatch { to_unit, deadline_ms: None }),
-            ActionKind::Escalate => Ok(Action::Escalate { to_unit }),
-            ActionKind::Route => Ok(Action::Route { to_unit }),
-            ActionKind::HandOff => Ok(Action::HandOff { to_unit, batch_id: "-".into(), carrier: "-".into() }),
-            other => Err(CoreError::InvalidInput(format!("“{other}”不需要选择单位"))),
-        };
-        let mut out = Vec::new();
-        for unit in self.org_units()? {
-            let entry = TimelineEntry {
-                id: String::new(),
-                at: Hlc { wall_ms: self.now_ms(), counter: 0 },
-                actor: me.id.clone(),
-                actor_name: me.name.clone(),
-                role: me.role,
-                unit: me.unit.clone(),
-                action: action(unit.code.clone())?,
-                note: "-".into(),
-            };
-            if check(&folded.state, record.fold_context(), &entry).is_ok() {
-                out.push(unit);
-            }
+        if !kind.params().contains(&crate::action_params::Param::ToUnit) {
+            return Err(CoreError::InvalidInput(format!("“{kind}”不需要选择单位")));
         }
+        let units = self.org_units()?;
+        let allowed = crate::action_params::allowed_targets(
+            &folded.state,
+            record.fold_context(),
+            &me,
+            kind,
+            units.iter().map(|u| &u.code),
+            self.now_ms(),
+        );
+        let mut out: Vec<OrgUnit> = units.into_iter().filter(|u| allowed.contains(&u.code)).collect();
         out.sort_by(|a, b| a.code.cmp(&b.code));
         Ok(out)
     }

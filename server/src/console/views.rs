@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use gridlink_core::action_params::{Param, allowed_targets};
 use gridlink_core::calendar::{WorkCalendar, local_time};
 use gridlink_core::clocks::current_clock;
 use gridlink_core::pii::{mask_name, mask_phone};
@@ -33,19 +34,15 @@ impl<'a> Names<'a> {
         self.units.get(code).map_or_else(|| code.to_owned(), |u| u.0.clone())
     }
 
-    /// Units directly below `parent`, with their kind label, in code order.
-    pub fn children(&self, parent: &str) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = self
-            .units
-            .iter()
-            .filter(|(_, u)| u.2.as_deref() == Some(parent))
-            .map(|(code, u)| {
-                let kind = crate::import::parse_kind(&u.1).map(UnitKind::label).unwrap_or_default();
-                (code.clone(), format!("{}({kind})", u.0))
-            })
-            .collect();
-        out.sort();
-        out
+    /// A unit's name with its kind, `综合行政执法中队(部门)`, for pickers.
+    pub fn labelled(&self, code: &str) -> String {
+        match self.units.get(code) {
+            Some((name, kind, _)) => {
+                let kind = crate::import::parse_kind(kind).map(UnitKind::label).unwrap_or_default();
+                format!("{name}({kind})")
+            }
+            None => code.to_owned(),
+        }
     }
 
     /// Departments of the town, in code order.
@@ -348,9 +345,16 @@ pub struct ActionForm {
     pub primary: bool,
 }
 
-/// The actions `person` may take on the record now (the phones' rule), as forms. Hand-off
-/// goes through the batch builder; reporting, routing and intake are not done here.
-pub fn action_forms(record: &Record, folded: &Folded, person: &Person, access: Access, names: &Names<'_>) -> Vec<ActionForm> {
+/// Whether the console offers an action on a record page: reporting and intake make records,
+/// routing is the server's, and hand-offs go through the batch builder.
+pub fn console_offers(kind: ActionKind) -> bool {
+    kind.taken_on_records() && !matches!(kind, ActionKind::Route | ActionKind::HandOff)
+}
+
+/// The actions `person` may take on the record now (the phones' rule), as forms whose fields are
+/// what each action asks for (`ActionKind::params`); a unit to choose comes from the permission
+/// table itself (`allowed_targets`).
+pub fn action_forms(record: &Record, folded: &Folded, person: &Person, access: Access, names: &Names<'_>, now_ms: i64) -> Vec<ActionForm> {
     if access == Access::None {
         return Vec::new();
     }
@@ -359,19 +363,21 @@ pub fn action_forms(record: &Record, folded: &Folded, person: &Person, access: A
         RecordBody::ServiceRequest(r) => r.materials.clone(),
         RecordBody::Incident(_) => Default::default(),
     };
+    let units: Vec<UnitCode> = names.units.keys().filter_map(|c| UnitCode::parse(c).ok()).collect();
     kinds
         .into_iter()
-        .filter(|k| !matches!(k, ActionKind::Report | ActionKind::Route | ActionKind::Receive | ActionKind::HandOff))
+        .filter(|k| console_offers(*k))
         .map(|k| {
+            let params = k.params();
             let mut form = ActionForm {
                 kind: k.as_str().into(),
                 label: k.label().into(),
                 note_required: rule(k).note_required,
                 targets: Vec::new(),
-                deadline_days: false,
-                satisfaction: false,
-                until: false,
-                photo: false,
+                deadline_days: params.contains(&Param::Deadline),
+                satisfaction: params.contains(&Param::Satisfaction),
+                until: params.contains(&Param::Until),
+                photo: params.contains(&Param::Photos),
                 materials: Vec::new(),
                 primary: matches!(
                     k,
@@ -386,22 +392,16 @@ pub fn action_forms(record: &Record, folded: &Folded, person: &Person, access: A
                         | ActionKind::Deliver
                 ),
             };
-            match k {
-                ActionKind::Dispatch => {
-                    form.targets = names.children(person.unit.as_str());
-                    form.deadline_days = true;
-                }
-                ActionKind::Escalate => {
-                    if let Some(p) = person.unit.parent().or_else(|| folded.state.holder.as_ref().and_then(UnitCode::parent)) {
-                        form.targets = vec![(p.to_string(), names.unit(p.as_str()))];
-                    }
-                }
-                ActionKind::Evaluate | ActionKind::FollowUp => form.satisfaction = true,
-                ActionKind::RequestExtension => form.until = true,
-                ActionKind::Handle | ActionKind::SelfResolve => form.photo = true,
-                ActionKind::RequestMaterials => form.materials = materials.keys().cloned().collect(),
-                ActionKind::SupplyMaterials => form.materials = materials.iter().filter(|(_, ok)| !**ok).map(|(m, _)| m.clone()).collect(),
-                _ => {}
+            if params.contains(&Param::ToUnit) {
+                form.targets = allowed_targets(&folded.state, record.fold_context(), person, k, &units, now_ms)
+                    .into_iter()
+                    .map(|u| (u.to_string(), names.labelled(u.as_str())))
+                    .collect();
+            }
+            if params.contains(&Param::Materials) {
+                // What may be asked for, or what is still missing and may now be supplied.
+                let supply = k == ActionKind::SupplyMaterials;
+                form.materials = materials.iter().filter(|(_, ok)| !supply || !**ok).map(|(m, _)| m.clone()).collect();
             }
             form
         })

@@ -9,7 +9,7 @@ use gridlink_core::calendar::TimeLimit;
 use gridlink_core::org::access;
 use gridlink_core::sync::validate::scope_of;
 use gridlink_core::workflow::ActionKind;
-use gridlink_core::{Access, Action, UnitCode};
+use gridlink_core::{Access, Action, ActionParams, Param};
 use serde::Deserialize;
 
 use crate::app::AppState;
@@ -49,7 +49,7 @@ fn record_page(
         let names = Names::load(c, &st.catalog)?;
         let folded = record.fold();
         let r = views::detail(&record, &folded, &names, &st.calendar, access, st.now_ms());
-        let actions = views::action_forms(&record, &folded, s.person(), access, &names);
+        let actions = views::action_forms(&record, &folded, s.person(), access, &names, st.now_ms());
         let done = done.and_then(|k| ActionKind::parse(&k)).map(|k| format!("已办理:{}", k.label()));
         Ok(RecordPage { chrome: chrome(&s, &names, &format!("{} {}", r.no, r.title), "", true), r, actions, done, error })
     }
@@ -99,10 +99,6 @@ fn field<'a>(form: &'a ActForm, name: &str) -> &'a str {
     form.fields.get(name).map_or("", |s| s.trim())
 }
 
-fn unit_field(form: &ActForm, name: &str) -> AppResult<UnitCode> {
-    UnitCode::parse(field(form, name)).map_err(|_| AppError::BadRequest("请选择单位".into()))
-}
-
 fn satisfaction(form: &ActForm) -> AppResult<u8> {
     field(form, "satisfaction")
         .parse::<u8>()
@@ -112,63 +108,45 @@ fn satisfaction(form: &ActForm) -> AppResult<u8> {
 }
 
 /// The action a submitted form asks for.
+/// The action the form asks for, built by the core from the inputs that action takes
+/// (`Action::from_params`); the form's own units (days, a date) are turned into the core's here.
 fn action_of(state: &AppState, form: &ActForm) -> AppResult<Action> {
     let kind = ActionKind::parse(field(form, "kind")).ok_or_else(|| AppError::BadRequest("未知的操作".into()))?;
+    if !views::console_offers(kind) {
+        return Err(AppError::BadRequest("此操作不能在此处办理".into()));
+    }
     let now = state.now_ms();
-    Ok(match kind {
-        ActionKind::Accept => Action::Accept,
-        ActionKind::Sign => Action::Sign,
-        ActionKind::Return => Action::Return,
-        ActionKind::ApproveExtension => Action::ApproveExtension,
-        ActionKind::DenyExtension => Action::DenyExtension,
-        ActionKind::Verify => Action::Verify,
-        ActionKind::FailVerification => Action::FailVerification,
-        ActionKind::Close => Action::Close,
-        ActionKind::Suspend => Action::Suspend,
-        ActionKind::Resume => Action::Resume,
-        ActionKind::Queue => Action::Queue,
-        ActionKind::AcceptHandOff => Action::AcceptHandOff,
-        ActionKind::Complete => Action::Complete,
-        ActionKind::Deliver => Action::Deliver,
-        ActionKind::Archive => Action::Archive,
-        ActionKind::Reject => Action::Reject,
-        ActionKind::Withdraw => Action::Withdraw,
-        ActionKind::Supervise => Action::Supervise { overdue: false, to_units: Vec::new() },
-        ActionKind::Escalate => Action::Escalate { to_unit: unit_field(form, "to_unit")? },
-        ActionKind::Dispatch => {
-            let days = match field(form, "days") {
-                "" => None,
-                d => Some(
-                    d.parse::<u32>()
-                        .ok()
-                        .filter(|d| (1..=365).contains(d))
-                        .ok_or_else(|| AppError::BadRequest("办理期限应为 1–365 个工作日".into()))?,
-                ),
-            };
-            let deadline_ms = days.map(|d| state.calendar.deadline(now, TimeLimit::WorkingDays(d)));
-            Action::Dispatch { to_unit: unit_field(form, "to_unit")?, deadline_ms }
+    let mut p = ActionParams::default();
+    for param in kind.params() {
+        match param {
+            Param::ToUnit => p.to_unit = Some(field(form, "to_unit").to_owned()).filter(|u| !u.is_empty()),
+            Param::Deadline => {
+                p.deadline_ms = match field(form, "days") {
+                    "" => None,
+                    d => {
+                        let days = d
+                            .parse::<u32>()
+                            .ok()
+                            .filter(|d| (1..=365).contains(d))
+                            .ok_or_else(|| AppError::BadRequest("办理期限应为 1–365 个工作日".into()))?;
+                        Some(state.calendar.deadline(now, TimeLimit::WorkingDays(days)))
+                    }
+                }
+            }
+            Param::Until => {
+                let day = chrono::NaiveDate::parse_from_str(field(form, "until"), "%Y-%m-%d")
+                    .map_err(|_| AppError::BadRequest("请填写延期至的日期".into()))?;
+                let next = day.succ_opt().ok_or_else(|| AppError::BadRequest("日期无效".into()))?;
+                let midnight = gridlink_core::calendar::china_tz().from_local_datetime(&next.and_hms_opt(0, 0, 0).expect("midnight"));
+                p.until_ms = Some(midnight.single().expect("fixed offset").timestamp_millis());
+            }
+            Param::Satisfaction => p.satisfaction = Some(satisfaction(form)?),
+            Param::Materials => p.materials.clone_from(&form.materials),
+            // Photos come with the form's file; batches are made by the batch builder.
+            Param::Photos | Param::Batch | Param::Carrier => {}
         }
-        ActionKind::Evaluate => Action::Evaluate { satisfaction: satisfaction(form)? },
-        ActionKind::FollowUp => Action::FollowUp { satisfaction: satisfaction(form)? },
-        ActionKind::RequestExtension => {
-            let day = chrono::NaiveDate::parse_from_str(field(form, "until"), "%Y-%m-%d")
-                .map_err(|_| AppError::BadRequest("请填写延期至的日期".into()))?;
-            let next = day.succ_opt().ok_or_else(|| AppError::BadRequest("日期无效".into()))?;
-            let until_ms = gridlink_core::calendar::china_tz()
-                .from_local_datetime(&next.and_hms_opt(0, 0, 0).expect("midnight"))
-                .single()
-                .expect("fixed offset")
-                .timestamp_millis();
-            Action::RequestExtension { until_ms }
-        }
-        ActionKind::Handle => Action::Handle { photos: Vec::new() },
-        ActionKind::SelfResolve => Action::SelfResolve { photos: Vec::new() },
-        ActionKind::RequestMaterials => Action::RequestMaterials { missing: form.materials.clone() },
-        ActionKind::SupplyMaterials => Action::SupplyMaterials { supplied: form.materials.clone() },
-        ActionKind::Report | ActionKind::Route | ActionKind::Receive | ActionKind::HandOff => {
-            return Err(AppError::BadRequest("此操作不能在此处办理".into()));
-        }
-    })
+    }
+    Ok(Action::from_params(kind, p)?)
 }
 
 /// `POST /console/records/{id}/act`: one workflow action, with an optional evidence photo.

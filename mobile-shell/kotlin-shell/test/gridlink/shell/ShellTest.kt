@@ -96,7 +96,7 @@ fun main() {
             val rec = RecordViewModel(phone, id)
             check("case number", rec.detail.caseNumber?.startsWith("GT-") == true) { rec.detail.toString() }
             check("read-only after routing: no buttons", rec.buttons.isEmpty()) { rec.buttons.toString() }
-            check("close refused", !rec.perform(ActionInput.Close, "") && rec.error!!.contains("无权")) { rec.error ?: "" }
+            check("close refused", !rec.perform(ActionInput(kind = "close"), "") && rec.error!!.contains("无权")) { rec.error ?: "" }
 
             // The center accepts it on its own device.
             val center = GridlinkClient.open(File(tmp, "center").path, base)
@@ -104,7 +104,7 @@ fun main() {
             center.syncNow()
             val cv = RecordViewModel(center, id)
             check("center may accept", cv.buttons.contains("受理")) { cv.buttons.toString() }
-            check("accept", cv.perform(ActionInput.Accept, ""))
+            check("accept", cv.perform(ActionInput(kind = "accept"), ""))
             center.backgroundSync()
 
             // Seen on the grid member's phone after the next sync.
