@@ -4,44 +4,12 @@
 
 use std::sync::Arc;
 
-use gridlink_core::{Client, ClientOptions, Clock, ManualClock, NewIncident, OrgUnit, Person, Role, UnitCode, UnitKind};
+use gridlink_core::{Client, ClientOptions, Clock, ManualClock, NewIncident, Person};
 use gridlink_ffi::ActionInput;
-
-const TOWN: &str = "532331101";
-const VILLAGE: &str = "532331101201";
-const GROUP: &str = "532331101201-01";
-const GRID: &str = "532331101201-01-01";
-const DEPT: &str = "532331101-D01";
-
-fn code(c: &str) -> UnitCode {
-    UnitCode::parse(c).unwrap()
-}
-
-fn org() -> Vec<OrgUnit> {
-    let u = |c: &str, name: &str, kind, parent: Option<&str>| OrgUnit {
-        code: code(c),
-        name: name.into(),
-        kind,
-        parent: parent.map(code),
-        department_key: None,
-    };
-    vec![
-        u(TOWN, "广通镇", UnitKind::Town, None),
-        u(VILLAGE, "广通社区", UnitKind::Village, Some(TOWN)),
-        u(GROUP, "一组", UnitKind::Group, Some(VILLAGE)),
-        u(GRID, "一组1号网格", UnitKind::Grid, Some(GROUP)),
-        u(DEPT, "综合行政执法中队", UnitKind::Department, Some(TOWN)),
-    ]
-}
+use gridlink_tests::{DEPT_A, TOWN, org, person};
 
 fn people() -> Vec<Person> {
-    let p = |id: &str, role, unit: &str| Person { id: id.into(), name: id.into(), role, unit: code(unit) };
-    vec![
-        p("grid", Role::GridMember, GRID),
-        p("village", Role::StationStaff, VILLAGE),
-        p("center", Role::CenterOperator, TOWN),
-        p("dept", Role::DepartmentHandler, DEPT),
-    ]
+    ["grid_a", "village", "center", "dept_a"].into_iter().map(person).collect()
 }
 
 fn phone(dir: &std::path::Path, name: &str, who: &Person, clock: &Arc<ManualClock>) -> Client {
@@ -88,7 +56,7 @@ fn every_allowed_action_can_be_taken_at_every_step_by_every_role() {
     let path: Vec<(usize, ActionInput)> = vec![
         (1, to("escalate", TOWN)),
         (2, ActionInput::of("accept")),
-        (2, to("dispatch", DEPT)),
+        (2, to("dispatch", DEPT_A)),
         (3, ActionInput::of("sign")),
         (3, ActionInput { until_ms: Some(1_795_395_600_000 + 20 * 86_400_000), ..ActionInput::of("request_extension") }),
         (2, ActionInput::of("approve_extension")),

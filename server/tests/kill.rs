@@ -5,12 +5,12 @@
 //! database is intact, and every supervision has exactly its notices, once.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use gridlink_core::sync::SyncEngine;
 use gridlink_core::{Action, Client, NewIncident, Status, UnitCode};
+use gridlink_tests::process::{self, Serve};
 use rand::{Rng, SeedableRng};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gridlink-server");
@@ -19,50 +19,31 @@ fn unit(code: &str) -> UnitCode {
     UnitCode::parse(code).unwrap()
 }
 
-fn import(db: &std::path::Path, what: &str, file: &std::path::Path) {
-    let out = Command::new(BIN).args(["import", "--db"]).arg(db).arg(what).arg(file).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// Starts the server and returns it with its address (it prints the address it bound).
+/// Starts the server with a fast deadline sweeper; returns it with its address.
 fn serve(db: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-        .arg(db)
-        .env("GRIDLINK_LOG", "warn")
-        .env("GRIDLINK_SWEEP_INTERVAL_MS", "50")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let base = line.trim().rsplit(' ').next().unwrap().to_owned();
-    assert!(base.starts_with("http://127.0.0.1:"), "{line}");
+    let how = Serve { env: vec![("GRIDLINK_SWEEP_INTERVAL_MS", "50")], ..Default::default() };
+    let (child, base, _) = process::serve(BIN.as_ref(), db, how);
     (child, base)
 }
 
 #[test]
 fn acknowledged_changes_survive_sigkill() {
-    let seed: u64 = std::env::var("GRIDLINK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    eprintln!("seed {seed} (replay with GRIDLINK_SEED={seed})");
+    let seed = process::seed_from_env();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("town.db");
-    let units = dir.path().join("units.csv");
-    std::fs::write(
-        &units,
+    process::import_csv(
+        BIN.as_ref(),
+        &db,
+        "units",
         "code,name,kind,parent,department_key\n532331101,广通镇,镇,,\n532331101201,广通社区,村,532331101,\n532331101201-01,一组,组,532331101201,\n532331101201-01-01,1号网格,网格,532331101201-01,\n532331101201-01-02,2号网格,网格,532331101201-01,\n532331101201-01-03,3号网格,网格,532331101201-01,\n",
-    )
-    .unwrap();
-    let people = dir.path().join("people.csv");
-    std::fs::write(
-        &people,
+    );
+    process::import_csv(
+        BIN.as_ref(),
+        &db,
+        "people",
         "id,name,role,unit,password\ng1,王一,网格员,532331101201-01-01,password-1\ng2,王二,网格员,532331101201-01-02,password-2\ng3,王三,网格员,532331101201-01-03,password-3\nv1,李站,便民服务站代办员,532331101201,password-4\n",
-    )
-    .unwrap();
-    import(&db, "units", &units);
-    import(&db, "people", &people);
+    );
 
     let (mut server, mut base) = serve(&db);
     let mut phones: Vec<(Client, SyncEngine)> = (1..=3)

@@ -1,11 +1,11 @@
 //! Personal data never appears in logs: the real server binary runs a scenario full of ID numbers,
 //! phones, passwords and tokens with debug logging on, and its whole output is searched.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::io::Read;
 
 use gridlink_core::sync::SyncEngine;
 use gridlink_core::{Client, NewIncident, NewServiceRequest, Party, ServiceMode};
+use gridlink_tests::process::{self, Serve};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gridlink-server");
 const ID_NUMBER: &str = "11010519491231002X";
@@ -17,29 +17,17 @@ const PASSWORD: &str = "secret-pass-9";
 fn logs_carry_no_personal_data() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("town.db");
-    let csv = |name: &str, text: &str| {
-        let f = dir.path().join(name);
-        std::fs::write(&f, text).unwrap();
-        f
-    };
-    let units = csv("u.csv", "code,name,kind,parent,department_key\n532331101,广通镇,镇,,\n532331101201,广通社区,村,532331101,\n");
-    let people = csv("p.csv", &format!("id,name,role,unit,password\nlijun,李军,便民服务站代办员,532331101201,{PASSWORD}\n"));
-    for (what, f) in [("units", &units), ("people", &people)] {
-        let out = Command::new(BIN).args(["import", "--db"]).arg(&db).arg(what).arg(f).output().unwrap();
-        assert!(out.status.success());
-    }
-    let mut server = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-        .arg(&db)
-        .env("GRIDLINK_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(server.stdout.take().unwrap());
-    let mut first = String::new();
-    out.read_line(&mut first).unwrap();
-    let base = first.trim().rsplit(' ').next().unwrap().to_owned();
+    let bin: &std::path::Path = BIN.as_ref();
+    process::import_csv(
+        bin,
+        &db,
+        "units",
+        "code,name,kind,parent,department_key\n532331101,广通镇,镇,,\n532331101201,广通社区,村,532331101,\n",
+    );
+    process::import_csv(bin, &db, "people", &format!("id,name,role,unit,password\nlijun,李军,便民服务站代办员,532331101201,{PASSWORD}\n"));
+    let how = Serve { env: vec![("GRIDLINK_LOG", "debug")], stderr: true, ..Default::default() };
+    let (mut server, base, mut out) = process::serve(bin, &db, how);
+    let first = String::new();
     let mut stderr = server.stderr.take().unwrap();
     let err_reader = std::thread::spawn(move || {
         let mut s = String::new();

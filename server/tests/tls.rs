@@ -1,10 +1,9 @@
 //! HTTPS with rustls when a certificate is configured: the real binary, a certificate made for
 //! the test, a client that trusts it, one that does not, and plain HTTP refused.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use gridlink_tests::process::{self, Serve};
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gridlink-server");
@@ -17,22 +16,9 @@ fn serves_https_with_a_configured_certificate() {
     std::fs::write(&cert, made.cert.pem()).unwrap();
     std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
 
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-        .arg(dir.path().join("town.db"))
-        .arg("--tls-cert")
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .env("GRIDLINK_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let base = line.trim().rsplit(' ').next().unwrap().to_owned();
-    assert!(base.starts_with("https://127.0.0.1:"), "{line}");
+    let args = vec!["--tls-cert".as_ref(), cert.as_os_str(), "--tls-key".as_ref(), key.as_os_str()];
+    let (mut child, base, _) = process::serve(BIN.as_ref(), &dir.path().join("town.db"), Serve { args, ..Default::default() });
+    assert!(base.starts_with("https://127.0.0.1:"), "{base}");
 
     let trusting: ureq::Agent = ureq::Agent::config_builder()
         .tls_config(
@@ -53,7 +39,7 @@ fn serves_https_with_a_configured_certificate() {
     let _ = child.wait();
 
     // A key that does not exist: a clear error, and the server does not start.
-    let out = Command::new(BIN)
+    let out = std::process::Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--db"])
         .arg(dir.path().join("town.db"))
         .arg("--tls-cert")

@@ -11,6 +11,8 @@ use gridlink_server::{AppState, Settings, build_state, launch};
 
 pub const PASSWORD: &str = "test-password-1";
 pub use gridlink_server::demo::DEMO_PASSWORD;
+
+pub mod process;
 pub const TOWN: &str = "532331101";
 pub const VILLAGE: &str = "532331101201";
 pub const VILLAGE2: &str = "532331101202";
@@ -35,11 +37,18 @@ pub const PEOPLE: &[(&str, &str, &str)] = &[
     ("admin", "admin", TOWN),
 ];
 
+/// A person of the test town by user name ([`PEOPLE`]).
+pub fn person(user: &str) -> gridlink_core::Person {
+    let (id, role, u) = PEOPLE.iter().find(|(id, _, _)| *id == user).unwrap_or_else(|| panic!("no test person {user}"));
+    gridlink_core::Person { id: (*id).into(), name: format!("测试{id}"), role: parse_role_text(role).unwrap(), unit: unit(u) }
+}
+
 pub fn unit(code: &str) -> UnitCode {
     UnitCode::parse(code).unwrap()
 }
 
-fn org() -> Vec<OrgUnit> {
+/// The test town's units.
+pub fn org() -> Vec<OrgUnit> {
     let u = |code: &str, name: &str, kind, parent: Option<&str>, key: Option<&str>| OrgUnit {
         code: unit(code),
         name: name.into(),

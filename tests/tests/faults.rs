@@ -68,8 +68,7 @@ fn proxy(target: std::net::SocketAddr) -> (String, Cut) {
 
 #[test]
 fn sync_cut_at_random_bytes_completes_on_retry() {
-    let seed: u64 = std::env::var("GRIDLINK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    eprintln!("seed {seed} (replay with GRIDLINK_SEED={seed})");
+    let seed = gridlink_tests::process::seed_from_env();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let server = TestServer::start();
     let (via_proxy, cut) = proxy(server.addr);

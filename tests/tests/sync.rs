@@ -14,16 +14,10 @@ fn report(title: &str) -> NewIncident {
     NewIncident { category: "0501".into(), title: title.into(), description: "巡查发现".into(), ..Default::default() }
 }
 
-fn seed_from_env() -> u64 {
-    let seed = std::env::var("GRIDLINK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    eprintln!("seed {seed} (replay with GRIDLINK_SEED={seed})");
-    seed
-}
-
 #[test]
 fn three_devices_work_offline_and_converge() {
     let server = TestServer::start();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed_from_env());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(gridlink_tests::process::seed_from_env());
     let mut grid = server.phone("grid_a");
     let mut village = server.phone("village");
     let mut center = server.phone("center");
