@@ -237,9 +237,9 @@ impl HolderRow {
     }
 }
 
-/// A station's errands.
+/// A station's service requests (便民服务事项).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ErrandRow {
+pub struct StationServiceRow {
     pub key: String,
     pub name: String,
     pub received: u32,
@@ -264,7 +264,7 @@ pub struct Figures {
     /// Incidents whose clock runs now, by the unit they wait for (whenever reported).
     #[serde(default)]
     pub by_holder: Vec<HolderRow>,
-    pub errands_by_station: Vec<ErrandRow>,
+    pub service_requests_by_station: Vec<StationServiceRow>,
 }
 
 /// Computes the figures of `[from_ms, to_ms)` as of `now_ms`. `name` gives display names of units.
@@ -273,7 +273,7 @@ pub fn compute(facts: &[RecordFacts], catalog: &Catalog, from_ms: i64, to_ms: i6
     let mut villages: BTreeMap<String, Row> = BTreeMap::new();
     let mut categories: BTreeMap<String, Row> = BTreeMap::new();
     let mut depts: BTreeMap<String, DepartmentRow> = BTreeMap::new();
-    let mut stations: BTreeMap<String, ErrandRow> = BTreeMap::new();
+    let mut stations: BTreeMap<String, StationServiceRow> = BTreeMap::new();
     let mut holders: BTreeMap<String, HolderRow> = BTreeMap::new();
     let is_dept = |u: &str| u.split('-').next().is_some_and(|h| h.len() == 9) && u.contains('-');
     for f in facts {
@@ -331,7 +331,7 @@ pub fn compute(facts: &[RecordFacts], catalog: &Catalog, from_ms: i64, to_ms: i6
                     continue;
                 }
                 let key = f.location.clone();
-                let row = stations.entry(key.clone()).or_insert_with(|| ErrandRow { name: name(&key), key, ..Default::default() });
+                let row = stations.entry(key.clone()).or_insert_with(|| StationServiceRow { name: name(&key), key, ..Default::default() });
                 row.received += 1;
                 row.completed += u32::from(f.completed_ms.is_some());
                 if let Some(d) = f.delivered_ms {
@@ -355,7 +355,7 @@ pub fn compute(facts: &[RecordFacts], catalog: &Catalog, from_ms: i64, to_ms: i6
         by_category: categories.into_values().collect(),
         by_department: depts.into_values().collect(),
         by_holder: holders.into_values().collect(),
-        errands_by_station: stations.into_values().collect(),
+        service_requests_by_station: stations.into_values().collect(),
     }
 }
 
@@ -471,7 +471,7 @@ impl Figures {
                 title: "便民服务站代办".into(),
                 headers: headers(&["服务站", "受理数", "办结数", "送达数", "按时送达率", "退件/撤回", "在办数", "满意度"]),
                 rows: self
-                    .errands_by_station
+                    .service_requests_by_station
                     .iter()
                     .map(|e| {
                         let rate = (e.delivered > 0).then(|| f64::from(e.delivered_on_time) / f64::from(e.delivered));

@@ -416,7 +416,7 @@ fn errand_batch_round_trip_with_one_item_sent_back_for_materials() {
     assert_eq!(s, 403);
 
     let f = get(&server, &station, "/api/v1/figures?from=2026-11-01&to=2026-11-30");
-    let row = &f["errands_by_station"][0];
+    let row = &f["service_requests_by_station"][0];
     assert_eq!(
         (row["received"].as_u64(), row["completed"].as_u64(), row["delivered"].as_u64(), row["delivered_on_time"].as_u64()),
         (Some(3), Some(2), Some(2), Some(2))
