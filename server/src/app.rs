@@ -114,7 +114,6 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/login", post(login))
         .route("/api/v1/logout", post(logout))
         .route("/api/v1/me", get(me))
-        .route("/api/v1/device-key", get(device_key))
         .route("/api/v1/units", get(units))
         .route("/api/v1/sync", post(sync).layer(DefaultBodyLimit::max(MAX_SYNC_BODY)))
         .route("/api/v1/events", get(events))
@@ -184,17 +183,6 @@ async fn login(State(state): State<AppState>, Json(form): Json<LoginForm>) -> Ap
         "token": s.token, "device_id": s.device_id, "person": s.person, "expires_ms": s.expires_ms,
         "data_key": hex::encode(s.data_key.as_bytes()),
     })))
-}
-
-/// `GET /api/v1/device-key`: the device's key for the personal data it keeps, again (a phone
-/// after a restart). A revoked device no longer authenticates, so it never gets it back.
-async fn device_key(State(state): State<AppState>, auth: AuthDevice) -> AppResult<Json<serde_json::Value>> {
-    let id = auth.device_id.clone();
-    let key: Option<Vec<u8>> = state
-        .db
-        .read(move |c| Ok(c.query_row("SELECT data_key FROM devices WHERE id = ?1", [&id], |r| r.get(0)).optional()?.flatten()))
-        .await?;
-    Ok(Json(serde_json::json!({ "data_key": key.map(hex::encode) })))
 }
 
 /// A new device session after a successful login.
@@ -273,6 +261,11 @@ async fn sign_in_device(
                 None => None,
             };
             let data_key = kept.and_then(|k| gridlink_core::pii::DataKey::from_bytes(&k).ok()).unwrap_or_else(gridlink_core::pii::DataKey::generate);
+            // The key moves to the new session: only the newest session of an install holds it,
+            // so revoking that session forgets it for good.
+            if let Some(i) = &install {
+                c.execute("UPDATE devices SET data_key = NULL WHERE person_id = ?1 AND install_id = ?2", rusqlite::params![pid, i])?;
+            }
             c.execute(
                 "INSERT INTO devices(id, person_id, name, token_hash, created_ms, expires_ms, data_key, install_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",

@@ -437,17 +437,6 @@ impl<T: Transport> SyncEngine<T> {
         {
             access.with(|c| c.set_org_units(&units))?;
         }
-        // After a restart the personal-data key is gone from memory: the server hands it again to
-        // this device while its token is valid (never after a remote wipe).
-        if !access.with(|c| c.has_data_key()) {
-            #[derive(Deserialize)]
-            struct KeyBody {
-                data_key: Option<String>,
-            }
-            if let Ok(k) = self.get_json::<KeyBody>(&token, "/api/v1/device-key") {
-                access.with(|c| c.set_data_key(data_key_of(k.data_key.as_deref())));
-            }
-        }
         let mut report = SyncReport::default();
         report.photos_uploaded = self.upload_photos(access, &token, &mut report)?;
         for _ in 0..MAX_ROUNDS {
