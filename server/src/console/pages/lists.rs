@@ -120,42 +120,37 @@ pub const BOARD: ListSpec<'static> = ListSpec { filter: "open = 1 AND deadline_m
 /// `GET /console/board`: open items by deadline; overdue first, in red. Each section's title
 /// counts the whole section; the rows are paged in deadline order across the sections.
 pub async fn board(State(state): State<AppState>, session: Session, Query(q): Query<TabQuery>) -> PageResult<Response> {
-    let st = state.clone();
-    let s = session.clone();
     let page = page_number(q.page.as_deref());
-    let (chrome, sections, pager) = state
-        .db
-        .read(move |c| {
-            let names = Names::load(c, &st.catalog)?;
-            let now = st.now_ms();
-            let soon = now + 3 * 86_400_000;
-            let list = BOARD.page(c, &names, s.person(), page, now)?;
-            let pager = Pager::new(&list, "/console/board?");
-            // The same bounds as a row's `overdue` flag: due before now is overdue.
-            let bounds = [
-                ("已超期", "overdue", format!("deadline_ms < {now}")),
-                ("三日内到期", "soon", format!("deadline_ms >= {now} AND deadline_ms <= {soon}")),
-                ("其后到期", "", format!("deadline_ms > {soon}")),
-            ];
-            let mut sections = Vec::new();
-            for (title, class, bound) in bounds {
-                let filter = format!("{} AND {bound}", BOARD.filter);
-                let n = ListSpec { filter: &filter, order: BOARD.order }.count(c, s.person())?;
-                sections.push(Section { title: format!("{title}(共 {n} 件)"), class, rows: Vec::new() });
-            }
-            for r in list.rows {
-                let d = r.deadline_ms.unwrap_or(i64::MAX);
-                let i = if r.overdue {
-                    0
-                } else if d <= soon {
-                    1
-                } else {
-                    2
-                };
-                sections[i].rows.push(r);
-            }
-            Ok((chrome(&s, &names, "期限看板", "/console/board", true), sections, pager))
-        })
-        .await?;
+    let (chrome, sections, pager) = read_page(&state, &session, move |c, names, st, s| {
+        let now = st.now_ms();
+        let soon = now + 3 * 86_400_000;
+        let list = BOARD.page(c, names, s.person(), page, now)?;
+        let pager = Pager::new(&list, "/console/board?");
+        // The same bounds as a row's `overdue` flag: due before now is overdue.
+        let bounds = [
+            ("已超期", "overdue", format!("deadline_ms < {now}")),
+            ("三日内到期", "soon", format!("deadline_ms >= {now} AND deadline_ms <= {soon}")),
+            ("其后到期", "", format!("deadline_ms > {soon}")),
+        ];
+        let mut sections = Vec::new();
+        for (title, class, bound) in bounds {
+            let filter = format!("{} AND {bound}", BOARD.filter);
+            let n = ListSpec { filter: &filter, order: BOARD.order }.count(c, s.person())?;
+            sections.push(Section { title: format!("{title}(共 {n} 件)"), class, rows: Vec::new() });
+        }
+        for r in list.rows {
+            let d = r.deadline_ms.unwrap_or(i64::MAX);
+            let i = if r.overdue {
+                0
+            } else if d <= soon {
+                1
+            } else {
+                2
+            };
+            sections[i].rows.push(r);
+        }
+        Ok((chrome(s, names, "期限看板", "/console/board", true), sections, pager))
+    })
+    .await?;
     Ok(html(&ListPage { chrome, done: None, heading: "期限看板".into(), tabs: Vec::new(), links: Vec::new(), sections, pager }))
 }

@@ -6,7 +6,7 @@ use axum::response::Response;
 
 use crate::app::AppState;
 use crate::console::charts::{self, Area, Pin};
-use crate::console::views::{Chrome, ListSpec, Names};
+use crate::console::views::{Chrome, ListSpec};
 use crate::console::{PageResult, Session, html};
 use crate::records::load_doc;
 
@@ -27,55 +27,50 @@ const MAP_PINS: usize = 2000;
 
 /// `GET /console/map`: open incidents over the grid areas of the town.
 pub async fn map(State(state): State<AppState>, session: Session) -> PageResult<Response> {
-    let st = state.clone();
-    let s = session.clone();
-    let page = state
-        .db
-        .read(move |c| {
-            let names = Names::load(c, &st.catalog)?;
-            let town = s.person().unit.town().to_owned();
-            let mut areas = Vec::new();
-            let mut stmt = c.prepare("SELECT code, name, boundary FROM units WHERE kind = 'grid' AND code LIKE ?1 || '%' ORDER BY code")?;
-            let mut rows = stmt.query([&town])?;
-            let mut missing = Vec::new();
-            while let Some(r) = rows.next()? {
-                let code: String = r.get(0)?;
-                let polygon: Option<Vec<[f64; 2]>> = r.get::<_, Option<String>>(2)?.and_then(|b| serde_json::from_str(&b).ok());
-                match polygon {
-                    Some(p) if p.len() >= 3 => areas.push(Area { village: code[..12].to_owned(), code, name: r.get(1)?, polygon: p }),
-                    _ => missing.push(r.get(1)?),
-                }
+    let page = read_page(&state, &session, move |c, names, st, s| {
+        let town = s.person().unit.town().to_owned();
+        let mut areas = Vec::new();
+        let mut stmt = c.prepare("SELECT code, name, boundary FROM units WHERE kind = 'grid' AND code LIKE ?1 || '%' ORDER BY code")?;
+        let mut rows = stmt.query([&town])?;
+        let mut missing = Vec::new();
+        while let Some(r) = rows.next()? {
+            let code: String = r.get(0)?;
+            let polygon: Option<Vec<[f64; 2]>> = r.get::<_, Option<String>>(2)?.and_then(|b| serde_json::from_str(&b).ok());
+            match polygon {
+                Some(p) if p.len() >= 3 => areas.push(Area { village: code[..12].to_owned(), code, name: r.get(1)?, polygon: p }),
+                _ => missing.push(r.get(1)?),
             }
-            let now = st.now_ms();
-            let mut pins = Vec::new();
-            // Open incidents in my scope (scope in the query), the latest first; a map shows at
-            // most MAP_PINS of them and says how many there are.
-            let sql = format!(
-                "SELECT id, deadline_ms FROM docs WHERE kind = 'incident' AND open = 1 AND {} ORDER BY updated_ms DESC, id LIMIT ?3",
-                crate::records::scope_sql()
-            );
-            let mut stmt = c.prepare_cached(&sql)?;
-            let args = rusqlite::params![s.person().unit.as_str(), s.person().id, MAP_PINS as i64];
-            let open: Vec<(String, Option<i64>)> = stmt.query_map(args, |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-            let open_total = ListSpec { filter: "kind = 'incident' AND open = 1", order: "" }.count(c, s.person())?;
-            let overdue_filter = format!("kind = 'incident' AND open = 1 AND deadline_ms < {now}");
-            let overdue_total = ListSpec { filter: &overdue_filter, order: "" }.count(c, s.person())?;
-            for (id, deadline) in open {
-                let Some(doc) = load_doc(c, &id, &st.server_actor)? else { continue };
-                let record = doc.read()?;
-                let gridlink_core::RecordBody::Incident(f) = &record.body else { continue };
-                let point = match (f.location, areas.iter().find(|a| a.code == f.grid.as_str())) {
-                    (Some(g), _) => [g.lon, g.lat],
-                    (None, Some(a)) => charts::point_in(a, &id),
-                    (None, None) => continue,
-                };
-                let state = if deadline.is_some_and(|d| d < now) { "overdue" } else { "open" };
-                pins.push(Pin { label: format!("{} {}", record.display_no(), record.title()), id, point, state });
-            }
-            let counts = (pins.len(), open_total, overdue_total);
-            let svg = charts::map(&areas, &pins, 1000.0, 620.0);
-            Ok(MapPage { chrome: chrome(&s, &names, "事件地图", "/console/map", true), svg, missing, counts })
-        })
-        .await?;
+        }
+        let now = st.now_ms();
+        let mut pins = Vec::new();
+        // Open incidents in my scope (scope in the query), the latest first; a map shows at
+        // most MAP_PINS of them and says how many there are.
+        let sql = format!(
+            "SELECT id, deadline_ms FROM docs WHERE kind = 'incident' AND open = 1 AND {} ORDER BY updated_ms DESC, id LIMIT ?3",
+            crate::records::scope_sql()
+        );
+        let mut stmt = c.prepare_cached(&sql)?;
+        let args = rusqlite::params![s.person().unit.as_str(), s.person().id, MAP_PINS as i64];
+        let open: Vec<(String, Option<i64>)> = stmt.query_map(args, |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        let open_total = ListSpec { filter: "kind = 'incident' AND open = 1", order: "" }.count(c, s.person())?;
+        let overdue_filter = format!("kind = 'incident' AND open = 1 AND deadline_ms < {now}");
+        let overdue_total = ListSpec { filter: &overdue_filter, order: "" }.count(c, s.person())?;
+        for (id, deadline) in open {
+            let Some(doc) = load_doc(c, &id, &st.server_actor)? else { continue };
+            let record = doc.read()?;
+            let gridlink_core::RecordBody::Incident(f) = &record.body else { continue };
+            let point = match (f.location, areas.iter().find(|a| a.code == f.grid.as_str())) {
+                (Some(g), _) => [g.lon, g.lat],
+                (None, Some(a)) => charts::point_in(a, &id),
+                (None, None) => continue,
+            };
+            let state = if deadline.is_some_and(|d| d < now) { "overdue" } else { "open" };
+            pins.push(Pin { label: format!("{} {}", record.display_no(), record.title()), id, point, state });
+        }
+        let counts = (pins.len(), open_total, overdue_total);
+        let svg = charts::map(&areas, &pins, 1000.0, 620.0);
+        Ok(MapPage { chrome: chrome(s, names, "事件地图", "/console/map", true), svg, missing, counts })
+    })
+    .await?;
     Ok(html(&page))
 }

@@ -24,6 +24,23 @@ pub use record::{act, record};
 pub use service_requests::{batch, batch_create, batch_form, batch_receive, new_service_request, new_service_request_form};
 pub use stats::stats;
 
+/// What every page does first: on a reader connection, with the unit names loaded, the state
+/// and the signed-in person at hand, `f` builds the page.
+async fn read_page<T: Send + 'static>(
+    state: &AppState,
+    session: &Session,
+    f: impl FnOnce(&Connection, &Names<'_>, &AppState, &Session) -> AppResult<T> + Send + 'static,
+) -> AppResult<T> {
+    let (st, s) = (state.clone(), session.clone());
+    state
+        .db
+        .read(move |c| {
+            let names = Names::load(c, &st.catalog)?;
+            f(c, &names, &st, &s)
+        })
+        .await
+}
+
 /// Runs `f` in one write transaction with an ingest context, then tells live clients.
 async fn write_as<T: Send + 'static>(
     state: &AppState,

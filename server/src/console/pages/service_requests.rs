@@ -227,25 +227,20 @@ pub async fn batch(
     Path(id): Path<String>,
     Query(q): Query<RecordQuery>,
 ) -> PageResult<Response> {
-    let st = state.clone();
-    let s = session.clone();
-    let page = state
-        .db
-        .read(move |c| {
-            let names = Names::load(c, &st.catalog)?;
-            let records = records_where(c, &st, s.person(), "batch_id = ?3", &[&id])?;
-            if records.is_empty() {
-                return Err(AppError::NotFound);
-            }
-            let to_receive = records
-                .iter()
-                .filter(|(_, f)| f.state.status == Some(Status::HandedOff) && f.state.holder.as_ref() == Some(&s.person().unit))
-                .count();
-            let table = gridlink_core::figures::manifest(&id, &records, &st.catalog);
-            let done = q.done.map(|n| format!("已整批签收 {n} 件"));
-            Ok(ManifestPage { chrome: chrome(&s, &names, "交接清单", "", true), batch_id: id, table, to_receive, done })
-        })
-        .await?;
+    let page = read_page(&state, &session, move |c, names, st, s| {
+        let records = records_where(c, st, s.person(), "batch_id = ?3", &[&id])?;
+        if records.is_empty() {
+            return Err(AppError::NotFound);
+        }
+        let to_receive = records
+            .iter()
+            .filter(|(_, f)| f.state.status == Some(Status::HandedOff) && f.state.holder.as_ref() == Some(&s.person().unit))
+            .count();
+        let table = gridlink_core::figures::manifest(&id, &records, &st.catalog);
+        let done = q.done.map(|n| format!("已整批签收 {n} 件"));
+        Ok(ManifestPage { chrome: chrome(s, names, "交接清单", "", true), batch_id: id, table, to_receive, done })
+    })
+    .await?;
     Ok(html(&page))
 }
 

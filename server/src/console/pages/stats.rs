@@ -8,7 +8,7 @@ use gridlink_core::figures::Table;
 
 use crate::app::AppState;
 use crate::console::charts::{self};
-use crate::console::views::{Chrome, Names};
+use crate::console::views::Chrome;
 use crate::console::{PageResult, Session, html};
 use crate::linkage::{ReportQuery, figures_for, period};
 
@@ -33,68 +33,63 @@ fn pct(v: Option<f64>) -> String {
 /// `GET /console/stats?from&to`: the figures of the period with charts and export buttons.
 pub async fn stats(State(state): State<AppState>, session: Session, Query(q): Query<ReportQuery>) -> PageResult<Response> {
     let (from, to) = period(&q, state.now_ms())?;
-    let st = state.clone();
-    let s = session.clone();
-    let page = state
-        .db
-        .read(move |c| {
-            let names = Names::load(c, &st.catalog)?;
-            let f = figures_for(c, &st, s.person(), from, to)?;
-            let t = &f.totals;
-            let cards = vec![
-                ("受理事件", t.received.to_string()),
-                ("已结案", t.closed.to_string()),
-                ("按时处置率(部门)", pct(t.on_time_rate())),
-                ("核查按时率(中心)", pct(t.verify_on_time_rate())),
-                ("当前超期", t.overdue_now.to_string()),
-                ("小事不出村", pct(t.village_share())),
-                ("平均满意度", t.satisfaction().map_or_else(|| "—".into(), |v| format!("{v:.2} 分"))),
-            ];
-            let rate = |r: &gridlink_core::figures::Row| r.on_time_rate().map_or(0.0, |v| v * 100.0);
-            let charts = vec![
-                charts::bars(
-                    "各村(社区)受理事件数",
-                    "件",
-                    &f.by_village.iter().map(|r| (r.name.clone(), f64::from(r.received))).collect::<Vec<_>>(),
-                    None,
-                ),
-                charts::bars(
-                    "各村(社区)按时处置率",
-                    "%",
-                    &f.by_village.iter().map(|r| (r.name.clone(), rate(r))).collect::<Vec<_>>(),
-                    Some(100.0),
-                ),
-                charts::bars(
-                    "各类事件数量",
-                    "件",
-                    &f.by_category.iter().map(|r| (r.name.clone(), f64::from(r.received))).collect::<Vec<_>>(),
-                    None,
-                ),
-                charts::bars(
-                    "各部门在办与超期",
-                    "件",
-                    &f.by_department.iter().map(|r| (r.name.clone(), f64::from(r.holding_now))).collect::<Vec<_>>(),
-                    None,
-                ),
-                charts::bars(
-                    "当前超期(按责任单位,处置/核查/结案合计)",
-                    "件",
-                    &f.by_holder.iter().map(|r| (r.name.clone(), f64::from(r.overdue()))).collect::<Vec<_>>(),
-                    None,
-                ),
-            ];
-            let from_s = local_time(from).format("%Y-%m-%d").to_string();
-            let to_s = local_time(to - 1).format("%Y-%m-%d").to_string();
-            Ok(StatsPage {
-                chrome: chrome(&s, &names, "统计分析", "/console/stats", true),
-                export_query: format!("from={from_s}&to={to_s}"),
-                from: from_s,
-                to: to_s,
-                cards,
-                charts,
-                tables: f.tables(),
-            })
+    let page = read_page(&state, &session, move |c, names, st, s| {
+        let f = figures_for(c, st, s.person(), from, to)?;
+        let t = &f.totals;
+        let cards = vec![
+            ("受理事件", t.received.to_string()),
+            ("已结案", t.closed.to_string()),
+            ("按时处置率(部门)", pct(t.on_time_rate())),
+            ("核查按时率(中心)", pct(t.verify_on_time_rate())),
+            ("当前超期", t.overdue_now.to_string()),
+            ("小事不出村", pct(t.village_share())),
+            ("平均满意度", t.satisfaction().map_or_else(|| "—".into(), |v| format!("{v:.2} 分"))),
+        ];
+        let rate = |r: &gridlink_core::figures::Row| r.on_time_rate().map_or(0.0, |v| v * 100.0);
+        let charts = vec![
+            charts::bars(
+                "各村(社区)受理事件数",
+                "件",
+                &f.by_village.iter().map(|r| (r.name.clone(), f64::from(r.received))).collect::<Vec<_>>(),
+                None,
+            ),
+            charts::bars(
+                "各村(社区)按时处置率",
+                "%",
+                &f.by_village.iter().map(|r| (r.name.clone(), rate(r))).collect::<Vec<_>>(),
+                Some(100.0),
+            ),
+            charts::bars(
+                "各类事件数量",
+                "件",
+                &f.by_category.iter().map(|r| (r.name.clone(), f64::from(r.received))).collect::<Vec<_>>(),
+                None,
+            ),
+            charts::bars(
+                "各部门在办与超期",
+                "件",
+                &f.by_department.iter().map(|r| (r.name.clone(), f64::from(r.holding_now))).collect::<Vec<_>>(),
+                None,
+            ),
+            charts::bars(
+                "当前超期(按责任单位,处置/核查/结案合计)",
+                "件",
+                &f.by_holder.iter().map(|r| (r.name.clone(), f64::from(r.overdue()))).collect::<Vec<_>>(),
+                None,
+            ),
+        ];
+        let from_s = local_time(from).format("%Y-%m-%d").to_string();
+        let to_s = local_time(to - 1).format("%Y-%m-%d").to_string();
+        Ok(StatsPage {
+            chrome: chrome(s, names, "统计分析", "/console/stats", true),
+            export_query: format!("from={from_s}&to={to_s}"),
+            from: from_s,
+            to: to_s,
+            cards,
+            charts,
+            tables: f.tables(),
         })
-        .await?;
+    })
+    .await?;
     Ok(html(&page))
 }
