@@ -118,7 +118,15 @@ fn sync_cut_at_random_bytes_completes_on_retry() {
 
 #[test]
 fn a_server_that_is_down_shows_in_the_status_and_is_retried() {
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap(); // nothing listens after drop
+    // A server that is down: the port stays ours (a dropped listener's port can be taken by another
+    // test's server at once), and every connection is closed without an answer.
+    let down = TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = down.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in down.incoming() {
+            drop(conn);
+        }
+    });
     let server = TestServer::start();
     let mut grid = server.phone("grid_a");
     grid.create_incident(NewIncident { category: "0501".into(), title: "离线上报".into(), ..Default::default() }).unwrap();
