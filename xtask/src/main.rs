@@ -42,6 +42,11 @@ fn has_nextest() -> bool {
 }
 
 fn test() -> Result<(), String> {
+    // What the tests need beyond Rust (JNA, Chromium and a Chinese font, sqlite3, playwright,
+    // automerge-repo, the Kotlin compiler, cargo-fuzz, pytest, georeport), installed when missing.
+    if std::env::var_os("GRIDLINK_SKIP_SETUP").is_none() {
+        run("bash", &["xtask/setup.sh"])?;
+    }
     run("cargo", &["fmt", "--all", "--", "--check"])?;
     run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
     if has_nextest() {
