@@ -128,22 +128,6 @@ impl ActionInput {
         }
     }
 
-    /// The input of a core action (the inverse of [`ActionInput::into_action`]).
-    pub fn from_action(action: &Action) -> Self {
-        let p = action.params();
-        Self {
-            kind: action.kind().as_str().into(),
-            to_unit: p.to_unit,
-            deadline_ms: p.deadline_ms,
-            until_ms: p.until_ms,
-            satisfaction: p.satisfaction,
-            photos: p.photos,
-            materials: p.materials,
-            batch_id: p.batch_id,
-            carrier: p.carrier,
-        }
-    }
-
     /// The core action.
     pub fn into_action(self) -> Result<Action, GridlinkError> {
         let kind = gridlink_core::ActionKind::parse(&self.kind).ok_or_else(|| GridlinkError::Invalid {

@@ -579,15 +579,24 @@ pub fn keep_personal(
     }
 }
 
-/// A record's personal data, for a person who needs it for their work; `None` for anyone else
-/// or when the server has none.
-pub fn personal_for(tx: &Connection, person: &Person, kind: RecordKind, who: Access, doc_id: &str) -> AppResult<Option<Personal>> {
-    if !needs_personal(kind, person.role, who) {
+/// A record's personal data, for a person who needs it for their work (their access read from
+/// the index, in the same query); `None` for anyone else or when the server has none.
+pub fn personal_for(tx: &Connection, person: &Person, doc_id: &str) -> AppResult<Option<Personal>> {
+    let row = tx
+        .prepare_cached(
+            "SELECT p.data, d.kind, d.location, d.holder, d.reporter FROM personal p JOIN docs d ON d.id = p.doc_id WHERE p.doc_id = ?1",
+        )?
+        .query_row([doc_id], |r| {
+            let event = ScopeEvent { doc_id: doc_id.to_owned(), location: r.get(2)?, holder: r.get(3)?, reporter: r.get(4)? };
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, event))
+        })
+        .optional()?;
+    let Some((data, kind, event)) = row else { return Ok(None) };
+    let kind = if kind == "incident" { RecordKind::Incident } else { RecordKind::ServiceRequest };
+    if !needs_personal(kind, person.role, event.access_of(person)) {
         return Ok(None);
     }
-    let text: Option<String> =
-        tx.prepare_cached("SELECT data FROM personal WHERE doc_id = ?1")?.query_row([doc_id], |r| r.get(0)).optional()?;
-    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    Ok(serde_json::from_str(&data).ok())
 }
 
 /// A record for an API reader, if `person` may see it.

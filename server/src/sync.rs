@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, HashSet};
 use gridlink_core::sync::protocol::{
     DEFAULT_PAGE_BYTES, DocChanges, DocId, PROTOCOL_VERSION, PersonalData, Rejection, SyncRequest, SyncResponse,
 };
-use gridlink_core::workflow::RecordKind;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_bytes::ByteBuf;
 
@@ -190,24 +189,9 @@ pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: Sy
     ])?;
     // 6. Personal data of the records sent, to a person whose work needs it.
     let mut personal = Vec::new();
-    {
-        let mut stmt = tx.prepare_cached(
-            "SELECT d.kind, d.location, d.holder, d.reporter FROM personal p JOIN docs d ON d.id = p.doc_id WHERE p.doc_id = ?1",
-        )?;
-        for id in out.keys() {
-            let Some((kind, location, holder, reporter)) = stmt
-                .query_row([id], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, Option<String>>(3)?))
-                })
-                .optional()?
-            else {
-                continue;
-            };
-            let kind = if kind == "incident" { RecordKind::Incident } else { RecordKind::ServiceRequest };
-            let who = ScopeEvent { doc_id: id.clone(), location, holder, reporter }.access_of(&auth.person);
-            if let (Some(data), Some(doc)) = (personal_for(&tx, &auth.person, kind, who, id)?, DocId::parse(id)) {
-                personal.push(PersonalData { doc, data });
-            }
+    for id in out.keys() {
+        if let (Some(data), Some(doc)) = (personal_for(&tx, &auth.person, id)?, DocId::parse(id)) {
+            personal.push(PersonalData { doc, data });
         }
     }
     tx.commit()?;

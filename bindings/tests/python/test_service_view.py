@@ -7,21 +7,24 @@ import gridlink_ffi as g
 from conftest import PASSWORD
 
 
+def errand(materials, description):
+    """Zhang Guilan's old-age allowance (FW004), taken as an errand with her ID number and phone."""
+    return g.ServiceRequestInput(
+        item="FW004",
+        mode="errand",
+        resident_name="张桂兰",
+        resident_id_number="11010519491231002X",
+        resident_phone="13812345678",
+        materials_received=materials,
+        description=description,
+    )
+
+
 def test_a_request_screen_shows_what_the_station_and_the_town_need(server, tmp_path):
     station = g.GridlinkClient.open(str(tmp_path / "station"), server)
     asyncio.run(station.login("lijun", PASSWORD, "服务站电脑"))
     item = next(i for i in station.service_items() if i.code == "FW004")
-    rid = station.receive_service_request(
-        g.ServiceRequestInput(
-            item="FW004",
-            mode="errand",
-            resident_name="张桂兰",
-            resident_id_number="11010519491231002X",
-            resident_phone="13812345678",
-            materials_received=item.materials[:-1],
-            description="代办",
-        )
-    )
+    rid = station.receive_service_request(errand(item.materials[:-1], "代办"))
     d = station.perform(rid, g.ActionInput(kind="request_materials", materials=[item.materials[-1]]), "请补交")
     sr = d.service
     assert sr.item_code == "FW004" and sr.item_name == item.name
@@ -55,17 +58,7 @@ def test_personal_data_key_survives_a_restart_through_the_key_store(tmp_path, se
     asyncio.run(phone.login("lijun", PASSWORD, "代办员的手机"))
     key = phone.data_key()
     assert key is not None and len(key) == 32
-    rid = phone.receive_service_request(
-        g.ServiceRequestInput(
-            item="FW004",
-            mode="errand",
-            resident_name="张桂兰",
-            resident_id_number="11010519491231002X",
-            resident_phone="13812345678",
-            materials_received=[],
-            description="",
-        )
-    )
+    rid = phone.receive_service_request(errand([], ""))
     assert phone.record(rid).service.resident_id_number == "11010519491231002X"
     del phone
     # Restarted with no network: masked until the key comes back from the key store.

@@ -12,7 +12,7 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
 use super::histories::{PATHS, Path, REPORTS, Who, incident_steps};
-use super::town::{TOWN, code, id_number, name_of, org};
+use super::town::{TOWN, code, id_number, name_of, org, person_of};
 use crate::app::AppState;
 use crate::error::{AppError, AppResult};
 use crate::records::{act_as, create_as, keep_personal};
@@ -28,8 +28,7 @@ pub fn bulk(state: &AppState, records: usize, seed: u64) -> AppResult<usize> {
     let catalog = state.catalog.clone();
     let (units, people) = org(&catalog);
     let person = |id: &str| -> AppResult<Person> {
-        let p = people.iter().find(|p| p.id == id).ok_or_else(|| AppError::Internal(format!("no demo person {id}")))?;
-        Ok(Person { id: p.id.clone(), name: p.name.clone(), role: p.role, unit: p.unit.clone() })
+        people.iter().find(|p| p.id == id).map(person_of).ok_or_else(|| AppError::Internal(format!("no demo person {id}")))
     };
     let grids: Vec<_> = units.iter().filter(|u| u.kind == UnitKind::Grid).collect();
     let dept_of = |key: &str| units.iter().find(|u| u.department_key.as_deref() == Some(key)).map(|u| u.code.clone());

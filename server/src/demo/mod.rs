@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use gridlink_core::{Action, Catalog, ManualClock, NewIncident, NewServiceRequest, OrgUnit, Person, ServiceMode, UnitCode, UnitKind};
+use gridlink_core::{Action, Catalog, ManualClock, NewIncident, NewServiceRequest, OrgUnit, ServiceMode, UnitCode, UnitKind};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -19,11 +19,11 @@ use rand::{Rng, SeedableRng};
 pub use bulk::bulk;
 use devices::Devices;
 use histories::{PATHS, Path, REPORTS, Who, incident_steps};
-use town::{TOWN, VILLAGES, code, grid_corners, id_number, name_of, org, point_in_grid};
+use town::{TOWN, VILLAGES, code, grid_corners, id_number, name_of, org, person_of, point_in_grid};
 
 use crate::app::AppState;
 use crate::error::{AppError, AppResult};
-use crate::import::{PersonRow, insert_people, insert_units};
+use crate::import::{insert_people, insert_units};
 
 /// Password of every demo account.
 pub const DEMO_PASSWORD: &str = "gridlink2026";
@@ -84,7 +84,6 @@ pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
     }
 
     let mut rng = StdRng::seed_from_u64(20261123);
-    let person_of = |p: &PersonRow| Person { id: p.id.clone(), name: p.name.clone(), role: p.role, unit: p.unit.clone() };
     let mut dev = Devices {
         state,
         dir: tempfile::tempdir().map_err(|e| AppError::Internal(e.to_string()))?,

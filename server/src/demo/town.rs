@@ -1,7 +1,7 @@
 //! The demo town's organisation: 广通镇 with its villages, groups, grids, departments and
 //! staff, the map lattice its grids lie on, and residents' names and ID numbers.
 
-use gridlink_core::{Catalog, OrgUnit, Role, UnitCode, UnitKind};
+use gridlink_core::{Catalog, OrgUnit, Person, Role, UnitCode, UnitKind};
 use rand::Rng;
 use rand::rngs::StdRng;
 
@@ -128,4 +128,9 @@ pub(super) fn id_number(rng: &mut StdRng) -> String {
     );
     let sum: u32 = body.bytes().zip(W).map(|(b, w)| u32::from(b - b'0') * w).sum();
     format!("{body}{}", b"10X98765432"[(sum % 11) as usize] as char)
+}
+
+/// A demo account as the person who acts.
+pub(super) fn person_of(p: &PersonRow) -> Person {
+    Person { id: p.id.clone(), name: p.name.clone(), role: p.role, unit: p.unit.clone() }
 }
