@@ -21,6 +21,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::attachments;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub clock: Arc<dyn Clock>,
     pub server_actor: ActorId,
+    /// The database's epoch ([`crate::db::epoch`]); fixed while the server runs.
+    pub epoch: u64,
     pub events: broadcast::Sender<ScopeEvent>,
     pub limiter: Arc<LoginLimiter>,
     pub metrics: PrometheusHandle,
@@ -91,6 +94,7 @@ impl AppState {
             case_prefix: &self.settings.case_prefix,
             now_ms,
             events,
+            recovery: false,
         }
     }
 
@@ -132,7 +136,17 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(2 << 20))
         .layer(axum::middleware::map_response(explain_rejections))
         .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(crate::telemetry::track))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                    // The path, never the query string (it may carry a search for a name).
+                    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+                }))
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        )
         .with_state(state)
 }
 
@@ -155,8 +169,8 @@ async fn healthz(State(state): State<AppState>) -> AppResult<&'static str> {
     Ok("ok")
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+async fn metrics(State(state): State<AppState>) -> AppResult<impl IntoResponse> {
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::scrape(&state).await?))
 }
 
 #[derive(Deserialize)]
@@ -218,6 +232,7 @@ async fn sign_in_device(
         return Err(AppError::BadCredentials);
     }
     if !state.limiter.allowed(&user, now) {
+        metrics::counter!("gridlink_login_failures_total").increment(1);
         return Err(AppError::TooManyRequests);
     }
     let lookup = user.clone();
@@ -236,6 +251,7 @@ async fn sign_in_device(
     .await?;
     let Some(person) = ok else {
         state.limiter.failed(&user, now);
+        metrics::counter!("gridlink_login_failures_total").increment(1);
         tracing::info!(user = %user, "login failed");
         return Err(AppError::BadCredentials);
     };
@@ -323,17 +339,25 @@ async fn sync(State(state): State<AppState>, auth: AuthDevice, headers: HeaderMa
     let st = state.clone();
     let (resp, events) = state.db.write(move |c| crate::sync::round(c, &st, &auth, req)).await?;
     state.notify(events);
+    let answer = protocol::encode(&resp);
+    metrics::counter!("gridlink_sync_received_bytes_total").increment(body.len() as u64);
+    metrics::counter!("gridlink_sync_sent_bytes_total").increment(answer.len() as u64);
     metrics::histogram!("gridlink_sync_seconds").record(started.elapsed().as_secs_f64());
-    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))], protocol::encode(&resp)).into_response())
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))], answer).into_response())
 }
 
 async fn events(State(state): State<AppState>, auth: AuthDevice) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
     let person = auth.person;
-    let stream = BroadcastStream::new(state.events.subscribe()).filter_map(move |e| match e {
-        Ok(e) if e.visible_to(&person) => Some(Ok(Event::default().event("sync").data(e.doc_id))),
-        Ok(_) => None,
-        // The client fell behind: tell it to sync anyway.
-        Err(_) => Some(Ok(Event::default().event("sync").data(""))),
+    let live = crate::telemetry::LiveConnection::open();
+    let stream = BroadcastStream::new(state.events.subscribe()).filter_map(move |e| {
+        // Held by the stream: counted until the client goes.
+        let _connected = &live;
+        match e {
+            Ok(e) if e.visible_to(&person) => Some(Ok(Event::default().event("sync").data(e.doc_id))),
+            Ok(_) => None,
+            // The client fell behind: tell it to sync anyway.
+            Err(_) => Some(Ok(Event::default().event("sync").data(""))),
+        }
     });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(20)))
 }

@@ -32,6 +32,45 @@ pub enum Command {
     Import(ImportArgs),
     /// Create an API key for Open311 clients, acting as the given account.
     Apikey(ApiKeyArgs),
+    /// Copy the database to a new file, safely while the server runs.
+    Backup(BackupArgs),
+    /// Put a backup in place of the database (the server must be stopped). Phones push again
+    /// what the server acknowledged after the backup was taken.
+    Restore(RestoreArgs),
+    /// Check the configuration (file, flags, environment) and say what is wrong.
+    CheckConfig(CheckConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The database to copy (default: from the configuration file).
+    #[arg(long, env = "GRIDLINK_DB")]
+    pub db: Option<PathBuf>,
+    /// The new backup file (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file to restore.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The database to replace (default: from the configuration file).
+    #[arg(long, env = "GRIDLINK_DB")]
+    pub db: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// SQLite database file.
+    #[arg(long, env = "GRIDLINK_DB")]
+    pub db: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "GRIDLINK_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 /// Options shared by `serve` and `demo`.
@@ -153,6 +192,66 @@ pub fn settings(common: &CommonArgs, file: &FileConfig, db: &Path) -> Settings {
         secure_cookies: file.secure_cookies.unwrap_or(false),
         sweep_interval_ms: common.sweep_interval_ms.or(file.sweep_interval_ms).unwrap_or(60_000).max(10),
     }
+}
+
+/// Checks a configuration as `serve` would use it; returns what is wrong (empty when sound). It
+/// does not create or change anything.
+pub fn check(args: &CheckConfigArgs, file: &FileConfig) -> (Vec<String>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut facts = Vec::new();
+    let db = args.db.clone().or_else(|| file.db.clone());
+    match &db {
+        None => problems.push("没有指定数据库文件(db)".to_owned()),
+        Some(db) => {
+            facts.push(format!("数据库: {}", db.display()));
+            let dir = db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            if !dir.is_dir() {
+                problems.push(format!("数据库所在目录 {} 不存在", dir.display()));
+            } else if !writable(dir) {
+                problems.push(format!("数据库所在目录 {} 不可写", dir.display()));
+            }
+            if db.exists() && !db.is_file() {
+                problems.push(format!("数据库 {} 不是文件", db.display()));
+            }
+            let s = settings(&args.common, file, db);
+            facts.push(format!("附件目录: {}", s.data_dir.display()));
+            let existing = s.data_dir.ancestors().find(|a| a.exists()).unwrap_or(Path::new("."));
+            if !existing.is_dir() || !writable(existing) {
+                problems.push(format!("附件目录 {} 无法创建或不可写", s.data_dir.display()));
+            }
+            if !s.case_prefix.chars().all(|c| c.is_ascii_alphanumeric()) || s.case_prefix.is_empty() || s.case_prefix.len() > 8 {
+                problems.push(format!("案卷编号前缀“{}”应为 1 到 8 个字母或数字", s.case_prefix));
+            }
+            if s.token_days == 0 {
+                problems.push("token_days 不能为 0".to_owned());
+            }
+            facts.push(format!(
+                "案卷编号前缀: {};登录有效期 {} 天;附件上限 {} MB",
+                s.case_prefix,
+                s.token_days,
+                s.max_attachment_bytes >> 20
+            ));
+        }
+    }
+    let listen = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid"));
+    facts.push(format!("监听地址: {listen}"));
+    match tls_paths(&args.common, file) {
+        Err(e) => problems.push(e),
+        Ok(Some((cert, key))) => {
+            for (what, path) in [("TLS 证书", cert), ("TLS 私钥", key)] {
+                if std::fs::File::open(&path).is_err() {
+                    problems.push(format!("{what} {} 无法读取", path.display()));
+                }
+            }
+            facts.push("HTTPS: 已配置".to_owned());
+        }
+        Ok(None) => facts.push("HTTPS: 未配置(请在前面放置 HTTPS 反向代理)".to_owned()),
+    }
+    (problems, facts)
+}
+
+fn writable(dir: &Path) -> bool {
+    tempfile::tempfile_in(dir).is_ok()
 }
 
 /// The TLS certificate and key to serve with, from flags or the file; both or neither.

@@ -81,7 +81,21 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE devices ADD COLUMN data_key BLOB;
     ALTER TABLE devices ADD COLUMN install_id TEXT;
     ",
+    // 5: the file says it is a Gridlink town database (backups are checked against it), and a
+    // device that presented the epoch of a database this one replaced is recovering (crate::backup).
+    "
+    PRAGMA application_id = 1196575819;
+    ALTER TABLE devices ADD COLUMN recovering INTEGER NOT NULL DEFAULT 0;
+    ",
 ];
+
+/// `PRAGMA application_id` of a Gridlink town database ("GRLK").
+pub const APPLICATION_ID: i64 = 0x4752_4C4B;
+
+/// The schema version this build writes; a database of a newer one is refused.
+pub fn schema_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
 
 /// Connections to the server database.
 #[derive(Debug, Clone)]
@@ -136,6 +150,8 @@ struct Inner {
     /// back to back. (Blocking threads parked on the writer's mutex let late comers barge in: under
     /// load some requests waited many times longer than the rest.)
     jobs: mpsc::Sender<WriteJob>,
+    /// Writes queued and not yet begun (a metric).
+    queued: std::sync::atomic::AtomicI64,
     /// Async readers queue here for a reader connection, in arrival order (tokio's semaphore is fair).
     read_turns: Arc<Semaphore>,
 }
@@ -163,8 +179,11 @@ fn run_writes(db: Weak<Inner>, jobs: mpsc::Receiver<WriteJob>) {
         }
         let mut replies = Vec::new();
         let mut lost = None;
+        inner.queued.fetch_sub(1, Ordering::Relaxed);
         let mut job = first;
+        let mut size = 0;
         for n in 1.. {
+            size = n;
             let (ran, reply) = run_one(&mut conn, job);
             replies.extend(reply);
             // SQLite rolls back the whole transaction on some errors (disk full, I/O): what the
@@ -177,7 +196,10 @@ fn run_writes(db: Weak<Inner>, jobs: mpsc::Receiver<WriteJob>) {
                 break;
             }
             match jobs.try_recv() {
-                Ok(queued) => job = queued,
+                Ok(queued) => {
+                    inner.queued.fetch_sub(1, Ordering::Relaxed);
+                    job = queued;
+                }
                 Err(_) => break,
             }
         }
@@ -192,6 +214,7 @@ fn run_writes(db: Weak<Inner>, jobs: mpsc::Receiver<WriteJob>) {
             }),
         };
         drop(conn);
+        metrics::histogram!("gridlink_db_write_batch_size").record(size as f64);
         for reply in replies {
             reply(outcome);
         }
@@ -234,27 +257,52 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// Brings a database to this build's schema, one transaction per step; refuses a newer one.
+pub fn migrate(conn: &mut Connection, path: &Path) -> AppResult<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > schema_version() {
+        return Err(AppError::Unprocessable(format!(
+            "数据库 {} 的结构版本({version})比本程序({})新,请使用新版本的 gridlink-server",
+            path.display(),
+            schema_version()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
 impl Db {
     /// Opens (creating) the database and applies migrations.
     pub fn open(path: &Path, readers: usize) -> AppResult<Self> {
         let mut writer = open_conn(path)?;
-        let version: i64 = writer.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-            let tx = writer.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
-        }
+        migrate(&mut writer, path)?;
         let readers: Vec<_> = (0..readers.max(1)).map(|_| open_conn(path).map(Mutex::new)).collect::<Result<_, _>>()?;
         let read_turns = Arc::new(Semaphore::new(readers.len()));
         let (jobs, queue) = mpsc::channel();
-        let inner = Arc::new(Inner { writer: Mutex::new(writer), readers, next: AtomicUsize::new(0), jobs, read_turns });
+        let inner = Arc::new(Inner {
+            writer: Mutex::new(writer),
+            readers,
+            next: AtomicUsize::new(0),
+            jobs,
+            queued: Default::default(),
+            read_turns,
+        });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("db-writer".into())
             .spawn(move || run_writes(weak, queue))
             .map_err(|e| AppError::Internal(format!("writer thread: {e}")))?;
         Ok(Self { inner })
+    }
+
+    /// Writes waiting for the writer thread.
+    pub fn write_queue_depth(&self) -> i64 {
+        self.inner.queued.load(Ordering::Relaxed).max(0)
     }
 
     /// The single writer (callers run on a blocking thread).
@@ -282,8 +330,11 @@ impl Db {
         // request that asked for it has gone away meanwhile.
         let turn = self.inner.read_turns.clone().acquire_owned().await.expect("the semaphore is never closed");
         let db = self.clone();
+        // Log lines of the work carry the request's span (its request id).
+        let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _turn = turn;
+            let _span = span.enter();
             f(&db.reader())
         })
         .await?
@@ -296,8 +347,9 @@ impl Db {
         f: impl FnOnce(&mut Connection) -> AppResult<T> + Send + 'static,
     ) -> impl std::future::Future<Output = AppResult<T>> + Send + 'static {
         let (reply, result) = oneshot::channel();
+        let span = tracing::Span::current();
         let job: WriteJob = Box::new(move |conn| {
-            let out = f(conn);
+            let out = span.in_scope(|| f(conn));
             let ran = out.as_ref().map(|_| ()).map_err(BatchFailed::of);
             let deliver: Reply = Box::new(move |batch| {
                 // A write that failed says why; one that succeeded is only as good as its batch.
@@ -305,6 +357,7 @@ impl Db {
             });
             (ran, deliver)
         });
+        self.inner.queued.fetch_add(1, Ordering::Relaxed);
         let queued = self.inner.jobs.send(job);
         async move {
             queued.map_err(|_| AppError::Internal("the database writer has stopped".into()))?;
@@ -322,6 +375,22 @@ pub fn meta_get(conn: &Connection, key: &str) -> AppResult<Option<String>> {
 pub fn meta_set(conn: &Connection, key: &str, value: &str) -> AppResult<()> {
     conn.execute("INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [key, value])?;
     Ok(())
+}
+
+/// The database's epoch: a random number made when the database was created and made anew by
+/// every restore from a backup, so devices can tell that the server went back in time.
+pub fn epoch(conn: &Connection) -> AppResult<u64> {
+    match meta_get(conn, "epoch")?.and_then(|v| v.parse().ok()) {
+        Some(e) => Ok(e),
+        None => new_epoch(conn),
+    }
+}
+
+/// Gives the database a fresh epoch.
+pub fn new_epoch(conn: &Connection) -> AppResult<u64> {
+    let e: u64 = rand::random();
+    meta_set(conn, "epoch", &e.to_string())?;
+    Ok(e)
 }
 
 /// Appends to the audit log (admin actions, logins, revocations).

@@ -10,6 +10,7 @@
 pub mod app;
 pub mod attachments;
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod console;
 pub mod db;
@@ -20,45 +21,34 @@ pub mod linkage;
 pub mod open311;
 pub mod records;
 pub mod sync;
+pub mod telemetry;
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use automerge::ActorId;
 use gridlink_core::routing::RoutingRules;
 use gridlink_core::{Catalog, Clock, WorkCalendar};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 pub use app::{AppState, Settings, app};
 pub use error::{AppError, AppResult};
 
-fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            // Another recorder may already be installed (several servers in one test process).
-            let _ = metrics::set_global_recorder(recorder);
-            handle
-        })
-        .clone()
-}
-
 /// Opens the database and builds the shared state.
 pub fn build_state(settings: Settings, db_path: &Path, clock: Arc<dyn Clock>) -> AppResult<AppState> {
     let db = db::Db::open(db_path, 4)?;
-    let server_actor = {
+    let (server_actor, epoch) = {
         let conn = db.writer();
-        match db::meta_get(&conn, "server_actor")? {
+        let epoch = db::epoch(&conn)?;
+        let actor = match db::meta_get(&conn, "server_actor")? {
             Some(hex) => ActorId::from(hex::decode(hex).map_err(|e| AppError::Internal(e.to_string()))?),
             None => {
                 let bytes: [u8; 16] = rand::random();
                 db::meta_set(&conn, "server_actor", &hex::encode(bytes))?;
                 ActorId::from(bytes.to_vec())
             }
-        }
+        };
+        (actor, epoch)
     };
     std::fs::create_dir_all(settings.data_dir.join("attachments")).map_err(|e| AppError::Internal(format!("data dir: {e}")))?;
     let (events, _) = tokio::sync::broadcast::channel(1024);
@@ -79,9 +69,10 @@ pub fn build_state(settings: Settings, db_path: &Path, clock: Arc<dyn Clock>) ->
         settings: Arc::new(settings),
         clock,
         server_actor,
+        epoch,
         events,
         limiter: Arc::new(auth::LoginLimiter::default()),
-        metrics: metrics_handle(),
+        metrics: telemetry::handle(),
         catalog: Arc::new(catalog),
         calendar: Arc::new(WorkCalendar::bundled()),
         routing: Arc::new(std::sync::RwLock::new(routing)),

@@ -14,7 +14,9 @@ fn main() -> ExitCode {
     if cli.log_json {
         tracing_subscriber::fmt().json().with_env_filter(filter).init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        // Colours only on a terminal: journald and log files get plain text.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        tracing_subscriber::fmt().with_ansi(ansi).with_env_filter(filter).init();
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -32,6 +34,8 @@ fn run(cli: Cli) -> Result<(), String> {
             let db = args.db.or(file.db.clone()).ok_or("请用 --db、GRIDLINK_DB 或配置文件指定数据库文件")?;
             let listen = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid"));
             let tls = tls_paths(&args.common, &file)?;
+            // Held while serving: no restore replaces the file under a running server.
+            let _lock = gridlink_server::backup::ServeLock::take(&db).map_err(|e| e.to_string())?;
             let state = build_state(settings(&args.common, &file, &db), &db, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
             serve(state, listen, None, tls)
         }
@@ -47,6 +51,35 @@ fn run(cli: Cli) -> Result<(), String> {
             let key = gridlink_server::open311::create_api_key(&db.writer(), &args.person, &args.name, chrono_now())?;
             println!("已为账号 {} 创建 API 密钥(只显示这一次,请妥善保存):\n{key}", args.person);
             Ok(())
+        }
+        Command::Backup(args) => {
+            let db = args.db.or(file.db).ok_or("请用 --db、GRIDLINK_DB 或配置文件指定数据库文件")?;
+            let summary = gridlink_server::backup::backup(&db, &args.out).map_err(|e| e.to_string())?;
+            println!("已备份到 {}: {summary}", args.out.display());
+            println!("附件(照片)在附件目录中,按文件名(哈希)存放且从不修改,请一并复制(如 rsync -a)。");
+            Ok(())
+        }
+        Command::Restore(args) => {
+            let db = args.db.or(file.db).ok_or("请用 --db、GRIDLINK_DB 或配置文件指定数据库文件")?;
+            let (summary, aside) = gridlink_server::backup::restore(&args.from, &db, chrono_now()).map_err(|e| e.to_string())?;
+            println!("已从 {} 恢复 {}: {summary}", args.from.display(), db.display());
+            if let Some(aside) = aside {
+                println!("原数据库已保留为 {}", aside.display());
+            }
+            println!("各手机下次同步时会重新上传备份之后的办理记录,请让所有手机联网同步一次。");
+            Ok(())
+        }
+        Command::CheckConfig(args) => {
+            let (problems, facts) = gridlink_server::config::check(&args, &file);
+            for f in facts {
+                println!("{f}");
+            }
+            if problems.is_empty() {
+                println!("配置无误。");
+                Ok(())
+            } else {
+                Err(format!("配置有 {} 处问题:\n  {}", problems.len(), problems.join("\n  ")))
+            }
         }
         Command::Import(args) => {
             let report = import::run(&args.db, &args.what)?;

@@ -64,6 +64,10 @@ pub struct IngestCtx<'a> {
     pub case_prefix: &'a str,
     pub now_ms: i64,
     pub events: &'a mut Vec<ScopeEvent>,
+    /// The pushing device is recovering changes this server acknowledged before it was restored
+    /// from a backup ([`crate::backup`]): a change the pushing person could not have made is
+    /// taken when its history is whole and every entry names a person of the town.
+    pub recovery: bool,
 }
 
 /// Loads the server's copy of a record.
@@ -113,7 +117,14 @@ pub fn ingest(
                 system_entry(&record, Action::Route { to_unit: target }, &note, ctx.now_ms)
             })
             .transpose()?;
-        let case_no = if is_new { Some(next_case_no(tx, ctx.case_prefix, ctx.now_ms)?) } else { None };
+        let case_no = match &record.case_no {
+            // A case number that came back with a recovered record: kept, unless the town gave
+            // it to another record since the restore.
+            Some(no) if first.as_ref().and_then(|f| f.case_no.as_ref()) != Some(no) => reclaim_case_no(tx, doc_id, no, ctx)?,
+            Some(_) => None,
+            None if is_new => Some(next_case_no(tx, ctx.case_prefix, ctx.now_ms)?),
+            None => None,
+        };
         if case_no.is_some() || route.is_some() {
             doc.server_update(&mut record, case_no.as_deref(), route.as_ref(), ctx.now_ms)?;
             store_server_change(tx, doc_id, &mut doc, ctx.now_ms)?;
@@ -239,7 +250,10 @@ fn ingest_one(
         return Ok(Err(format!("记录 {name} 的{field}未遮蔽:身份证号和电话不得写入记录文档,须另行加密传送,请升级应用后重试")));
     }
     if let Err(reason) = validate_update_fn(seen.as_ref(), &made, person, ctx.now_ms) {
-        return Ok(Err(reason));
+        if !(ctx.recovery && is_recoverable(tx, seen.as_ref(), &made)?) {
+            return Ok(Err(reason));
+        }
+        crate::db::audit(tx, ctx.now_ms, &person.id, "recover_change", &format!("{name} {hash} 由设备 {device_id} 在恢复后带回"))?;
     }
     // Then merge it into the server's copy, which must keep its identity and history. A new
     // record's copy is the empty document the author's view started from: that view is it.
@@ -257,12 +271,64 @@ fn ingest_one(
     };
     if let Some(b) = before
         && let Err(reason) = check_invariants(b, &after)
+        // The server's own change giving a case number, brought back from a device.
+        && !(ctx.recovery && b.case_no.is_none() && check_invariants(b, &Record { case_no: None, ..after.clone() }).is_ok())
     {
         return Ok(Err(reason));
     }
     insert_change(tx, doc_id, &hash, bytes, device_id, ctx.now_ms)?;
     *doc = next;
     Ok(Ok(Some(after)))
+}
+
+/// Whether a change some other device or the server made may come back from a recovering device:
+/// a new record starts with a report or an intake, and every entry it adds names a person of
+/// the town (or the server's automation). The rules of the workflow were checked when the
+/// server first took it; what it may not do to a stored record is checked as for every change.
+fn is_recoverable(tx: &Connection, seen: Option<&Record>, made: &Record) -> AppResult<bool> {
+    if seen.is_none() && !made.timeline.first().is_some_and(|e| matches!(e.action.kind(), ActionKind::Report | ActionKind::Receive)) {
+        return Ok(false);
+    }
+    let known: HashSet<&str> = seen.map(|r| r.timeline.iter().map(|e| e.id.as_str()).collect()).unwrap_or_default();
+    // The person, in whatever role or unit they hold now: the entry keeps the ones of its day.
+    let mut person = tx.prepare_cached("SELECT count(*) FROM people WHERE id = ?1")?;
+    for e in made.timeline.iter().filter(|e| !known.contains(e.id.as_str())) {
+        let ok = match e.role {
+            Role::System => e.actor == "system",
+            _ => person.query_row([&e.actor], |r| r.get::<_, i64>(0))? > 0,
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// A recovered record's case number: the town's counter moves past it, so no later record gets
+/// it again; if a record made since the restore already has it, the recovered one gets a new
+/// number (returned) and both units are told.
+fn reclaim_case_no(tx: &Connection, doc_id: &str, no: &str, ctx: &IngestCtx<'_>) -> AppResult<Option<String>> {
+    let mut parts = no.rsplitn(3, '-');
+    if let (Some(n), Some(year), Some(prefix)) = (parts.next(), parts.next(), parts.next())
+        && let (Ok(n), Ok(year)) = (n.parse::<i64>(), year.parse::<i64>())
+    {
+        tx.prepare_cached(
+            "INSERT INTO case_counters(prefix, year, last) VALUES (?1, ?2, ?3)
+             ON CONFLICT(prefix, year) DO UPDATE SET last = max(last, excluded.last)",
+        )?
+        .execute(params![prefix, year, n])?;
+    }
+    let taken: Option<String> = tx
+        .prepare_cached("SELECT id FROM docs WHERE case_no = ?1 AND id <> ?2")?
+        .query_row(params![no, doc_id], |r| r.get(0))
+        .optional()?;
+    if taken.is_none() {
+        return Ok(None);
+    }
+    let fresh = next_case_no(tx, ctx.case_prefix, ctx.now_ms)?;
+    tracing::warn!(doc = doc_id, old = no, new = %fresh, "recovered record's case number was given again after the restore: renumbered");
+    crate::db::audit(tx, ctx.now_ms, "system", "renumber_case", &format!("{no} → {fresh}(恢复后编号重复)"))?;
+    Ok(Some(fresh))
 }
 
 /// Where a fresh report should go: only while it is still a report nobody has acted on, held

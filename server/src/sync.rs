@@ -29,8 +29,29 @@ pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: Sy
     let device = auth.device_id.as_str();
     tx.prepare_cached("UPDATE devices SET last_seen_ms = ?1 WHERE id = ?2")?.execute(params![now, device])?;
 
+    // 0. A device whose cursor belongs to another epoch synced with this database before it was
+    // restored from a backup: its cursor means nothing here, and it holds changes the server
+    // acknowledged and lost. It starts over and may push those back (crate::backup).
+    let went_back = req.epoch.is_some_and(|e| e != state.epoch);
+    let recovering = if went_back {
+        tx.prepare_cached("UPDATE devices SET recovering = 1 WHERE id = ?1")?.execute([device])?;
+        tracing::info!(device, "device synced with the database before its restore: recovering");
+        true
+    } else {
+        let flagged: bool = tx
+            .prepare_cached("SELECT recovering FROM devices WHERE id = ?1")?
+            .query_row([device], |r| r.get(0))
+            .optional()?
+            .unwrap_or(false);
+        if flagged && !req.recovery && req.epoch.is_some() {
+            tx.prepare_cached("UPDATE devices SET recovering = 0 WHERE id = ?1")?.execute([device])?;
+        }
+        flagged && req.recovery
+    };
+    let cursor = if went_back { None } else { req.cursor };
+
     // 1. What the device has, as of the cursor it presents.
-    let base_seq = match req.cursor.and_then(|c| find_round(&tx, device, c).transpose()) {
+    let base_seq = match cursor.and_then(|c| find_round(&tx, device, c).transpose()) {
         Some(r) => {
             let (round, seq_high, added, removed, applied) = r?;
             if !applied {
@@ -60,6 +81,7 @@ pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: Sy
     {
         let routing = state.routing();
         let mut ctx = state.ingest_ctx(&routing, now, &mut events);
+        ctx.recovery = recovering;
         for dc in &req.push {
             let id = dc.doc.to_id();
             let changes: Vec<Vec<u8>> = dc.changes.iter().map(|c| c.to_vec()).collect();
@@ -70,7 +92,7 @@ pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: Sy
                 }
                 Err((index, reason)) => {
                     metrics::counter!("gridlink_changes_accepted_total").increment(index as u64);
-                    metrics::counter!("gridlink_changes_rejected_total").increment(1);
+                    metrics::counter!("gridlink_changes_rejected_total", "reason" => crate::telemetry::refusal_kind(&reason)).increment(1);
                     tracing::info!(device, doc = %id, index, %reason, "change rejected");
                     rejected.push(Rejection { doc: dc.doc, index: index as u32, reason });
                     reset.insert(id);
@@ -86,6 +108,9 @@ pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: Sy
         match store_personal(&tx, &state.server_actor, &auth.person, &p.doc.to_id(), &p.data, now)? {
             None => {} // the record's changes come in a later round; so will this again
             Some(Ok(())) => personal_stored.push(p.doc),
+            // Recovering, a device pushes again the personal data it received as well; what it
+            // may not write was never its to restore.
+            Some(Err(_)) if recovering => personal_stored.push(p.doc),
             Some(Err(reason)) => {
                 tracing::info!(device, doc = %p.doc.to_id(), %reason, "personal data refused");
                 personal_refused.push(Rejection { doc: p.doc, index: 0, reason });
@@ -210,6 +235,7 @@ pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: Sy
         personal,
         personal_stored,
         personal_refused,
+        epoch: (req.epoch != Some(state.epoch)).then_some(state.epoch),
     };
     Ok((resp, events))
 }

@@ -128,6 +128,7 @@ fn personal_data_reaches_only_those_who_need_it_and_is_never_in_clear_on_a_phone
         page_bytes: None,
         whole_docs: true,
         personal: vec![],
+        ..Default::default()
     };
     let resp = http()
         .post(format!("{}/api/v1/sync", server.base))

@@ -189,6 +189,7 @@ fn authorization_scope_and_forged_changes() {
             page_bytes: None,
             whole_docs: false,
             personal: vec![],
+            ..Default::default()
         });
         let (_, answer) = raw_round(&server, &token(&a), &body);
         assert_eq!(answer.rejected.len(), 1, "{answer:?}");
@@ -258,6 +259,7 @@ fn push_body(doc: &str, change: Vec<u8>) -> Vec<u8> {
         page_bytes: None,
         whole_docs: false,
         personal: vec![],
+        ..Default::default()
     })
 }
 
@@ -407,6 +409,7 @@ fn fresh_round(server: &TestServer, phone: &Phone, whole_docs: bool) -> (usize, 
         page_bytes: None,
         whole_docs,
         personal: vec![],
+        ..Default::default()
     });
     raw_round(server, &token(phone), &body)
 }
@@ -516,13 +519,27 @@ fn bad_requests_get_clear_4xx_and_the_server_keeps_serving() {
     assert!(b["error"]["message"].as_str().unwrap().contains("无法解压"));
     let (s, _) = post("application/json", b"{}".to_vec(), &tok);
     assert_eq!(s, 400);
-    let wrong_version =
-        protocol::encode(&SyncRequest { v: 9, cursor: None, push: vec![], page_bytes: None, whole_docs: false, personal: vec![] });
+    let wrong_version = protocol::encode(&SyncRequest {
+        v: 9,
+        cursor: None,
+        push: vec![],
+        page_bytes: None,
+        whole_docs: false,
+        personal: vec![],
+        ..Default::default()
+    });
     let (s, b) = post(CONTENT_TYPE, wrong_version, &tok);
     assert_eq!(s, 422);
     assert!(b["error"]["message"].as_str().unwrap().contains("版本"));
-    let truncated =
-        protocol::encode(&SyncRequest { v: 1, cursor: Some(3), push: vec![], page_bytes: None, whole_docs: false, personal: vec![] });
+    let truncated = protocol::encode(&SyncRequest {
+        v: 1,
+        cursor: Some(3),
+        push: vec![],
+        page_bytes: None,
+        whole_docs: false,
+        personal: vec![],
+        ..Default::default()
+    });
     let (s, _) = post(CONTENT_TYPE, truncated[..truncated.len() / 2].to_vec(), &tok);
     assert_eq!(s, 400);
     let empty_doc = protocol::encode(&SyncRequest {
@@ -532,6 +549,7 @@ fn bad_requests_get_clear_4xx_and_the_server_keeps_serving() {
         page_bytes: None,
         whole_docs: false,
         personal: vec![],
+        ..Default::default()
     });
     let (s, _) = post(CONTENT_TYPE, empty_doc, &tok);
     assert_eq!(s, 400);
@@ -544,6 +562,7 @@ fn bad_requests_get_clear_4xx_and_the_server_keeps_serving() {
             page_bytes: None,
             whole_docs: false,
             personal: vec![],
+            ..Default::default()
         });
         raw_round(&server, &tok, &req).1
     };
@@ -764,6 +783,7 @@ fn a_new_report_pushed_twice_is_stored_once() {
         page_bytes: None,
         whole_docs: false,
         personal: vec![],
+        ..Default::default()
     });
     for _ in 0..2 {
         let (_, answer) = raw_round(&server, &token(&grid), &req);

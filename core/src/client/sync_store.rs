@@ -230,6 +230,30 @@ impl Client {
         Ok(())
     }
 
+    /// The server went back to an older backup (its epoch changed): queue once more the whole
+    /// history of every record this device holds, and all its personal data, so what the server
+    /// had acknowledged and lost comes back from here. The server skips what it still has.
+    /// Queued changes of a record keep their order (its history is queued afresh, in causal
+    /// order); those of records no longer held stay as they are. Returns the changes queued.
+    pub fn requeue_for_recovery(&mut self) -> Result<usize> {
+        let now = self.now_ms();
+        let ids = self.record_ids()?;
+        let tx = self.conn.unchecked_transaction()?;
+        let mut queued = 0;
+        for id in &ids {
+            let mut doc = self.load_doc(id)?;
+            store::outbox_drop_doc(&tx, id)?;
+            for change in doc.changes_since(&[]) {
+                super::queue_change(&tx, id, change, now)?;
+                queued += 1;
+            }
+        }
+        tx.execute("UPDATE personal SET pending = 1", [])?;
+        store::meta_set(&tx, "sync.recovering", "1")?;
+        tx.commit()?;
+        Ok(queued)
+    }
+
     /// Ids of all stored records.
     pub fn record_ids(&self) -> Result<Vec<String>> {
         let mut stmt = self.conn.prepare("SELECT id FROM documents ORDER BY id")?;

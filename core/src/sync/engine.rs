@@ -219,6 +219,9 @@ pub struct SyncReport {
     /// Ids of the records that left the device (out of scope, or refused and reloaded).
     #[serde(default)]
     pub removed_ids: Vec<String>,
+    /// Changes queued again because the server was restored from an older backup.
+    #[serde(default)]
+    pub requeued: usize,
 }
 
 /// What a UI shows about sync.
@@ -456,8 +459,10 @@ impl<T: Transport> SyncEngine<T> {
 
     /// One request: push the outbox, apply the answer. Returns whether more is waiting.
     fn round<A: ClientAccess>(&self, access: &A, token: &str, report: &mut SyncReport) -> Result<bool, SyncError> {
-        let (outbox, cursor) = access
-            .with(|c| -> Result<_, SyncError> { Ok((c.outbox(10_000)?, c.sync_meta("cursor")?.and_then(|v| v.parse::<u64>().ok()))) })?;
+        let (outbox, cursor, epoch, recovery) = access.with(|c| -> Result<_, SyncError> {
+            let meta = |key| -> Result<Option<u64>, SyncError> { Ok(c.sync_meta(key)?.and_then(|v| v.parse::<u64>().ok())) };
+            Ok((c.outbox(10_000)?, meta("cursor")?, meta("epoch")?, meta("recovering")?.is_some()))
+        })?;
         let mut push: Vec<DocChanges> = Vec::new();
         let mut hashes: BTreeMap<DocId, Vec<String>> = BTreeMap::new();
         let mut size = 0;
@@ -480,7 +485,16 @@ impl<T: Transport> SyncEngine<T> {
             .into_iter()
             .filter_map(|(id, data)| Some(PersonalData { doc: DocId::parse(&id)?, data }))
             .collect();
-        let body = protocol::encode(&SyncRequest { v: PROTOCOL_VERSION, cursor, push, page_bytes: None, whole_docs: true, personal });
+        let body = protocol::encode(&SyncRequest {
+            v: PROTOCOL_VERSION,
+            cursor,
+            push,
+            page_bytes: None,
+            whole_docs: true,
+            personal,
+            epoch,
+            recovery,
+        });
         report.bytes_up += body.len();
         // On the network: the store is free for the app.
         let resp = self.transport.call(HttpRequest {
@@ -516,6 +530,7 @@ impl<T: Transport> SyncEngine<T> {
         hashes: &BTreeMap<DocId, Vec<String>>,
         report: &mut SyncReport,
     ) -> Result<(), SyncError> {
+        let recovering = client.sync_meta("recovering")?.is_some();
         // Refused changes: drop that record's queued changes and its local copy; the server sent
         // its own copy (when the record is in scope) to take its place. A change made on the
         // phone while the request was on its way builds on the refused one and goes with it.
@@ -562,6 +577,18 @@ impl<T: Transport> SyncEngine<T> {
         }
         client.personal_delivered(&delivered)?;
         client.set_sync_meta("cursor", &answer.cursor.to_string())?;
+        if let Some(epoch) = answer.epoch {
+            // A server that went back to a backup: push everything held here once more. A
+            // device's first answer only names the epoch.
+            let before = client.sync_meta("epoch")?;
+            if before.is_some_and(|b| b != epoch.to_string()) {
+                report.requeued += client.requeue_for_recovery()?;
+            }
+            client.set_sync_meta("epoch", &epoch.to_string())?;
+        } else if recovering && client.pending_count()? == 0 {
+            // Everything pushed again has been acknowledged: the next round says so.
+            client.clear_sync_meta("recovering")?;
+        }
         Ok(())
     }
 

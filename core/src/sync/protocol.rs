@@ -40,7 +40,7 @@ pub struct DocChanges {
 }
 
 /// What a device sends.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncRequest {
     pub v: u16,
     /// The cursor from the last answer the device fully applied; `None` on a fresh device.
@@ -59,6 +59,14 @@ pub struct SyncRequest {
     /// documents (see [`crate::pii`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub personal: Vec<PersonalData>,
+    /// The database epoch the device's cursor belongs to ([`SyncResponse::epoch`]); `None` before
+    /// the first answer that named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// The device is pushing again, after the server was restored from a backup, the history of
+    /// every record it holds: changes the server had acknowledged before it went back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovery: bool,
 }
 
 /// One record's personal data on the wire (over TLS; never inside a document).
@@ -102,6 +110,12 @@ pub struct SyncResponse {
     /// Uploaded personal data the server refused, with the reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub personal_refused: Vec<Rejection>,
+    /// The server database's epoch, sent when the device's differs from it (or it had none). A
+    /// new epoch means the database was restored from a backup: what the server acknowledged
+    /// after that backup is gone from it, and the device pushes the history of every record it
+    /// holds once more ([`SyncRequest::recovery`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// Encoding and decoding failures.
@@ -165,12 +179,13 @@ mod tests {
             page_bytes: None,
             whole_docs: true,
             personal: vec![],
+            epoch: Some(u64::MAX),
+            recovery: true,
         };
         let bytes = encode(&req);
         assert_eq!(decode_request(&bytes).unwrap(), req);
-        let empty =
-            encode(&SyncRequest { v: 1, cursor: Some(123456), push: vec![], page_bytes: None, whole_docs: false, personal: vec![] });
-        assert!(empty.len() < 40, "an idle round is tiny: {} bytes", empty.len());
+        let empty = encode(&SyncRequest { v: 1, cursor: Some(123456), epoch: Some(u64::MAX), ..Default::default() });
+        assert!(empty.len() < 48, "an idle round is tiny: {} bytes", empty.len());
         assert!(matches!(decode_request(&encode(&SyncRequest { v: 9, ..req.clone() })), Err(ProtocolError::Version(9))));
         assert!(matches!(decode_request(b"garbage"), Err(ProtocolError::Compression | ProtocolError::Format(_))));
         assert!(decode_request(&bytes[..bytes.len() / 2]).is_err());

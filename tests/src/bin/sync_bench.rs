@@ -609,6 +609,7 @@ impl WireDevice {
                 page_bytes: None,
                 whole_docs: true,
                 personal: vec![],
+                ..Default::default()
             });
             let resp = self
                 .transport
