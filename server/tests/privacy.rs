@@ -74,6 +74,9 @@ fn logs_carry_no_personal_data() {
     server.wait().unwrap();
     let logs = format!("{first}{}{}", out_reader.join().unwrap(), err_reader.join().unwrap());
     assert!(logs.contains("login"), "debug logging was on: {}", &logs[..logs.len().min(500)]);
+    // Every line logged while answering a request names the request.
+    let failed: Vec<&str> = logs.lines().filter(|l| l.contains("login failed")).collect();
+    assert!(!failed.is_empty() && failed.iter().all(|l| l.contains("request_id=")), "{failed:?}");
     for secret in [ID_NUMBER, "110105194912310", PHONE, PARTY_PHONE, PASSWORD, login.token.as_str()] {
         assert!(!logs.contains(secret), "the logs contain personal or secret data ({} chars)", secret.len());
     }
