@@ -44,3 +44,6 @@ echo "== Python test runner, and a third-party Open311 client for the conformanc
 python3 -c "import pytest" 2>/dev/null || python3 -m pip install -q pytest
 python3 -c "import georeport" 2>/dev/null || python3 -m pip install -q georeport==0.3.1
 
+echo "== cargo-deb (the Debian package is built, installed and started by the tests when root)"
+command -v adduser >/dev/null || { $SUDO apt-get update -qq; $SUDO apt-get install -y -qq adduser >/dev/null; }
+cargo deb --version >/dev/null 2>&1 || cargo install --locked --quiet cargo-deb@3.8.0
