@@ -38,7 +38,7 @@ pub enum Command {
     /// what the server acknowledged after the backup was taken.
     Restore(RestoreArgs),
     /// Check the configuration (file, flags, environment) and say what is wrong.
-    CheckConfig(CheckConfigArgs),
+    CheckConfig(ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -59,18 +59,6 @@ pub struct RestoreArgs {
     /// The database to replace (default: from the configuration file).
     #[arg(long, env = "GRIDLINK_DB")]
     pub db: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct CheckConfigArgs {
-    /// SQLite database file.
-    #[arg(long, env = "GRIDLINK_DB")]
-    pub db: Option<PathBuf>,
-    /// Address to listen on.
-    #[arg(long, env = "GRIDLINK_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    #[command(flatten)]
-    pub common: CommonArgs,
 }
 
 /// Options shared by `serve` and `demo`.
@@ -194,9 +182,9 @@ pub fn settings(common: &CommonArgs, file: &FileConfig, db: &Path) -> Settings {
     }
 }
 
-/// Checks a configuration as `serve` would use it; returns what is wrong (empty when sound). It
+/// Checks a configuration as `serve` would use it (`check-config` takes `serve`'s flags); returns what is wrong (empty when sound). It
 /// does not create or change anything.
-pub fn check(args: &CheckConfigArgs, file: &FileConfig) -> (Vec<String>, Vec<String>) {
+pub fn check(args: &ServeArgs, file: &FileConfig) -> (Vec<String>, Vec<String>) {
     let mut problems = Vec::new();
     let mut facts = Vec::new();
     let db = args.db.clone().or_else(|| file.db.clone());
@@ -290,6 +278,20 @@ mod tests {
         assert_eq!((s.case_prefix.as_str(), s.data_dir), ("GT", dir.path().join("d")));
         let s = settings(&none, &FileConfig::default(), &dir.path().join("town.db"));
         assert_eq!((s.case_prefix.as_str(), s.token_days), ("GT", 90));
+        // check-config: what is wrong, all of it, without creating anything.
+        let missing = dir.path().join("no-such-dir/town.db");
+        let bad = FileConfig { case_prefix: Some("G-T".into()), tls_cert: Some(dir.path().join("cert.pem")), ..Default::default() };
+        let args = ServeArgs { db: Some(missing.clone()), listen: None, common: CommonArgs { tls_cert: None, tls_key: None, ..none } };
+        let (problems, _) = check(&args, &bad);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].contains("不存在") && problems[1].contains("G-T") && problems[2].contains("私钥"), "{problems:?}");
+        assert!(!missing.parent().unwrap().exists());
+        let good = ServeArgs {
+            db: Some(dir.path().join("town.db")),
+            listen: None,
+            common: CommonArgs { tls_cert: None, tls_key: None, case_prefix: None, data_dir: None, sweep_interval_ms: None },
+        };
+        assert_eq!(check(&good, &FileConfig::default()).0, Vec::<String>::new());
         std::fs::write(&path, "case_prefx = \"typo\"\n").unwrap();
         let err = FileConfig::load(Some(&path)).unwrap_err();
         assert!(err.contains("case_prefx"), "a misspelt key is reported, not ignored: {err}");
