@@ -406,11 +406,19 @@ async fn list_devices(State(state): State<AppState>, auth: AuthDevice) -> AppRes
 
 async fn revoke_device(State(state): State<AppState>, auth: AuthDevice, Path(id): Path<String>) -> AppResult<StatusCode> {
     require_admin(&auth)?;
+    revoke(&state, &auth.person.id, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes a device (remote wipe: its next request is told to delete its local data), audited
+/// as done by `who`. The device's personal-data key is forgotten with it: the phone cannot get
+/// it back.
+pub async fn revoke(state: &AppState, who: &str, id: String) -> AppResult<()> {
     let now = state.now_ms();
+    let who = who.to_owned();
     state
         .db
         .write(move |c| {
-            // The device's personal-data key is forgotten with it: the phone cannot get it back.
             let n = c.execute(
                 "UPDATE devices SET revoked_ms = ?1, data_key = NULL WHERE id = ?2 AND revoked_ms IS NULL",
                 rusqlite::params![now, id],
@@ -418,8 +426,7 @@ async fn revoke_device(State(state): State<AppState>, auth: AuthDevice, Path(id)
             if n == 0 {
                 return Err(AppError::NotFound);
             }
-            db::audit(c, now, &auth.person.id, "revoke_device", &id)
+            db::audit(c, now, &who, "revoke_device", &id)
         })
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+        .await
 }

@@ -142,7 +142,8 @@ pub fn insert_units(conn: &mut Connection, units: &[OrgUnit]) -> Result<usize, S
         all.insert(u.code.clone(), u.clone());
     }
     OrgTree::new(all.into_values()).map_err(|e| fail(vec![e.to_string()]))?;
-    let tx = conn.transaction().map_err(|e| e.to_string())?;
+    // A savepoint: a transaction of its own from the command line, nested in the writer's batch from the console.
+    let tx = conn.savepoint().map_err(|e| e.to_string())?;
     for u in units {
         tx.execute(
             "INSERT OR REPLACE INTO units(code, name, kind, parent, department_key) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -237,7 +238,8 @@ pub fn insert_people(conn: &mut Connection, people: &[PersonRow], now: i64) -> R
         return Err(fail(missing));
     }
     let hashed: Vec<String> = people.iter().map(|p| hash_password(&p.password)).collect();
-    let tx = conn.transaction().map_err(|e| e.to_string())?;
+    // A savepoint: a transaction of its own from the command line, nested in the writer's batch from the console.
+    let tx = conn.savepoint().map_err(|e| e.to_string())?;
     for (p, hash) in people.iter().zip(hashed) {
         tx.execute(
             "INSERT OR REPLACE INTO people(id, name, role, unit, password_hash, active, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",

@@ -37,7 +37,7 @@ async function session(user) {
   await page.goto(base + '/console/login');
   await page.fill('input[name=username]', user);
   await page.fill('input[name=password]', password);
-  await Promise.all([page.waitForURL(/\/console\/(inbox|service-requests)/), page.click('button[type=submit]')]);
+  await Promise.all([page.waitForURL(/\/console\/(inbox|service-requests|admin)/), page.click('button[type=submit]')]);
   return page;
 }
 
@@ -246,6 +246,143 @@ try {
   assert.match(after.headers()['content-security-policy'], /default-src 'self'/);
   assert.equal(after.headers()['x-frame-options'], 'DENY');
   ok('forms need the CSRF token; pages carry security headers');
+
+  // --- The administrator (系统管理): people, devices, routing, units, import, catalog, audit. ---
+  const admin = await session('admin');
+  assert.match(admin.url(), /\/console\/admin\/people/);
+  const newPerson = admin.locator('#new-person');
+  async function createPerson(id, unitCode) {
+    await admin.goto(`${base}/console/admin/people`);
+    await newPerson.locator('input[name=id]').fill(id);
+    await newPerson.locator('input[name=name]').fill('新网格员');
+    await newPerson.locator('select[name=role]').selectOption('grid_member');
+    await newPerson.locator('input[name=unit]').fill(unitCode);
+    await newPerson.locator('input[name=password]').fill('xinren-2026');
+    const [resp] = await Promise.all([admin.waitForNavigation(), newPerson.locator('button[type=submit]').click()]);
+    return resp;
+  }
+  const refused = await createPerson('xinren', '532331101');
+  assert.equal(refused.status(), 422);
+  assert.match(await admin.locator('.error').textContent(), /网格员不能隶属于单位 532331101/);
+  assert.equal(await admin.locator('tr[data-person=xinren]').count(), 0, 'a refused form creates nothing');
+  await createPerson('xinren', '532331101201-01-01');
+  await notice(admin, '已新建账号');
+  await shot(admin, '15-admin-people');
+  let login = await phone('login', { user: 'xinren', password: 'xinren-2026' });
+  assert.equal(login.ok, true, 'the new account signs in on a phone');
+  ok('the administrator creates an account; a wrong unit for the role is refused and creates nothing');
+
+  const row = () => admin.locator('tr[data-person=xinren]');
+  async function personForm(op, fill = async () => {}) {
+    await admin.goto(`${base}/console/admin/people?q=xinren`);
+    const form = row().locator(`form[data-op=${op}]`);
+    if (!(await form.isVisible())) await form.locator('xpath=..').locator('summary').click();
+    await fill(form);
+    await Promise.all([admin.waitForURL(/done=/), form.locator('button[type=submit]').click()]);
+  }
+  await personForm('password', (f) => f.locator('input[name=password]').fill('xinren-2027'));
+  await notice(admin, '已重置密码');
+  assert.equal((await phone('sync', { user: 'xinren' })).result, 'unauthorized', 'a reset password ends the sessions');
+  assert.equal((await phone('login', { user: 'xinren', password: 'xinren-2026' })).ok, false);
+  login = await phone('login', { user: 'xinren', password: 'xinren-2027' });
+  assert.equal(login.ok, true);
+  ok('a password reset ends the old sessions and the new password works');
+
+  await admin.goto(`${base}/console/admin/devices?q=xinren`);
+  const device = admin.locator(`tr[data-device="${login.device_id}"]`);
+  assert.match(await device.textContent(), /使用中/);
+  await Promise.all([admin.waitForURL(/done=revoked/), device.locator('form[data-op=revoke] button').click()]);
+  await notice(admin, '已停用设备');
+  assert.match(await admin.locator(`tr[data-device="${login.device_id}"]`).textContent(), /已停用/);
+  const wiped = await phone('sync', { user: 'xinren' });
+  assert.equal(wiped.result, 'wiped', 'a revoked phone wipes itself at its next sync');
+  assert.equal(wiped.records, 0);
+  ok('the administrator revokes a device and the phone wipes its data');
+
+  await personForm('update', async (f) => {
+    await f.locator('select[name=role]').selectOption('station_staff');
+    await f.locator('input[name=unit]').fill('532331101201');
+  });
+  await notice(admin, '已修改账号的角色和单位');
+  assert.match(await row().textContent(), /便民服务站代办员/);
+  await personForm('deactivate');
+  await notice(admin, '已停用账号');
+  assert.equal((await phone('login', { user: 'xinren', password: 'xinren-2027' })).ok, false, 'a deactivated account cannot sign in');
+  ok('the administrator changes a role and unit, then deactivates the account');
+
+  // Routing: try, change, try again, and the next report follows the new rule.
+  await admin.goto(`${base}/console/admin/routing?category=0501&unit=532331101201-01-01`);
+  assert.match(await admin.locator('#routing-outcome').textContent(), /广通社区/);
+  const rules = admin.locator('#routing-edit textarea[name=rules]');
+  const before = await rules.inputValue();
+  await rules.fill('{"rules": [{"category": "9999", "to": "town"}]}');
+  const bad = await Promise.all([admin.waitForNavigation(), admin.locator('#routing-edit button[type=submit]').click()]);
+  assert.equal(bad[0].status(), 422);
+  assert.match(await admin.locator('.error').textContent(), /第1条规则:分类代码“9999”不在目录中/);
+  await admin.goto(`${base}/console/admin/routing`);
+  assert.equal(await rules.inputValue(), before, 'refused rules change nothing');
+  await rules.fill('{"rules": [{"category": "0501", "to": "town"}]}');
+  await Promise.all([admin.waitForURL(/done=routing/), admin.locator('#routing-edit button[type=submit]').click()]);
+  await notice(admin, '已保存分流规则');
+  await admin.goto(`${base}/console/admin/routing?category=0501&unit=532331101201-01-01`);
+  assert.match(await admin.locator('#routing-outcome').textContent(), /广通镇/);
+  assert.equal((await phone('route', { category: '0501' })).holder, '532331101', 'the next report goes where the new rule says');
+  ok('routing rules are validated, tried and take effect on the next report');
+
+  // Units and grid boundaries.
+  await admin.goto(`${base}/console/admin/units?q=532331101201-01-01`);
+  const grid = admin.locator('tr[data-unit="532331101201-01-01"]');
+  await grid.locator('summary').click();
+  await grid.locator('textarea[name=boundary]').fill('[[200, 25], [101, 25], [101, 26]]');
+  await Promise.all([admin.waitForNavigation(), grid.locator('form[data-op=boundary] button').click()]);
+  assert.match(await admin.locator('.error').textContent(), /第 1 个点不在中国境内/);
+  await admin.goto(`${base}/console/admin/units?q=532331101201-01-01`);
+  await grid.locator('summary').click();
+  await grid.locator('textarea[name=boundary]').fill('[[101.00, 25.00], [101.01, 25.00], [101.01, 25.01]]');
+  await Promise.all([admin.waitForURL(/done=boundary/), grid.locator('form[data-op=boundary] button').click()]);
+  await notice(admin, '已保存网格边界');
+  const unitForm = admin.locator('#save-unit');
+  await unitForm.locator('input[name=code]').fill('532331101201-01-09');
+  await unitForm.locator('input[name=name]').fill('9号网格');
+  await unitForm.locator('select[name=kind]').selectOption('网格');
+  await unitForm.locator('input[name=parent]').fill('532331101201-01');
+  await Promise.all([admin.waitForURL(/done=unit/), unitForm.locator('button[type=submit]').click()]);
+  await notice(admin, '已保存单位');
+  ok('grid boundaries are checked and saved; a new grid joins the tree');
+
+  // Import by upload: every bad row listed, nothing imported.
+  await admin.goto(`${base}/console/admin/import`);
+  const upload = admin.locator('#import-upload');
+  await upload.locator('select[name=what]').selectOption('people');
+  await upload.locator('input[name=file]').setInputFiles({
+    name: 'people.csv', mimeType: 'text/csv',
+    buffer: Buffer.from('id,name,role,unit,password\nzhao,赵一,网格员,532331101,12345678\nqian,钱二,网格员,532331101201-01-01,short\n'),
+  });
+  const imported = await Promise.all([admin.waitForNavigation(), upload.locator('button[type=submit]').click()]);
+  assert.equal(imported[0].status(), 422);
+  const problems = await admin.locator('#import-problems').textContent();
+  assert.match(problems, /第2行:网格员不能隶属于单位/);
+  assert.match(problems, /第3行:初始密码至少8位/);
+  await admin.goto(`${base}/console/admin/people?q=qian`);
+  assert.match(await admin.locator('.list').textContent(), /没有找到账号/);
+  ok('an upload with bad rows lists each of them and imports nothing');
+
+  await admin.goto(`${base}/console/admin/catalog`);
+  assert.match(await admin.locator('.list').first().textContent(), /工作日|小时/);
+  ok('the catalog shows categories with their time limits');
+
+  // Every admin action is in the audit log, filtered by person and action.
+  await admin.goto(`${base}/console/admin/audit?actor=admin&action=create_person`);
+  assert.match(await admin.locator('.list').textContent(), /xinren/);
+  for (const action of ['reset_password', 'revoke_device', 'change_person', 'deactivate_person', 'set_routing', 'set_boundary', 'save_unit']) {
+    await admin.goto(`${base}/console/admin/audit?actor=admin&action=${action}`);
+    assert.doesNotMatch(await admin.locator('.list').textContent(), /没有记录/, `${action} is audited`);
+  }
+  await shot(admin, '16-admin-audit');
+  const denied403 = await center.goto(`${base}/console/admin/people`);
+  assert.equal(denied403.status(), 403);
+  assert.match(await center.locator('body').textContent(), /无权访问/);
+  ok('every admin action is audited; other roles get 403');
 
   // --- A tablet (portrait) gets the same pages without sideways scrolling. ---
   const tablet = await browser.newContext({ viewport: { width: 820, height: 1180 }, locale: 'zh-CN', storageState: await center.context().storageState() });

@@ -4,11 +4,13 @@
 //! stdin/stdout (`@@{json}` lines), so a change synced by a phone can be watched arriving in an
 //! open console page.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use gridlink_core::{Action, NewIncident, Status};
+use gridlink_core::sync::{SyncEngine, SyncError};
+use gridlink_core::{Action, Client, NewIncident, Status};
 use gridlink_tests::{DEMO_PASSWORD, Phone, TestServer, unit};
 use serde_json::{Value, json};
 
@@ -17,7 +19,7 @@ fn workspace() -> PathBuf {
 }
 
 /// Runs a phone step the browser script asked for.
-fn phone_step(server: &TestServer, grid_phone: &mut Phone, cmd: &str, arg: &Value) -> Value {
+fn phone_step(server: &TestServer, grid_phone: &mut Phone, others: &mut HashMap<String, Phone>, cmd: &str, arg: &Value) -> Value {
     match cmd {
         // A grid member reports an illegal building in the field and syncs.
         "report" => {
@@ -59,6 +61,45 @@ fn phone_step(server: &TestServer, grid_phone: &mut Phone, cmd: &str, arg: &Valu
                 conn.query_row("SELECT id FROM docs WHERE location LIKE '532331101202%' ORDER BY id LIMIT 1", [], |r| r.get(0)).unwrap();
             json!({ "id": id })
         }
+        // A phone of an account the administrator made logs in (or fails to).
+        "login" => {
+            let (user, password) = (arg["user"].as_str().unwrap(), arg["password"].as_str().unwrap());
+            let dir = tempfile::tempdir().unwrap();
+            let mut client = Client::open(dir.path().join("phone.db")).unwrap();
+            let engine = SyncEngine::http(&server.base);
+            match engine.login(&mut client, user, password, "新手机") {
+                Ok(login) => {
+                    let device_id = login.device_id.clone();
+                    others.insert(user.to_owned(), Phone { client, engine, dir, base: server.base.clone(), device_id: login.device_id });
+                    json!({ "ok": true, "device_id": device_id })
+                }
+                Err(e) => json!({ "ok": false, "error": e.to_string() }),
+            }
+        }
+        // That phone syncs: what happens to it.
+        "sync" => {
+            let phone = others.get_mut(arg["user"].as_str().unwrap()).unwrap();
+            match phone.sync() {
+                Ok(_) => json!({ "result": "ok" }),
+                Err(SyncError::Wiped) => json!({ "result": "wiped", "records": phone.record_count().unwrap() }),
+                Err(SyncError::Unauthorized) => json!({ "result": "unauthorized" }),
+                Err(e) => json!({ "result": e.to_string() }),
+            }
+        }
+        // The grid member reports an incident of a category: which unit holds it after routing.
+        "route" => {
+            let id = grid_phone
+                .create_incident(NewIncident {
+                    category: arg["category"].as_str().unwrap().into(),
+                    title: "分流试验".into(),
+                    grid: Some(unit("532331101201-01-01")),
+                    ..Default::default()
+                })
+                .unwrap();
+            grid_phone.sync().unwrap();
+            let holder = grid_phone.get(&id).unwrap().folded.state.holder.map(|u| u.to_string());
+            json!({ "holder": holder })
+        }
         other => panic!("unknown phone step {other}"),
     }
 }
@@ -88,11 +129,12 @@ fn console_in_a_real_browser() {
     let mut to_browser = child.stdin.take().unwrap();
     let from_browser = BufReader::new(child.stdout.take().unwrap());
     let mut passed = 0;
+    let mut others = HashMap::new();
     for line in from_browser.lines() {
         let line = line.unwrap();
         if let Some(req) = line.strip_prefix("@@") {
             let req: Value = serde_json::from_str(req).unwrap();
-            let reply = phone_step(&server, &mut grid_phone, req["cmd"].as_str().unwrap(), &req["arg"]);
+            let reply = phone_step(&server, &mut grid_phone, &mut others, req["cmd"].as_str().unwrap(), &req["arg"]);
             writeln!(to_browser, "{reply}").unwrap();
             to_browser.flush().unwrap();
         } else {

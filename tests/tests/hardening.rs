@@ -168,6 +168,24 @@ fn authorization_matrix_has_no_leaks() {
             .unwrap();
         assert_eq!(resp.status().as_u16(), if user == "admin" { 200 } else { 403 }, "{user}: change the routing rules");
         checked += 7;
+        // The admin console: every page and form is the administrator's alone.
+        for page in ["people", "devices", "units", "routing", "catalog", "import", "audit"] {
+            let (s, _) = console_get(&server, &format!("/console/admin/{page}"), &tok);
+            assert_eq!(s, if user == "admin" { 200 } else { 403 }, "{user}: the admin page {page}");
+            checked += 1;
+        }
+        if user != "admin" {
+            let (_, page) = console_get(&server, "/console/inbox", &tok);
+            let form = format!("_csrf={}&op=deactivate", csrf_of(&page));
+            let resp = http()
+                .post(format!("{}/console/admin/people/admin", server.base))
+                .header("Cookie", format!("gl_session={tok}"))
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .send(form.as_bytes())
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 403, "{user}: deactivate the administrator");
+            checked += 1;
+        }
     }
     // A station reads only its own ledger.
     let tok = token(&phones["village2"]);

@@ -26,6 +26,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::app::{AppState, sign_in, sign_out};
 use crate::auth::{AuthDevice, SESSION_COOKIE, device_for_token, session_token};
 use crate::error::AppError;
+use pages::admin;
 
 /// How long a console login lasts: a working day, not the 90 days of a phone.
 const CONSOLE_SESSION_MS: i64 = 12 * 3_600_000;
@@ -68,6 +69,18 @@ pub fn routes() -> Router<AppState> {
         .route("/console/errands/{page}", get(moved))
         .route("/console/batches/{id}", get(pages::batch))
         .route("/console/batches/{id}/receive", post(pages::batch_receive))
+        // System administration (系统管理): the administrator only.
+        .route("/console/admin", get(admin::index))
+        .route("/console/admin/people", get(admin::people).post(admin::create_person))
+        .route("/console/admin/people/{id}", post(admin::change_person))
+        .route("/console/admin/devices", get(admin::devices))
+        .route("/console/admin/devices/{id}/revoke", post(admin::revoke))
+        .route("/console/admin/units", get(admin::units).post(admin::save_unit))
+        .route("/console/admin/units/{code}/boundary", post(admin::save_boundary))
+        .route("/console/admin/routing", get(admin::routing).post(admin::save_routing))
+        .route("/console/admin/catalog", get(admin::catalog).post(admin::import_catalog).layer(DefaultBodyLimit::max(MAX_FORM_BYTES)))
+        .route("/console/admin/import", get(admin::import_form).post(admin::import_upload).layer(DefaultBodyLimit::max(MAX_FORM_BYTES)))
+        .route("/console/admin/audit", get(admin::audit))
         .layer(SetResponseHeaderLayer::overriding(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)))
         .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
         .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("same-origin")))
@@ -167,6 +180,7 @@ pub fn html(t: &impl Template) -> Response {
 pub fn landing(role: Role) -> &'static str {
     match role {
         Role::StationStaff => "/console/service-requests",
+        Role::Admin => "/console/admin/people",
         _ => "/console/inbox",
     }
 }

@@ -432,7 +432,14 @@ pub struct Chrome {
 /// The pages a role works with.
 pub fn nav_for(role: Role) -> Vec<(&'static str, &'static str)> {
     match role {
-        Role::CenterOperator | Role::TownLeader | Role::Admin => vec![
+        Role::Admin => vec![
+            ("/console/admin", "系统管理"),
+            ("/console/inbox", "工作台"),
+            ("/console/board", "期限看板"),
+            ("/console/map", "事件地图"),
+            ("/console/stats", "统计分析"),
+        ],
+        Role::CenterOperator | Role::TownLeader => vec![
             ("/console/inbox", "工作台"),
             ("/console/board", "期限看板"),
             ("/console/map", "事件地图"),

@@ -8,5 +8,5 @@ mod sweeper;
 
 pub use notices::notices;
 pub use reports::{ReportQuery, batch, export, figures, figures_for, ledger, period, records_where};
-pub use routing::{get_routing, put_routing};
+pub use routing::{get_routing, put_routing, set_routing};
 pub use sweeper::sweep;

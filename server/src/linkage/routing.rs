@@ -22,18 +22,24 @@ pub async fn put_routing(
     Json(rules): Json<RoutingRules>,
 ) -> AppResult<Json<RoutingRules>> {
     require_admin(&auth)?;
+    set_routing(&state, &auth.person.id, rules.clone()).await?;
+    Ok(Json(rules))
+}
+
+/// Replaces the routing rules after checking them against the catalog; the next report is routed
+/// by them. Audited as done by `who`.
+pub async fn set_routing(state: &AppState, who: &str, rules: RoutingRules) -> AppResult<()> {
     rules.validate(&state.catalog)?;
     let text = serde_json::to_string(&rules).expect("serialisable");
     let now = state.now_ms();
-    let who = auth.person.id.clone();
-    let stored = text.clone();
+    let who = who.to_owned();
     state
         .db
         .write(move |c| {
-            db::meta_set(c, "routing", &stored)?;
-            db::audit(c, now, &who, "set_routing", &stored)
+            db::meta_set(c, "routing", &text)?;
+            db::audit(c, now, &who, "set_routing", &text)
         })
         .await?;
-    *state.routing.write().unwrap_or_else(|p| p.into_inner()) = rules.clone();
-    Ok(Json(rules))
+    *state.routing.write().unwrap_or_else(|p| p.into_inner()) = rules;
+    Ok(())
 }

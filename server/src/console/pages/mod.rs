@@ -1,7 +1,8 @@
 //! The console's pages and forms, one file per area: [`lists`], [`record`], [`map`],
-//! [`stats`] and [`service_requests`]. What they share (the page chrome, paging, writing as the
+//! [`stats`], [`service_requests`] and [`admin`]. What they share (the page chrome, paging, writing as the
 //! signed-in person) is here.
 
+pub mod admin;
 mod lists;
 mod map;
 mod record;
