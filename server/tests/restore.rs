@@ -127,6 +127,9 @@ fn a_restored_server_gets_back_from_the_phones_what_it_had_acknowledged() {
     let lost_numbers: HashSet<String> = held.iter().flat_map(|h| h.values().filter_map(|(no, _)| no.clone())).collect();
     assert!(lost_numbers.contains(&fresh_no), "the collision this test means to make: {fresh_no}");
 
+    let changes =
+        || -> i64 { rusqlite::Connection::open(&db).unwrap().query_row("SELECT count(*) FROM changes", [], |r| r.get(0)).unwrap() };
+    let restored_changes = changes();
     // One sync of each phone.
     for p in [&mut grid_a, &mut grid_b, &mut station] {
         let r = p.sync().unwrap();
@@ -151,7 +154,9 @@ fn a_restored_server_gets_back_from_the_phones_what_it_had_acknowledged() {
     assert_eq!(numbers.len(), town.len(), "every record has a case number");
     assert_eq!(numbers.iter().collect::<HashSet<_>>().len(), numbers.len(), "no case number twice: {numbers:?}");
     assert_eq!(town.get(&fresh).unwrap().0.as_ref(), Some(&fresh_no), "the record made after the restore keeps its number");
-    eprintln!("records {}, entries recovered or kept {recovered}, phones 3", town.len());
+    let recovered_changes = changes() - restored_changes;
+    assert!(recovered_changes > 0);
+    eprintln!("records {}, entries held by the phones {recovered}, changes recovered {recovered_changes}, phones 3", town.len());
 
     // A second sync ends the recovery; the server no longer takes others' changes from them.
     for p in [&mut grid_a, &mut grid_b, &mut station] {
