@@ -624,6 +624,30 @@ impl RecordDoc {
         Ok(Self { doc: self.doc.fork_at(heads).map_err(|_| CoreError::MissingDependencies)? })
     }
 
+    /// Automerge's own sync protocol (for automerge-repo peers): the next message for a peer whose
+    /// sync state is `state`, encoded, or `None` when the peer is up to date.
+    pub fn sync_message(&mut self, state: &mut automerge::sync::State) -> Option<Vec<u8>> {
+        use automerge::sync::SyncDoc;
+        self.doc.sync().generate_sync_message(state).map(|m| m.encode())
+    }
+
+    /// A peer's sync message: updates what `state` knows of the peer and returns the changes the
+    /// message carries that this document lacks, in causal order, without applying them (the
+    /// caller validates them first). A message that does not decode, or whose changes are corrupt,
+    /// is [`CoreError::CorruptChange`].
+    pub fn receive_sync_message(&mut self, state: &mut automerge::sync::State, message: &[u8]) -> Result<Vec<Change>> {
+        use automerge::sync::SyncDoc;
+        let message = automerge::sync::Message::decode(message).map_err(|_| CoreError::CorruptChange)?;
+        let heads = self.doc.get_heads();
+        let mut scratch = self.doc.fork();
+        // Automerge can panic on malformed changes (see `apply_changes`).
+        let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scratch.sync().receive_sync_message(state, message)));
+        match received {
+            Ok(Ok(())) => Ok(scratch.get_changes(&heads)),
+            Ok(Err(_)) | Err(_) => Err(CoreError::CorruptChange),
+        }
+    }
+
     /// Current heads of the document.
     pub fn heads(&mut self) -> Vec<automerge::ChangeHash> {
         self.doc.get_heads()

@@ -65,6 +65,8 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub calendar: Arc<WorkCalendar>,
     pub routing: Arc<RwLock<RoutingRules>>,
+    /// Tickets for automerge-repo peers' WebSockets.
+    pub amrepo_tickets: Arc<crate::automerge_repo::Tickets>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -121,6 +123,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/units", get(units))
         .route("/api/v1/sync", post(sync).layer(DefaultBodyLimit::max(MAX_SYNC_BODY)))
         .route("/api/v1/events", get(events))
+        .route(crate::automerge_repo::PATH, get(crate::automerge_repo::connect))
+        .route("/api/v1/automerge-repo/ticket", post(crate::automerge_repo::ticket))
         .route("/api/v1/records/{id}", get(record))
         .route("/api/v1/attachments/{sha}", get(attachments::download).put(attachments::upload))
         .route("/api/v1/attachments/{sha}/status", get(attachments::status))
@@ -374,6 +378,7 @@ async fn record(State(state): State<AppState>, auth: AuthDevice, Path(id): Path<
                 "state": state,
                 "timeline": folded.entries,
                 "read_only": access != gridlink_core::Access::Full,
+                "automerge_url": crate::automerge_repo::url(&record.id),
             })))
         })
         .await

@@ -80,16 +80,21 @@ pub fn session_token(headers: &axum::http::HeaderMap) -> Option<String> {
     axum_extra::extract::CookieJar::from_headers(headers).get(SESSION_COOKIE).map(|c| c.value().to_owned())
 }
 
+/// The device token of an `Authorization: Bearer …` header, if any.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<String> {
+    let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    header.and_then(|h| h.strip_prefix("Bearer ")).map(str::to_owned)
+}
+
 impl FromRequestParts<AppState> for AuthDevice {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         // Only the header or, for reading (exports, live events), the console's session cookie:
         // a token in a URL would end up in access logs, and a cookie must never authorise a change
         // on the API (no cross-site requests riding on it).
-        let token = match header.and_then(|h| h.strip_prefix("Bearer ")) {
-            Some(t) => t.to_owned(),
+        let token = match bearer_token(&parts.headers) {
+            Some(t) => t,
             None if parts.method.is_safe() => session_token(&parts.headers).ok_or(AppError::Unauthorized)?,
             None => return Err(AppError::Unauthorized),
         };

@@ -10,6 +10,7 @@
 pub mod app;
 pub mod attachments;
 pub mod auth;
+pub mod automerge_repo;
 pub mod backup;
 pub mod config;
 pub mod console;
@@ -76,6 +77,7 @@ pub fn build_state(settings: Settings, db_path: &Path, clock: Arc<dyn Clock>) ->
         catalog: Arc::new(catalog),
         calendar: Arc::new(WorkCalendar::bundled()),
         routing: Arc::new(std::sync::RwLock::new(routing)),
+        amrepo_tickets: Arc::default(),
     };
     records::reindex_if_stale(&state)?;
     Ok(state)

@@ -110,7 +110,7 @@ fn test() -> Result<(), String> {
 const FUZZ_SECONDS: u32 = 20;
 
 /// The cargo-fuzz targets in `fuzz/fuzz_targets`.
-const FUZZ_TARGETS: &[&str] = &["sync_request", "doc_load", "attachment_chunk", "import_files", "open311"];
+const FUZZ_TARGETS: &[&str] = &["sync_request", "doc_load", "attachment_chunk", "import_files", "open311", "automerge_repo_message"];
 
 fn has_cargo_fuzz() -> bool {
     Command::new("cargo").args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success())

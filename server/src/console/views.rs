@@ -205,6 +205,8 @@ pub struct RecordDetail {
     pub timeline: Vec<TimelineRow>,
     pub batch_id: Option<String>,
     pub read_only: bool,
+    /// The record's automerge URL, for automerge-repo peers (crate::automerge_repo).
+    pub automerge_url: String,
 }
 
 fn action_detail(action: &Action, names: &Names<'_>) -> String {
@@ -323,6 +325,7 @@ pub fn detail(record: &Record, folded: &Folded, names: &Names<'_>, calendar: &Wo
         photos,
         timeline,
         batch_id: s.batch_id.clone(),
+        automerge_url: crate::automerge_repo::url(&record.id).unwrap_or_default(),
         read_only: access != Access::Full,
     }
 }

@@ -1,0 +1,160 @@
+//! automerge-repo peers: the real `@automerge/automerge-repo` 2.5 client in Node
+//! (`tests/automerge-repo/peer.test.mjs`) against the real server, with phones syncing over HTTP.
+//! The script asks this test for phone steps on its stdin/stdout (`@@{json}` lines).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use gridlink_core::{Action, NewIncident};
+use gridlink_server::automerge_repo;
+use gridlink_tests::{GRID_A, GRID_C, Phone, TestServer, VILLAGE, http, json, token, unit};
+use serde_json::{Value, json};
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+struct Town {
+    server: TestServer,
+    grid_a: Phone,
+    /// The station's phone; the JavaScript peer acts as the station through a device of its own.
+    station_phone: Phone,
+    peer_device: Phone,
+    record: String,
+}
+
+fn step(t: &mut Town, cmd: &str, _arg: &Value) -> Value {
+    match cmd {
+        "setup" => {
+            let view = t.grid_a.get(&t.record).unwrap();
+            let mut grid_c = t.server.phone("grid_c");
+            let other = grid_c
+                .create_incident(NewIncident {
+                    category: "0501".into(),
+                    title: "另一个村的事".into(),
+                    grid: Some(unit(GRID_C)),
+                    ..Default::default()
+                })
+                .unwrap();
+            grid_c.sync().unwrap();
+            json!({
+                "record_url": automerge_repo::url(&t.record),
+                "record_id": t.record,
+                "title": view.record.title(),
+                "case_no": view.record.case_no,
+                "village": VILLAGE,
+                "other_url": automerge_repo::url(&other),
+                "missing_url": automerge_repo::url(&uuid::Uuid::now_v7().to_string()),
+            })
+        }
+        "ticket" => {
+            let resp = http()
+                .post(format!("{}/api/v1/automerge-repo/ticket", t.server.base))
+                .header("Authorization", format!("Bearer {}", token(&t.peer_device)))
+                .send_empty()
+                .unwrap();
+            let (status, body) = json(resp);
+            assert_eq!(status, 200, "{body}");
+            json!({ "url": format!("{}{}", t.server.base.replacen("http://", "ws://", 1), body["path"].as_str().unwrap()) })
+        }
+        "phone_entries" => {
+            t.grid_a.sync().unwrap();
+            let view = t.grid_a.get(&t.record).unwrap();
+            let notes: Vec<String> = view.record.timeline.iter().map(|e| e.note.clone()).collect();
+            json!({ "notes": notes, "status": view.folded.state.status.map(|s| s.as_str()) })
+        }
+        "phone_dispatch" => {
+            t.station_phone.sync().unwrap();
+            t.station_phone.act(&t.record, Action::Dispatch { to_unit: unit(GRID_A), deadline_ms: None }, "请网格员处置").unwrap();
+            let r = t.station_phone.sync().unwrap();
+            assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+            json!({ "ok": true })
+        }
+        "phone_new_record" => {
+            let title = "新上报:井盖缺失";
+            let id = t
+                .grid_a
+                .create_incident(NewIncident {
+                    category: "0501".into(),
+                    title: title.into(),
+                    grid: Some(unit(GRID_A)),
+                    ..Default::default()
+                })
+                .unwrap();
+            t.grid_a.sync().unwrap();
+            json!({ "document_id": automerge_repo::document_id(&id), "title": title })
+        }
+        "phone_case_no" => {
+            t.grid_a.sync().unwrap();
+            t.station_phone.sync().unwrap();
+            let mine = t.station_phone.get(&t.record).unwrap().record.case_no;
+            assert_eq!(mine, t.grid_a.get(&t.record).unwrap().record.case_no);
+            json!({ "case_no": t.grid_a.get(&t.record).unwrap().record.case_no })
+        }
+        "revoke" => {
+            let admin = t.server.phone("admin");
+            let resp = http()
+                .post(format!("{}/api/v1/admin/devices/{}/revoke", t.server.base, t.peer_device.device_id))
+                .header("Authorization", format!("Bearer {}", token(&admin)))
+                .send_empty()
+                .unwrap();
+            assert_eq!(resp.status(), 204);
+            json!({ "ok": true })
+        }
+        other => panic!("unknown step {other}"),
+    }
+}
+
+#[test]
+fn a_javascript_automerge_repo_peer_syncs_records_under_the_phones_rules() {
+    let dir = workspace().join("tests/automerge-repo");
+    assert!(
+        dir.join("node_modules/@automerge/automerge-repo").exists(),
+        "automerge-repo is missing: run `npm install --prefix tests/automerge-repo` (xtask/setup.sh does)"
+    );
+    let server = TestServer::start();
+    let mut grid_a = server.phone("grid_a");
+    let record = grid_a
+        .create_incident(NewIncident {
+            category: "0501".into(),
+            title: "路边垃圾堆积".into(),
+            grid: Some(unit(GRID_A)),
+            ..Default::default()
+        })
+        .unwrap();
+    grid_a.sync().unwrap();
+    let station_phone = server.phone("village");
+    let peer_device = server.phone("village");
+    let mut town = Town { server, grid_a, station_phone, peer_device, record };
+
+    let mut child = Command::new("node")
+        .arg("peer.test.mjs")
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node is installed");
+    let mut to_peer = child.stdin.take().unwrap();
+    let from_peer = BufReader::new(child.stdout.take().unwrap());
+    let mut passed = 0;
+    for line in from_peer.lines() {
+        let line = line.unwrap();
+        if let Some(req) = line.strip_prefix("@@") {
+            let req: Value = serde_json::from_str(req).unwrap();
+            let reply = step(&mut town, req["cmd"].as_str().unwrap(), &req["arg"]);
+            writeln!(to_peer, "{reply}").unwrap();
+            to_peer.flush().unwrap();
+        } else {
+            passed += usize::from(line.starts_with("ok "));
+            println!("{line}");
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the automerge-repo peer test failed (see its output above)");
+    assert_eq!(passed, 8, "the peer script reported {passed} of 8 checks");
+    // The refused change is nowhere on the server.
+    let conn = town.server.state.db.reader();
+    let forged: i64 = conn.query_row("SELECT count(*) FROM docs WHERE case_no = 'GT-2099-999999'", [], |r| r.get(0)).unwrap();
+    assert_eq!(forged, 0);
+}
