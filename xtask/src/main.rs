@@ -226,11 +226,27 @@ fn bench() -> Result<(), String> {
     run("npm", &["install", "--silent", "--no-audit", "--no-fund", "--prefix", "tests/automerge-repo"])?;
     run(
         "cargo",
-        &["build", "--release", "-p", "gridlink-server", "-p", "gridlink-tests", "--bin", "gridlink-server", "--bin", "sync_bench"],
+        &[
+            "build",
+            "--release",
+            "-p",
+            "gridlink-server",
+            "-p",
+            "gridlink-tests",
+            "--bin",
+            "gridlink-server",
+            "--bin",
+            "sync_bench",
+            "--bin",
+            "amrepo_bench",
+        ],
     )?;
     let quick = std::env::args().any(|a| a == "quick");
     let bench = root().join("target/release/sync_bench").display().to_string();
-    run(&bench, if quick { &["quick"] } else { &[] })
+    run(&bench, if quick { &["quick"] } else { &[] })?;
+    // A JavaScript peer opening records through the automerge-repo endpoint, beside a phone.
+    let amrepo = root().join("target/release/amrepo_bench").display().to_string();
+    run(&amrepo, &[if quick { "100" } else { "500" }])
 }
 
 /// The median point estimate (ns) from criterion's estimates.json.
