@@ -158,7 +158,21 @@ try {
     ws.on("error", () => {})
   })
   assert.equal(forged, 401, "a made-up ticket opens nothing")
-  ok("bad input closes the connection with a reason; a made-up ticket opens nothing")
+  // A console page connects with its session cookie, from the server's own origin only.
+  const session = await step("session")
+  const withCookie = origin =>
+    new Promise(res => {
+      const ws = new WebSocket(session.ws, { headers: { Cookie: `gl_session=${session.token}`, Origin: origin } })
+      ws.on("open", () => {
+        ws.close()
+        res("open")
+      })
+      ws.on("unexpected-response", (_, resp) => res(resp.statusCode))
+      ws.on("error", () => {})
+    })
+  assert.equal(await withCookie(session.origin), "open")
+  assert.equal(await withCookie("http://evil.example"), 401, "another site's page cannot ride on the cookie")
+  ok("bad input closes the connection with a reason; a made-up ticket or another site's page opens nothing")
 
   // --- A revoked device is disconnected. ---
   assert.equal(closed, null)

@@ -111,6 +111,7 @@ try {
   const timeline = await center.locator('.timeline').textContent();
   assert.match(timeline, /派遣\s*至 综合行政执法中队,期限/);
   assert.match(timeline, /张华|综治中心工作人员/);
+  assert.match(await center.locator('.automerge-url').textContent(), /^automerge:[1-9A-HJ-NP-Za-km-z]{20,}$/, 'the record page names its automerge URL');
   ok('the center accepts and dispatches with a deadline; the timeline says who, when and what');
   const seen = await phone('status', { id: report.id });
   assert.equal(seen.status, 'dispatched');

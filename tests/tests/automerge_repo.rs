@@ -58,6 +58,11 @@ fn step(t: &mut Town, cmd: &str, _arg: &Value) -> Value {
             assert_eq!(status, 200, "{body}");
             json!({ "url": format!("{}{}", t.server.base.replacen("http://", "ws://", 1), body["path"].as_str().unwrap()) })
         }
+        "session" => json!({
+            "token": token(&t.station_phone),
+            "ws": format!("{}{}", t.server.base.replacen("http://", "ws://", 1), automerge_repo::PATH),
+            "origin": t.server.base,
+        }),
         "phone_entries" => {
             t.grid_a.sync().unwrap();
             let view = t.grid_a.get(&t.record).unwrap();
@@ -124,6 +129,16 @@ fn a_javascript_automerge_repo_peer_syncs_records_under_the_phones_rules() {
         })
         .unwrap();
     grid_a.sync().unwrap();
+    // The record API names the record's automerge URL.
+    let (status, body) = json(
+        http()
+            .get(format!("{}/api/v1/records/{record}", server.base))
+            .header("Authorization", format!("Bearer {}", token(&grid_a)))
+            .call()
+            .unwrap(),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(body["automerge_url"].as_str(), automerge_repo::url(&record).as_deref());
     let station_phone = server.phone("village");
     let peer_device = server.phone("village");
     let mut town = Town { server, grid_a, station_phone, peer_device, record };
