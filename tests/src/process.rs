@@ -75,3 +75,43 @@ pub fn serve(bin: &Path, db: &Path, how: Serve<'_>) -> (Child, String, BufReader
     assert!(base.starts_with("http://127.0.0.1:") || base.starts_with("https://127.0.0.1:"), "{line}");
     (child, base, out)
 }
+
+/// Runs a Node script in `dir` that asks the test for steps: it writes `@@{"cmd": …, "arg": …}`
+/// lines on its standard output, each answered on its standard input by one JSON line from `step`,
+/// and reports each check it passed as an `ok …` line (every other line is printed). Returns the
+/// number of checks passed; panics, naming `what`, when the script fails.
+pub fn run_node_script(
+    dir: &Path,
+    script: &str,
+    env: &[(&str, &OsStr)],
+    what: &str,
+    mut step: impl FnMut(&str, &serde_json::Value) -> serde_json::Value,
+) -> usize {
+    use std::io::Write;
+    let mut child = Command::new("node")
+        .arg(script)
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node is installed");
+    let mut to_script = child.stdin.take().unwrap();
+    let from_script = BufReader::new(child.stdout.take().unwrap());
+    let mut passed = 0;
+    for line in from_script.lines() {
+        let line = line.unwrap();
+        if let Some(req) = line.strip_prefix("@@") {
+            let req: serde_json::Value = serde_json::from_str(req).unwrap();
+            let reply = step(req["cmd"].as_str().unwrap_or_default(), &req["arg"]);
+            writeln!(to_script, "{reply}").unwrap();
+            to_script.flush().unwrap();
+        } else {
+            passed += usize::from(line.starts_with("ok "));
+            println!("{line}");
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{what} failed (see its output above)");
+    passed
+}

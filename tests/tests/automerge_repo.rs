@@ -2,12 +2,11 @@
 //! (`tests/automerge-repo/peer.test.mjs`) against the real server, with phones syncing over HTTP.
 //! The script asks this test for phone steps on its stdin/stdout (`@@{json}` lines).
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use gridlink_core::{Action, NewIncident};
 use gridlink_server::automerge_repo;
+use gridlink_tests::process;
 use gridlink_tests::{GRID_A, GRID_C, Phone, TestServer, VILLAGE, http, json, token, unit};
 use serde_json::{Value, json};
 
@@ -143,30 +142,7 @@ fn a_javascript_automerge_repo_peer_syncs_records_under_the_phones_rules() {
     let peer_device = server.phone("village");
     let mut town = Town { server, grid_a, station_phone, peer_device, record };
 
-    let mut child = Command::new("node")
-        .arg("peer.test.mjs")
-        .current_dir(&dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("node is installed");
-    let mut to_peer = child.stdin.take().unwrap();
-    let from_peer = BufReader::new(child.stdout.take().unwrap());
-    let mut passed = 0;
-    for line in from_peer.lines() {
-        let line = line.unwrap();
-        if let Some(req) = line.strip_prefix("@@") {
-            let req: Value = serde_json::from_str(req).unwrap();
-            let reply = step(&mut town, req["cmd"].as_str().unwrap(), &req["arg"]);
-            writeln!(to_peer, "{reply}").unwrap();
-            to_peer.flush().unwrap();
-        } else {
-            passed += usize::from(line.starts_with("ok "));
-            println!("{line}");
-        }
-    }
-    let status = child.wait().unwrap();
-    assert!(status.success(), "the automerge-repo peer test failed (see its output above)");
+    let passed = process::run_node_script(&dir, "peer.test.mjs", &[], "the automerge-repo peer test", |cmd, arg| step(&mut town, cmd, arg));
     assert_eq!(passed, 8, "the peer script reported {passed} of 8 checks");
     // The refused change is nowhere on the server.
     let conn = town.server.state.db.reader();

@@ -5,12 +5,11 @@
 //! open console page.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use gridlink_core::sync::{SyncEngine, SyncError};
 use gridlink_core::{Action, Client, NewIncident, Status};
+use gridlink_tests::process;
 use gridlink_tests::{DEMO_PASSWORD, Phone, TestServer, unit};
 use serde_json::{Value, json};
 
@@ -115,34 +114,17 @@ fn console_in_a_real_browser() {
     std::fs::create_dir_all(&shots).unwrap();
     let server = TestServer::start_demo();
     let mut grid_phone = Phone::login_with_password(&server.base, "gt201-0101", DEMO_PASSWORD);
-    let mut child = Command::new("node")
-        .arg("console.test.mjs")
-        .current_dir(&dir)
-        .env("GRIDLINK_URL", &server.base)
-        .env("GRIDLINK_PASSWORD", DEMO_PASSWORD)
-        .env("SCREENSHOT_DIR", &shots)
-        .env("FIXTURE_PHOTO", workspace().join("bindings/tests/fixtures/street.jpg"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("node is installed");
-    let mut to_browser = child.stdin.take().unwrap();
-    let from_browser = BufReader::new(child.stdout.take().unwrap());
-    let mut passed = 0;
+    let photo = workspace().join("bindings/tests/fixtures/street.jpg");
+    let env: [(&str, &std::ffi::OsStr); 4] = [
+        ("GRIDLINK_URL", server.base.as_ref()),
+        ("GRIDLINK_PASSWORD", DEMO_PASSWORD.as_ref()),
+        ("SCREENSHOT_DIR", shots.as_os_str()),
+        ("FIXTURE_PHOTO", photo.as_os_str()),
+    ];
     let mut others = HashMap::new();
-    for line in from_browser.lines() {
-        let line = line.unwrap();
-        if let Some(req) = line.strip_prefix("@@") {
-            let req: Value = serde_json::from_str(req).unwrap();
-            let reply = phone_step(&server, &mut grid_phone, &mut others, req["cmd"].as_str().unwrap(), &req["arg"]);
-            writeln!(to_browser, "{reply}").unwrap();
-            to_browser.flush().unwrap();
-        } else {
-            passed += usize::from(line.starts_with("ok "));
-            println!("{line}");
-        }
-    }
-    let status = child.wait().unwrap();
-    assert!(status.success(), "the browser test failed (see its output above; screenshots in {})", shots.display());
+    let what = format!("the browser test (screenshots in {})", shots.display());
+    let passed = process::run_node_script(&dir, "console.test.mjs", &env, &what, |cmd, arg| {
+        phone_step(&server, &mut grid_phone, &mut others, cmd, arg)
+    });
     assert!(passed >= 10, "the browser script reported only {passed} passed checks");
 }
