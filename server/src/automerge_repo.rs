@@ -31,9 +31,10 @@
 //! **Writes** go through the same ingest as a phone's push ([`crate::records::ingest`]): the
 //! changes a sync message carries are validated as the device's person's, all together; when one
 //! is refused, none is kept, no other device ever sees them, and the peer gets an `error` message
-//! with the Chinese reason. The peer's own copy still holds the refused change, and the server
-//! ignores that document on this connection from then on; to recover, the app deletes its copy
-//! (`repo.delete(url)`) and finds the record again, which brings the server's state.
+//! with the Chinese reason, then `doc-unavailable` for that record. The peer's own copy still holds
+//! the refused change, and the server no longer syncs that copy; to recover, the app deletes it
+//! (`repo.delete(url)`) and finds the record again (a fresh `request`), which brings the server's
+//! state and live updates again.
 //!
 //! **Live.** Changes made on phones or in the console reach connected peers as they are
 //! committed (the server's change events, no polling). A record that comes into the peer's scope
@@ -304,6 +305,7 @@ impl Peer {
                     // A record the peer has open changed (or left its scope: answered unavailable),
                     // or one it may see changed or came into its scope: announced by syncing it.
                     let ids: Vec<String> = match event {
+                        Ok(e) if self.docs.get(&e.doc_id).is_some_and(|d| d.refused) => Vec::new(),
                         Ok(e) if self.docs.contains_key(&e.doc_id) => vec![e.doc_id],
                         Ok(e) if self.peer_id.is_some() && e.visible_to(&self.auth.person) => match document_id(&e.doc_id) {
                             Some(document_id) => {
@@ -378,10 +380,19 @@ impl Peer {
                 let Some(id) = record_id(&document) else {
                     return self.unavailable(socket, &document).await;
                 };
-                if self.docs.get(&id).is_some_and(|d| d.refused) {
-                    return Ok(());
+                match self.docs.get_mut(&id) {
+                    // A refused record is out of sync until the peer asks for it afresh (a
+                    // `request`: it deleted its copy and finds the record again).
+                    Some(d) if d.refused && m.kind == "sync" => return Ok(()),
+                    Some(d) if d.refused => {
+                        d.refused = false;
+                        d.sync = SyncState::new();
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.docs.insert(id.clone(), Doc { document_id: document, sync: SyncState::new(), refused: false });
+                    }
                 }
-                self.docs.entry(id.clone()).or_insert_with(|| Doc { document_id: document, sync: SyncState::new(), refused: false });
                 self.step(socket, &id, Some(data)).await
             }
             ("leave", Some(_)) => Err((1000, "对方离开".into())),
@@ -438,8 +449,11 @@ impl Peer {
                 tracing::info!(device = %self.auth.device_id, doc = id, %reason, "automerge-repo change refused");
                 if let Some(d) = self.docs.get_mut(id) {
                     d.refused = true;
+                    d.sync = SyncState::new();
                 }
-                self.send_error(socket, &format!("修改未被接受:{reason}")).await
+                // Told why, then that the record is not synced with this copy any more.
+                self.send_error(socket, &format!("修改未被接受:{reason}")).await?;
+                self.unavailable(socket, &document).await
             }
             Step::Corrupt => Err((1007, "同步消息无法解析".into())),
         }

@@ -104,7 +104,16 @@ try {
   console.log(`refusal: ${error.message}`)
   const phoneView = await step("phone_case_no")
   assert.equal(phoneView.case_no, setup.case_no, "the forged case number never reaches a phone")
-  ok("an illegal change is refused, the peer is told, and no phone sees it")
+  // Recovery: the app deletes its copy and finds the record again; it gets the server's state,
+  // and the record's later work arrives live again.
+  repo.delete(setup.record_url)
+  const again = await repo.find(setup.record_url)
+  assert.equal(str(again.doc().case_no), setup.case_no)
+  await step("phone_sign")
+  await within(10000, "the grid member's signing to arrive", () =>
+    Object.values(again.doc().timeline).some(e => str(e.action.type) === "sign"),
+  )
+  ok("an illegal change is refused, the peer is told, and no phone sees it; deleting and finding the record again recovers")
 
   // --- A record outside the peer's scope is unavailable, like one that does not exist. ---
   const outside = await repo.find(setup.other_url).then(

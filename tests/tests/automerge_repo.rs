@@ -89,6 +89,12 @@ fn step(t: &mut Town, cmd: &str, _arg: &Value) -> Value {
             t.grid_a.sync().unwrap();
             json!({ "document_id": automerge_repo::document_id(&id), "title": title })
         }
+        "phone_sign" => {
+            t.grid_a.sync().unwrap();
+            t.grid_a.act(&t.record, Action::Sign, "已签收").unwrap();
+            assert!(t.grid_a.sync().unwrap().rejected.is_empty());
+            json!({ "ok": true })
+        }
         "phone_case_no" => {
             t.grid_a.sync().unwrap();
             t.station_phone.sync().unwrap();
