@@ -253,6 +253,12 @@ fn deadlines_skip_weekends_and_holidays_and_supervision_is_raised_once() {
     assert_eq!(notices.as_array().unwrap().len(), 2, "one per overdue incident for the department");
     let town_notices = get(&server, &center, "/api/v1/notices");
     assert_eq!(town_notices.as_array().unwrap().len(), 4, "the town sees its own and its departments' notices");
+    // Paged by seq, newest first: two pages of two hold the same four, none twice.
+    let first_page = get(&server, &center, "/api/v1/notices?limit=2");
+    let last_seq = first_page[1]["seq"].as_i64().unwrap();
+    let second_page = get(&server, &center, &format!("/api/v1/notices?limit=2&before={last_seq}"));
+    let paged: Vec<&serde_json::Value> = first_page.as_array().unwrap().iter().chain(second_page.as_array().unwrap()).collect();
+    assert_eq!(paged, town_notices.as_array().unwrap().iter().collect::<Vec<_>>());
     let f = figures(&server, &center);
     assert_eq!(f["totals"]["overdue_now"], 2);
     // Suspended (挂账) items do not count as overdue.
