@@ -200,6 +200,7 @@ async fn login(State(state): State<AppState>, Json(form): Json<LoginForm>) -> Ap
     Ok(Json(serde_json::json!({
         "token": s.token, "device_id": s.device_id, "person": s.person, "expires_ms": s.expires_ms,
         "data_key": hex::encode(s.data_key.as_bytes()),
+        "server_id": hex::encode(state.server_actor.to_bytes()),
     })))
 }
 

@@ -876,3 +876,20 @@ fn voided_work_reaches_the_person_whose_work_it_was() {
         .unwrap();
     assert!(page.matches("未生效").count() >= 2, "sign and handle are shown as voided");
 }
+
+/// A phone that logs in to another town server does not push its records there as a recovery:
+/// only a server that went back to its own backup (same identity, new epoch) gets them back.
+#[test]
+fn a_login_to_another_server_is_no_restore() {
+    let (a, b) = (TestServer::start(), TestServer::start());
+    let mut phone = a.phone("grid_a");
+    phone.create_incident(NewIncident { category: "0501".into(), title: "甲镇的事".into(), ..Default::default() }).unwrap();
+    phone.sync().unwrap();
+    assert!(phone.sync_meta("epoch").unwrap().is_some());
+    phone.engine = gridlink_core::sync::SyncEngine::http(&b.base);
+    phone.engine.login(&mut phone.client, "grid_a", gridlink_tests::PASSWORD, "测试手机").unwrap();
+    let r = phone.sync().unwrap();
+    assert_eq!(r.requeued, 0, "{r:?}");
+    let on_b: i64 = b.state.db.reader().query_row("SELECT count(*) FROM docs", [], |r| r.get(0)).unwrap();
+    assert_eq!(on_b, 0, "the other town got nothing of this one");
+}

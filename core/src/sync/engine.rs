@@ -248,6 +248,10 @@ pub struct LoginResult {
     /// This device's key for the personal data it keeps (hex), see [`crate::pii::DataKey`].
     #[serde(default)]
     pub data_key: Option<String>,
+    /// The server's identity, kept across backups and restores: a login to another server does
+    /// not make this device push its records there as if that server had lost them.
+    #[serde(default)]
+    pub server_id: Option<String>,
 }
 
 /// A data key from its hex form, if it is one.
@@ -327,6 +331,14 @@ impl<T: Transport> SyncEngine<T> {
         client.set_sync_meta("token", &login.token)?;
         client.set_data_key(data_key_of(login.data_key.as_deref()));
         client.clear_sync_meta("cursor")?;
+        if let Some(server) = &login.server_id {
+            // Another server: its epoch is not one this device's records were acknowledged in.
+            if client.sync_meta("server_id")?.is_some_and(|known| known != *server) {
+                client.clear_sync_meta("epoch")?;
+                client.clear_sync_meta("recovering")?;
+            }
+            client.set_sync_meta("server_id", server)?;
+        }
         // The pickers' units; a sync fetches them again if this fails.
         if let Ok(units) = self.fetch_units(&login.token) {
             client.set_org_units(&units)?;
