@@ -2,7 +2,9 @@
 //!
 //! `gridlink-server backup` copies the database while the server runs: `VACUUM INTO` reads one
 //! consistent snapshot (a read transaction; writers go on) into a new, compact file, which is
-//! checked, synced and only then given its name. `gridlink-server restore` puts such a copy in
+//! checked, synced and only then given its name. (SQLite's page-by-page backup API would do as
+//! well on a quiet server, but it starts over whenever another connection writes, which under a
+//! busy writer may never end; `VACUUM INTO` needs one read transaction, whatever the writer does.) `gridlink-server restore` puts such a copy in
 //! place of the database while the server is stopped (it holds [`ServeLock`]).
 //!
 //! A restore from an older backup loses what the server acknowledged after the backup was taken,
