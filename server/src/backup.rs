@@ -2,9 +2,10 @@
 //!
 //! `gridlink-server backup` copies the database while the server runs: `VACUUM INTO` reads one
 //! consistent snapshot (a read transaction; writers go on) into a new, compact file, which is
-//! checked, synced and only then given its name. (SQLite's page-by-page backup API would do as
-//! well on a quiet server, but it starts over whenever another connection writes, which under a
-//! busy writer may never end; `VACUUM INTO` needs one read transaction, whatever the writer does.) `gridlink-server restore` puts such a copy in
+//! checked, synced and only then given its name. (SQLite's backup API, run in steps, starts
+//! over whenever another connection writes, which under a busy writer may never end; run in one
+//! step it holds one read transaction just as `VACUUM INTO` does, which also leaves out free pages
+//! and needs no extra crate feature.) `gridlink-server restore` puts such a copy in
 //! place of the database while the server is stopped (it holds [`ServeLock`]).
 //!
 //! A restore from an older backup loses what the server acknowledged after the backup was taken,
