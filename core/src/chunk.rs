@@ -72,11 +72,15 @@ fn inflates_within(body: &[u8], limit: u64) -> bool {
 }
 
 /// Decodes one change, refusing any other chunk before Automerge parses it.
+///
+/// Automerge's parser panics on some malformed changes (an operation counter past `u32::MAX`
+/// unwraps a failed conversion, found by the `sync_request` fuzz target); such a change is
+/// refused like any other that does not decode.
 pub fn decode_change(bytes: &[u8]) -> Option<Change> {
     if kinds(bytes)? != [ChunkKind::Change] {
         return None;
     }
-    Change::from_bytes(bytes.to_vec()).ok()
+    std::panic::catch_unwind(|| Change::from_bytes(bytes.to_vec()).ok()).ok().flatten()
 }
 
 /// An unsigned LEB128 number of at most 64 bits, and how many bytes it took.
@@ -188,5 +192,18 @@ mod tests {
         assert_eq!(uleb128(&[0x80]), None, "unterminated");
         let max = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
         assert_eq!(uleb128(&max), Some((u64::MAX, 10)));
+    }
+
+    #[test]
+    fn a_change_on_which_automerge_panics_is_refused() {
+        // Found by the `sync_request` fuzz target: a pushed change whose operation counter passes
+        // u32::MAX makes Automerge's parser unwrap a failed conversion.
+        let request = crate::sync::protocol::decode_request(include_bytes!("../../fuzz/seeds/sync_request/counter_overflow.bin")).unwrap();
+        let changes: Vec<_> = request.push.iter().flat_map(|d| &d.changes).collect();
+        assert!(!changes.is_empty());
+        for change in changes {
+            assert_eq!(kinds(change), Some(vec![ChunkKind::Change]), "the chunk header is sound; the panic is deeper");
+            assert!(decode_change(change).is_none());
+        }
     }
 }

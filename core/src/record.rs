@@ -626,9 +626,21 @@ impl RecordDoc {
 
     /// Automerge's own sync protocol (for automerge-repo peers): the next message for a peer whose
     /// sync state is `state`, encoded, or `None` when the peer is up to date.
+    ///
+    /// What a peer said it has lives in `state`; a malformed Bloom filter there (zero bits, found
+    /// by the `automerge_repo_message` fuzz target) makes Automerge divide by zero. Then the state
+    /// is forgotten and the message built as for a peer that has said nothing yet, which the peer
+    /// answers with what it really has.
     pub fn sync_message(&mut self, state: &mut automerge::sync::State) -> Option<Vec<u8>> {
         use automerge::sync::SyncDoc;
-        self.doc.sync().generate_sync_message(state).map(|m| m.encode())
+        let doc = &mut self.doc;
+        let generate = |doc: &mut AutoCommit, state: &mut automerge::sync::State| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doc.sync().generate_sync_message(state).map(|m| m.encode())))
+        };
+        generate(doc, state).unwrap_or_else(|_| {
+            *state = automerge::sync::State::new();
+            generate(doc, state).ok().flatten()
+        })
     }
 
     /// A peer's sync message: updates what `state` knows of the peer and returns the changes the
@@ -637,10 +649,14 @@ impl RecordDoc {
     /// is [`CoreError::CorruptChange`].
     pub fn receive_sync_message(&mut self, state: &mut automerge::sync::State, message: &[u8]) -> Result<Vec<Change>> {
         use automerge::sync::SyncDoc;
-        let message = automerge::sync::Message::decode(message).map_err(|_| CoreError::CorruptChange)?;
+        // Automerge can panic on malformed changes, while decoding the message (the changes it
+        // carries are parsed there; found by the `automerge_repo_message` fuzz target) and while
+        // applying them (see `apply_changes`).
+        let message = std::panic::catch_unwind(|| automerge::sync::Message::decode(message))
+            .map_err(|_| CoreError::CorruptChange)?
+            .map_err(|_| CoreError::CorruptChange)?;
         let heads = self.doc.get_heads();
         let mut scratch = self.doc.fork();
-        // Automerge can panic on malformed changes (see `apply_changes`).
         let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scratch.sync().receive_sync_message(state, message)));
         match received {
             Ok(Ok(())) => Ok(scratch.get_changes(&heads)),

@@ -579,4 +579,23 @@ mod tests {
         assert_eq!(decode(&encode(vec![("senderId", Value::Text("x".into()))])), Err(BadFrame::NoType));
         assert_eq!(decode(&encode(vec![("type", Value::Integer(3.into()))])), Err(BadFrame::BadField));
     }
+
+    #[test]
+    fn a_sync_message_on_which_automerge_panicked_still_gets_an_answer() {
+        // Found by the `automerge_repo_message` fuzz target: answering this sync message made
+        // Automerge divide by zero.
+        let frame = decode(include_bytes!("../../fuzz/seeds/automerge_repo_message/sync_zero_bit_bloom.cbor")).unwrap();
+        assert_eq!(frame.kind, "sync");
+        let actor = automerge::ActorId::from(vec![1u8; 16]);
+        let saved = include_bytes!("../../fuzz/seeds/doc_load/incident.automerge");
+        let mut doc = gridlink_core::record::RecordDoc::load("fuzz", &[&saved[..]], &actor).unwrap();
+        let before = doc.heads();
+        let mut state = automerge::sync::State::new();
+        // It carries no change; what it says the peer has is a Bloom filter of zero bits.
+        assert_eq!(doc.receive_sync_message(&mut state, &frame.data.unwrap()).unwrap(), vec![]);
+        let reply = doc.sync_message(&mut state).expect("the peer still gets an answer");
+        let reply = automerge::sync::Message::decode(&reply).unwrap();
+        assert_eq!(reply.heads, before, "an answer as to a peer that has said nothing yet");
+        assert_eq!(doc.heads(), before);
+    }
 }
