@@ -128,6 +128,37 @@ try {
   assert.match(none, /unavailable/)
   ok("a record outside scope answers as one that does not exist")
 
+  // --- A record that leaves a peer's scope is dropped: the department returns it. ---
+  const { url: deptUrl } = await step("dept_ticket")
+  const deptAdapter = new WebSocketClientAdapter(deptUrl)
+  const deptRepo = new Repo({ network: [deptAdapter], peerId: "js-dept", sharePolicy: async () => true })
+  await within(5000, "the department's socket to open", () => deptAdapter.socket)
+  const deptMessages = tap(deptAdapter)
+  await within(5000, "the server to greet the department's peer", () => deptRepo.peers.length > 0)
+  const toDept = await step("center_dispatch_to_dept")
+  const deptHandle = await within(10000, "the dispatched record to be announced to the department", () => {
+    const h = deptRepo.handles[toDept.document_id]
+    return h && h.isReady() && h
+  })
+  assert.equal(str(deptHandle.doc().title), toDept.title)
+  await step("dept_return")
+  await within(10000, "the returned record to be dropped", () =>
+    deptMessages.seen.find(m => m.type === "doc-unavailable" && m.documentId === toDept.document_id),
+  )
+  // The center sends it on to another department; none of that reaches the one that gave it back.
+  await step("center_dispatch_to_dept_b")
+  await new Promise(r => setTimeout(r, 1500))
+  const deptTypes = Object.values(deptHandle.doc().timeline).map(e => str(e.action.type))
+  assert.equal(deptTypes.filter(t => t === "dispatch").length, 1, `nothing after the return: ${deptTypes}`)
+  assert.ok(
+    !deptMessages.seen.some((m, i) => i > deptMessages.seen.findIndex(x => x.type === "doc-unavailable") && m.documentId === toDept.document_id),
+    "no message about the record after it left the scope",
+  )
+  try {
+    await deptRepo.shutdown()
+  } catch {}
+  ok("a record that leaves a peer's scope is answered unavailable and no longer synced")
+
   // --- Bad input on a socket closes that connection with a reason. ---
   async function raw(send) {
     const { url } = await step("ticket")

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use gridlink_core::{Action, NewIncident};
 use gridlink_server::automerge_repo;
 use gridlink_tests::process;
-use gridlink_tests::{GRID_A, GRID_C, Phone, TestServer, VILLAGE, http, json, token, unit};
+use gridlink_tests::{DEPT_A, DEPT_B, GRID_A, GRID_C, Phone, TestServer, VILLAGE, http, json, token, unit};
 use serde_json::{Value, json};
 
 fn workspace() -> PathBuf {
@@ -21,6 +21,23 @@ struct Town {
     station_phone: Phone,
     peer_device: Phone,
     record: String,
+    /// The center's phone, and a department's phone and peer device (for a record that leaves
+    /// the department's scope).
+    center: Phone,
+    dept_phone: Phone,
+    dept_peer: Phone,
+    dept_record: String,
+}
+
+fn ticket(server: &TestServer, device: &Phone) -> Value {
+    let resp = http()
+        .post(format!("{}/api/v1/automerge-repo/ticket", server.base))
+        .header("Authorization", format!("Bearer {}", token(device)))
+        .send_empty()
+        .unwrap();
+    let (status, body) = json(resp);
+    assert_eq!(status, 200, "{body}");
+    json!({ "url": format!("{}{}", server.base.replacen("http://", "ws://", 1), body["path"].as_str().unwrap()) })
 }
 
 fn step(t: &mut Town, cmd: &str, _arg: &Value) -> Value {
@@ -47,15 +64,35 @@ fn step(t: &mut Town, cmd: &str, _arg: &Value) -> Value {
                 "missing_url": automerge_repo::url(&uuid::Uuid::now_v7().to_string()),
             })
         }
-        "ticket" => {
-            let resp = http()
-                .post(format!("{}/api/v1/automerge-repo/ticket", t.server.base))
-                .header("Authorization", format!("Bearer {}", token(&t.peer_device)))
-                .send_empty()
+        "ticket" => ticket(&t.server, &t.peer_device),
+        "dept_ticket" => ticket(&t.server, &t.dept_peer),
+        "center_dispatch_to_dept" => {
+            let title = "占道经营";
+            t.dept_record = t
+                .center
+                .create_incident(NewIncident {
+                    category: "0501".into(),
+                    title: title.into(),
+                    grid: Some(unit(GRID_A)),
+                    ..Default::default()
+                })
                 .unwrap();
-            let (status, body) = json(resp);
-            assert_eq!(status, 200, "{body}");
-            json!({ "url": format!("{}{}", t.server.base.replacen("http://", "ws://", 1), body["path"].as_str().unwrap()) })
+            t.center.act(&t.dept_record, Action::Accept, "").unwrap();
+            t.center.act(&t.dept_record, Action::Dispatch { to_unit: unit(DEPT_A), deadline_ms: None }, "请执法中队处置").unwrap();
+            assert!(t.center.sync().unwrap().rejected.is_empty());
+            json!({ "document_id": automerge_repo::document_id(&t.dept_record), "title": title })
+        }
+        "dept_return" => {
+            t.dept_phone.sync().unwrap();
+            t.dept_phone.act(&t.dept_record, Action::Return, "不属于本中队职责").unwrap();
+            assert!(t.dept_phone.sync().unwrap().rejected.is_empty());
+            json!({ "ok": true })
+        }
+        "center_dispatch_to_dept_b" => {
+            t.center.sync().unwrap();
+            t.center.act(&t.dept_record, Action::Dispatch { to_unit: unit(DEPT_B), deadline_ms: None }, "改派环卫所").unwrap();
+            assert!(t.center.sync().unwrap().rejected.is_empty());
+            json!({ "ok": true })
         }
         "session" => json!({
             "token": token(&t.station_phone),
@@ -146,10 +183,13 @@ fn a_javascript_automerge_repo_peer_syncs_records_under_the_phones_rules() {
     assert_eq!(body["automerge_url"].as_str(), automerge_repo::url(&record).as_deref());
     let station_phone = server.phone("village");
     let peer_device = server.phone("village");
-    let mut town = Town { server, grid_a, station_phone, peer_device, record };
+    let center = server.phone("center");
+    let dept_phone = server.phone("dept_a");
+    let dept_peer = server.phone("dept_a");
+    let mut town = Town { server, grid_a, station_phone, peer_device, record, center, dept_phone, dept_peer, dept_record: String::new() };
 
     let passed = process::run_node_script(&dir, "peer.test.mjs", &[], "the automerge-repo peer test", |cmd, arg| step(&mut town, cmd, arg));
-    assert_eq!(passed, 8, "the peer script reported {passed} of 8 checks");
+    assert_eq!(passed, 9, "the peer script reported {passed} of 9 checks");
     // The refused change is nowhere on the server.
     let conn = town.server.state.db.reader();
     let forged: i64 = conn.query_row("SELECT count(*) FROM docs WHERE case_no = 'GT-2099-999999'", [], |r| r.get(0)).unwrap();
