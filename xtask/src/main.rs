@@ -96,7 +96,8 @@ fn test() -> Result<(), String> {
     } else {
         eprintln!("package test skipped: it needs root and cargo-deb (`cargo install --locked cargo-deb@3.8.0`; xtask/setup.sh does)");
     }
-    // The sync benchmark, small and unoptimised: it must keep working, its figures mean nothing here.
+    // The sync benchmark, small and unoptimised: it must keep working, and its byte counts must not
+    // grow more than 2 % over tests/bench/bytes-quick.json (times mean nothing here and are not checked).
     run(&root().join("target/debug/sync_bench").display().to_string(), &["quick"])?;
     if has_cargo_fuzz() {
         fuzz(FUZZ_SECONDS)

@@ -336,6 +336,56 @@ fn side_by_side(figures: &[Figures], reference: &Reference, (peak, stored): (f64
     }
 }
 
+/// The checked-in byte counts of the quick run, per workload: HTTP bodies up and down.
+fn baseline_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/bytes-quick.json")
+}
+
+/// How much a workload's bytes may grow over the baseline before the quick run fails.
+const BYTES_TOLERANCE: f64 = 0.02;
+
+/// Byte counts are (nearly) deterministic, unlike times: the quick run (CI runs it) fails when a
+/// workload's body bytes grow more than 2 % over `tests/bench/bytes-quick.json`, printing both.
+/// `GRIDLINK_BYTES_BASELINE=write` rewrites the file, for a deliberate change committed with its
+/// reason.
+fn guard_bytes(figures: &[Figures]) {
+    let now: serde_json::Map<String, serde_json::Value> =
+        figures.iter().map(|f| (f.workload.to_owned(), serde_json::json!({ "body_up": f.body.0, "body_down": f.body.1 }))).collect();
+    let path = baseline_path();
+    if std::env::var("GRIDLINK_BYTES_BASELINE").as_deref() == Ok("write") {
+        std::fs::write(&path, serde_json::to_string_pretty(&now).unwrap() + "\n").unwrap();
+        println!("\nByte baseline written to {}.", path.display());
+        return;
+    }
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (GRIDLINK_BYTES_BASELINE=write makes it)", path.display()));
+    let baseline: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
+    println!("\n| workload | bytes | baseline | now | change |\n|---|---|---|---|---|");
+    let mut grown = Vec::new();
+    for (workload, figures) in &now {
+        for key in ["body_up", "body_down"] {
+            let was = baseline.get(workload).and_then(|b| b[key].as_u64());
+            let is = figures[key].as_u64().unwrap();
+            let Some(was) = was else {
+                grown.push(format!("({workload}) {key}: not in the baseline"));
+                continue;
+            };
+            let change = is as f64 / was.max(1) as f64 - 1.0;
+            println!("| ({workload}) | {key} | {was} | {is} | {:+.2} % |", change * 100.0);
+            if change > BYTES_TOLERANCE {
+                grown.push(format!("({workload}) {key}: {was} → {is} ({:+.2} %)", change * 100.0));
+            }
+        }
+    }
+    assert!(
+        grown.is_empty(),
+        "bytes grew more than {:.0} % over {}: {}; if deliberate, rerun with GRIDLINK_BYTES_BASELINE=write and commit the file with the reason",
+        BYTES_TOLERANCE * 100.0,
+        path.display(),
+        grown.join("; ")
+    );
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let scale = |full: usize, small: usize| if quick { small } else { full };
@@ -521,6 +571,10 @@ fn main() {
             "| {} | {:.3} s | {} | {} | {} | {} | {} | {:.2} s | {phone} | {} |",
             f.label, f.wall, f.rounds, f.body.0, f.body.1, f.wire.0, f.wire.1, f.cpu, f.floor
         );
+    }
+
+    if quick {
+        guard_bytes(&figures);
     }
 
     // Memory and disk per stored record.
