@@ -29,6 +29,14 @@ struct Town {
     dept_record: String,
 }
 
+/// A phone brings the record up to date, acts on it and syncs the action, which the server takes.
+fn act_and_sync(phone: &mut Phone, record: &str, action: Action, note: &str) {
+    phone.sync().unwrap();
+    phone.act(record, action, note).unwrap();
+    let r = phone.sync().unwrap();
+    assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+}
+
 fn ticket(server: &TestServer, device: &Phone) -> Value {
     let resp = http()
         .post(format!("{}/api/v1/automerge-repo/ticket", server.base))
@@ -83,15 +91,11 @@ fn step(t: &mut Town, cmd: &str, _arg: &Value) -> Value {
             json!({ "document_id": automerge_repo::document_id(&t.dept_record), "title": title })
         }
         "dept_return" => {
-            t.dept_phone.sync().unwrap();
-            t.dept_phone.act(&t.dept_record, Action::Return, "不属于本中队职责").unwrap();
-            assert!(t.dept_phone.sync().unwrap().rejected.is_empty());
+            act_and_sync(&mut t.dept_phone, &t.dept_record, Action::Return, "不属于本中队职责");
             json!({ "ok": true })
         }
         "center_dispatch_to_dept_b" => {
-            t.center.sync().unwrap();
-            t.center.act(&t.dept_record, Action::Dispatch { to_unit: unit(DEPT_B), deadline_ms: None }, "改派环卫所").unwrap();
-            assert!(t.center.sync().unwrap().rejected.is_empty());
+            act_and_sync(&mut t.center, &t.dept_record, Action::Dispatch { to_unit: unit(DEPT_B), deadline_ms: None }, "改派环卫所");
             json!({ "ok": true })
         }
         "session" => json!({
@@ -106,10 +110,7 @@ fn step(t: &mut Town, cmd: &str, _arg: &Value) -> Value {
             json!({ "notes": notes, "status": view.folded.state.status.map(|s| s.as_str()) })
         }
         "phone_dispatch" => {
-            t.station_phone.sync().unwrap();
-            t.station_phone.act(&t.record, Action::Dispatch { to_unit: unit(GRID_A), deadline_ms: None }, "请网格员处置").unwrap();
-            let r = t.station_phone.sync().unwrap();
-            assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+            act_and_sync(&mut t.station_phone, &t.record, Action::Dispatch { to_unit: unit(GRID_A), deadline_ms: None }, "请网格员处置");
             json!({ "ok": true })
         }
         "phone_new_record" => {
@@ -127,9 +128,7 @@ fn step(t: &mut Town, cmd: &str, _arg: &Value) -> Value {
             json!({ "document_id": automerge_repo::document_id(&id), "title": title })
         }
         "phone_sign" => {
-            t.grid_a.sync().unwrap();
-            t.grid_a.act(&t.record, Action::Sign, "已签收").unwrap();
-            assert!(t.grid_a.sync().unwrap().rejected.is_empty());
+            act_and_sync(&mut t.grid_a, &t.record, Action::Sign, "已签收");
             json!({ "ok": true })
         }
         "phone_case_no" => {
