@@ -206,10 +206,12 @@ const BENCHES: &[(&str, &str, f64)] = &[
     ("my_tasks_50_of_10k", "my tasks (50) among 10,000 records", 20.0),
     ("search_trigram_10k", "full-text search, 5 Chinese characters, 10,000 records", 30.0),
     ("search_two_chars_10k", "full-text search, 2 Chinese characters, 10,000 records", 30.0),
+    ("fresh_device_takes_2000_records", "a fresh device takes 2,000 records (saved documents, no network)", 500.0),
 ];
 
 fn bench() -> Result<(), String> {
     run("cargo", &["bench", "-p", "gridlink-core", "--bench", "store"])?;
+    run("cargo", &["bench", "-p", "gridlink-core", "--bench", "bootstrap"])?;
     println!("\n| benchmark | median | target |\n|---|---|---|");
     for (name, what, target) in BENCHES {
         let path = root().join("target/criterion").join(name).join("new/estimates.json");
