@@ -32,7 +32,8 @@
 //! changes a sync message carries are validated as the device's person's, all together; when one
 //! is refused, none is kept, no other device ever sees them, and the peer gets an `error` message
 //! with the Chinese reason, then `doc-unavailable` for that record. The peer's own copy still holds
-//! the refused change, and the server no longer syncs that copy; to recover, the app deletes it
+//! the refused change, and the server no longer syncs that copy; to recover, the app waits for that
+//! `doc-unavailable` (one that arrives later marks a new copy unavailable), deletes its copy
 //! (`repo.delete(url)`) and finds the record again (a fresh `request`), which brings the server's
 //! state and live updates again.
 //!

@@ -102,6 +102,12 @@ try {
     messages.seen.find(m => m.type === "error" && /案卷编号只能由服务器分配/.test(m.message)),
   )
   console.log(`refusal: ${error.message}`)
+  // The refusal ends with `doc-unavailable` for the record; a copy deleted and asked for before
+  // that arrives would be marked unavailable by it.
+  const refusedId = setup.record_url.replace("automerge:", "")
+  await within(10000, "the refused record to be answered unavailable", () =>
+    messages.seen.find(m => m.type === "doc-unavailable" && m.documentId === refusedId),
+  )
   const phoneView = await step("phone_case_no")
   assert.equal(phoneView.case_no, setup.case_no, "the forged case number never reaches a phone")
   // Recovery: the app deletes its copy and finds the record again; it gets the server's state,
