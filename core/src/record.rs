@@ -6,14 +6,15 @@
 //!   text object, so concurrent edits merge character by character;
 //! - `timeline`: a map from entry id to entry, so concurrent appends never collide.
 //!
-//! Reading goes through [`automerge::AutoSerde`] into typed structs, so a document that does not
+//! Reading goes through a JSON view of the document (the one [`automerge::AutoSerde`] gives,
+//! built in one pass over each object) into typed structs, so a document that does not
 //! have this shape is reported as [`CoreError::MalformedRecord`] rather than half-read. What a
 //! writer other than Gridlink must produce is in [`crate::schema`].
 
 use std::collections::BTreeMap;
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{ActorId, AutoCommit, AutoSerde, Change, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, hydrate};
+use automerge::{ActorId, AutoCommit, Change, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, ValueRef, hydrate};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::ServiceMode;
@@ -196,6 +197,42 @@ impl Record {
     }
 }
 
+/// The JSON view of an object of the document: what [`automerge::AutoSerde`] yields (maps as
+/// objects, lists as arrays, text as a string, the winning value of a conflict), built by walking
+/// each object once. `AutoSerde` looks every key up again after listing the keys, and every list
+/// element by index; that was a third of a phone's bootstrap.
+fn json_view(doc: &AutoCommit, obj: &ObjId, kind: ObjType) -> std::result::Result<serde_json::Value, String> {
+    Ok(match kind {
+        ObjType::Map | ObjType::Table => {
+            let mut map = serde_json::Map::new();
+            for item in doc.map_range(obj, ..) {
+                let value = json_item(doc, item.value.clone(), || item.id())?;
+                map.insert(item.key.into_owned(), value);
+            }
+            serde_json::Value::Object(map)
+        }
+        ObjType::List => {
+            let items = doc.list_range(obj, ..).map(|item| json_item(doc, item.value.clone(), || item.id()));
+            serde_json::Value::Array(items.collect::<std::result::Result<_, _>>()?)
+        }
+        ObjType::Text => serde_json::Value::String(doc.text(obj).map_err(|e| e.to_string())?),
+    })
+}
+
+fn json_item(doc: &AutoCommit, value: ValueRef<'_>, id: impl FnOnce() -> ObjId) -> std::result::Result<serde_json::Value, String> {
+    match value {
+        ValueRef::Object(kind) => json_view(doc, &id(), kind),
+        ValueRef::Scalar(scalar) => match automerge::Value::from(ValueRef::Scalar(scalar)) {
+            automerge::Value::Scalar(s) => match s.as_ref() {
+                ScalarValue::Str(text) => Ok(serde_json::Value::String(text.to_string())),
+                ScalarValue::Int(n) => Ok((*n).into()),
+                other => serde_json::to_value(other).map_err(|e| e.to_string()),
+            },
+            automerge::Value::Object(kind) => json_view(doc, &id(), kind),
+        },
+    }
+}
+
 // ---- stored shape (what AutoSerde yields) ----
 
 #[derive(Deserialize)]
@@ -336,6 +373,12 @@ impl RecordDoc {
 
     /// Loads a document from saved bytes (a full save followed by any incremental saves).
     pub fn load(id: &str, chunks: &[&[u8]], actor: &ActorId) -> Result<Self> {
+        Self::load_read(id, chunks, actor).map(|(doc, _)| doc)
+    }
+
+    /// [`Self::load`], also giving the record it holds: loading reads the record to check it,
+    /// and reading is a good part of a load's cost, so callers that need it take it from here.
+    pub fn load_read(id: &str, chunks: &[&[u8]], actor: &ActorId) -> Result<(Self, Record)> {
         let corrupt = || CoreError::CorruptDocument { id: id.to_owned() };
         let (first, rest) = chunks.split_first().ok_or_else(corrupt)?;
         if chunks.iter().any(|c| crate::chunk::kinds(c).is_none()) {
@@ -353,8 +396,8 @@ impl RecordDoc {
         let mut doc = loaded.map_err(|_| corrupt())?.map_err(|_| corrupt())?;
         doc.set_actor(actor.clone());
         let rd = Self { doc };
-        rd.read().map_err(|_| corrupt())?;
-        Ok(rd)
+        let record = rd.read().map_err(|_| corrupt())?;
+        Ok((rd, record))
     }
 
     /// Reads the typed record.
@@ -363,10 +406,10 @@ impl RecordDoc {
     /// the record (its id when the document has one) and the field, in Chinese. Whole-number
     /// floats are read where an integer is meant (see [`normalise_numbers`]).
     pub fn read(&self) -> Result<Record> {
-        // Automerge's JSON view can panic on a document whose keys and values disagree (found by
-        // the `sync_request` fuzz target: `autoserde.rs:57`); such a document is malformed, and
-        // reading it must never take down the thread (on the server, the single writer).
-        let view = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serde_json::to_value(AutoSerde::from(&self.doc))))
+        // Automerge's JSON view could panic on a document whose keys and values disagree (found
+        // by the `sync_request` fuzz target: `autoserde.rs:57`); such a document is malformed,
+        // and reading it must never take down the thread (on the server, the single writer).
+        let view = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| json_view(&self.doc, &ROOT, ObjType::Map)))
             .map_err(|_| CoreError::MalformedRecord { id: String::new(), reason: "文档内部不一致,无法读取".into() })?;
         let mut value = view.map_err(|e| CoreError::MalformedRecord { id: String::new(), reason: e.to_string() })?;
         normalise_numbers(&mut value);
@@ -800,5 +843,51 @@ fn json_scalar(v: &serde_json::Value) -> ScalarValue {
         },
         J::String(s) => ScalarValue::Str(s.as_str().into()),
         J::Array(_) | J::Object(_) => unreachable!("handled by put_json"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::transaction::Transactable;
+    use automerge::{AutoCommit, AutoSerde, ObjType, ROOT, ScalarValue};
+
+    use super::json_view;
+
+    /// The one-pass view gives exactly what `AutoSerde` gives, for every kind of value, nested
+    /// objects and concurrent writes (where both show the winner).
+    #[test]
+    fn the_json_view_is_the_autoserde_view() {
+        let mut a = AutoCommit::new().with_actor(automerge::ActorId::from(vec![1u8; 16]));
+        a.put(ROOT, "id", "0199aaaa").unwrap();
+        a.put(ROOT, "n", 7i64).unwrap();
+        a.put(ROOT, "u", ScalarValue::Uint(9)).unwrap();
+        a.put(ROOT, "f", 2.5f64).unwrap();
+        a.put(ROOT, "whole", 3.0f64).unwrap();
+        a.put(ROOT, "yes", true).unwrap();
+        a.put(ROOT, "none", ScalarValue::Null).unwrap();
+        a.put(ROOT, "at", ScalarValue::Timestamp(1_764_000_000_000)).unwrap();
+        a.put(ROOT, "count", ScalarValue::counter(3)).unwrap();
+        a.put(ROOT, "raw", ScalarValue::Bytes(vec![0, 1, 255])).unwrap();
+        let title = a.put_object(ROOT, "title", ObjType::Text).unwrap();
+        a.splice_text(&title, 0, 0, "村口垃圾").unwrap();
+        let timeline = a.put_object(ROOT, "timeline", ObjType::Map).unwrap();
+        let entry = a.put_object(&timeline, "e1", ObjType::Map).unwrap();
+        a.put(&entry, "note", "已受理").unwrap();
+        let list = a.put_object(&entry, "photos", ObjType::List).unwrap();
+        for (i, v) in ["p1", "p2", "p3"].into_iter().enumerate() {
+            a.insert(&list, i, v).unwrap();
+        }
+        let nested = a.insert_object(&list, 1, ObjType::Map).unwrap();
+        a.put(&nested, "k", -4i64).unwrap();
+        let mut b = a.fork().with_actor(automerge::ActorId::from(vec![2u8; 16]));
+        a.put(ROOT, "n", 8i64).unwrap();
+        b.put(ROOT, "n", 9i64).unwrap();
+        b.splice_text(&title, 2, 0, "桥头").unwrap();
+        a.delete(&list, 0).unwrap();
+        a.merge(&mut b).unwrap();
+        for doc in [&a, &b, &AutoCommit::new()] {
+            let expected = serde_json::to_value(AutoSerde::from(doc)).unwrap();
+            assert_eq!(json_view(doc, &ROOT, ObjType::Map).unwrap(), expected);
+        }
     }
 }

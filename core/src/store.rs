@@ -5,12 +5,13 @@
 //! so Chinese substrings are found), `outbox` (changes not yet acknowledged by the server),
 //! `attachments` (content-addressed by SHA-256) and `meta` (device id, identity, clock, cursor).
 //!
-//! As in application-services: functions that write take a `&Transaction`, readers a `&Connection`,
-//! and each user action is one transaction, so a crash leaves either all of it or none.
+//! As in application-services: functions that write take a `&Tx` (a transaction), readers a
+//! `&Connection`, and each user action is one transaction, so a crash leaves either all of it or
+//! none. Transactions nest ([`Tx`]), so a sync answer is taken as a whole in one.
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::Result;
 use crate::org::UnitCode;
@@ -106,7 +107,71 @@ const MIGRATIONS: &[&str] = &[
     "
     CREATE TABLE personal (doc_id TEXT PRIMARY KEY, sealed BLOB NOT NULL, pending INTEGER NOT NULL);
     ",
+    // 6: a record's search row shares the rowid of its `records` row, so rewriting or deleting
+    // it is a lookup by rowid; by `id` (not indexed in FTS5) it scanned every record each time
+    "
+    CREATE VIRTUAL TABLE records_fts_by_rowid USING fts5(id UNINDEXED, title, body, tokenize = 'trigram');
+    INSERT INTO records_fts_by_rowid(rowid, id, title, body)
+        SELECT r.rowid, f.id, f.title, f.body FROM records_fts f JOIN records r ON r.id = f.id;
+    DROP TABLE records_fts;
+    ALTER TABLE records_fts_by_rowid RENAME TO records_fts;
+    ",
 ];
+
+/// A write transaction. Opened with none around it, it is a transaction of its own, committed
+/// durably by [`Tx::commit`] and rolled back when dropped without one. Opened inside an open
+/// transaction (the sync engine takes a whole answer in one, see `Client::atomically`), it joins
+/// it: the outer one commits everything at once, so 2,000 records arriving together cost one
+/// durable commit rather than 2,000, while each user action stays one transaction. A joined
+/// transaction is not a savepoint of its own: FTS5 writes its pending search rows out at every
+/// savepoint's end, which cost a quarter of a bootstrap. So a joined one dropped without a commit
+/// (a step that failed) rolls back the whole outer transaction: nothing of a half-taken answer
+/// is kept.
+#[derive(Debug)]
+pub struct Tx<'c> {
+    conn: &'c Connection,
+    /// Still to be committed or rolled back by this value.
+    pending: bool,
+    /// Part of an outer transaction.
+    joined: bool,
+}
+
+/// Opens a write transaction on `conn`, or joins the one open on it.
+pub fn begin(conn: &Connection) -> Result<Tx<'_>> {
+    let joined = !conn.is_autocommit();
+    if !joined {
+        conn.prepare_cached("BEGIN")?.execute([])?;
+    }
+    Ok(Tx { conn, pending: true, joined })
+}
+
+impl Tx<'_> {
+    /// Keeps the writes: durable at once when this is not a joined transaction.
+    pub fn commit(mut self) -> Result<()> {
+        if !self.joined {
+            self.conn.prepare_cached("COMMIT")?.execute([])?;
+        }
+        self.pending = false;
+        Ok(())
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if self.pending && !self.conn.is_autocommit() {
+            // Undo the writes (an outer transaction's too, when joined). Should this fail,
+            // SQLite rolls back on close what was never committed.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
 
 /// Opens (creating if needed) a store and brings its schema up to date.
 pub fn open(path: &Path) -> Result<Connection> {
@@ -115,6 +180,10 @@ pub fn open(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: a commit that returned is on disk even if the phone loses power right after.
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Statement journals (a statement inside a larger transaction, such as a record inside a
+    // sync answer, keeps the pages it changes so it can be undone alone) in memory, not in a
+    // temporary file written page by page.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     keep_plans(&conn)?;
     migrate(&mut conn)?;
@@ -163,8 +232,9 @@ pub fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>> {
 }
 
 /// Writes a meta value.
-pub fn meta_set(tx: &Transaction<'_>, key: &str, value: &str) -> Result<()> {
-    tx.execute("INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [key, value])?;
+pub fn meta_set(tx: &Tx<'_>, key: &str, value: &str) -> Result<()> {
+    tx.prepare_cached("INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")?
+        .execute([key, value])?;
     Ok(())
 }
 
@@ -174,19 +244,20 @@ pub fn meta_get_json<T: serde::de::DeserializeOwned>(conn: &Connection, key: &st
 }
 
 /// Writes a meta value as JSON.
-pub fn meta_set_json<T: serde::Serialize + ?Sized>(tx: &Transaction<'_>, key: &str, value: &T) -> Result<()> {
+pub fn meta_set_json<T: serde::Serialize + ?Sized>(tx: &Tx<'_>, key: &str, value: &T) -> Result<()> {
     meta_set(tx, key, &serde_json::to_string(value).expect("serialisable"))
 }
 
 /// Deletes a meta value.
-pub fn meta_delete(tx: &Transaction<'_>, key: &str) -> Result<()> {
+pub fn meta_delete(tx: &Tx<'_>, key: &str) -> Result<()> {
     tx.execute("DELETE FROM meta WHERE key = ?1", [key])?;
     Ok(())
 }
 
 /// The saved bytes of a document: its snapshot followed by incremental chunks.
 pub fn doc_chunks(conn: &Connection, id: &str) -> Result<Option<Vec<Vec<u8>>>> {
-    let Some(snapshot) = conn.query_row("SELECT snapshot FROM documents WHERE id = ?1", [id], |r| r.get::<_, Vec<u8>>(0)).optional()?
+    let Some(snapshot) =
+        conn.prepare_cached("SELECT snapshot FROM documents WHERE id = ?1")?.query_row([id], |r| r.get::<_, Vec<u8>>(0)).optional()?
     else {
         return Ok(None);
     };
@@ -210,36 +281,38 @@ pub enum DocWrite {
 }
 
 /// Writes a document's bytes. Returns the number of incremental chunks now stored.
-pub fn write_doc(tx: &Transaction<'_>, id: &str, kind: RecordKind, write: DocWrite) -> Result<i64> {
+pub fn write_doc(tx: &Tx<'_>, id: &str, kind: RecordKind, write: DocWrite) -> Result<i64> {
     match write {
         DocWrite::Create(bytes) | DocWrite::Replace(bytes) => {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO documents(id, kind, snapshot, chunks) VALUES (?1, ?2, ?3, 0)
                  ON CONFLICT(id) DO UPDATE SET snapshot = excluded.snapshot, chunks = 0",
-                params![id, kind.as_str(), bytes],
-            )?;
-            tx.execute("DELETE FROM doc_chunks WHERE doc_id = ?1", [id])?;
+            )?
+            .execute(params![id, kind.as_str(), bytes])?;
+            tx.prepare_cached("DELETE FROM doc_chunks WHERE doc_id = ?1")?.execute([id])?;
             Ok(0)
         }
         DocWrite::Append(bytes) => {
-            let n: i64 = tx.query_row("UPDATE documents SET chunks = chunks + 1 WHERE id = ?1 RETURNING chunks", [id], |r| r.get(0))?;
-            tx.execute("INSERT INTO doc_chunks(doc_id, seq, bytes) VALUES (?1, ?2, ?3)", params![id, n, bytes])?;
+            let n: i64 = tx
+                .prepare_cached("UPDATE documents SET chunks = chunks + 1 WHERE id = ?1 RETURNING chunks")?
+                .query_row([id], |r| r.get(0))?;
+            tx.prepare_cached("INSERT INTO doc_chunks(doc_id, seq, bytes) VALUES (?1, ?2, ?3)")?.execute(params![id, n, bytes])?;
             Ok(n)
         }
     }
 }
 
 /// Removes a document and everything indexed from it (it left the device's scope).
-pub fn delete_doc(tx: &Transaction<'_>, id: &str) -> Result<()> {
-    tx.execute("DELETE FROM records_fts WHERE id = ?1", [id])?;
-    tx.execute("DELETE FROM records WHERE id = ?1", [id])?;
+pub fn delete_doc(tx: &Tx<'_>, id: &str) -> Result<()> {
+    tx.prepare_cached("DELETE FROM records_fts WHERE rowid = (SELECT rowid FROM records WHERE id = ?1)")?.execute([id])?;
+    tx.prepare_cached("DELETE FROM records WHERE id = ?1")?.execute([id])?;
     tx.execute("DELETE FROM documents WHERE id = ?1", [id])?;
     tx.execute("DELETE FROM personal WHERE doc_id = ?1", [id])?;
     Ok(())
 }
 
 /// Keeps a record's sealed personal data; `pending` until the server has it.
-pub fn personal_put(tx: &Transaction<'_>, id: &str, sealed: &[u8], pending: bool) -> Result<()> {
+pub fn personal_put(tx: &Tx<'_>, id: &str, sealed: &[u8], pending: bool) -> Result<()> {
     tx.execute(
         "INSERT INTO personal(doc_id, sealed, pending) VALUES (?1, ?2, ?3)
          ON CONFLICT(doc_id) DO UPDATE SET sealed = excluded.sealed, pending = max(pending, excluded.pending)",
@@ -290,36 +363,49 @@ pub struct IndexRow {
 }
 
 /// Replaces a record's index row and its full-text entry.
-pub fn write_index(tx: &Transaction<'_>, row: &IndexRow, fts_body: &str) -> Result<()> {
-    tx.execute(
-        "INSERT OR REPLACE INTO records(id, kind, status, open, category, location, holder, owner, reporter,
+pub fn write_index(tx: &Tx<'_>, row: &IndexRow, fts_body: &str) -> Result<()> {
+    // An upsert keeps the row's rowid, which its search row shares.
+    let rowid: i64 = tx
+        .prepare_cached(
+            "INSERT INTO records(id, kind, status, open, category, location, holder, owner, reporter,
             deadline_ms, due, created_ms, updated_ms, display_no, case_no, title, conflicts, supervisions, satisfaction, actionable)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
-        params![
-            row.id,
-            row.kind.as_str(),
-            row.status.map(Status::as_str),
-            row.status.is_none_or(Status::is_open),
-            row.category,
-            row.location.as_str(),
-            row.holder.as_ref().map(UnitCode::as_str),
-            row.owner.as_ref().map(UnitCode::as_str),
-            row.reporter,
-            row.deadline_ms,
-            row.deadline_ms.unwrap_or(i64::MAX),
-            row.created_ms,
-            row.updated_ms,
-            row.display_no,
-            row.case_no,
-            row.title,
-            row.conflicts,
-            row.supervisions,
-            row.satisfaction,
-            row.actionable,
-        ],
-    )?;
-    tx.execute("DELETE FROM records_fts WHERE id = ?1", [&row.id])?;
-    tx.execute("INSERT INTO records_fts(id, title, body) VALUES (?1, ?2, ?3)", params![row.id, row.title, fts_body])?;
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
+         ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, status = excluded.status, open = excluded.open,
+            category = excluded.category, location = excluded.location, holder = excluded.holder, owner = excluded.owner,
+            reporter = excluded.reporter, deadline_ms = excluded.deadline_ms, due = excluded.due,
+            created_ms = excluded.created_ms, updated_ms = excluded.updated_ms, display_no = excluded.display_no,
+            case_no = excluded.case_no, title = excluded.title, conflicts = excluded.conflicts,
+            supervisions = excluded.supervisions, satisfaction = excluded.satisfaction, actionable = excluded.actionable
+         RETURNING rowid",
+        )?
+        .query_row(
+            params![
+                row.id,
+                row.kind.as_str(),
+                row.status.map(Status::as_str),
+                row.status.is_none_or(Status::is_open),
+                row.category,
+                row.location.as_str(),
+                row.holder.as_ref().map(UnitCode::as_str),
+                row.owner.as_ref().map(UnitCode::as_str),
+                row.reporter,
+                row.deadline_ms,
+                row.deadline_ms.unwrap_or(i64::MAX),
+                row.created_ms,
+                row.updated_ms,
+                row.display_no,
+                row.case_no,
+                row.title,
+                row.conflicts,
+                row.supervisions,
+                row.satisfaction,
+                row.actionable,
+            ],
+            |r| r.get(0),
+        )?;
+    tx.prepare_cached("DELETE FROM records_fts WHERE rowid = ?1")?.execute([rowid])?;
+    tx.prepare_cached("INSERT INTO records_fts(rowid, id, title, body) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![rowid, row.id, row.title, fts_body])?;
     Ok(())
 }
 
@@ -335,7 +421,7 @@ pub struct OutboxEntry {
 }
 
 /// Queues a change for upload; a change already queued is ignored.
-pub fn outbox_push(tx: &Transaction<'_>, doc_id: &str, hash: &str, bytes: &[u8], now_ms: i64) -> Result<()> {
+pub fn outbox_push(tx: &Tx<'_>, doc_id: &str, hash: &str, bytes: &[u8], now_ms: i64) -> Result<()> {
     tx.execute(
         "INSERT OR IGNORE INTO outbox(doc_id, hash, bytes, created_ms) VALUES (?1, ?2, ?3, ?4)",
         params![doc_id, hash, bytes, now_ms],
@@ -357,7 +443,7 @@ pub fn outbox_len(conn: &Connection) -> Result<i64> {
 }
 
 /// Removes acknowledged changes.
-pub fn outbox_ack(tx: &Transaction<'_>, hashes: &[String]) -> Result<usize> {
+pub fn outbox_ack(tx: &Tx<'_>, hashes: &[String]) -> Result<usize> {
     let mut stmt = tx.prepare_cached("DELETE FROM outbox WHERE hash = ?1")?;
     let mut n = 0;
     for h in hashes {
@@ -367,7 +453,7 @@ pub fn outbox_ack(tx: &Transaction<'_>, hashes: &[String]) -> Result<usize> {
 }
 
 /// Stores a prepared photo (content-addressed; storing it twice is a no-op).
-pub fn put_attachment(tx: &Transaction<'_>, sha256: &str, width: u32, height: u32, jpeg: &[u8], now_ms: i64) -> Result<()> {
+pub fn put_attachment(tx: &Tx<'_>, sha256: &str, width: u32, height: u32, jpeg: &[u8], now_ms: i64) -> Result<()> {
     tx.execute(
         "INSERT OR IGNORE INTO attachments(sha256, mime, width, height, bytes, created_ms) VALUES (?1, 'image/jpeg', ?2, ?3, ?4, ?5)",
         params![sha256, width, height, jpeg, now_ms],
@@ -377,7 +463,7 @@ pub fn put_attachment(tx: &Transaction<'_>, sha256: &str, width: u32, height: u3
 
 /// Keeps the photos downloaded for viewing within `max_bytes`, dropping the oldest first. Photos
 /// taken on this phone are never dropped; a dropped one is downloaded again when it is viewed.
-pub fn trim_downloaded_photos(tx: &Transaction<'_>, max_bytes: u64) -> Result<usize> {
+pub fn trim_downloaded_photos(tx: &Tx<'_>, max_bytes: u64) -> Result<usize> {
     let max = i64::try_from(max_bytes).unwrap_or(i64::MAX);
     Ok(tx.execute(
         "DELETE FROM attachments WHERE sha256 IN (
@@ -403,19 +489,19 @@ pub fn pending_attachments(conn: &Connection) -> Result<Vec<String>> {
 }
 
 /// Marks a photo as stored on the server.
-pub fn mark_uploaded(tx: &Transaction<'_>, sha256: &str) -> Result<()> {
+pub fn mark_uploaded(tx: &Tx<'_>, sha256: &str) -> Result<()> {
     tx.execute("UPDATE attachments SET uploaded = 1 WHERE sha256 = ?1", [sha256])?;
     Ok(())
 }
 
 /// Removes all queued changes of a document.
-pub fn outbox_drop_doc(tx: &Transaction<'_>, doc_id: &str) -> Result<()> {
+pub fn outbox_drop_doc(tx: &Tx<'_>, doc_id: &str) -> Result<()> {
     tx.execute("DELETE FROM outbox WHERE doc_id = ?1", [doc_id])?;
     Ok(())
 }
 
 /// Deletes every record, queued change, photo and sync state: what a lost phone must not keep.
-pub fn wipe(tx: &Transaction<'_>) -> Result<()> {
+pub fn wipe(tx: &Tx<'_>) -> Result<()> {
     tx.execute_batch(
         "DELETE FROM records_fts; DELETE FROM records; DELETE FROM doc_chunks; DELETE FROM documents;
          DELETE FROM outbox; DELETE FROM attachments; DELETE FROM sync_rejections; DELETE FROM personal;

@@ -291,3 +291,43 @@ fn a_document_that_panics_automerge_on_read_is_an_error() {
         assert!(phone.apply_remote(&doc.doc.to_id(), &raw).is_err());
     }
 }
+
+#[test]
+fn an_answer_refused_half_way_keeps_none_of_it() {
+    let t0 = at(2026, 11, 23, 9);
+    let mut grid = Device::new(grid_member(), t0);
+    let mut village = Device::new(station_staff(), t0);
+    let first = grid.create_incident(report()).unwrap();
+    let second = grid.create_incident(NewIncident { title: "河道漂浮物".into(), ..report() }).unwrap();
+    let before = snapshot(&village);
+    // As the sync engine takes an answer: the first record applies, the second is corrupt, so
+    // the answer fails and the phone is left as it was (its cursor, kept in the same
+    // transaction, does not move either, and the next round asks again).
+    let (a, b) = (grid.changes(&first).unwrap(), grid.changes(&second).unwrap());
+    let e = village
+        .atomically(|c| {
+            c.apply_remote(&first, &a)?;
+            c.set_sync_meta("cursor", "42")?;
+            c.apply_remote(&second, &[b[0][..b[0].len() / 2].to_vec()])
+        })
+        .unwrap_err();
+    assert!(matches!(e, CoreError::CorruptChange), "{e}");
+    assert_eq!(snapshot(&village), before);
+    assert_eq!(village.sync_meta("cursor").unwrap(), None);
+    assert!(village.search("暴露垃圾", 10).unwrap().is_empty(), "nothing of the first record is indexed");
+    // The same answer, whole, is kept whole; and a user action afterwards is its own transaction.
+    village
+        .atomically(|c| {
+            c.apply_remote(&first, &a)?;
+            c.set_sync_meta("cursor", "42")?;
+            c.apply_remote(&second, &b)
+        })
+        .unwrap();
+    assert_eq!(village.record_ids().unwrap().len(), 2);
+    assert_eq!(village.sync_meta("cursor").unwrap().as_deref(), Some("42"));
+    village.act(&first, Action::Accept, "已受理").unwrap();
+    drop(village.client);
+    let reopened = gridlink_core::Client::open(village.dir.path().join("device.db")).unwrap();
+    assert_eq!(reopened.record_ids().unwrap().len(), 2, "committed to the file");
+    assert_eq!(reopened.search("河道漂浮", 10).unwrap().len(), 1);
+}

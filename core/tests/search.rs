@@ -196,3 +196,45 @@ fn search_pages_through_every_match_with_a_total() {
     }
     assert_eq!(phone.search("河堤", 500).unwrap().len(), 200, "a page holds at most 200");
 }
+
+#[test]
+fn a_store_whose_search_rows_are_keyed_by_id_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.db");
+    let mut phone = gridlink_core::Client::open(&path).unwrap();
+    phone.set_identity(grid_member()).unwrap();
+    let titles = ["河堤垃圾堆放", "东街噪音扰民", "违章搭建彩钢棚"];
+    let ids: Vec<String> = titles
+        .iter()
+        .map(|t| phone.create_incident(NewIncident { category: "0501".into(), title: (*t).into(), ..Default::default() }).unwrap())
+        .collect();
+    drop(phone);
+    // As schema version 5 left it: search rows keyed by the record id, with rowids of their own
+    // (here in the reverse order of the records').
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE old_rows AS SELECT id, title, body FROM records_fts;
+         DROP TABLE records_fts;
+         CREATE VIRTUAL TABLE records_fts USING fts5(id UNINDEXED, title, body, tokenize = 'trigram');
+         INSERT INTO records_fts(id, title, body) SELECT id, title, body FROM old_rows ORDER BY id DESC;
+         DROP TABLE old_rows;
+         PRAGMA user_version = 5;",
+    )
+    .unwrap();
+    drop(conn);
+
+    let mut phone = gridlink_core::Client::open(&path).unwrap();
+    phone.set_identity(grid_member()).unwrap();
+    for (id, title) in ids.iter().zip(titles) {
+        let found: Vec<String> = phone.search(&title[..9], 10).unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(found, std::slice::from_ref(id), "{title}");
+    }
+    // Rewriting a record's row replaces its search row, and forgetting it removes it.
+    let edit = gridlink_core::IncidentEdit { title: Some("河堤垃圾已清理".into()), ..Default::default() };
+    phone.edit_incident(&ids[0], edit).unwrap();
+    assert!(phone.search("堆放", 10).unwrap().is_empty());
+    assert_eq!(phone.search("已清理", 10).unwrap().len(), 1);
+    phone.forget(&ids[1]).unwrap();
+    assert!(phone.search("噪音扰民", 10).unwrap().is_empty());
+    assert_eq!(phone.search("彩钢棚", 10).unwrap()[0].id, ids[2]);
+}

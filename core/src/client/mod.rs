@@ -156,12 +156,12 @@ impl Client {
     /// Opens the store at `path`.
     pub fn open_with(path: impl AsRef<Path>, opts: ClientOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let mut conn = store::open(&path)?;
+        let conn = store::open(&path)?;
         let device_id = match store::meta_get(&conn, "device_id")? {
             Some(id) => id,
             None => {
                 let id = uuid::Uuid::now_v7().simple().to_string();
-                let tx = conn.transaction()?;
+                let tx = store::begin(&conn)?;
                 store::meta_set(&tx, "device_id", &id)?;
                 tx.commit()?;
                 id
@@ -189,9 +189,9 @@ impl Client {
     /// act on is part of the row).
     fn reindex(&self) -> Result<()> {
         let ids: Vec<String> = self.conn.prepare("SELECT id FROM documents")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = store::begin(&self.conn)?;
         for id in &ids {
-            if let Ok(record) = self.load_doc(id).and_then(|d| d.read()) {
+            if let Ok(record) = self.load_record(id).map(|(_, r)| r) {
                 let folded = record.fold();
                 self.index(&tx, &record, &folded)?;
             }
@@ -231,7 +231,7 @@ impl Client {
         if !crate::workflow::role_fits_unit(identity.role, &identity.unit) {
             return Err(CoreError::InvalidInput(format!("{}不能隶属于单位 {}", identity.role, identity.unit)));
         }
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = store::begin(&self.conn)?;
         store::meta_set_json(&tx, "identity", &identity)?;
         tx.commit()?;
         let changed = self.identity.as_ref() != Some(&identity);
@@ -244,7 +244,7 @@ impl Client {
 
     /// Forgets the identity (logout). Local records stay until the server says otherwise.
     pub fn clear_identity(&mut self) -> Result<()> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = store::begin(&self.conn)?;
         store::meta_delete(&tx, "identity")?;
         tx.commit()?;
         if self.identity.take().is_some() {
@@ -255,7 +255,7 @@ impl Client {
 
     /// Keeps the unit's notices as the server last sent them.
     pub fn set_notices(&mut self, notices: &[Notice]) -> Result<()> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = store::begin(&self.conn)?;
         store::meta_set_json(&tx, "notices", notices)?;
         tx.commit()?;
         Ok(())
@@ -269,7 +269,7 @@ impl Client {
 
     /// Keeps the town's org units (from the server) for pickers and names.
     pub fn set_org_units(&mut self, units: &[OrgUnit]) -> Result<()> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = store::begin(&self.conn)?;
         store::meta_set_json(&tx, "org_units", units)?;
         tx.commit()?;
         Ok(())
@@ -285,7 +285,7 @@ impl Client {
     /// accept, in code order.
     pub fn action_targets(&self, id: &str, kind: ActionKind) -> Result<Vec<OrgUnit>> {
         let me = self.me()?.clone();
-        let record = self.load_doc(id)?.read()?;
+        let (_, record) = self.load_record(id)?;
         let folded = record.fold();
         if self.access(&me, &record, &folded) == Access::None {
             return Err(CoreError::NotFound(id.chars().take(40).collect()));
@@ -340,7 +340,7 @@ impl Client {
         })
     }
 
-    fn next_provisional_no(&self, tx: &rusqlite::Transaction<'_>) -> Result<String> {
+    fn next_provisional_no(&self, tx: &store::Tx<'_>) -> Result<String> {
         let n: i64 = store::meta_get(tx, "provisional_seq")?.and_then(|s| s.parse().ok()).unwrap_or(0) + 1;
         store::meta_set(tx, "provisional_seq", &n.to_string())?;
         Ok(format!("临-{}-{n:04}", self.device_id[self.device_id.len() - 4..].to_uppercase()))
@@ -389,7 +389,7 @@ impl Client {
         let key = self.key_for(personal)?;
         let now = self.now_ms();
         let id = uuid::Uuid::now_v7().to_string();
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = store::begin(&self.conn)?;
         let provisional_no = self.next_provisional_no(&tx)?;
         let record = Record { id: id.clone(), provisional_no, case_no: None, created_at_ms: now, body, timeline: vec![entry] };
         // The first entry must take effect: refuse rather than store a record born in conflict.
@@ -410,14 +410,19 @@ impl Client {
     }
 
     fn load_doc(&self, id: &str) -> Result<RecordDoc> {
+        self.load_record(id).map(|(doc, _)| doc)
+    }
+
+    /// A stored document with the record it holds (read once, while loading).
+    fn load_record(&self, id: &str) -> Result<(RecordDoc, Record)> {
         let chunks = store::doc_chunks(&self.conn, id)?.ok_or_else(|| CoreError::NotFound(id.chars().take(40).collect()))?;
         let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
-        RecordDoc::load(id, &refs, &self.actor)
+        RecordDoc::load_read(id, &refs, &self.actor)
     }
 
     /// Reads a record with its folded state and the actions open to the current identity.
     pub fn get(&self, id: &str) -> Result<RecordView> {
-        let record = self.load_doc(id)?.read()?;
+        let (_, record) = self.load_record(id)?;
         Ok(self.view(record))
     }
 
@@ -448,8 +453,7 @@ impl Client {
     /// Takes a workflow action on a record. The action is checked against the same rules every
     /// replica and the server apply; on success it is one durable change.
     pub fn act(&mut self, id: &str, action: Action, note: &str) -> Result<RecordView> {
-        let mut doc = self.load_doc(id)?;
-        let record = doc.read()?;
+        let (mut doc, record) = self.load_record(id)?;
         let folded = record.fold();
         let me = self.me()?.clone();
         if self.access(&me, &record, &folded) == Access::None {
@@ -545,8 +549,7 @@ impl Client {
     }
 
     fn editable(&self, id: &str, kind: RecordKind) -> Result<RecordDoc> {
-        let doc = self.load_doc(id)?;
-        let record = doc.read()?;
+        let (doc, record) = self.load_record(id)?;
         let me = self.me()?;
         if record.kind() != kind {
             return Err(CoreError::InvalidInput("记录类型不符".into()));
@@ -590,7 +593,7 @@ impl Client {
         id: &str,
         doc: &mut RecordDoc,
         edit: impl FnOnce(&mut RecordDoc) -> Result<()>,
-        extra: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<()>,
+        extra: impl FnOnce(&store::Tx<'_>) -> Result<()>,
     ) -> Result<()> {
         let heads = doc.heads();
         let mut next = doc.clone();
@@ -601,7 +604,7 @@ impl Client {
         let record = next.read()?;
         let folded = record.fold();
         let now = self.now_ms();
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = store::begin(&self.conn)?;
         extra(&tx)?;
         save_doc(&tx, id, record.kind(), &mut next, &heads)?;
         self.index(&tx, &record, &folded)?;
@@ -615,21 +618,14 @@ impl Client {
     /// A record's full history: fields (personal data masked), folded state, every timeline entry
     /// with conflicts marked, and every stored change with its device and time.
     pub fn export_history(&self, id: &str) -> Result<HistoryExport> {
-        let mut doc = self.load_doc(id)?;
-        let record = doc.read()?;
+        let (mut doc, record) = self.load_record(id)?;
         let folded = record.fold();
         Ok(HistoryExport { state: folded.state, timeline: folded.entries, changes: doc.history(), record: masked_json(&record) })
     }
 }
 
 /// Saves a document's new changes since `heads` as an incremental chunk, compacting when due.
-fn save_doc(
-    tx: &rusqlite::Transaction<'_>,
-    id: &str,
-    kind: RecordKind,
-    doc: &mut RecordDoc,
-    heads: &[automerge::ChangeHash],
-) -> Result<()> {
+fn save_doc(tx: &store::Tx<'_>, id: &str, kind: RecordKind, doc: &mut RecordDoc, heads: &[automerge::ChangeHash]) -> Result<()> {
     let chunks = store::write_doc(tx, id, kind, DocWrite::Append(doc.save_after(heads)))?;
     if chunks >= store::COMPACT_AFTER {
         store::write_doc(tx, id, kind, DocWrite::Replace(doc.save()))?;
@@ -699,7 +695,7 @@ pub fn complete_action(catalog: &Catalog, calendar: &WorkCalendar, now_ms: i64, 
 
 /// Queues a change for the server in Automerge's plain encoding, not deflated on its own: the
 /// sync body is deflated as a whole and then also finds what the changes share.
-fn queue_change(tx: &rusqlite::Transaction<'_>, id: &str, change: Change, now: i64) -> Result<()> {
+fn queue_change(tx: &store::Tx<'_>, id: &str, change: Change, now: i64) -> Result<()> {
     let hash = change.hash().to_string();
     store::outbox_push(tx, id, &hash, change.raw_bytes(), now)
 }

@@ -59,7 +59,7 @@ impl Client {
 
     /// The server has (or has refused) these records' personal data: stop sending it.
     pub fn personal_delivered(&mut self, ids: &[String]) -> Result<()> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = store::begin(&self.conn)?;
         for id in ids {
             tx.execute("UPDATE personal SET pending = 0 WHERE doc_id = ?1", [id])?;
         }
@@ -71,7 +71,7 @@ impl Client {
     /// key, or for a record it does not hold, nothing is kept.
     pub fn receive_personal(&mut self, id: &str, data: &Personal) -> Result<()> {
         let Some(key) = self.data_key.clone() else { return Ok(()) };
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = store::begin(&self.conn)?;
         if store::has_doc(&tx, id)? {
             store::personal_put(&tx, id, &key.seal(id, data), false)?;
         }
@@ -85,7 +85,7 @@ impl Client {
         f(&mut p);
         let key = self.key_for(&p)?;
         if let Some(key) = key {
-            let tx = self.conn.unchecked_transaction()?;
+            let tx = store::begin(&self.conn)?;
             store::personal_put(&tx, id, &key.seal(id, &p), true)?;
             tx.commit()?;
         }

@@ -68,7 +68,7 @@ pub struct ListPage {
 }
 
 impl Client {
-    pub(super) fn index(&self, tx: &rusqlite::Transaction<'_>, record: &Record, folded: &Folded) -> Result<()> {
+    pub(super) fn index(&self, tx: &store::Tx<'_>, record: &Record, folded: &Folded) -> Result<()> {
         let s = &folded.state;
         let cat = self.opts.catalog.as_ref();
         let (category, title, body) = match &record.body {
@@ -212,7 +212,7 @@ impl Client {
         let total: i64 =
             self.conn.prepare_cached(&format!("SELECT count(*) FROM records_fts f WHERE {filter}"))?.query_row([&term], |r| r.get(0))?;
         let sql = format!(
-            "SELECT {cols} FROM records_fts f JOIN records r ON r.id = f.id WHERE {filter} ORDER BY r.updated_ms DESC, r.id LIMIT ?2 OFFSET ?3"
+            "SELECT {cols} FROM records_fts f JOIN records r ON r.rowid = f.rowid WHERE {filter} ORDER BY r.updated_ms DESC, r.id LIMIT ?2 OFFSET ?3"
         );
         let items = self.summaries(&sql, params![term, limit, offset])?;
         Ok(ListPage { items, total: total.max(0) as u64 })

@@ -14,6 +14,44 @@ use super::*;
 impl Client {
     // ---- for the sync engine ----
 
+    /// Runs `f` as one transaction: every write it makes through the client is kept together
+    /// with one durable commit, or none is kept when `f` fails. The sync engine takes a server's
+    /// answer this way (acknowledgements, records, cursor), so a crash half-way through an
+    /// answer leaves the phone as it was before it, and a bootstrap of thousands of records
+    /// costs one commit rather than one per record. A step inside `f` that fails once it has
+    /// begun writing undoes the whole transaction at once (see [`store::Tx`]); should `f` go on
+    /// regardless, what it writes after that is committed step by step, and `atomically` still
+    /// reports the failure. Inside another `atomically`, it is part of that one.
+    pub fn atomically<T, E: From<CoreError>>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        let storage = |e: rusqlite::Error| E::from(CoreError::from(e));
+        if !self.conn.is_autocommit() {
+            return f(self); // inside another: part of it
+        }
+        self.conn.prepare_cached("BEGIN").and_then(|mut s| s.execute([])).map_err(storage)?;
+        let hlc = self.hlc;
+        let result = f(self);
+        let finished = match (&result, self.conn.is_autocommit()) {
+            (Ok(_), false) => self.conn.execute_batch("COMMIT").map_err(storage),
+            (Ok(_), true) => Err(E::from(CoreError::InvalidInput("有一步写入失败,本次同步的数据未全部保存,请重新同步".into()))),
+            (Err(_), false) => self.conn.execute_batch("ROLLBACK").map_err(storage),
+            (Err(_), true) => Ok(()),
+        };
+        if result.is_err() || finished.is_err() {
+            self.hlc = hlc;
+        }
+        if let Err(e) = finished {
+            if !self.conn.is_autocommit() {
+                // A commit that failed: SQLite keeps the transaction open; end it, undone.
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+            return Err(e);
+        }
+        result
+    }
+
     /// Changes not yet acknowledged by the server, oldest first.
     pub fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
         store::outbox_list(&self.conn, limit)
@@ -26,7 +64,7 @@ impl Client {
 
     /// Drops acknowledged changes from the outbox.
     pub fn acknowledge(&mut self, hashes: &[String]) -> Result<usize> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = store::begin(&self.conn)?;
         let n = store::outbox_ack(&tx, hashes)?;
         tx.commit()?;
         Ok(n)
@@ -67,33 +105,34 @@ impl Client {
         for bytes in changes {
             match crate::chunk::decode_change(bytes) {
                 Some(change) => decoded.push(change),
-                None => match RecordDoc::load(id, &[bytes], &self.actor) {
-                    Ok(whole) => wholes.push((whole, bytes)),
+                None => match RecordDoc::load_read(id, &[bytes], &self.actor) {
+                    Ok((whole, record)) => wholes.push((whole, record, bytes)),
                     Err(_) => return Err(CoreError::CorruptChange),
                 },
             }
         }
-        let existing = match self.load_doc(id) {
+        let existing = match self.load_record(id) {
             Ok(d) => Some(d),
             Err(CoreError::NotFound(_)) => None,
             Err(e) => return Err(e),
         };
         // A record this device has none of, come as one saved document: that document is taken as
-        // it is and stored as it came, rather than replayed change by change and saved again.
+        // it is and stored as it came, rather than replayed change by change and saved again; the
+        // record read while loading it is the record.
         let (adopted, adopted_bytes) = match (&existing, decoded.is_empty(), wholes.pop()) {
-            (None, true, Some((whole, bytes))) if wholes.is_empty() => (Some(whole), Some(bytes)),
+            (None, true, Some((whole, record, bytes))) if wholes.is_empty() => (Some((whole, record)), Some(bytes)),
             (_, _, popped) => {
                 wholes.extend(popped);
                 (None, None)
             }
         };
-        for (mut whole, _) in wholes {
+        for (mut whole, _, _) in wholes {
             decoded.extend(whole.changes_since(&[]));
         }
-        let (mut doc, before) = match (&existing, adopted) {
-            (Some(d), _) => (d.clone(), Some(d.read()?)),
-            (None, Some(whole)) => (whole, None),
-            (None, None) => (RecordDoc::empty(&self.actor), None),
+        let (mut doc, before, adopted_record) = match (existing, adopted) {
+            (Some((d, r)), _) => (d, Some(r), None),
+            (None, Some((whole, record))) => (whole, None, Some(record)),
+            (None, None) => (RecordDoc::empty(&self.actor), None, None),
         };
         let heads = if adopted_bytes.is_some() { Vec::new() } else { doc.heads() };
         doc.apply_changes(decoded)?;
@@ -103,10 +142,13 @@ impl Client {
         if doc.heads() == heads {
             return Ok(()); // all known already
         }
-        let record = doc.read().map_err(|e| match e {
-            CoreError::MalformedRecord { reason, .. } => CoreError::MalformedRecord { id: id.chars().take(40).collect(), reason },
-            other => other,
-        })?;
+        let record = match adopted_record {
+            Some(record) => record,
+            None => doc.read().map_err(|e| match e {
+                CoreError::MalformedRecord { reason, .. } => CoreError::MalformedRecord { id: id.chars().take(40).collect(), reason },
+                other => other,
+            })?,
+        };
         if record.id != id {
             return Err(CoreError::MalformedRecord { id: id.chars().take(40).collect(), reason: "记录编号与文档不符".into() });
         }
@@ -118,8 +160,8 @@ impl Client {
             hlc.observe(e.at);
         }
         let folded = record.fold();
-        let tx = self.conn.unchecked_transaction()?;
-        if existing.is_some() {
+        let tx = store::begin(&self.conn)?;
+        if before.is_some() {
             save_doc(&tx, id, record.kind(), &mut doc, &heads)?;
         } else {
             let saved = match adopted_bytes {
@@ -137,7 +179,7 @@ impl Client {
 
     /// Removes a record that left the device's scope (its queued changes stay until acknowledged).
     pub fn forget(&mut self, id: &str) -> Result<()> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = store::begin(&self.conn)?;
         store::delete_doc(&tx, id)?;
         tx.commit()?;
         Ok(())
@@ -145,7 +187,7 @@ impl Client {
 
     /// Removes a sync-engine value.
     pub fn clear_sync_meta(&mut self, key: &str) -> Result<()> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = store::begin(&self.conn)?;
         store::meta_delete(&tx, &format!("sync.{key}"))?;
         tx.commit()?;
         Ok(())
@@ -154,7 +196,7 @@ impl Client {
     /// Deletes all records, queued changes, photos, the identity and the sync state (a revoked,
     /// lost phone). The device id stays, so provisional numbers never repeat.
     pub fn wipe(&mut self) -> Result<()> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = store::begin(&self.conn)?;
         store::wipe(&tx)?;
         tx.commit()?;
         self.identity = None;
@@ -166,7 +208,7 @@ impl Client {
 
     /// Drops a record's queued changes (the server refused one of them).
     pub fn drop_queued(&mut self, id: &str) -> Result<()> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = store::begin(&self.conn)?;
         store::outbox_drop_doc(&tx, id)?;
         tx.commit()?;
         Ok(())
@@ -197,7 +239,7 @@ impl Client {
 
     /// Marks a photo as stored on the server.
     pub fn mark_photo_uploaded(&mut self, sha256: &str) -> Result<()> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = store::begin(&self.conn)?;
         store::mark_uploaded(&tx, sha256)?;
         tx.commit()?;
         Ok(())
@@ -208,7 +250,7 @@ impl Client {
         if photo::sha256_hex(jpeg) != sha256 {
             return Err(CoreError::Photo("下载的照片校验失败".into()));
         }
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = store::begin(&self.conn)?;
         store::put_attachment(&tx, sha256, 0, 0, jpeg, self.now_ms())?;
         store::mark_uploaded(&tx, sha256)?;
         tx.execute("UPDATE attachments SET downloaded = 1 WHERE sha256 = ?1 AND width = 0 AND height = 0", [sha256])?;
@@ -224,7 +266,7 @@ impl Client {
 
     /// Stores a sync-engine value.
     pub fn set_sync_meta(&mut self, key: &str, value: &str) -> Result<()> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = store::begin(&self.conn)?;
         store::meta_set(&tx, &format!("sync.{key}"), value)?;
         tx.commit()?;
         Ok(())
@@ -238,7 +280,7 @@ impl Client {
     pub fn requeue_for_recovery(&mut self) -> Result<usize> {
         let now = self.now_ms();
         let ids = self.record_ids()?;
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = store::begin(&self.conn)?;
         let mut queued = 0;
         for id in &ids {
             let mut doc = self.load_doc(id)?;
@@ -270,7 +312,7 @@ impl Client {
             problems.push(format!("integrity_check: {ok}"));
         }
         for id in self.record_ids()? {
-            match self.load_doc(&id).and_then(|d| d.read()) {
+            match self.load_record(&id).map(|(_, r)| r) {
                 Ok(record) => {
                     let folded = record.fold();
                     let indexed: Option<(Option<String>, String)> = self

@@ -531,7 +531,7 @@ impl<T: Transport> SyncEngine<T> {
         if answer.v != PROTOCOL_VERSION {
             return Err(ProtocolError::Version(answer.v).into());
         }
-        access.with(|client| Self::apply_answer(client, &answer, &hashes, report))?;
+        access.with(|client| client.atomically(|c| Self::apply_answer(c, &answer, &hashes, report)))?;
         Ok(answer.more)
     }
 
