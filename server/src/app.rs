@@ -26,9 +26,10 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::attachments;
 use crate::auth::{self, AuthDevice, LoginLimiter};
-use crate::db::{self, Db};
+use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::records::{self, IngestCtx, ScopeEvent};
+use crate::storage::Storage;
 use gridlink_core::routing::RoutingRules;
 use gridlink_core::{Catalog, WorkCalendar};
 use std::sync::RwLock;
@@ -292,7 +293,7 @@ async fn sign_in_device(
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 rusqlite::params![did, pid, name, hash, now, expires, data_key.as_bytes().to_vec(), install],
             )?;
-            db::audit(c, now, &pid, "login", &format!("device {did}"))?;
+            c.audit(now, &pid, "login", &format!("device {did}"))?;
             Ok(data_key)
         })
         .await?;
@@ -432,7 +433,7 @@ pub async fn revoke(state: &AppState, who: &str, id: String) -> AppResult<()> {
             if n == 0 {
                 return Err(AppError::NotFound);
             }
-            db::audit(c, now, &who, "revoke_device", &id)
+            c.audit(now, &who, "revoke_device", &id)
         })
         .await
 }

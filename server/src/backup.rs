@@ -29,7 +29,8 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use crate::db::{APPLICATION_ID, audit, epoch, meta_get, migrate, new_epoch, schema_version};
+use crate::db::{APPLICATION_ID, migrate, schema_version};
+use crate::storage::Storage;
 
 /// Why a backup or a restore did not happen. Nothing was changed when one is returned.
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +137,7 @@ fn open_checked(path: &Path) -> Result<Connection, BackupError> {
 
 fn summary(conn: &Connection) -> rusqlite::Result<Summary> {
     let count = |table: &str| conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0));
-    let epoch = meta_get(conn, "epoch").ok().flatten().and_then(|e| e.parse().ok()).unwrap_or(0);
+    let epoch = conn.meta_get("epoch").ok().flatten().and_then(|e| e.parse().ok()).unwrap_or(0);
     Ok(Summary { records: count("docs")?, changes: count("changes")?, people: count("people")?, devices: count("devices")?, epoch })
 }
 
@@ -187,7 +188,7 @@ pub fn restore(from: &Path, db: &Path, now_ms: i64) -> Result<(Summary, Option<P
         migrate(&mut conn, &staged).map_err(|e| fail(&e))?;
         let tx = conn.transaction().map_err(|e| fail(&e))?;
         // Every device's cursor now belongs to another epoch.
-        let fresh = new_epoch(&tx).map_err(|e| fail(&e))?;
+        let fresh = tx.new_epoch().map_err(|e| fail(&e))?;
         tx.execute("UPDATE devices SET recovering = 0", []).map_err(|e| fail(&e))?;
         let detail = format!(
             "从备份 {} 恢复;备份纪元 {},被替换的数据库纪元 {},新纪元 {fresh}",
@@ -195,9 +196,9 @@ pub fn restore(from: &Path, db: &Path, now_ms: i64) -> Result<(Summary, Option<P
             backup_epoch.map_or("无".into(), |e| e.to_string()),
             replaced_epoch.map_or("无".into(), |e| e.to_string()),
         );
-        audit(&tx, now_ms, "system", "restore", &detail).map_err(|e| fail(&e))?;
+        tx.audit(now_ms, "system", "restore", &detail).map_err(|e| fail(&e))?;
         tx.commit().map_err(|e| fail(&e))?;
-        debug_assert_eq!(epoch(&conn).ok(), Some(fresh));
+        debug_assert_eq!(conn.epoch().ok(), Some(fresh));
         summary(&conn).map_err(|e| fail(&e))?
     };
     open_checked(&staged).inspect_err(|_| {
@@ -227,7 +228,7 @@ pub fn restore(from: &Path, db: &Path, now_ms: i64) -> Result<(Summary, Option<P
 }
 
 fn epoch_of(conn: &Connection) -> Option<u64> {
-    meta_get(conn, "epoch").ok().flatten().and_then(|e| e.parse().ok())
+    conn.meta_get("epoch").ok().flatten().and_then(|e| e.parse().ok())
 }
 
 /// Syncs a finished file, gives it its name and syncs the directory, so the name survives a crash.

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak, mpsc};
 
 use tokio::sync::{Semaphore, oneshot};
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 use crate::error::{AppError, AppResult};
 
@@ -364,42 +364,6 @@ impl Db {
             result.await.map_err(|_| AppError::Internal("a database write failed unexpectedly".into()))?
         }
     }
-}
-
-/// Reads a meta value.
-pub fn meta_get(conn: &Connection, key: &str) -> AppResult<Option<String>> {
-    Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
-}
-
-/// Writes a meta value.
-pub fn meta_set(conn: &Connection, key: &str, value: &str) -> AppResult<()> {
-    conn.execute("INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [key, value])?;
-    Ok(())
-}
-
-/// The database's epoch: a random number made when the database was created and made anew by
-/// every restore from a backup, so devices can tell that the server went back in time.
-pub fn epoch(conn: &Connection) -> AppResult<u64> {
-    match meta_get(conn, "epoch")?.and_then(|v| v.parse().ok()) {
-        Some(e) => Ok(e),
-        None => new_epoch(conn),
-    }
-}
-
-/// Gives the database a fresh epoch.
-pub fn new_epoch(conn: &Connection) -> AppResult<u64> {
-    let e: u64 = rand::random();
-    meta_set(conn, "epoch", &e.to_string())?;
-    Ok(e)
-}
-
-/// Appends to the audit log (admin actions, logins, revocations).
-pub fn audit(conn: &Connection, at_ms: i64, actor: &str, action: &str, detail: &str) -> AppResult<()> {
-    conn.execute(
-        "INSERT INTO audit(at_ms, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
-        rusqlite::params![at_ms, actor, action, detail],
-    )?;
-    Ok(())
 }
 
 /// Maps "not found" to [`AppError::NotFound`].

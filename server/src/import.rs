@@ -10,7 +10,8 @@ use rusqlite::{Connection, params};
 
 use crate::auth::hash_password;
 use crate::config::ImportWhat;
-use crate::db::{self, Db};
+use crate::db::Db;
+use crate::storage::Storage;
 
 /// A person to import.
 #[derive(Debug, Clone)]
@@ -31,23 +32,23 @@ pub fn run(db_path: &Path, what: &ImportWhat) -> Result<String, String> {
         ImportWhat::Units { file } => {
             let units = parse_units(&read(file)?)?;
             let n = insert_units(&mut conn, &units)?;
-            db::audit(&conn, now, "admin-cli", "import_units", &format!("{n}")).map_err(|e| e.to_string())?;
+            conn.audit(now, "admin-cli", "import_units", &format!("{n}")).map_err(|e| e.to_string())?;
             Ok(format!("已导入 {n} 个单位"))
         }
         ImportWhat::People { file } => {
             let people = parse_people(&read(file)?)?;
             let n = insert_people(&mut conn, &people, now)?;
-            db::audit(&conn, now, "admin-cli", "import_people", &format!("{n}")).map_err(|e| e.to_string())?;
+            conn.audit(now, "admin-cli", "import_people", &format!("{n}")).map_err(|e| e.to_string())?;
             Ok(format!("已导入 {n} 名人员"))
         }
         ImportWhat::Catalog { categories, items } => {
             let (c, i) = (read(categories)?, read(items)?);
             let catalog = Catalog::from_json(&c, &i).map_err(|e| e.to_string())?;
-            db::meta_set(&conn, "catalog.categories", &c).map_err(|e| e.to_string())?;
-            db::meta_set(&conn, "catalog.items", &i).map_err(|e| e.to_string())?;
+            conn.meta_set("catalog.categories", &c).map_err(|e| e.to_string())?;
+            conn.meta_set("catalog.items", &i).map_err(|e| e.to_string())?;
             // The index's clocks depend on the catalog's time limits: rebuilt at the next start.
-            conn.execute("DELETE FROM meta WHERE key = 'index_version'", []).map_err(|e| e.to_string())?;
-            db::audit(&conn, now, "admin-cli", "import_catalog", "").map_err(|e| e.to_string())?;
+            conn.meta_clear("index_version").map_err(|e| e.to_string())?;
+            conn.audit(now, "admin-cli", "import_catalog", "").map_err(|e| e.to_string())?;
             Ok(format!("已导入事件分类 {} 个小类、服务事项 {} 项", catalog.minors().count(), catalog.service_items.len()))
         }
     }

@@ -21,9 +21,11 @@ pub mod import;
 pub mod linkage;
 pub mod open311;
 pub mod records;
+pub mod storage;
 pub mod sync;
 pub mod telemetry;
 
+use crate::storage::Storage;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -40,12 +42,12 @@ pub fn build_state(settings: Settings, db_path: &Path, clock: Arc<dyn Clock>) ->
     let db = db::Db::open(db_path, 4)?;
     let (server_actor, epoch) = {
         let conn = db.writer();
-        let epoch = db::epoch(&conn)?;
-        let actor = match db::meta_get(&conn, "server_actor")? {
+        let epoch = conn.epoch()?;
+        let actor = match conn.meta_get("server_actor")? {
             Some(hex) => ActorId::from(hex::decode(hex).map_err(|e| AppError::Internal(e.to_string()))?),
             None => {
                 let bytes: [u8; 16] = rand::random();
-                db::meta_set(&conn, "server_actor", &hex::encode(bytes))?;
+                conn.meta_set("server_actor", &hex::encode(bytes))?;
                 ActorId::from(bytes.to_vec())
             }
         };
@@ -55,11 +57,11 @@ pub fn build_state(settings: Settings, db_path: &Path, clock: Arc<dyn Clock>) ->
     let (events, _) = tokio::sync::broadcast::channel(1024);
     let (catalog, routing) = {
         let conn = db.reader();
-        let catalog = match (db::meta_get(&conn, "catalog.categories")?, db::meta_get(&conn, "catalog.items")?) {
+        let catalog = match (conn.meta_get("catalog.categories")?, conn.meta_get("catalog.items")?) {
             (Some(c), Some(i)) => Catalog::from_json(&c, &i)?,
             _ => Catalog::bundled(),
         };
-        let routing: RoutingRules = match db::meta_get(&conn, "routing")? {
+        let routing: RoutingRules = match conn.meta_get("routing")? {
             Some(r) => serde_json::from_str(&r).map_err(|e| AppError::Internal(format!("routing rules: {e}")))?,
             None => RoutingRules::default(),
         };

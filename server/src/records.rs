@@ -19,6 +19,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sha2::Digest;
 
 use crate::error::{AppError, AppResult};
+use crate::storage::Storage;
 
 /// Device id recorded for changes the server makes itself (case numbers, supervision).
 pub const SERVER_DEVICE: &str = "server";
@@ -72,9 +73,7 @@ pub struct IngestCtx<'a> {
 
 /// Loads the server's copy of a record.
 pub fn load_doc(conn: &Connection, id: &str, actor: &ActorId) -> AppResult<Option<RecordDoc>> {
-    let snapshot: Option<Vec<u8>> =
-        conn.prepare_cached("SELECT snapshot FROM docs WHERE id = ?1")?.query_row([id], |r| r.get(0)).optional()?;
-    snapshot.map(|s| RecordDoc::load(id, &[&s], actor).map_err(AppError::from)).transpose()
+    conn.snapshot(id)?.map(|s| RecordDoc::load(id, &[&s], actor).map_err(AppError::from)).transpose()
 }
 
 /// Ingests one device's changes to one record, in order. Changes are stored until the first one
@@ -187,12 +186,7 @@ fn notify_voided(tx: &Connection, before: &Record, after: &Record, ctx: &IngestC
         let mut to: Vec<&UnitCode> = vec![unit];
         to.extend(now.state.owner.as_ref().filter(|o| *o != unit));
         for u in to {
-            tx.prepare_cached("INSERT INTO notices(doc_id, unit, at_ms, text) VALUES (?1, ?2, ?3, ?4)")?.execute(params![
-                after.id,
-                u.as_str(),
-                ctx.now_ms,
-                text
-            ])?;
+            tx.add_notice(&after.id, u.as_str(), ctx.now_ms, &text)?;
         }
     }
     Ok(())
@@ -213,8 +207,7 @@ fn ingest_one(
         return Ok(Err("变更数据无效".into()));
     };
     let hash = change.hash().to_string();
-    let known: bool = tx.prepare_cached("SELECT count(*) FROM changes WHERE hash = ?1")?.query_row([&hash], |r| r.get::<_, i64>(0))? > 0;
-    if known {
+    if tx.change_known(&hash)? {
         return Ok(Ok(None));
     }
     // Judge the change by what its author saw: the record at the change's dependencies.
@@ -253,7 +246,7 @@ fn ingest_one(
         if !(ctx.recovery && is_recoverable(tx, seen.as_ref(), &made)?) {
             return Ok(Err(reason));
         }
-        crate::db::audit(tx, ctx.now_ms, &person.id, "recover_change", &format!("{name} {hash} 由设备 {device_id} 在恢复后带回"))?;
+        tx.audit(ctx.now_ms, &person.id, "recover_change", &format!("{name} {hash} 由设备 {device_id} 在恢复后带回"))?;
     }
     // Then merge it into the server's copy, which must keep its identity and history. A new
     // record's copy is the empty document the author's view started from: that view is it.
@@ -312,11 +305,7 @@ fn reclaim_case_no(tx: &Connection, doc_id: &str, no: &str, ctx: &IngestCtx<'_>)
     if let (Some(n), Some(year), Some(prefix)) = (parts.next(), parts.next(), parts.next())
         && let (Ok(n), Ok(year)) = (n.parse::<i64>(), year.parse::<i64>())
     {
-        tx.prepare_cached(
-            "INSERT INTO case_counters(prefix, year, last) VALUES (?1, ?2, ?3)
-             ON CONFLICT(prefix, year) DO UPDATE SET last = max(last, excluded.last)",
-        )?
-        .execute(params![prefix, year, n])?;
+        tx.case_number_taken(prefix, year, n)?;
     }
     let taken: Option<String> = tx
         .prepare_cached("SELECT id FROM docs WHERE case_no = ?1 AND id <> ?2")?
@@ -327,7 +316,7 @@ fn reclaim_case_no(tx: &Connection, doc_id: &str, no: &str, ctx: &IngestCtx<'_>)
     }
     let fresh = next_case_no(tx, ctx.case_prefix, ctx.now_ms)?;
     tracing::warn!(doc = doc_id, old = no, new = %fresh, "recovered record's case number was given again after the restore: renumbered");
-    crate::db::audit(tx, ctx.now_ms, "system", "renumber_case", &format!("{no} → {fresh}(恢复后编号重复)"))?;
+    tx.audit(ctx.now_ms, "system", "renumber_case", &format!("{no} → {fresh}(恢复后编号重复)"))?;
     Ok(Some(fresh))
 }
 
@@ -476,21 +465,14 @@ pub fn store_server_change(tx: &Connection, doc_id: &str, doc: &mut RecordDoc, n
 
 /// Stores one accepted change of a record, as received from `device_id`.
 fn insert_change(tx: &Connection, doc_id: &str, hash: &str, bytes: &[u8], device_id: &str, now_ms: i64) -> AppResult<()> {
-    tx.prepare_cached("INSERT INTO changes(doc_id, hash, bytes, device_id, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![doc_id, hash, bytes, device_id, now_ms])?;
-    Ok(())
+    tx.log_change(doc_id, hash, bytes, device_id, now_ms)
 }
 
 /// The next case number (`GT-2026-000123`), per prefix and year, in order and without gaps: the
 /// counter moves in the same transaction that stores the record.
 pub fn next_case_no(tx: &Connection, prefix: &str, now_ms: i64) -> AppResult<String> {
     let year = chrono::Datelike::year(&local_time(now_ms));
-    let n: i64 = tx
-        .prepare_cached(
-            "INSERT INTO case_counters(prefix, year, last) VALUES (?1, ?2, 1)
-         ON CONFLICT(prefix, year) DO UPDATE SET last = last + 1 RETURNING last",
-        )?
-        .query_row(params![prefix, year], |r| r.get(0))?;
+    let n = tx.next_case_number(prefix, i64::from(year))?;
     Ok(format!("{prefix}-{year}-{n:06}"))
 }
 
@@ -502,7 +484,7 @@ const INDEX_VERSION: &str = "2";
 /// Re-derives every record's index row when the index is older than [`INDEX_VERSION`].
 pub fn reindex_if_stale(state: &crate::AppState) -> AppResult<()> {
     let mut conn = state.db.writer();
-    if crate::db::meta_get(&conn, "index_version")?.as_deref() == Some(INDEX_VERSION) {
+    if conn.meta_get("index_version")?.as_deref() == Some(INDEX_VERSION) {
         return Ok(());
     }
     let tx = conn.transaction()?;
@@ -516,7 +498,7 @@ pub fn reindex_if_stale(state: &crate::AppState) -> AppResult<()> {
             write_index(&tx, &record, &mut doc, &mut ctx)?;
         }
     }
-    crate::db::meta_set(&tx, "index_version", INDEX_VERSION)?;
+    tx.meta_set("index_version", INDEX_VERSION)?;
     tx.commit()?;
     if !ids.is_empty() {
         tracing::info!(records = ids.len(), "index rebuilt (clock per holder)");

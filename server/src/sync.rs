@@ -10,13 +10,14 @@ use std::collections::{BTreeMap, HashSet};
 use gridlink_core::sync::protocol::{
     DEFAULT_PAGE_BYTES, DocChanges, DocId, PROTOCOL_VERSION, PersonalData, Rejection, SyncRequest, SyncResponse,
 };
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 use serde_bytes::ByteBuf;
 
 use crate::app::AppState;
 use crate::auth::AuthDevice;
 use crate::error::AppResult;
 use crate::records::{ScopeEvent, ingest, personal_for, scope_ids, store_personal};
+use crate::storage::Storage;
 
 /// Largest page a device may ask for.
 pub const MAX_PAGE_BYTES: u32 = 16 << 20;
@@ -27,48 +28,38 @@ pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: Sy
     let now = state.now_ms();
     let tx = conn.savepoint()?;
     let device = auth.device_id.as_str();
-    tx.prepare_cached("UPDATE devices SET last_seen_ms = ?1 WHERE id = ?2")?.execute(params![now, device])?;
+    tx.device_seen(device, now)?;
 
     // 0. A device whose cursor belongs to another epoch synced with this database before it was
     // restored from a backup: its cursor means nothing here, and it holds changes the server
     // acknowledged and lost. It starts over and may push those back (crate::backup).
     let went_back = req.epoch.is_some_and(|e| e != state.epoch);
     let recovering = if went_back {
-        tx.prepare_cached("UPDATE devices SET recovering = 1 WHERE id = ?1")?.execute([device])?;
+        tx.set_device_recovering(device, true)?;
         tracing::info!(device, "device synced with the database before its restore: recovering");
         true
     } else {
-        let flagged: bool = tx
-            .prepare_cached("SELECT recovering FROM devices WHERE id = ?1")?
-            .query_row([device], |r| r.get(0))
-            .optional()?
-            .unwrap_or(false);
+        let flagged = tx.device_recovering(device)?;
         if flagged && !req.recovery && req.epoch.is_some() {
-            tx.prepare_cached("UPDATE devices SET recovering = 0 WHERE id = ?1")?.execute([device])?;
+            tx.set_device_recovering(device, false)?;
         }
         flagged && req.recovery
     };
     let cursor = if went_back { None } else { req.cursor };
 
     // 1. What the device has, as of the cursor it presents.
-    let base_seq = match cursor.and_then(|c| find_round(&tx, device, c).transpose()) {
-        Some(r) => {
-            let (round, seq_high, added, removed, applied) = r?;
-            if !applied {
-                for id in serde_json::from_str::<Vec<String>>(&added).unwrap_or_default() {
-                    tx.prepare_cached("INSERT OR IGNORE INTO device_docs(device_id, doc_id) VALUES (?1, ?2)")?.execute([device, &id])?;
-                }
-                for id in serde_json::from_str::<Vec<String>>(&removed).unwrap_or_default() {
-                    tx.prepare_cached("DELETE FROM device_docs WHERE device_id = ?1 AND doc_id = ?2")?.execute([device, &id])?;
-                }
-                tx.prepare_cached("UPDATE rounds SET applied = 1 WHERE device_id = ?1 AND round = ?2")?.execute(params![device, round])?;
-            }
-            tx.prepare_cached("DELETE FROM rounds WHERE device_id = ?1 AND round < ?2")?.execute(params![device, round])?;
-            seq_high
+    let presented = match cursor.and_then(|c| i64::try_from(c).ok()) {
+        Some(c) => tx.round(device, c)?,
+        None => None,
+    };
+    let base_seq = match presented {
+        Some(round) => {
+            tx.take_round(device, &round)?;
+            round.seq_high
         }
         None => {
             // A fresh device, or a cursor the server does not know: start over.
-            tx.prepare_cached("DELETE FROM device_docs WHERE device_id = ?1")?.execute([device])?;
+            tx.forget_holdings(device)?;
             0
         }
     };
@@ -120,11 +111,7 @@ pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: Sy
 
     // 3. Scope now versus what the device has.
     let scope = scope_ids(&tx, &auth.person)?;
-    let have: HashSet<String> = {
-        let mut stmt = tx.prepare_cached("SELECT doc_id FROM device_docs WHERE device_id = ?1")?;
-        let rows = stmt.query_map([device], |r| r.get::<_, String>(0))?;
-        rows.collect::<Result<_, _>>()?
-    };
+    let have = tx.holdings(device)?;
     let mut removed: Vec<String> = have.difference(&scope).cloned().collect();
     removed.sort();
     let mut new_docs: Vec<String> = scope.iter().filter(|id| !have.contains(*id) || reset.contains(*id)).cloned().collect();
@@ -137,29 +124,22 @@ pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: Sy
     let mut more = false;
     let mut added = Vec::new();
     {
-        let mut stmt = tx.prepare_cached("SELECT bytes, device_id FROM changes WHERE doc_id = ?1 ORDER BY seq")?;
-        let mut whole = tx.prepare_cached("SELECT snapshot FROM docs WHERE id = ?1")?;
         for id in &new_docs {
             // A record the device itself just pushed to: it has its own changes already.
             let skip_own = pushed_to.contains(id) && !reset.contains(id);
             // A record the device has none of: as one saved document, if it takes those. The
             // snapshot is written in the same transaction as every change, so it holds them all.
-            let snapshot = if req.whole_docs && !skip_own && !reset.contains(id) {
-                whole.query_row([id], |r| r.get::<_, Vec<u8>>(0)).optional()?
-            } else {
-                None
-            };
+            let snapshot = if req.whole_docs && !skip_own && !reset.contains(id) { tx.snapshot(id)? } else { None };
             let mut changes = Vec::new();
             if let Some(doc) = snapshot {
                 changes.push(ByteBuf::from(doc));
             } else {
-                let rows = stmt.query_map([id], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))?;
-                for row in rows {
-                    let (bytes, from) = row?;
+                tx.record_changes(id, &mut |bytes, from| {
                     if !(skip_own && from == device) {
                         changes.push(ByteBuf::from(bytes));
                     }
-                }
+                    Ok(())
+                })?;
             }
             let doc_size: usize = changes.iter().map(|c| c.len()).sum();
             if size > 0 && size + doc_size > limit {
@@ -175,43 +155,33 @@ pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: Sy
     }
     let mut seq_high = base_seq;
     if !more {
-        let mut stmt = tx.prepare_cached(
-            "SELECT c.seq, c.doc_id, c.bytes, c.device_id FROM changes c
-             JOIN device_docs d ON d.doc_id = c.doc_id AND d.device_id = ?1
-             WHERE c.seq > ?2 ORDER BY c.seq",
-        )?;
-        let mut rows = stmt.query(params![device, base_seq])?;
+        // The high water first: every change up to it is visible now and none can appear below it
+        // later, so a cursor may pass over changes up to it and no further.
+        let high_water = tx.log_high_water()?;
         let removed_set: HashSet<&String> = removed.iter().collect();
-        while let Some(r) = rows.next()? {
-            let (seq, doc, from): (i64, String, String) = (r.get(0)?, r.get(1)?, r.get(3)?);
-            if !removed_set.contains(&doc) && !reset.contains(&doc) && from != device {
-                let bytes: Vec<u8> = r.get(2)?;
-                if size > 0 && size + bytes.len() > limit {
-                    more = true;
-                    break;
-                }
-                size += bytes.len();
-                out.entry(doc).or_default().push(ByteBuf::from(bytes));
+        tx.changes_after(device, base_seq, &mut |c| {
+            if c.seq > high_water {
+                return Ok(false);
             }
-            seq_high = seq;
-        }
+            if !removed_set.contains(&c.doc_id) && !reset.contains(&c.doc_id) && c.device_id != device {
+                if size > 0 && size + c.bytes.len() > limit {
+                    more = true;
+                    return Ok(false);
+                }
+                size += c.bytes.len();
+                out.entry(c.doc_id).or_default().push(ByteBuf::from(c.bytes));
+            }
+            seq_high = c.seq;
+            Ok(true)
+        })?;
         if !more {
-            // Nothing left for this device up to the newest change of any record.
-            let max: Option<i64> = tx.prepare_cached("SELECT max(seq) FROM changes")?.query_row([], |r| r.get(0))?;
-            seq_high = seq_high.max(max.unwrap_or(0));
+            // Nothing left for this device up to the high water of the log.
+            seq_high = seq_high.max(high_water);
         }
     }
 
     // 5. The new round; it takes effect when the device presents its cursor.
-    let round: i64 =
-        tx.prepare_cached("SELECT coalesce(max(round), 0) + 1 FROM rounds WHERE device_id = ?1")?.query_row([device], |r| r.get(0))?;
-    tx.prepare_cached("INSERT INTO rounds(device_id, round, seq_high, added, removed) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(params![
-        device,
-        round,
-        seq_high,
-        serde_json::to_string(&added).expect("json"),
-        serde_json::to_string(&removed).expect("json")
-    ])?;
+    let round = tx.add_round(device, seq_high, &added, &removed)?;
     // 6. Personal data of the records sent, to a person whose work needs it.
     let mut personal = Vec::new();
     for id in out.keys() {
@@ -238,13 +208,4 @@ pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: Sy
         epoch: (req.epoch != Some(state.epoch)).then_some(state.epoch),
     };
     Ok((resp, events))
-}
-
-type RoundRow = (i64, i64, String, String, bool);
-
-fn find_round(tx: &Connection, device: &str, cursor: u64) -> AppResult<Option<RoundRow>> {
-    Ok(tx
-        .prepare_cached("SELECT round, seq_high, added, removed, applied FROM rounds WHERE device_id = ?1 AND round = ?2")?
-        .query_row(params![device, cursor as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-        .optional()?)
 }

@@ -9,6 +9,7 @@ use gridlink_core::{Client, ClientOptions, Clock, ManualClock, Person};
 use crate::app::AppState;
 use crate::error::{AppError, AppResult};
 use crate::records::{ingest, keep_personal};
+use crate::storage::Storage;
 
 pub(super) struct Devices<'a> {
     pub(super) state: &'a AppState,
@@ -34,10 +35,12 @@ impl Devices<'_> {
     pub(super) fn bring(&mut self, pid: &str, doc: &str) -> AppResult<()> {
         let doc_id = doc.to_owned();
         let changes: Vec<Vec<u8>> = {
-            let conn = self.state.db.reader();
-            let mut stmt = conn.prepare("SELECT bytes FROM changes WHERE doc_id = ?1 ORDER BY seq")?;
-            let rows = stmt.query_map([&doc_id], |r| r.get(0))?;
-            rows.collect::<Result<_, _>>()?
+            let mut changes = Vec::new();
+            self.state.db.reader().record_changes(&doc_id, &mut |bytes, _| {
+                changes.push(bytes);
+                Ok(())
+            })?;
+            changes
         };
         let now = self.clock.now_ms();
         if !changes.is_empty() {

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use crate::app::AppState;
 use crate::auth::AuthDevice;
 use crate::error::AppResult;
+use crate::storage::Storage;
 
 /// Notices per page at most (the phone keeps the first page, the newest).
 const PAGE: i64 = 200;
@@ -25,20 +26,12 @@ pub async fn notices(State(state): State<AppState>, auth: AuthDevice, Query(q): 
     state
         .db
         .read(move |c| {
-            let unit = auth.person.unit.as_str().to_owned();
-            let sql = format!(
-                "SELECT seq, doc_id, unit, at_ms, text FROM notices WHERE {} AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
-                gridlink_core::store::within_sql("unit", "?1")
-            );
-            let mut stmt = c.prepare(&sql)?;
             let (before, limit) = (q.before.unwrap_or(i64::MAX), q.limit.unwrap_or(PAGE).clamp(1, PAGE));
-            let rows = stmt.query_map(rusqlite::params![unit, before, limit], |r| {
-                Ok(serde_json::json!({
-                    "seq": r.get::<_, i64>(0)?, "doc_id": r.get::<_, String>(1)?, "unit": r.get::<_, String>(2)?,
-                    "at_ms": r.get::<_, i64>(3)?, "text": r.get::<_, String>(4)?,
-                }))
-            })?;
-            Ok(Json(serde_json::Value::Array(rows.collect::<Result<_, _>>()?)))
+            let rows = c.notices(auth.person.unit.as_str(), before, limit)?;
+            let rows = rows
+                .into_iter()
+                .map(|n| serde_json::json!({ "seq": n.seq, "doc_id": n.doc_id, "unit": n.unit, "at_ms": n.at_ms, "text": n.text }));
+            Ok(Json(serde_json::Value::Array(rows.collect())))
         })
         .await
 }

@@ -6,8 +6,8 @@ use gridlink_core::routing::RoutingRules;
 
 use crate::app::{AppState, require_admin};
 use crate::auth::AuthDevice;
-use crate::db;
 use crate::error::AppResult;
+use crate::storage::Storage;
 
 /// `GET /api/v1/admin/routing`.
 pub async fn get_routing(State(state): State<AppState>, auth: AuthDevice) -> AppResult<Json<RoutingRules>> {
@@ -36,8 +36,8 @@ pub async fn set_routing(state: &AppState, who: &str, rules: RoutingRules) -> Ap
     state
         .db
         .write(move |c| {
-            db::meta_set(c, "routing", &text)?;
-            db::audit(c, now, &who, "set_routing", &text)
+            c.meta_set("routing", &text)?;
+            c.audit(now, &who, "set_routing", &text)
         })
         .await?;
     *state.routing.write().unwrap_or_else(|p| p.into_inner()) = rules;

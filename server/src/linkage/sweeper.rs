@@ -3,11 +3,11 @@
 use gridlink_core::Action;
 use gridlink_core::calendar::local_time;
 use gridlink_core::clocks::current_clock;
-use rusqlite::params;
 
 use crate::app::AppState;
 use crate::error::AppResult;
 use crate::records::{load_doc, system_act};
+use crate::storage::Storage;
 
 /// Raises a supervision notice (督办) on every incident whose running clock passed its due time and
 /// that has not been supervised for that due time yet, addressed to the unit the clock runs
@@ -59,7 +59,7 @@ pub fn sweep(state: &AppState) -> AppResult<usize> {
             );
             system_act(&tx, &mut ctx, &id, Action::Supervise { overdue: true, to_units: to_units.clone() }, &text)?;
             for u in &to_units {
-                tx.execute("INSERT INTO notices(doc_id, unit, at_ms, text) VALUES (?1, ?2, ?3, ?4)", params![id, u.as_str(), now, text])?;
+                tx.add_notice(&id, u.as_str(), now, &text)?;
             }
             raised += 1;
         }

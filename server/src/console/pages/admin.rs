@@ -21,9 +21,9 @@ use super::{Pager, Tab, chrome, page_number, read_page};
 use crate::app::AppState;
 use crate::console::views::{Chrome, Names, RowsPage};
 use crate::console::{PageError, PageResult, Session, html};
-use crate::db;
 use crate::error::{AppError, AppResult};
 use crate::import;
+use crate::storage::{AuditFilter, Storage};
 
 /// Rows per page of the admin lists.
 const PAGE: usize = 50;
@@ -273,7 +273,7 @@ pub async fn create_person(State(state): State<AppState>, session: Session, Form
                     "INSERT INTO people(id, name, role, unit, password_hash, active, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
                     params![id, name, role.as_str(), unit.as_str(), hash, now],
                 )?;
-                db::audit(c, now, &who, "create_person", &format!("{id} {} {unit}", role.label()))
+                c.audit(now, &who, "create_person", &format!("{id} {} {unit}", role.label()))
             })
             .await
     }
@@ -357,7 +357,7 @@ pub async fn change_person(
                     "activate" => "activate_person",
                     _ => "reset_password",
                 };
-                db::audit(c, now, &who, action, &detail)?;
+                c.audit(now, &who, action, &detail)?;
                 Ok(op)
             })
             .await
@@ -561,7 +561,7 @@ pub async fn save_unit(State(state): State<AppState>, session: Session, Form(f):
         .write(move |c| {
             let units = import::parse_units(&csv).map_err(|e| bad(e.replace("导入失败,未导入任何数据:\n", "")))?;
             import::insert_units(c, &units).map_err(|e| bad(e.replace("导入失败,未导入任何数据:\n", "")))?;
-            db::audit(c, now, &who, "save_unit", &code)
+            c.audit(now, &who, "save_unit", &code)
         })
         .await;
     match result {
@@ -617,7 +617,7 @@ pub async fn save_boundary(
                 return Err(bad(format!("{unit} 不是网格")));
             }
             c.execute("UPDATE units SET boundary = ?1 WHERE code = ?2", params![boundary, unit])?;
-            db::audit(c, now, &who, "set_boundary", &unit)
+            c.audit(now, &who, "set_boundary", &unit)
         })
         .await;
     match result {
@@ -769,7 +769,7 @@ fn catalog_page(
     async move {
         read_page(&state, &session, move |c, names, st, s| {
             // What is imported (in force after a restart), else what runs now.
-            let stored = match (db::meta_get(c, "catalog.categories")?, db::meta_get(c, "catalog.items")?) {
+            let stored = match (c.meta_get("catalog.categories")?, c.meta_get("catalog.items")?) {
                 (Some(cat), Some(items)) => Catalog::from_json(&cat, &items).ok(),
                 _ => None,
             };
@@ -833,16 +833,10 @@ pub async fn import_catalog(State(state): State<AppState>, session: Session, mp:
         .db
         .write(move |c| {
             let catalog = Catalog::from_json(&cat, &items).map_err(|e| bad(format!("事项目录有误,未导入:{e}")))?;
-            db::meta_set(c, "catalog.categories", &cat)?;
-            db::meta_set(c, "catalog.items", &items)?;
-            c.execute("DELETE FROM meta WHERE key = 'index_version'", [])?;
-            db::audit(
-                c,
-                now,
-                &who,
-                "import_catalog",
-                &format!("{} 个小类、{} 项服务", catalog.minors().count(), catalog.service_items.len()),
-            )
+            c.meta_set("catalog.categories", &cat)?;
+            c.meta_set("catalog.items", &items)?;
+            c.meta_clear("index_version")?;
+            c.audit(now, &who, "import_catalog", &format!("{} 个小类、{} 项服务", catalog.minors().count(), catalog.service_items.len()))
         })
         .await;
     match result {
@@ -904,7 +898,7 @@ pub async fn import_upload(State(state): State<AppState>, session: Session, mp: 
                     .db
                     .write(move |c| {
                         let n = import::insert_units(c, &units).map_err(bad)?;
-                        db::audit(c, now, &who, "import_units", &format!("{n}"))?;
+                        c.audit(now, &who, "import_units", &format!("{n}"))?;
                         Ok(format!("已导入 {n} 个单位"))
                     })
                     .await
@@ -915,7 +909,7 @@ pub async fn import_upload(State(state): State<AppState>, session: Session, mp: 
                     .db
                     .write(move |c| {
                         let n = import::insert_people(c, &people, now).map_err(bad)?;
-                        db::audit(c, now, &who, "import_people", &format!("{n}"))?;
+                        c.audit(now, &who, "import_people", &format!("{n}"))?;
                         Ok(format!("已导入 {n} 名人员"))
                     })
                     .await
@@ -981,19 +975,15 @@ pub async fn audit(State(state): State<AppState>, session: Session, Query(q): Qu
         let (actor, action, from, to) = (clean(&q.actor, 64), clean(&q.action, 40), clean(&q.from, 10), clean(&q.to, 10));
         let from_ms = day_start(&from).unwrap_or(i64::MIN);
         let to_ms = day_start(&to).map_or(i64::MAX, |t| t + 86_400_000);
-        let filter = "WHERE (?1 = '' OR actor = ?1) AND (?2 = '' OR action = ?2) AND at_ms >= ?3 AND at_ms < ?4";
-        let args = params![actor, action, from_ms, to_ms];
-        let total: i64 = c.query_row(&format!("SELECT count(*) FROM audit {filter}"), args, |r| r.get(0))?;
-        let p = rows_page(total as usize, page_number(q.page.as_deref()));
-        let mut stmt =
-            c.prepare(&format!("SELECT at_ms, actor, action, detail FROM audit {filter} ORDER BY seq DESC LIMIT ?5 OFFSET ?6"))?;
-        let rows = stmt
-            .query_map(params![actor, action, from_ms, to_ms, PAGE as i64, offset(&p)], |r| {
-                Ok(AuditRow { at: time_text(Some(r.get(0)?)), actor: r.get(1)?, action: r.get(2)?, detail: r.get(3)? })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        let actions =
-            c.prepare("SELECT DISTINCT action FROM audit ORDER BY action")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let filter = AuditFilter { actor: actor.clone(), action: action.clone(), from_ms, to_ms };
+        let page = page_number(q.page.as_deref());
+        let p = rows_page(c.audit_count(&filter)? as usize, page);
+        let rows = c
+            .audit_page(&filter, PAGE as i64, offset(&p))?
+            .into_iter()
+            .map(|e| AuditRow { at: time_text(Some(e.at_ms)), actor: e.actor, action: e.action, detail: e.detail })
+            .collect();
+        let actions = c.audit_actions()?;
         let head = head(s, names, "audit", None, None);
         let base = format!(
             "/console/admin/audit?actor={}&action={}&from={}&to={}&",

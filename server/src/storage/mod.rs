@@ -1,0 +1,175 @@
+//! The storage seam (issue 18): what the server keeps, as operations on an open database
+//! connection or transaction, with the SQL in one backend module per database. The SQLite
+//! backend ([`sqlite`]) is the embedded default; a PostgreSQL backend will implement the same
+//! trait, and the conformance suite (`server/tests/storage.rs`) runs every behaviour the server
+//! relies on against each backend.
+//!
+//! Behind the seam so far: settings and the epoch, devices' sync state (rounds, what each device
+//! holds), the change log and record snapshots, case numbers, notices and the audit log. Still
+//! written as SQLite in the modules that use it, to move here next: accounts, devices and
+//! tokens, units, the records' index rows and scope, personal data, attachments, API keys and
+//! the console's lists.
+//!
+//! The trait is object safe (visitors are `&mut dyn FnMut`), so a server can hold its backend
+//! behind `dyn Storage` once there are two.
+
+mod sqlite;
+
+use std::collections::HashSet;
+
+use crate::error::AppResult;
+
+/// One accepted change in the change log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedChange {
+    /// Position in the log: later changes have higher numbers.
+    pub seq: i64,
+    pub doc_id: String,
+    /// Automerge change bytes.
+    pub bytes: Vec<u8>,
+    /// Device that sent it (`server` for the server's own changes).
+    pub device_id: String,
+}
+
+/// A sync round as the server answered it. What it adds to and removes from the device's
+/// holdings takes effect when the device presents the round as its cursor ([`Storage::take_round`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Round {
+    pub round: i64,
+    /// Every change up to this log position was sent, or was not the device's to receive.
+    pub seq_high: i64,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Its additions and removals were made already.
+    pub applied: bool,
+}
+
+/// A notice (督办 or 通知) addressed to a unit, for its phones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub seq: i64,
+    pub doc_id: String,
+    pub unit: String,
+    pub at_ms: i64,
+    pub text: String,
+}
+
+/// One line of the audit log (全程留痕: who did what, when).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub detail: String,
+}
+
+/// Which audit lines to list: an empty actor or action matches any; times are `[from, to)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub actor: String,
+    pub action: String,
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+impl Default for AuditFilter {
+    fn default() -> Self {
+        Self { actor: String::new(), action: String::new(), from_ms: i64::MIN, to_ms: i64::MAX }
+    }
+}
+
+/// What the server keeps, on one open connection or transaction of a backend. Writes made
+/// through it belong to the transaction of the caller (the writer's batch): they are kept or
+/// undone with it.
+pub trait Storage {
+    // ---- settings ----
+
+    /// A setting, if set.
+    fn meta_get(&self, key: &str) -> AppResult<Option<String>>;
+    /// Sets a setting.
+    fn meta_set(&self, key: &str, value: &str) -> AppResult<()>;
+    /// Removes a setting.
+    fn meta_clear(&self, key: &str) -> AppResult<()>;
+
+    /// The database's epoch: a random number made when the database was created and made anew
+    /// by every restore from a backup, so devices can tell that the server went back in time.
+    fn epoch(&self) -> AppResult<u64> {
+        match self.meta_get("epoch")?.and_then(|v| v.parse().ok()) {
+            Some(e) => Ok(e),
+            None => self.new_epoch(),
+        }
+    }
+
+    /// Gives the database a fresh epoch.
+    fn new_epoch(&self) -> AppResult<u64> {
+        let e: u64 = rand::random();
+        self.meta_set("epoch", &e.to_string())?;
+        Ok(e)
+    }
+
+    // ---- devices' sync state ----
+
+    /// Notes that a device was heard from.
+    fn device_seen(&self, device: &str, now_ms: i64) -> AppResult<()>;
+    /// Whether a device is pushing back what a restore lost.
+    fn device_recovering(&self, device: &str) -> AppResult<bool>;
+    /// Marks or clears a device's recovery.
+    fn set_device_recovering(&self, device: &str, recovering: bool) -> AppResult<()>;
+    /// A round answered to a device, if the server still keeps it.
+    fn round(&self, device: &str, round: i64) -> AppResult<Option<Round>>;
+    /// The device presented `round` as its cursor: its additions and removals take effect (once,
+    /// however often it is presented), and older rounds are forgotten.
+    fn take_round(&self, device: &str, round: &Round) -> AppResult<()>;
+    /// Records a new round for a device; returns its number, one more than the device's last.
+    fn add_round(&self, device: &str, seq_high: i64, added: &[String], removed: &[String]) -> AppResult<i64>;
+    /// The records a device holds, as of the last round it presented.
+    fn holdings(&self, device: &str) -> AppResult<HashSet<String>>;
+    /// Forgets what a device holds (it starts over).
+    fn forget_holdings(&self, device: &str) -> AppResult<()>;
+
+    // ---- the change log ----
+
+    /// Whether a change (by its hash) is in the log.
+    fn change_known(&self, hash: &str) -> AppResult<bool>;
+    /// Appends an accepted change to the log.
+    fn log_change(&self, doc_id: &str, hash: &str, bytes: &[u8], device_id: &str, now_ms: i64) -> AppResult<()>;
+    /// Every change of a record, in log order: `visit(bytes, device_id)`.
+    fn record_changes(&self, doc_id: &str, visit: &mut dyn FnMut(Vec<u8>, String) -> AppResult<()>) -> AppResult<()>;
+    /// The changes after log position `after` of the records `device` holds, in log order, until
+    /// `visit` returns `false`.
+    fn changes_after(&self, device: &str, after: i64, visit: &mut dyn FnMut(LoggedChange) -> AppResult<bool>) -> AppResult<()>;
+    /// The log position up to which every change is visible and no change can still appear: a
+    /// device whose cursor reaches it has missed nothing. With one writer (SQLite) that is the
+    /// newest change; with several writers a change may commit after a later-numbered one, and
+    /// the backend must give a position below every change still in flight.
+    fn log_high_water(&self) -> AppResult<i64>;
+    /// A record's saved document (all its changes), if the server has the record.
+    fn snapshot(&self, doc_id: &str) -> AppResult<Option<Vec<u8>>>;
+
+    // ---- case numbers ----
+
+    /// The next number of a prefix's year (1, 2, 3 … in order and without gaps), counted in the
+    /// caller's transaction.
+    fn next_case_number(&self, prefix: &str, year: i64) -> AppResult<i64>;
+    /// A number given out before (a record recovered after a restore): the counter moves past it.
+    fn case_number_taken(&self, prefix: &str, year: i64, number: i64) -> AppResult<()>;
+
+    // ---- notices ----
+
+    /// Adds a notice for a unit's phones.
+    fn add_notice(&self, doc_id: &str, unit: &str, at_ms: i64, text: &str) -> AppResult<()>;
+    /// Notices addressed to `unit` or a unit below it, older than `before` (a notice's `seq`),
+    /// newest first, at most `limit`.
+    fn notices(&self, unit: &str, before: i64, limit: i64) -> AppResult<Vec<Notice>>;
+
+    // ---- audit ----
+
+    /// Appends to the audit log.
+    fn audit(&self, at_ms: i64, actor: &str, action: &str, detail: &str) -> AppResult<()>;
+    /// The number of matching lines.
+    fn audit_count(&self, filter: &AuditFilter) -> AppResult<u64>;
+    /// One page of the matching lines, newest first.
+    fn audit_page(&self, filter: &AuditFilter, limit: i64, offset: i64) -> AppResult<Vec<AuditEntry>>;
+    /// The actions the audit log holds, in order.
+    fn audit_actions(&self) -> AppResult<Vec<String>>;
+}

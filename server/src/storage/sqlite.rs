@@ -1,0 +1,214 @@
+//! The SQLite backend of [`Storage`]: any open connection (the writer's batch savepoint, a
+//! reader) is the storage. One writer thread serialises every write (crate::db), so the change
+//! log's numbers become visible in order and the log's high water is simply its newest change.
+
+use std::collections::HashSet;
+
+use gridlink_core::store::within_sql;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{AuditEntry, AuditFilter, LoggedChange, Notice, Round, Storage};
+use crate::error::AppResult;
+
+/// The audit lines an [`AuditFilter`] matches (`?1`–`?4`).
+const AUDIT_FILTER: &str = "WHERE (?1 = '' OR actor = ?1) AND (?2 = '' OR action = ?2) AND at_ms >= ?3 AND at_ms < ?4";
+
+impl Storage for Connection {
+    fn meta_get(&self, key: &str) -> AppResult<Option<String>> {
+        Ok(self.prepare_cached("SELECT value FROM meta WHERE key = ?1")?.query_row([key], |r| r.get(0)).optional()?)
+    }
+
+    fn meta_set(&self, key: &str, value: &str) -> AppResult<()> {
+        self.prepare_cached("INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")?
+            .execute([key, value])?;
+        Ok(())
+    }
+
+    fn meta_clear(&self, key: &str) -> AppResult<()> {
+        self.prepare_cached("DELETE FROM meta WHERE key = ?1")?.execute([key])?;
+        Ok(())
+    }
+
+    fn device_seen(&self, device: &str, now_ms: i64) -> AppResult<()> {
+        self.prepare_cached("UPDATE devices SET last_seen_ms = ?1 WHERE id = ?2")?.execute(params![now_ms, device])?;
+        Ok(())
+    }
+
+    fn device_recovering(&self, device: &str) -> AppResult<bool> {
+        Ok(self
+            .prepare_cached("SELECT recovering FROM devices WHERE id = ?1")?
+            .query_row([device], |r| r.get(0))
+            .optional()?
+            .unwrap_or(false))
+    }
+
+    fn set_device_recovering(&self, device: &str, recovering: bool) -> AppResult<()> {
+        self.prepare_cached("UPDATE devices SET recovering = ?2 WHERE id = ?1")?.execute(params![device, recovering])?;
+        Ok(())
+    }
+
+    fn round(&self, device: &str, round: i64) -> AppResult<Option<Round>> {
+        let row: Option<(i64, i64, String, String, bool)> = self
+            .prepare_cached("SELECT round, seq_high, added, removed, applied FROM rounds WHERE device_id = ?1 AND round = ?2")?
+            .query_row(params![device, round], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .optional()?;
+        Ok(row.map(|(round, seq_high, added, removed, applied)| Round {
+            round,
+            seq_high,
+            added: serde_json::from_str(&added).unwrap_or_default(),
+            removed: serde_json::from_str(&removed).unwrap_or_default(),
+            applied,
+        }))
+    }
+
+    fn take_round(&self, device: &str, round: &Round) -> AppResult<()> {
+        if !round.applied {
+            for id in &round.added {
+                self.prepare_cached("INSERT OR IGNORE INTO device_docs(device_id, doc_id) VALUES (?1, ?2)")?.execute([device, id])?;
+            }
+            for id in &round.removed {
+                self.prepare_cached("DELETE FROM device_docs WHERE device_id = ?1 AND doc_id = ?2")?.execute([device, id])?;
+            }
+            self.prepare_cached("UPDATE rounds SET applied = 1 WHERE device_id = ?1 AND round = ?2")?
+                .execute(params![device, round.round])?;
+        }
+        self.prepare_cached("DELETE FROM rounds WHERE device_id = ?1 AND round < ?2")?.execute(params![device, round.round])?;
+        Ok(())
+    }
+
+    fn add_round(&self, device: &str, seq_high: i64, added: &[String], removed: &[String]) -> AppResult<i64> {
+        let round: i64 = self
+            .prepare_cached("SELECT coalesce(max(round), 0) + 1 FROM rounds WHERE device_id = ?1")?
+            .query_row([device], |r| r.get(0))?;
+        self.prepare_cached("INSERT INTO rounds(device_id, round, seq_high, added, removed) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(
+            params![
+                device,
+                round,
+                seq_high,
+                serde_json::to_string(added).expect("a list of strings"),
+                serde_json::to_string(removed).expect("a list of strings")
+            ],
+        )?;
+        Ok(round)
+    }
+
+    fn holdings(&self, device: &str) -> AppResult<HashSet<String>> {
+        let mut stmt = self.prepare_cached("SELECT doc_id FROM device_docs WHERE device_id = ?1")?;
+        let rows = stmt.query_map([device], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn forget_holdings(&self, device: &str) -> AppResult<()> {
+        self.prepare_cached("DELETE FROM device_docs WHERE device_id = ?1")?.execute([device])?;
+        Ok(())
+    }
+
+    fn change_known(&self, hash: &str) -> AppResult<bool> {
+        Ok(self.prepare_cached("SELECT count(*) FROM changes WHERE hash = ?1")?.query_row([hash], |r| r.get::<_, i64>(0))? > 0)
+    }
+
+    fn log_change(&self, doc_id: &str, hash: &str, bytes: &[u8], device_id: &str, now_ms: i64) -> AppResult<()> {
+        self.prepare_cached("INSERT INTO changes(doc_id, hash, bytes, device_id, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .execute(params![doc_id, hash, bytes, device_id, now_ms])?;
+        Ok(())
+    }
+
+    fn record_changes(&self, doc_id: &str, visit: &mut dyn FnMut(Vec<u8>, String) -> AppResult<()>) -> AppResult<()> {
+        let mut stmt = self.prepare_cached("SELECT bytes, device_id FROM changes WHERE doc_id = ?1 ORDER BY seq")?;
+        let mut rows = stmt.query([doc_id])?;
+        while let Some(r) = rows.next()? {
+            visit(r.get(0)?, r.get(1)?)?;
+        }
+        Ok(())
+    }
+
+    fn changes_after(&self, device: &str, after: i64, visit: &mut dyn FnMut(LoggedChange) -> AppResult<bool>) -> AppResult<()> {
+        let mut stmt = self.prepare_cached(
+            "SELECT c.seq, c.doc_id, c.bytes, c.device_id FROM changes c
+             JOIN device_docs d ON d.doc_id = c.doc_id AND d.device_id = ?1
+             WHERE c.seq > ?2 ORDER BY c.seq",
+        )?;
+        let mut rows = stmt.query(params![device, after])?;
+        while let Some(r) = rows.next()? {
+            let change = LoggedChange { seq: r.get(0)?, doc_id: r.get(1)?, bytes: r.get(2)?, device_id: r.get(3)? };
+            if !visit(change)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn log_high_water(&self) -> AppResult<i64> {
+        let max: Option<i64> = self.prepare_cached("SELECT max(seq) FROM changes")?.query_row([], |r| r.get(0))?;
+        Ok(max.unwrap_or(0))
+    }
+
+    fn snapshot(&self, doc_id: &str) -> AppResult<Option<Vec<u8>>> {
+        Ok(self.prepare_cached("SELECT snapshot FROM docs WHERE id = ?1")?.query_row([doc_id], |r| r.get(0)).optional()?)
+    }
+
+    fn next_case_number(&self, prefix: &str, year: i64) -> AppResult<i64> {
+        Ok(self
+            .prepare_cached(
+                "INSERT INTO case_counters(prefix, year, last) VALUES (?1, ?2, 1)
+                 ON CONFLICT(prefix, year) DO UPDATE SET last = last + 1 RETURNING last",
+            )?
+            .query_row(params![prefix, year], |r| r.get(0))?)
+    }
+
+    fn case_number_taken(&self, prefix: &str, year: i64, number: i64) -> AppResult<()> {
+        self.prepare_cached(
+            "INSERT INTO case_counters(prefix, year, last) VALUES (?1, ?2, ?3)
+             ON CONFLICT(prefix, year) DO UPDATE SET last = max(last, excluded.last)",
+        )?
+        .execute(params![prefix, year, number])?;
+        Ok(())
+    }
+
+    fn add_notice(&self, doc_id: &str, unit: &str, at_ms: i64, text: &str) -> AppResult<()> {
+        self.prepare_cached("INSERT INTO notices(doc_id, unit, at_ms, text) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![doc_id, unit, at_ms, text])?;
+        Ok(())
+    }
+
+    fn notices(&self, unit: &str, before: i64, limit: i64) -> AppResult<Vec<Notice>> {
+        let sql = format!(
+            "SELECT seq, doc_id, unit, at_ms, text FROM notices WHERE {} AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+            within_sql("unit", "?1")
+        );
+        let mut stmt = self.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![unit, before, limit], |r| {
+            Ok(Notice { seq: r.get(0)?, doc_id: r.get(1)?, unit: r.get(2)?, at_ms: r.get(3)?, text: r.get(4)? })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn audit(&self, at_ms: i64, actor: &str, action: &str, detail: &str) -> AppResult<()> {
+        self.prepare_cached("INSERT INTO audit(at_ms, actor, action, detail) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![at_ms, actor, action, detail])?;
+        Ok(())
+    }
+
+    fn audit_count(&self, f: &AuditFilter) -> AppResult<u64> {
+        let total: i64 = self
+            .prepare_cached(&format!("SELECT count(*) FROM audit {AUDIT_FILTER}"))?
+            .query_row(params![f.actor, f.action, f.from_ms, f.to_ms], |r| r.get(0))?;
+        Ok(total.max(0) as u64)
+    }
+
+    fn audit_page(&self, f: &AuditFilter, limit: i64, offset: i64) -> AppResult<Vec<AuditEntry>> {
+        let mut stmt = self.prepare_cached(&format!(
+            "SELECT at_ms, actor, action, detail FROM audit {AUDIT_FILTER} ORDER BY seq DESC LIMIT ?5 OFFSET ?6"
+        ))?;
+        let rows = stmt.query_map(params![f.actor, f.action, f.from_ms, f.to_ms, limit, offset], |r| {
+            Ok(AuditEntry { at_ms: r.get(0)?, actor: r.get(1)?, action: r.get(2)?, detail: r.get(3)? })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn audit_actions(&self) -> AppResult<Vec<String>> {
+        let mut stmt = self.prepare_cached("SELECT DISTINCT action FROM audit ORDER BY action")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}

@@ -1,0 +1,218 @@
+//! The storage conformance suite (issue 18): every behaviour the server relies on from its
+//! storage, written once over the [`Storage`] trait and run against each backend. A backend is
+//! added with one `conformance!` line naming how to open a fresh, empty database of it.
+//!
+//! Accounts and devices are not behind the seam yet, so a backend's fixture makes the one
+//! device (`d1`, of person `p1`) the device checks need in its own SQL.
+
+use std::collections::HashSet;
+
+use gridlink_server::db::Db;
+use gridlink_server::storage::{AuditEntry, AuditFilter, Storage};
+
+/// A fresh SQLite database of the server's schema, with device `d1`.
+fn sqlite() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("town.db"), 1).unwrap();
+    db.writer()
+        .execute_batch(
+            "INSERT INTO people(id, name, role, unit, password_hash, created_ms) VALUES ('p1', '王芳', 'grid_member', '532331101201', '-', 0);
+             INSERT INTO devices(id, person_id, name, token_hash, created_ms, expires_ms) VALUES ('d1', 'p1', '手机', 'h1', 0, 1);",
+        )
+        .unwrap();
+    (dir, db)
+}
+
+macro_rules! conformance {
+    ($backend:ident, $open:expr, [$($check:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[test]
+                fn $check() {
+                    let (_keep, db) = $open();
+                    super::checks::$check(&*db.writer());
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    sqlite,
+    super::sqlite,
+    [
+        settings_and_the_epoch,
+        the_change_log_keeps_order_and_the_cursor_misses_nothing,
+        rounds_add_and_remove_holdings_once_when_presented,
+        case_numbers_go_in_order_without_gaps,
+        notices_reach_a_unit_and_the_units_above_it_are_paged,
+        the_audit_log_is_filtered_and_paged_newest_first,
+        a_device_recovers_until_told_otherwise,
+    ]
+);
+
+mod checks {
+    use super::*;
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    pub fn settings_and_the_epoch(s: &dyn Storage) {
+        assert_eq!(s.meta_get("routing").unwrap(), None);
+        s.meta_set("routing", "a").unwrap();
+        s.meta_set("routing", "b").unwrap();
+        assert_eq!(s.meta_get("routing").unwrap().as_deref(), Some("b"));
+        s.meta_clear("routing").unwrap();
+        assert_eq!(s.meta_get("routing").unwrap(), None);
+        let e = s.epoch().unwrap();
+        assert_eq!(s.epoch().unwrap(), e, "an epoch stays until a restore");
+        let fresh = s.new_epoch().unwrap();
+        assert_ne!(fresh, e);
+        assert_eq!(s.epoch().unwrap(), fresh);
+    }
+
+    pub fn the_change_log_keeps_order_and_the_cursor_misses_nothing(s: &dyn Storage) {
+        assert_eq!(s.log_high_water().unwrap(), 0, "an empty log");
+        // Three records, changes from two devices and the server, interleaved.
+        let log = [("a", "h1", "d1"), ("b", "h2", "d2"), ("c", "h3", "d2"), ("a", "h4", "server"), ("b", "h5", "d1"), ("a", "h6", "d2")];
+        for (i, (doc, hash, dev)) in log.iter().enumerate() {
+            s.log_change(doc, hash, format!("bytes{i}").as_bytes(), dev, 1000 + i as i64).unwrap();
+        }
+        assert!(s.change_known("h4").unwrap());
+        assert!(!s.change_known("h7").unwrap());
+        let mut of_a = Vec::new();
+        s.record_changes("a", &mut |b, d| {
+            of_a.push((String::from_utf8(b).unwrap(), d));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(of_a, [("bytes0".into(), "d1".into()), ("bytes3".into(), "server".into()), ("bytes5".into(), "d2".into())]);
+
+        // Device d1 holds a and b: it gets their changes in log order, nothing of c.
+        let r = s.add_round("d1", 0, &ids(&["a", "b"]), &[]).unwrap();
+        s.take_round("d1", &s.round("d1", r).unwrap().unwrap()).unwrap();
+        let all = collect(s, "d1", 0, usize::MAX);
+        assert_eq!(all.iter().map(|c| c.1.as_str()).collect::<Vec<_>>(), ["a", "b", "a", "b", "a"]);
+        assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "log order: {all:?}");
+        let high = s.log_high_water().unwrap();
+        assert!(all.iter().all(|c| c.0 <= high), "every change a device was sent is under the high water");
+        // Resuming after any change gives exactly the rest; a visitor that stops is not fed more.
+        for (k, (seq, ..)) in all.iter().enumerate() {
+            assert_eq!(collect(s, "d1", *seq, usize::MAX), all[k + 1..].to_vec());
+        }
+        assert_eq!(collect(s, "d1", 0, 2), all[..2].to_vec());
+        // A change logged later comes after everything before it, and raises the high water.
+        s.log_change("b", "h7", b"bytes6", "d2", 2000).unwrap();
+        let after = collect(s, "d1", high, usize::MAX);
+        assert_eq!(after.len(), 1);
+        assert!(after[0].0 > high && s.log_high_water().unwrap() >= after[0].0);
+    }
+
+    /// (seq, doc, bytes) of the changes after `after` for `device`, at most `n`.
+    fn collect(s: &dyn Storage, device: &str, after: i64, n: usize) -> Vec<(i64, String, String)> {
+        let mut out = Vec::new();
+        s.changes_after(device, after, &mut |c| {
+            out.push((c.seq, c.doc_id, String::from_utf8(c.bytes).unwrap()));
+            Ok(out.len() < n)
+        })
+        .unwrap();
+        out
+    }
+
+    pub fn rounds_add_and_remove_holdings_once_when_presented(s: &dyn Storage) {
+        assert!(s.holdings("d1").unwrap().is_empty());
+        let r1 = s.add_round("d1", 5, &ids(&["a", "b"]), &[]).unwrap();
+        let other = s.add_round("d2", 1, &ids(&["z"]), &[]).unwrap();
+        assert_eq!((r1, other), (1, 1), "rounds are numbered per device");
+        assert!(s.holdings("d1").unwrap().is_empty(), "a round takes effect only when presented");
+        let round = s.round("d1", r1).unwrap().unwrap();
+        assert_eq!((round.seq_high, round.added.clone(), round.removed.clone(), round.applied), (5, ids(&["a", "b"]), vec![], false));
+        s.take_round("d1", &round).unwrap();
+        let r2 = s.add_round("d1", 9, &ids(&["c"]), &ids(&["a"])).unwrap();
+        assert_eq!(r2, 2);
+        // The device presents round 1 again (its answer to round 2 was lost): nothing changes.
+        s.take_round("d1", &s.round("d1", r1).unwrap().unwrap()).unwrap();
+        assert_eq!(s.holdings("d1").unwrap(), HashSet::from(["a".into(), "b".into()]));
+        let round2 = s.round("d1", r2).unwrap().unwrap();
+        s.take_round("d1", &round2).unwrap();
+        assert_eq!(s.holdings("d1").unwrap(), HashSet::from(["b".into(), "c".into()]));
+        assert_eq!(s.round("d1", r1).unwrap(), None, "older rounds are forgotten once a newer one is presented");
+        // Presented once more (applied already): the removal is not undone, nothing is added twice.
+        s.take_round("d1", &s.round("d1", r2).unwrap().unwrap()).unwrap();
+        assert_eq!(s.holdings("d1").unwrap(), HashSet::from(["b".into(), "c".into()]));
+        assert_eq!(s.holdings("d2").unwrap(), HashSet::new(), "another device's rounds are its own");
+        s.forget_holdings("d1").unwrap();
+        assert!(s.holdings("d1").unwrap().is_empty());
+        assert_eq!(s.add_round("d1", 9, &[], &[]).unwrap(), 3, "numbers go on after a start-over");
+    }
+
+    pub fn case_numbers_go_in_order_without_gaps(s: &dyn Storage) {
+        let got: Vec<i64> = (0..5).map(|_| s.next_case_number("GT", 2026).unwrap()).collect();
+        assert_eq!(got, [1, 2, 3, 4, 5]);
+        assert_eq!(s.next_case_number("GT", 2027).unwrap(), 1, "per year");
+        assert_eq!(s.next_case_number("XC", 2026).unwrap(), 1, "per prefix");
+        s.case_number_taken("GT", 2026, 10).unwrap();
+        assert_eq!(s.next_case_number("GT", 2026).unwrap(), 11, "past a number given out before");
+        s.case_number_taken("GT", 2026, 3).unwrap();
+        assert_eq!(s.next_case_number("GT", 2026).unwrap(), 12, "never back");
+        s.case_number_taken("NEW", 2026, 7).unwrap();
+        assert_eq!(s.next_case_number("NEW", 2026).unwrap(), 8);
+    }
+
+    pub fn notices_reach_a_unit_and_the_units_above_it_are_paged(s: &dyn Storage) {
+        let village = "532331101201";
+        for i in 0..5 {
+            s.add_notice(&format!("r{i}"), village, 100 + i, &format!("第{i}条督办")).unwrap();
+        }
+        s.add_notice("g", "532331101201-01-01", 200, "网格的通知").unwrap();
+        s.add_notice("x", "532331101202", 300, "另一个村").unwrap();
+        let texts = |unit: &str, before: i64, limit: i64| -> Vec<String> {
+            s.notices(unit, before, limit).unwrap().into_iter().map(|n| n.text).collect()
+        };
+        // A village sees its own and its grids', newest first; another village's never.
+        let all = s.notices(village, i64::MAX, 200).unwrap();
+        assert_eq!(all.len(), 6);
+        assert_eq!(all[0].text, "网格的通知");
+        assert!(all.windows(2).all(|w| w[0].seq > w[1].seq));
+        assert_eq!(texts(village, i64::MAX, 2), ["网格的通知", "第4条督办"]);
+        assert_eq!(texts(village, all[1].seq, 2), ["第3条督办", "第2条督办"], "the next page starts below the last seen");
+        assert_eq!(texts("532331101", i64::MAX, 200).len(), 7, "the town sees all its villages'");
+        assert_eq!(texts("532331101201-01-01", i64::MAX, 200), ["网格的通知"], "a grid sees only its own");
+    }
+
+    pub fn the_audit_log_is_filtered_and_paged_newest_first(s: &dyn Storage) {
+        for i in 0..7 {
+            let (actor, action) = if i % 2 == 0 { ("admin", "create_person") } else { ("zhang", "login") };
+            s.audit(1000 * i, actor, action, &format!("#{i}")).unwrap();
+        }
+        let any = AuditFilter::default();
+        assert_eq!(s.audit_count(&any).unwrap(), 7);
+        let page: Vec<String> = s.audit_page(&any, 3, 0).unwrap().into_iter().map(|e| e.detail).collect();
+        assert_eq!(page, ["#6", "#5", "#4"]);
+        let next: Vec<String> = s.audit_page(&any, 3, 3).unwrap().into_iter().map(|e| e.detail).collect();
+        assert_eq!(next, ["#3", "#2", "#1"]);
+        let logins = AuditFilter { action: "login".into(), ..AuditFilter::default() };
+        assert_eq!(s.audit_count(&logins).unwrap(), 3);
+        let window = AuditFilter { actor: "admin".into(), from_ms: 2000, to_ms: 6000, ..AuditFilter::default() };
+        assert_eq!(
+            s.audit_page(&window, 10, 0).unwrap(),
+            [
+                AuditEntry { at_ms: 4000, actor: "admin".into(), action: "create_person".into(), detail: "#4".into() },
+                AuditEntry { at_ms: 2000, actor: "admin".into(), action: "create_person".into(), detail: "#2".into() },
+            ],
+            "from inclusive, to exclusive"
+        );
+        assert_eq!(s.audit_actions().unwrap(), ["create_person", "login"]);
+    }
+
+    pub fn a_device_recovers_until_told_otherwise(s: &dyn Storage) {
+        assert!(!s.device_recovering("d1").unwrap());
+        assert!(!s.device_recovering("nobody").unwrap(), "an unknown device is not recovering");
+        s.set_device_recovering("d1", true).unwrap();
+        s.device_seen("d1", 5000).unwrap();
+        assert!(s.device_recovering("d1").unwrap());
+        s.set_device_recovering("d1", false).unwrap();
+        assert!(!s.device_recovering("d1").unwrap());
+    }
+}
