@@ -18,6 +18,13 @@ command -v java >/dev/null || { $SUDO apt-get update -qq; $SUDO apt-get install 
 echo "== the sqlite3 tool (a test reads a phone's database file with it, as a thief would)"
 command -v sqlite3 >/dev/null || { $SUDO apt-get update -qq; $SUDO apt-get install -y -qq sqlite3 >/dev/null; }
 
+echo "== PostgreSQL (the county backend's conformance tests start a private cluster: xtask/pg.sh)"
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq postgresql >/dev/null
+fi
+
 echo "== browser for the web console tests (Debian Chromium, a Chinese font)"
 if [ ! -x /usr/bin/chromium ] || ! fc-list :lang=zh family 2>/dev/null | grep -q .; then
     export DEBIAN_FRONTEND=noninteractive

@@ -107,6 +107,19 @@ impl From<rusqlite::Error> for AppError {
     }
 }
 
+impl From<postgres::Error> for AppError {
+    /// PostgreSQL's own message may quote the values of a row (a key that already exists), so
+    /// only its error code and class are kept.
+    fn from(e: postgres::Error) -> Self {
+        match e.code() {
+            Some(c) if *c == postgres::error::SqlState::DISK_FULL => AppError::StorageFull,
+            Some(c) => AppError::Internal(format!("PostgreSQL error {}", c.code())),
+            None if e.is_closed() => AppError::Internal("PostgreSQL connection closed".into()),
+            None => AppError::Internal("PostgreSQL client error".into()),
+        }
+    }
+}
+
 impl From<gridlink_core::CoreError> for AppError {
     fn from(e: gridlink_core::CoreError) -> Self {
         use gridlink_core::CoreError as C;

@@ -33,9 +33,44 @@ fn root() -> PathBuf {
 }
 
 fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    run_with(program, args, &[])
+}
+
+/// [`run`] with extra environment variables.
+fn run_with(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     eprintln!("$ {program} {}", args.join(" "));
-    let status = Command::new(program).args(args).current_dir(root()).status().map_err(|e| format!("{program}: {e}"))?;
+    let status =
+        Command::new(program).args(args).envs(env.iter().copied()).current_dir(root()).status().map_err(|e| format!("{program}: {e}"))?;
     if status.success() { Ok(()) } else { Err(format!("`{program} {}` failed ({status})", args.join(" "))) }
+}
+
+/// A private PostgreSQL cluster for the tests (`xtask/pg.sh`), stopped and deleted when dropped.
+struct PgCluster {
+    /// Its directory, when this run started it.
+    dir: Option<String>,
+    url: String,
+}
+
+impl PgCluster {
+    fn start() -> Result<Self, String> {
+        let out = Command::new("bash").arg("xtask/pg.sh").arg("start").current_dir(root()).output().map_err(|e| format!("pg.sh: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        match text.trim().split_once(' ') {
+            Some((dir, url)) if out.status.success() => {
+                eprintln!("PostgreSQL for the tests: {url}");
+                Ok(Self { dir: Some(dir.to_owned()), url: url.to_owned() })
+            }
+            _ => Err(format!("could not start PostgreSQL for the tests: {}", String::from_utf8_lossy(&out.stderr))),
+        }
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = Command::new("bash").args(["xtask/pg.sh", "stop", dir]).current_dir(root()).status();
+        }
+    }
 }
 
 fn is_root() -> bool {
@@ -75,17 +110,26 @@ fn has_nextest() -> bool {
 
 fn test() -> Result<(), String> {
     // What the tests need beyond Rust (JNA, Chromium and a Chinese font, sqlite3, playwright,
-    // automerge-repo, the Kotlin compiler, cargo-fuzz, pytest, georeport), installed when missing.
+    // automerge-repo, the Kotlin compiler, cargo-fuzz, pytest, georeport, PostgreSQL), installed when
+    // missing.
     if std::env::var_os("GRIDLINK_SKIP_SETUP").is_none() {
         run("bash", &["xtask/setup.sh"])?;
     }
     run("cargo", &["fmt", "--all", "--", "--check"])?;
     run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    // The storage conformance suite runs on SQLite and on PostgreSQL: a private cluster for the
+    // run (unless GRIDLINK_TEST_PG_URL names a server already), which the suite must then use.
+    let cluster = match std::env::var("GRIDLINK_TEST_PG_URL") {
+        Ok(url) => PgCluster { dir: None, url },
+        Err(_) => PgCluster::start()?,
+    };
+    let pg = [("GRIDLINK_TEST_PG_URL", cluster.url.as_str()), ("GRIDLINK_REQUIRE_PG", "1")];
     if has_nextest() {
-        run("cargo", &["nextest", "run", "--workspace", "--no-tests=pass", "--no-fail-fast"])?;
+        run_with("cargo", &["nextest", "run", "--workspace", "--no-tests=pass", "--no-fail-fast"], &pg)?;
     } else {
-        run("cargo", &["test", "--workspace", "--no-fail-fast", "--all-targets"])?;
+        run_with("cargo", &["test", "--workspace", "--no-fail-fast", "--all-targets"], &pg)?;
     }
+    drop(cluster);
     run("cargo", &["test", "--workspace", "--doc"])?;
     let out = bindings()?;
     run("python3", &["-m", "pytest", "-q", "bindings/tests/python"])?;

@@ -1,8 +1,9 @@
 //! The storage seam (issue 18): what the server keeps, as operations on an open database
 //! connection or transaction, with the SQL in one backend module per database. The SQLite
-//! backend ([`sqlite`]) is the embedded default; a PostgreSQL backend will implement the same
-//! trait, and the conformance suite (`server/tests/storage.rs`) runs every behaviour the server
-//! relies on against each backend.
+//! backend ([`sqlite`]) is the embedded default; the PostgreSQL backend ([`PgStorage`]) holds the
+//! same slice for a county, and the conformance suite (`server/tests/storage.rs`) runs every
+//! behaviour the server relies on against both. The running server uses SQLite only so far:
+//! `serve --db postgres://…` comes once everything is behind the seam.
 //!
 //! Behind the seam so far: settings and the epoch, devices' sync state (rounds, what each device
 //! holds), the change log and record snapshots, case numbers, notices and the audit log. Still
@@ -13,7 +14,10 @@
 //! The trait is object safe (visitors are `&mut dyn FnMut`), so a server can hold its backend
 //! behind `dyn Storage` once there are two.
 
+mod pg;
 mod sqlite;
+
+pub use pg::PgStorage;
 
 use std::collections::HashSet;
 

@@ -1,0 +1,333 @@
+//! The PostgreSQL backend of [`Storage`] (a county on the government's database servers,
+//! issue 18). It holds the same slice as the SQLite backend, on its own schema
+//! ([`MIGRATIONS`], applied by [`PgStorage::connect`]), and passes the same conformance suite.
+//!
+//! **Client crate:** `postgres` 0.19, the synchronous face of `tokio-postgres` from the
+//! rust-postgres project (the most used and best kept PostgreSQL client in Rust; `sqlx` would
+//! bring its own pool and macros for nothing we need). Synchronous on purpose: the server's
+//! storage work runs as synchronous closures, on the single writer thread and on the blocking
+//! pool for reads, exactly as with SQLite, so one seam serves both backends; the async client
+//! underneath stays available should the writer become a task.
+//!
+//! **The change log across server nodes.** Log positions come from a sequence, which hands out
+//! numbers in the order transactions ask, not in the order they commit: with two nodes a change
+//! numbered 11 could become visible before one numbered 10, and a device whose cursor passed 11
+//! would never receive 10. So every transaction that appends to the log first takes a
+//! transaction-scoped advisory lock (held to its commit or rollback): numbers are then handed out
+//! and committed in one order, no change can become visible below a visible one, and the log's
+//! high water is its newest visible change. The lock serialises only the appends' transactions;
+//! one lock per town is the refinement once records carry their town.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+
+use postgres::{Client, NoTls};
+
+use super::{AuditEntry, AuditFilter, LoggedChange, Notice, Round, Storage};
+use crate::error::{AppError, AppResult};
+
+/// Key of the advisory lock that orders appends to the change log.
+const LOG_LOCK: i64 = 0x0067_7269_646c_6f67; // "gridlog"
+
+/// The schema, one step per entry; `schema_version` holds how many were applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: the tables behind the seam so far
+    "
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE people (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, unit TEXT NOT NULL,
+        password_hash TEXT NOT NULL, active BOOLEAN NOT NULL DEFAULT TRUE, created_ms BIGINT NOT NULL
+    );
+    CREATE TABLE devices (
+        id TEXT PRIMARY KEY, person_id TEXT NOT NULL REFERENCES people(id), name TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE, created_ms BIGINT NOT NULL, expires_ms BIGINT NOT NULL,
+        revoked_ms BIGINT, logged_out BOOLEAN NOT NULL DEFAULT FALSE, last_seen_ms BIGINT,
+        recovering BOOLEAN NOT NULL DEFAULT FALSE
+    );
+    CREATE TABLE docs (id TEXT PRIMARY KEY, snapshot BYTEA NOT NULL);
+    CREATE TABLE changes (
+        seq BIGSERIAL PRIMARY KEY, doc_id TEXT NOT NULL, hash TEXT NOT NULL UNIQUE,
+        bytes BYTEA NOT NULL, device_id TEXT NOT NULL, received_ms BIGINT NOT NULL
+    );
+    CREATE INDEX changes_doc ON changes(doc_id, seq);
+    CREATE TABLE device_docs (device_id TEXT NOT NULL, doc_id TEXT NOT NULL, PRIMARY KEY (device_id, doc_id));
+    CREATE TABLE rounds (
+        device_id TEXT NOT NULL, round BIGINT NOT NULL, seq_high BIGINT NOT NULL,
+        added TEXT NOT NULL, removed TEXT NOT NULL, applied BOOLEAN NOT NULL DEFAULT FALSE,
+        PRIMARY KEY (device_id, round)
+    );
+    CREATE TABLE case_counters (prefix TEXT NOT NULL, year BIGINT NOT NULL, last BIGINT NOT NULL, PRIMARY KEY (prefix, year));
+    CREATE TABLE notices (
+        seq BIGSERIAL PRIMARY KEY, doc_id TEXT NOT NULL, unit TEXT NOT NULL, at_ms BIGINT NOT NULL, text TEXT NOT NULL
+    );
+    CREATE INDEX notices_unit ON notices(unit, seq);
+    CREATE TABLE audit (
+        seq BIGSERIAL PRIMARY KEY, at_ms BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL
+    );
+    ",
+];
+
+/// One connection to a PostgreSQL database of the server's schema, as [`Storage`].
+pub struct PgStorage {
+    client: RefCell<Client>,
+}
+
+impl std::fmt::Debug for PgStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgStorage")
+    }
+}
+
+impl PgStorage {
+    /// Connects to `url` (`postgres://user@host:port/db`) and brings the schema up to date, each
+    /// step in its own transaction (a failed step leaves the database at the one before).
+    pub fn connect(url: &str) -> AppResult<Self> {
+        let mut client = Client::connect(url, NoTls)
+            .map_err(|e| AppError::Internal(format!("无法连接 PostgreSQL 数据库({}): {}", redact(url), reason(&e))))?;
+        let mut tx = client.transaction()?;
+        // Nodes starting together migrate one after the other.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&(LOG_LOCK + 1)])?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+        let version: i64 = tx.query_opt("SELECT version::BIGINT FROM schema_version", &[])?.map_or(0, |r| r.get(0));
+        if version as usize > MIGRATIONS.len() {
+            return Err(AppError::Internal(format!(
+                "数据库结构版本 {version} 高于本程序支持的 {},请升级 gridlink-server",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.batch_execute(sql)?;
+            tx.execute("DELETE FROM schema_version", &[])?;
+            tx.execute("INSERT INTO schema_version(version) VALUES ($1)", &[&(i as i32 + 1)])?;
+        }
+        tx.commit()?;
+        Ok(Self { client: RefCell::new(client) })
+    }
+
+    /// Runs SQL that is not part of the seam (fixtures, schema checks).
+    pub fn batch_execute(&self, sql: &str) -> AppResult<()> {
+        Ok(self.client.borrow_mut().batch_execute(sql)?)
+    }
+
+    fn execute(&self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> AppResult<u64> {
+        let mut c = self.client.borrow_mut();
+        let stmt = c.prepare(sql)?;
+        Ok(c.execute(&stmt, params)?)
+    }
+
+    fn query(&self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> AppResult<Vec<postgres::Row>> {
+        let mut c = self.client.borrow_mut();
+        let stmt = c.prepare(sql)?;
+        Ok(c.query(&stmt, params)?)
+    }
+
+    fn query_opt(&self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> AppResult<Option<postgres::Row>> {
+        Ok(self.query(sql, params)?.into_iter().next())
+    }
+}
+
+/// A connection URL without its password.
+fn redact(url: &str) -> String {
+    match url.split_once("://").and_then(|(scheme, rest)| rest.split_once('@').map(|(who, host)| (scheme, who, host))) {
+        Some((scheme, who, host)) => format!("{scheme}://{}@{host}", who.split(':').next().unwrap_or_default()),
+        None => url.to_owned(),
+    }
+}
+
+/// Why a connection failed, without anything the server sent back.
+fn reason(e: &postgres::Error) -> String {
+    match e.code() {
+        Some(c) => format!("错误代码 {}", c.code()),
+        None => e.to_string().chars().take(200).collect(),
+    }
+}
+
+impl Storage for PgStorage {
+    fn meta_get(&self, key: &str) -> AppResult<Option<String>> {
+        Ok(self.query_opt("SELECT value FROM meta WHERE key = $1", &[&key])?.map(|r| r.get(0)))
+    }
+
+    fn meta_set(&self, key: &str, value: &str) -> AppResult<()> {
+        self.execute(
+            "INSERT INTO meta(key, value) VALUES ($1, $2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            &[&key, &value],
+        )?;
+        Ok(())
+    }
+
+    fn meta_clear(&self, key: &str) -> AppResult<()> {
+        self.execute("DELETE FROM meta WHERE key = $1", &[&key])?;
+        Ok(())
+    }
+
+    fn device_seen(&self, device: &str, now_ms: i64) -> AppResult<()> {
+        self.execute("UPDATE devices SET last_seen_ms = $1 WHERE id = $2", &[&now_ms, &device])?;
+        Ok(())
+    }
+
+    fn device_recovering(&self, device: &str) -> AppResult<bool> {
+        Ok(self.query_opt("SELECT recovering FROM devices WHERE id = $1", &[&device])?.is_some_and(|r| r.get(0)))
+    }
+
+    fn set_device_recovering(&self, device: &str, recovering: bool) -> AppResult<()> {
+        self.execute("UPDATE devices SET recovering = $2 WHERE id = $1", &[&device, &recovering])?;
+        Ok(())
+    }
+
+    fn round(&self, device: &str, round: i64) -> AppResult<Option<Round>> {
+        let row = self.query_opt(
+            "SELECT round, seq_high, added, removed, applied FROM rounds WHERE device_id = $1 AND round = $2",
+            &[&device, &round],
+        )?;
+        Ok(row.map(|r| Round {
+            round: r.get(0),
+            seq_high: r.get(1),
+            added: serde_json::from_str(r.get(2)).unwrap_or_default(),
+            removed: serde_json::from_str(r.get(3)).unwrap_or_default(),
+            applied: r.get(4),
+        }))
+    }
+
+    fn take_round(&self, device: &str, round: &Round) -> AppResult<()> {
+        if !round.applied {
+            if !round.added.is_empty() {
+                self.execute(
+                    "INSERT INTO device_docs(device_id, doc_id) SELECT $1, unnest($2::TEXT[]) ON CONFLICT DO NOTHING",
+                    &[&device, &round.added],
+                )?;
+            }
+            if !round.removed.is_empty() {
+                self.execute("DELETE FROM device_docs WHERE device_id = $1 AND doc_id = ANY($2)", &[&device, &round.removed])?;
+            }
+            self.execute("UPDATE rounds SET applied = TRUE WHERE device_id = $1 AND round = $2", &[&device, &round.round])?;
+        }
+        self.execute("DELETE FROM rounds WHERE device_id = $1 AND round < $2", &[&device, &round.round])?;
+        Ok(())
+    }
+
+    fn add_round(&self, device: &str, seq_high: i64, added: &[String], removed: &[String]) -> AppResult<i64> {
+        let (added, removed) =
+            (serde_json::to_string(added).expect("a list of strings"), serde_json::to_string(removed).expect("a list of strings"));
+        let row = self.query(
+            "INSERT INTO rounds(device_id, round, seq_high, added, removed)
+             SELECT $1, coalesce(max(round), 0) + 1, $2, $3, $4 FROM rounds WHERE device_id = $1 RETURNING round",
+            &[&device, &seq_high, &added, &removed],
+        )?;
+        row.first().map(|r| r.get(0)).ok_or_else(|| AppError::Internal("round not recorded".into()))
+    }
+
+    fn holdings(&self, device: &str) -> AppResult<HashSet<String>> {
+        Ok(self.query("SELECT doc_id FROM device_docs WHERE device_id = $1", &[&device])?.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    fn forget_holdings(&self, device: &str) -> AppResult<()> {
+        self.execute("DELETE FROM device_docs WHERE device_id = $1", &[&device])?;
+        Ok(())
+    }
+
+    fn change_known(&self, hash: &str) -> AppResult<bool> {
+        Ok(self.query_opt("SELECT 1 FROM changes WHERE hash = $1", &[&hash])?.is_some())
+    }
+
+    fn log_change(&self, doc_id: &str, hash: &str, bytes: &[u8], device_id: &str, now_ms: i64) -> AppResult<()> {
+        // Held to the end of the caller's transaction (see the module doc).
+        self.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])?;
+        self.execute(
+            "INSERT INTO changes(doc_id, hash, bytes, device_id, received_ms) VALUES ($1, $2, $3, $4, $5)",
+            &[&doc_id, &hash, &bytes, &device_id, &now_ms],
+        )?;
+        Ok(())
+    }
+
+    fn record_changes(&self, doc_id: &str, visit: &mut dyn FnMut(Vec<u8>, String) -> AppResult<()>) -> AppResult<()> {
+        for r in self.query("SELECT bytes, device_id FROM changes WHERE doc_id = $1 ORDER BY seq", &[&doc_id])? {
+            visit(r.get(0), r.get(1))?;
+        }
+        Ok(())
+    }
+
+    fn changes_after(&self, device: &str, after: i64, visit: &mut dyn FnMut(LoggedChange) -> AppResult<bool>) -> AppResult<()> {
+        let rows = self.query(
+            "SELECT c.seq, c.doc_id, c.bytes, c.device_id FROM changes c
+             JOIN device_docs d ON d.doc_id = c.doc_id AND d.device_id = $1
+             WHERE c.seq > $2 ORDER BY c.seq",
+            &[&device, &after],
+        )?;
+        for r in rows {
+            if !visit(LoggedChange { seq: r.get(0), doc_id: r.get(1), bytes: r.get(2), device_id: r.get(3) })? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn log_high_water(&self) -> AppResult<i64> {
+        Ok(self.query_opt("SELECT coalesce(max(seq), 0) FROM changes", &[])?.map_or(0, |r| r.get(0)))
+    }
+
+    fn snapshot(&self, doc_id: &str) -> AppResult<Option<Vec<u8>>> {
+        Ok(self.query_opt("SELECT snapshot FROM docs WHERE id = $1", &[&doc_id])?.map(|r| r.get(0)))
+    }
+
+    fn next_case_number(&self, prefix: &str, year: i64) -> AppResult<i64> {
+        let rows = self.query(
+            "INSERT INTO case_counters(prefix, year, last) VALUES ($1, $2, 1)
+             ON CONFLICT(prefix, year) DO UPDATE SET last = case_counters.last + 1 RETURNING last",
+            &[&prefix, &year],
+        )?;
+        rows.first().map(|r| r.get(0)).ok_or_else(|| AppError::Internal("case counter not moved".into()))
+    }
+
+    fn case_number_taken(&self, prefix: &str, year: i64, number: i64) -> AppResult<()> {
+        self.execute(
+            "INSERT INTO case_counters(prefix, year, last) VALUES ($1, $2, $3)
+             ON CONFLICT(prefix, year) DO UPDATE SET last = greatest(case_counters.last, excluded.last)",
+            &[&prefix, &year, &number],
+        )?;
+        Ok(())
+    }
+
+    fn add_notice(&self, doc_id: &str, unit: &str, at_ms: i64, text: &str) -> AppResult<()> {
+        self.execute("INSERT INTO notices(doc_id, unit, at_ms, text) VALUES ($1, $2, $3, $4)", &[&doc_id, &unit, &at_ms, &text])?;
+        Ok(())
+    }
+
+    fn notices(&self, unit: &str, before: i64, limit: i64) -> AppResult<Vec<Notice>> {
+        // The unit itself, or a unit below it: codes nest by prefix (a 9-digit town code covers
+        // its 12-digit villages; a village covers its `-group-grid` codes).
+        let rows = self.query(
+            "SELECT seq, doc_id, unit, at_ms, text FROM notices
+             WHERE (unit = $1 OR starts_with(unit, $1 || '-') OR (length($1) = 9 AND length(unit) > 9 AND starts_with(unit, $1)))
+               AND seq < $2 ORDER BY seq DESC LIMIT $3",
+            &[&unit, &before, &limit],
+        )?;
+        Ok(rows.into_iter().map(|r| Notice { seq: r.get(0), doc_id: r.get(1), unit: r.get(2), at_ms: r.get(3), text: r.get(4) }).collect())
+    }
+
+    fn audit(&self, at_ms: i64, actor: &str, action: &str, detail: &str) -> AppResult<()> {
+        self.execute("INSERT INTO audit(at_ms, actor, action, detail) VALUES ($1, $2, $3, $4)", &[&at_ms, &actor, &action, &detail])?;
+        Ok(())
+    }
+
+    fn audit_count(&self, f: &AuditFilter) -> AppResult<u64> {
+        let n: i64 = self
+            .query_opt(&format!("SELECT count(*) FROM audit {PG_AUDIT_FILTER}"), &[&f.actor, &f.action, &f.from_ms, &f.to_ms])?
+            .map_or(0, |r| r.get(0));
+        Ok(n.max(0) as u64)
+    }
+
+    fn audit_page(&self, f: &AuditFilter, limit: i64, offset: i64) -> AppResult<Vec<AuditEntry>> {
+        let rows = self.query(
+            &format!("SELECT at_ms, actor, action, detail FROM audit {PG_AUDIT_FILTER} ORDER BY seq DESC LIMIT $5 OFFSET $6"),
+            &[&f.actor, &f.action, &f.from_ms, &f.to_ms, &limit, &offset],
+        )?;
+        Ok(rows.into_iter().map(|r| AuditEntry { at_ms: r.get(0), actor: r.get(1), action: r.get(2), detail: r.get(3) }).collect())
+    }
+
+    fn audit_actions(&self) -> AppResult<Vec<String>> {
+        Ok(self.query("SELECT DISTINCT action FROM audit ORDER BY action", &[])?.into_iter().map(|r| r.get(0)).collect())
+    }
+}
+
+/// The audit lines an [`AuditFilter`] matches (`$1`–`$4`).
+const PG_AUDIT_FILTER: &str = "WHERE ($1 = '' OR actor = $1) AND ($2 = '' OR action = $2) AND at_ms >= $3 AND at_ms < $4";
