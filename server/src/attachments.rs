@@ -19,7 +19,7 @@ use tower::ServiceExt;
 use crate::app::AppState;
 use crate::auth::AuthDevice;
 use crate::error::{AppError, AppResult};
-use crate::records::ScopeEvent;
+use crate::storage::Storage;
 
 /// Where chunk uploads resume.
 #[derive(Debug, Deserialize)]
@@ -220,17 +220,7 @@ pub async fn download(State(state): State<AppState>, auth: AuthDevice, Path(sha)
             if uploader == person.id {
                 return Ok(true);
             }
-            let mut stmt = c.prepare(
-                "SELECT d.id, d.location, d.holder, d.reporter FROM attachment_refs r JOIN docs d ON d.id = r.doc_id WHERE r.sha256 = ?1",
-            )?;
-            let rows = stmt
-                .query_map([&key], |r| Ok(ScopeEvent { doc_id: r.get(0)?, location: r.get(1)?, holder: r.get(2)?, reporter: r.get(3)? }))?;
-            for row in rows {
-                if row?.visible_to(&person) {
-                    return Ok(true);
-                }
-            }
-            Ok(false)
+            Ok(c.records_with_photo(&key)?.iter().any(|place| place.visible_to(&person)))
         })
         .await?;
     if !allowed {

@@ -15,11 +15,11 @@ use gridlink_core::sync::validate::scope_of;
 use gridlink_core::sync::validate::{check_invariants, check_shape, validate_update as validate_update_fn};
 use gridlink_core::workflow::{Action, ActionKind, RecordKind, TimelineEntry, check};
 use gridlink_core::{Access, Catalog, Hlc, Person, Record, RecordBody, RecordState, Role, Status, UnitCode, WorkCalendar, complete_action};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 use sha2::Digest;
 
 use crate::error::{AppError, AppResult};
-use crate::storage::Storage;
+use crate::storage::{RecordRow, Storage};
 
 /// Device id recorded for changes the server makes itself (case numbers, supervision).
 pub const SERVER_DEVICE: &str = "server";
@@ -157,13 +157,7 @@ fn notify_voided(tx: &Connection, before: &Record, after: &Record, ctx: &IngestC
     if voided.is_empty() {
         return Ok(());
     }
-    let unit_name = |u: &UnitCode| -> AppResult<String> {
-        Ok(tx
-            .prepare_cached("SELECT name FROM units WHERE code = ?1")?
-            .query_row([u.as_str()], |r| r.get::<_, String>(0))
-            .optional()?
-            .unwrap_or_else(|| u.to_string()))
-    };
+    let unit_name = |u: &UnitCode| -> AppResult<String> { Ok(tx.unit_name(u.as_str())?.unwrap_or_else(|| u.to_string())) };
     let holder = now.state.holder.as_ref().map(&unit_name).transpose()?.unwrap_or_default();
     // One notice per unit whose work was voided, to it and to the unit answering for the record.
     let mut by_unit: Vec<(&UnitCode, Vec<&TimelineEntry>)> = Vec::new();
@@ -284,11 +278,10 @@ fn is_recoverable(tx: &Connection, seen: Option<&Record>, made: &Record) -> AppR
     }
     let known: HashSet<&str> = seen.map(|r| r.timeline.iter().map(|e| e.id.as_str()).collect()).unwrap_or_default();
     // The person, in whatever role or unit they hold now: the entry keeps the ones of its day.
-    let mut person = tx.prepare_cached("SELECT count(*) FROM people WHERE id = ?1")?;
     for e in made.timeline.iter().filter(|e| !known.contains(e.id.as_str())) {
         let ok = match e.role {
             Role::System => e.actor == "system",
-            _ => person.query_row([&e.actor], |r| r.get::<_, i64>(0))? > 0,
+            _ => tx.person_exists(&e.actor)?,
         };
         if !ok {
             return Ok(false);
@@ -307,10 +300,7 @@ fn reclaim_case_no(tx: &Connection, doc_id: &str, no: &str, ctx: &IngestCtx<'_>)
     {
         tx.case_number_taken(prefix, year, n)?;
     }
-    let taken: Option<String> = tx
-        .prepare_cached("SELECT id FROM docs WHERE case_no = ?1 AND id <> ?2")?
-        .query_row(params![no, doc_id], |r| r.get(0))
-        .optional()?;
+    let taken = tx.record_with_case_no(no, doc_id)?;
     if taken.is_none() {
         return Ok(None);
     }
@@ -488,7 +478,7 @@ pub fn reindex_if_stale(state: &crate::AppState) -> AppResult<()> {
         return Ok(());
     }
     let tx = conn.transaction()?;
-    let ids: Vec<String> = tx.prepare("SELECT id FROM docs")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let ids = tx.record_ids()?;
     let routing = state.routing();
     let mut events = Vec::new();
     let mut ctx = state.ingest_ctx(&routing, state.now_ms(), &mut events);
@@ -519,34 +509,29 @@ pub fn write_index(tx: &Connection, record: &Record, doc: &mut RecordDoc, ctx: &
     // sweeper and the overdue lists follow whose turn it is.
     let due_ms = facts.clock.as_ref().map(|c| c.due_ms);
     let facts = serde_json::to_string(&facts).expect("serialisable");
-    tx.prepare_cached(
-        "INSERT OR REPLACE INTO docs(id, kind, location, holder, owner, reporter, status, open, category, title, case_no,
-            deadline_ms, created_ms, updated_ms, conflicts, batch_id, facts, snapshot)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-    )?
-    .execute(params![
-        record.id,
-        record.kind().as_str(),
-        record.location().as_str(),
-        s.holder.as_ref().map(|u| u.as_str()),
-        s.owner.as_ref().map(|u| u.as_str()),
-        s.reporter,
-        s.status.map(Status::as_str),
-        s.status.is_none_or(Status::is_open),
+    tx.put_record(&RecordRow {
+        id: record.id.clone(),
+        kind: record.kind().as_str().to_owned(),
+        location: record.location().to_string(),
+        holder: s.holder.as_ref().map(ToString::to_string),
+        owner: s.owner.as_ref().map(ToString::to_string),
+        reporter: s.reporter.clone(),
+        status: s.status.map(|st| st.as_str().to_owned()),
+        open: s.status.is_none_or(Status::is_open),
         category,
         title,
-        record.case_no,
-        due_ms,
-        record.created_at_ms,
-        s.last_at.map_or(record.created_at_ms, |h| h.wall_ms),
-        folded.conflicts() as i64,
-        s.batch_id,
+        case_no: record.case_no.clone(),
+        deadline_ms: due_ms,
+        created_ms: record.created_at_ms,
+        updated_ms: s.last_at.map_or(record.created_at_ms, |h| h.wall_ms),
+        conflicts: folded.conflicts() as i64,
+        batch_id: s.batch_id.clone(),
         facts,
         // Sent as is to devices that take whole documents, inside the deflated sync body.
-        doc.save_uncompressed(),
-    ])?;
+        snapshot: doc.save_uncompressed(),
+    })?;
     for sha in photos {
-        tx.prepare_cached("INSERT OR IGNORE INTO attachment_refs(doc_id, sha256) VALUES (?1, ?2)")?.execute([&record.id, &sha])?;
+        tx.add_photo_ref(&record.id, &sha)?;
     }
     ctx.events.push(ScopeEvent {
         doc_id: record.id.clone(),
@@ -569,9 +554,7 @@ pub fn scope_sql() -> String {
 
 /// Ids of the records `person` may see.
 pub fn scope_ids(conn: &Connection, person: &Person) -> AppResult<HashSet<String>> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT id FROM docs WHERE {}", scope_sql()))?;
-    let ids = stmt.query_map(params![person.unit.as_str(), person.id], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    Ok(ids)
+    conn.records_in_scope(person.unit.as_str(), &person.id)
 }
 
 /// Keeps a record's personal data sent by `person` (beside the document, never inside it). The
@@ -599,11 +582,7 @@ pub fn store_personal(
         return Ok(Some(Err(format!("记录 {} 的个人信息无效:{e}", record.display_no()))));
     }
     let text = serde_json::to_string(data).expect("serialisable");
-    tx.prepare_cached(
-        "INSERT INTO personal(doc_id, data, updated_ms, by_person) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT(doc_id) DO UPDATE SET data = excluded.data, updated_ms = excluded.updated_ms, by_person = excluded.by_person",
-    )?
-    .execute(params![doc_id, text, now_ms, person.id])?;
+    tx.put_personal(doc_id, &text, now_ms, &person.id)?;
     Ok(Some(Ok(())))
 }
 
@@ -630,16 +609,7 @@ pub fn keep_personal(
 /// A record's personal data, for a person who needs it for their work (their access read from
 /// the index, in the same query); `None` for anyone else or when the server has none.
 pub fn personal_for(tx: &Connection, person: &Person, doc_id: &str) -> AppResult<Option<Personal>> {
-    let row = tx
-        .prepare_cached(
-            "SELECT p.data, d.kind, d.location, d.holder, d.reporter FROM personal p JOIN docs d ON d.id = p.doc_id WHERE p.doc_id = ?1",
-        )?
-        .query_row([doc_id], |r| {
-            let event = ScopeEvent { doc_id: doc_id.to_owned(), location: r.get(2)?, holder: r.get(3)?, reporter: r.get(4)? };
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, event))
-        })
-        .optional()?;
-    let Some((data, kind, event)) = row else { return Ok(None) };
+    let Some((data, kind, event)) = tx.personal(doc_id)? else { return Ok(None) };
     let kind = if kind == "incident" { RecordKind::Incident } else { RecordKind::ServiceRequest };
     if !needs_personal(kind, person.role, event.access_of(person)) {
         return Ok(None);

@@ -9,12 +9,14 @@
 use std::collections::HashSet;
 
 use gridlink_server::db::Db;
-use gridlink_server::storage::{AuditEntry, AuditFilter, PgStorage, Storage};
+use gridlink_server::records::ScopeEvent;
+use gridlink_server::storage::{AuditEntry, AuditFilter, PgStorage, RecordRow, Storage};
 
 /// People and devices the checks need, made in each backend's own SQL.
 const FIXTURE: &str = "
     INSERT INTO people(id, name, role, unit, password_hash, created_ms) VALUES ('p1', '王芳', 'grid_member', '532331101201', '-', 0);
-    INSERT INTO devices(id, person_id, name, token_hash, created_ms, expires_ms) VALUES ('d1', 'p1', '手机', 'h1', 0, 1);";
+    INSERT INTO devices(id, person_id, name, token_hash, created_ms, expires_ms) VALUES ('d1', 'p1', '手机', 'h1', 0, 1);
+    INSERT INTO units(code, name, kind) VALUES ('532331101201', '新村', 'village');";
 
 /// A fresh, empty database of one backend, with the fixture.
 trait Backend {
@@ -110,6 +112,10 @@ macro_rules! every_check {
                 notices_reach_a_unit_and_the_units_above_it_are_paged,
                 the_audit_log_is_filtered_and_paged_newest_first,
                 a_device_recovers_until_told_otherwise,
+                scope_follows_location_holder_and_reporter,
+                a_record_row_is_replaced_whole,
+                personal_data_and_photos_come_with_their_record_place,
+                people_and_units_are_known_by_id,
             ]);
         )*
     };
@@ -270,6 +276,107 @@ mod checks {
             "from inclusive, to exclusive"
         );
         assert_eq!(s.audit_actions().unwrap(), ["create_person", "login"]);
+    }
+
+    fn row(id: &str, location: &str, holder: Option<&str>, reporter: Option<&str>) -> RecordRow {
+        RecordRow {
+            id: id.into(),
+            kind: "incident".into(),
+            location: location.into(),
+            holder: holder.map(Into::into),
+            owner: None,
+            reporter: reporter.map(Into::into),
+            status: Some("reported".into()),
+            open: true,
+            category: "0501".into(),
+            title: format!("{id}的标题"),
+            case_no: None,
+            deadline_ms: Some(5000),
+            created_ms: 1,
+            updated_ms: 2,
+            conflicts: 0,
+            batch_id: None,
+            facts: "{}".into(),
+            snapshot: id.as_bytes().to_vec(),
+        }
+    }
+
+    pub fn scope_follows_location_holder_and_reporter(s: &dyn Storage) {
+        let (town, village, grid, other) = ("532331101", "532331101201", "532331101201-01-02", "532331101202");
+        s.put_record(&row("in-grid", grid, Some(village), Some("p1"))).unwrap();
+        s.put_record(&row("held-by-village", other, Some(village), None)).unwrap();
+        s.put_record(&row("elsewhere", other, Some(other), None)).unwrap();
+        s.put_record(&row("reported-by-p9", other, Some("532331"), Some("p9"))).unwrap();
+        s.put_record(&row("prefix-not-a-child", "5323311012010", None, None)).unwrap();
+        s.put_record(&row("at-department", "532331101", Some("532331101-dept-01"), None)).unwrap();
+        let scope = |unit: &str, who: &str| -> Vec<String> {
+            let mut v: Vec<String> = s.records_in_scope(unit, who).unwrap().into_iter().collect();
+            v.sort();
+            v
+        };
+        assert_eq!(scope(village, "p1"), ["held-by-village", "in-grid"]);
+        assert_eq!(scope(other, "p1"), ["elsewhere", "held-by-village", "in-grid", "reported-by-p9"], "located there, or p1's own");
+        assert_eq!(scope(grid, "nobody"), ["in-grid"], "a grid sees what happened in it");
+        assert_eq!(scope("532331101201-01-01", "nobody"), Vec::<String>::new(), "not its neighbour grid's");
+        assert_eq!(scope("532331101201-01-01", "p9"), ["reported-by-p9"], "what a person reported, wherever it went");
+        assert_eq!(
+            scope(town, "nobody"),
+            ["at-department", "elsewhere", "held-by-village", "in-grid", "prefix-not-a-child", "reported-by-p9"],
+            "a town sees its villages and its departments"
+        );
+        assert_eq!(scope("532331101-dept-01", "x"), ["at-department"]);
+        assert_eq!(
+            s.record_ids().unwrap(),
+            ["at-department", "elsewhere", "held-by-village", "in-grid", "prefix-not-a-child", "reported-by-p9"]
+        );
+    }
+
+    pub fn a_record_row_is_replaced_whole(s: &dyn Storage) {
+        s.put_record(&row("r1", "532331101201", Some("532331101201"), Some("p1"))).unwrap();
+        let moved = RecordRow {
+            holder: Some("532331101".into()),
+            case_no: Some("GT-2026-000001".into()),
+            snapshot: b"newer".to_vec(),
+            ..row("r1", "532331101201", None, Some("p1"))
+        };
+        s.put_record(&moved).unwrap();
+        assert_eq!(s.record_ids().unwrap(), ["r1"], "one row per record");
+        assert_eq!(s.snapshot("r1").unwrap().as_deref(), Some(&b"newer"[..]));
+        assert_eq!(s.snapshot("r2").unwrap(), None);
+        assert!(s.records_in_scope("532331101201-01-01", "nobody").unwrap().is_empty(), "its old holder is gone");
+        assert_eq!(s.record_with_case_no("GT-2026-000001", "r2").unwrap().as_deref(), Some("r1"));
+        assert_eq!(s.record_with_case_no("GT-2026-000001", "r1").unwrap(), None, "not itself");
+    }
+
+    pub fn personal_data_and_photos_come_with_their_record_place(s: &dyn Storage) {
+        s.put_record(&row("r1", "532331101201-01-02", Some("532331101201"), Some("p1"))).unwrap();
+        s.put_record(&row("r2", "532331101202", None, None)).unwrap();
+        assert_eq!(s.personal("r1").unwrap(), None);
+        s.put_personal("r1", r#"{"name":"张三"}"#, 10, "p1").unwrap();
+        s.put_personal("r1", r#"{"name":"张三丰"}"#, 11, "p1").unwrap();
+        s.put_personal("ghost", r#"{"name":"李四"}"#, 12, "p1").unwrap();
+        let place = ScopeEvent {
+            doc_id: "r1".into(),
+            location: "532331101201-01-02".into(),
+            holder: Some("532331101201".into()),
+            reporter: Some("p1".into()),
+        };
+        assert_eq!(s.personal("r1").unwrap(), Some((r#"{"name":"张三丰"}"#.into(), "incident".into(), place.clone())));
+        assert_eq!(s.personal("ghost").unwrap(), None, "personal data of a record the server lacks is not given out");
+        assert!(s.records_with_photo("abc").unwrap().is_empty());
+        for _ in 0..2 {
+            s.add_photo_ref("r1", "abc").unwrap();
+        }
+        assert_eq!(s.records_with_photo("abc").unwrap(), [place], "once, however often noted");
+        s.add_photo_ref("r2", "abc").unwrap();
+        assert_eq!(s.records_with_photo("abc").unwrap().len(), 2);
+    }
+
+    pub fn people_and_units_are_known_by_id(s: &dyn Storage) {
+        assert!(s.person_exists("p1").unwrap());
+        assert!(!s.person_exists("p2").unwrap());
+        assert_eq!(s.unit_name("532331101201").unwrap().as_deref(), Some("新村"));
+        assert_eq!(s.unit_name("532331101299").unwrap(), None);
     }
 
     pub fn a_device_recovers_until_told_otherwise(s: &dyn Storage) {

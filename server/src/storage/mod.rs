@@ -6,10 +6,10 @@
 //! `serve --db postgres://…` comes once everything is behind the seam.
 //!
 //! Behind the seam so far: settings and the epoch, devices' sync state (rounds, what each device
-//! holds), the change log and record snapshots, case numbers, notices and the audit log. Still
+//! holds), the change log, records' index rows and snapshots with the scope rule over them,
+//! personal data, which records show a photo, case numbers, notices and the audit log. Still
 //! written as SQLite in the modules that use it, to move here next: accounts, devices and
-//! tokens, units, the records' index rows and scope, personal data, attachments, API keys and
-//! the console's lists.
+//! tokens, units and boundaries, attachment uploads, API keys, figures and the console's lists.
 //!
 //! The trait is object safe (visitors are `&mut dyn FnMut`), so a server can hold its backend
 //! behind `dyn Storage` once there are two.
@@ -22,6 +22,7 @@ pub use pg::PgStorage;
 use std::collections::HashSet;
 
 use crate::error::AppResult;
+use crate::records::ScopeEvent;
 
 /// One accepted change in the change log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +47,37 @@ pub struct Round {
     pub removed: Vec<String>,
     /// Its additions and removals were made already.
     pub applied: bool,
+}
+
+/// A record's row in the index (what scope, lists, deadlines and figures read), with its saved
+/// document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRow {
+    pub id: String,
+    pub kind: String,
+    /// Unit code of where it happened.
+    pub location: String,
+    /// Unit whose turn it is.
+    pub holder: Option<String>,
+    /// Unit answering for it (a department, the center).
+    pub owner: Option<String>,
+    /// Person who reported it.
+    pub reporter: Option<String>,
+    pub status: Option<String>,
+    pub open: bool,
+    pub category: String,
+    pub title: String,
+    pub case_no: Option<String>,
+    /// Due time of the clock running now.
+    pub deadline_ms: Option<i64>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub conflicts: i64,
+    pub batch_id: Option<String>,
+    /// The figures' facts, as JSON.
+    pub facts: String,
+    /// The saved document (all its changes).
+    pub snapshot: Vec<u8>,
 }
 
 /// A notice (督办 or 通知) addressed to a unit, for its phones.
@@ -149,6 +181,34 @@ pub trait Storage {
     fn log_high_water(&self) -> AppResult<i64>;
     /// A record's saved document (all its changes), if the server has the record.
     fn snapshot(&self, doc_id: &str) -> AppResult<Option<Vec<u8>>>;
+
+    // ---- records ----
+
+    /// Writes a record's index row and saved document (replacing the ones it had).
+    fn put_record(&self, row: &RecordRow) -> AppResult<()>;
+    /// Every record's id.
+    fn record_ids(&self) -> AppResult<Vec<String>>;
+    /// The record other than `except` that has case number `case_no`, if any.
+    fn record_with_case_no(&self, case_no: &str, except: &str) -> AppResult<Option<String>>;
+    /// The records a person of `unit` (id `person_id`) may see: located or held within the unit
+    /// (unit codes nest by prefix: a village's `-group-grid` codes, a 9-digit town's villages),
+    /// or reported by the person. The core's access rule over the index columns.
+    fn records_in_scope(&self, unit: &str, person_id: &str) -> AppResult<HashSet<String>>;
+    /// Notes that a record shows a photo.
+    fn add_photo_ref(&self, doc_id: &str, sha256: &str) -> AppResult<()>;
+    /// Where the records showing a photo are (to decide who may fetch it).
+    fn records_with_photo(&self, sha256: &str) -> AppResult<Vec<ScopeEvent>>;
+    /// Keeps a record's personal data (JSON), sent by `by_person`.
+    fn put_personal(&self, doc_id: &str, data: &str, now_ms: i64, by_person: &str) -> AppResult<()>;
+    /// A record's personal data (JSON) with its kind and place, if the server has both.
+    fn personal(&self, doc_id: &str) -> AppResult<Option<(String, String, ScopeEvent)>>;
+
+    // ---- people and units (read) ----
+
+    /// A unit's name.
+    fn unit_name(&self, code: &str) -> AppResult<Option<String>>;
+    /// Whether a person (active or not) has an account.
+    fn person_exists(&self, id: &str) -> AppResult<bool>;
 
     // ---- case numbers ----
 

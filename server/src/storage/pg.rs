@@ -23,8 +23,9 @@ use std::collections::HashSet;
 
 use postgres::{Client, NoTls};
 
-use super::{AuditEntry, AuditFilter, LoggedChange, Notice, Round, Storage};
+use super::{AuditEntry, AuditFilter, LoggedChange, Notice, RecordRow, Round, Storage};
 use crate::error::{AppError, AppResult};
+use crate::records::ScopeEvent;
 
 /// Key of the advisory lock that orders appends to the change log.
 const LOG_LOCK: i64 = 0x0067_7269_646c_6f67; // "gridlog"
@@ -44,7 +45,22 @@ const MIGRATIONS: &[&str] = &[
         revoked_ms BIGINT, logged_out BOOLEAN NOT NULL DEFAULT FALSE, last_seen_ms BIGINT,
         recovering BOOLEAN NOT NULL DEFAULT FALSE
     );
-    CREATE TABLE docs (id TEXT PRIMARY KEY, snapshot BYTEA NOT NULL);
+    CREATE TABLE units (
+        code TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, parent TEXT, department_key TEXT, boundary TEXT
+    );
+    CREATE TABLE docs (
+        id TEXT PRIMARY KEY, kind TEXT NOT NULL, location TEXT NOT NULL, holder TEXT, owner TEXT,
+        reporter TEXT, status TEXT, open BOOLEAN NOT NULL, category TEXT NOT NULL, title TEXT NOT NULL,
+        case_no TEXT UNIQUE, deadline_ms BIGINT, created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL,
+        conflicts BIGINT NOT NULL, batch_id TEXT, facts TEXT NOT NULL, snapshot BYTEA NOT NULL
+    );
+    CREATE INDEX docs_open_deadline ON docs(open, deadline_ms);
+    CREATE INDEX docs_location ON docs(location text_pattern_ops);
+    CREATE INDEX docs_holder ON docs(holder text_pattern_ops);
+    CREATE INDEX docs_reporter ON docs(reporter);
+    CREATE TABLE attachment_refs (doc_id TEXT NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (doc_id, sha256));
+    CREATE INDEX attachment_refs_sha ON attachment_refs(sha256);
+    CREATE TABLE personal (doc_id TEXT PRIMARY KEY, data TEXT NOT NULL, updated_ms BIGINT NOT NULL, by_person TEXT NOT NULL);
     CREATE TABLE changes (
         seq BIGSERIAL PRIMARY KEY, doc_id TEXT NOT NULL, hash TEXT NOT NULL UNIQUE,
         bytes BYTEA NOT NULL, device_id TEXT NOT NULL, received_ms BIGINT NOT NULL
@@ -60,7 +76,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE notices (
         seq BIGSERIAL PRIMARY KEY, doc_id TEXT NOT NULL, unit TEXT NOT NULL, at_ms BIGINT NOT NULL, text TEXT NOT NULL
     );
-    CREATE INDEX notices_unit ON notices(unit, seq);
+    CREATE INDEX notices_unit ON notices(unit text_pattern_ops, seq);
     CREATE TABLE audit (
         seq BIGSERIAL PRIMARY KEY, at_ms BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL
     );
@@ -269,6 +285,93 @@ impl Storage for PgStorage {
         Ok(self.query_opt("SELECT snapshot FROM docs WHERE id = $1", &[&doc_id])?.map(|r| r.get(0)))
     }
 
+    fn put_record(&self, r: &RecordRow) -> AppResult<()> {
+        self.execute(
+            "INSERT INTO docs(id, kind, location, holder, owner, reporter, status, open, category, title, case_no,
+                deadline_ms, created_ms, updated_ms, conflicts, batch_id, facts, snapshot)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+             ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, location = excluded.location, holder = excluded.holder,
+                owner = excluded.owner, reporter = excluded.reporter, status = excluded.status, open = excluded.open,
+                category = excluded.category, title = excluded.title, case_no = excluded.case_no,
+                deadline_ms = excluded.deadline_ms, created_ms = excluded.created_ms, updated_ms = excluded.updated_ms,
+                conflicts = excluded.conflicts, batch_id = excluded.batch_id, facts = excluded.facts, snapshot = excluded.snapshot",
+            &[
+                &r.id,
+                &r.kind,
+                &r.location,
+                &r.holder,
+                &r.owner,
+                &r.reporter,
+                &r.status,
+                &r.open,
+                &r.category,
+                &r.title,
+                &r.case_no,
+                &r.deadline_ms,
+                &r.created_ms,
+                &r.updated_ms,
+                &r.conflicts,
+                &r.batch_id,
+                &r.facts,
+                &r.snapshot,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn record_ids(&self) -> AppResult<Vec<String>> {
+        Ok(self.query("SELECT id FROM docs ORDER BY id", &[])?.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    fn record_with_case_no(&self, case_no: &str, except: &str) -> AppResult<Option<String>> {
+        Ok(self.query_opt("SELECT id FROM docs WHERE case_no = $1 AND id <> $2", &[&case_no, &except])?.map(|r| r.get(0)))
+    }
+
+    fn records_in_scope(&self, unit: &str, person_id: &str) -> AppResult<HashSet<String>> {
+        let sql = format!("SELECT id FROM docs WHERE {} OR {} OR reporter = $2", within("location", "$1"), within("holder", "$1"));
+        Ok(self.query(&sql, &[&unit, &person_id])?.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    fn add_photo_ref(&self, doc_id: &str, sha256: &str) -> AppResult<()> {
+        self.execute("INSERT INTO attachment_refs(doc_id, sha256) VALUES ($1, $2) ON CONFLICT DO NOTHING", &[&doc_id, &sha256])?;
+        Ok(())
+    }
+
+    fn records_with_photo(&self, sha256: &str) -> AppResult<Vec<ScopeEvent>> {
+        let rows = self.query(
+            "SELECT d.id, d.location, d.holder, d.reporter FROM attachment_refs r JOIN docs d ON d.id = r.doc_id WHERE r.sha256 = $1 ORDER BY d.id",
+            &[&sha256],
+        )?;
+        Ok(rows.into_iter().map(|r| ScopeEvent { doc_id: r.get(0), location: r.get(1), holder: r.get(2), reporter: r.get(3) }).collect())
+    }
+
+    fn put_personal(&self, doc_id: &str, data: &str, now_ms: i64, by_person: &str) -> AppResult<()> {
+        self.execute(
+            "INSERT INTO personal(doc_id, data, updated_ms, by_person) VALUES ($1, $2, $3, $4)
+             ON CONFLICT(doc_id) DO UPDATE SET data = excluded.data, updated_ms = excluded.updated_ms, by_person = excluded.by_person",
+            &[&doc_id, &data, &now_ms, &by_person],
+        )?;
+        Ok(())
+    }
+
+    fn personal(&self, doc_id: &str) -> AppResult<Option<(String, String, ScopeEvent)>> {
+        let row = self.query_opt(
+            "SELECT p.data, d.kind, d.location, d.holder, d.reporter FROM personal p JOIN docs d ON d.id = p.doc_id WHERE p.doc_id = $1",
+            &[&doc_id],
+        )?;
+        Ok(row.map(|r| {
+            (r.get(0), r.get(1), ScopeEvent { doc_id: doc_id.to_owned(), location: r.get(2), holder: r.get(3), reporter: r.get(4) })
+        }))
+    }
+
+    fn unit_name(&self, code: &str) -> AppResult<Option<String>> {
+        Ok(self.query_opt("SELECT name FROM units WHERE code = $1", &[&code])?.map(|r| r.get(0)))
+    }
+
+    fn person_exists(&self, id: &str) -> AppResult<bool> {
+        Ok(self.query_opt("SELECT 1 FROM people WHERE id = $1", &[&id])?.is_some())
+    }
+
     fn next_case_number(&self, prefix: &str, year: i64) -> AppResult<i64> {
         let rows = self.query(
             "INSERT INTO case_counters(prefix, year, last) VALUES ($1, $2, 1)
@@ -293,12 +396,11 @@ impl Storage for PgStorage {
     }
 
     fn notices(&self, unit: &str, before: i64, limit: i64) -> AppResult<Vec<Notice>> {
-        // The unit itself, or a unit below it: codes nest by prefix (a 9-digit town code covers
-        // its 12-digit villages; a village covers its `-group-grid` codes).
         let rows = self.query(
-            "SELECT seq, doc_id, unit, at_ms, text FROM notices
-             WHERE (unit = $1 OR starts_with(unit, $1 || '-') OR (length($1) = 9 AND length(unit) > 9 AND starts_with(unit, $1)))
-               AND seq < $2 ORDER BY seq DESC LIMIT $3",
+            &format!(
+                "SELECT seq, doc_id, unit, at_ms, text FROM notices WHERE {} AND seq < $2 ORDER BY seq DESC LIMIT $3",
+                within("unit", "$1")
+            ),
             &[&unit, &before, &limit],
         )?;
         Ok(rows.into_iter().map(|r| Notice { seq: r.get(0), doc_id: r.get(1), unit: r.get(2), at_ms: r.get(3), text: r.get(4) }).collect())
@@ -327,6 +429,14 @@ impl Storage for PgStorage {
     fn audit_actions(&self) -> AppResult<Vec<String>> {
         Ok(self.query("SELECT DISTINCT action FROM audit ORDER BY action", &[])?.into_iter().map(|r| r.get(0)).collect())
     }
+}
+
+/// SQL condition: `column` holds `param`'s unit code or a unit below it. Codes nest by prefix: a
+/// unit covers its `-group-grid` codes, and a 9-digit town code its 12-digit villages. `LIKE`
+/// with an escaped prefix, so the `text_pattern_ops` indexes serve it whatever the database's
+/// collation (codes hold only digits and `-`, nothing `LIKE` gives a meaning to).
+fn within(column: &str, param: &str) -> String {
+    format!("({column} = {param} OR {column} LIKE {param} || '-%' OR (length({param}) = 9 AND {column} LIKE {param} || '%'))")
 }
 
 /// The audit lines an [`AuditFilter`] matches (`$1`–`$4`).

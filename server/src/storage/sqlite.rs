@@ -7,8 +7,9 @@ use std::collections::HashSet;
 use gridlink_core::store::within_sql;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{AuditEntry, AuditFilter, LoggedChange, Notice, Round, Storage};
+use super::{AuditEntry, AuditFilter, LoggedChange, Notice, RecordRow, Round, Storage};
 use crate::error::AppResult;
+use crate::records::ScopeEvent;
 
 /// The audit lines an [`AuditFilter`] matches (`?1`–`?4`).
 const AUDIT_FILTER: &str = "WHERE (?1 = '' OR actor = ?1) AND (?2 = '' OR action = ?2) AND at_ms >= ?3 AND at_ms < ?4";
@@ -145,6 +146,97 @@ impl Storage for Connection {
 
     fn snapshot(&self, doc_id: &str) -> AppResult<Option<Vec<u8>>> {
         Ok(self.prepare_cached("SELECT snapshot FROM docs WHERE id = ?1")?.query_row([doc_id], |r| r.get(0)).optional()?)
+    }
+
+    fn put_record(&self, r: &RecordRow) -> AppResult<()> {
+        self.prepare_cached(
+            "INSERT OR REPLACE INTO docs(id, kind, location, holder, owner, reporter, status, open, category, title, case_no,
+                deadline_ms, created_ms, updated_ms, conflicts, batch_id, facts, snapshot)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+        )?
+        .execute(params![
+            r.id,
+            r.kind,
+            r.location,
+            r.holder,
+            r.owner,
+            r.reporter,
+            r.status,
+            r.open,
+            r.category,
+            r.title,
+            r.case_no,
+            r.deadline_ms,
+            r.created_ms,
+            r.updated_ms,
+            r.conflicts,
+            r.batch_id,
+            r.facts,
+            r.snapshot
+        ])?;
+        Ok(())
+    }
+
+    fn record_ids(&self) -> AppResult<Vec<String>> {
+        let mut stmt = self.prepare_cached("SELECT id FROM docs ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn record_with_case_no(&self, case_no: &str, except: &str) -> AppResult<Option<String>> {
+        Ok(self
+            .prepare_cached("SELECT id FROM docs WHERE case_no = ?1 AND id <> ?2")?
+            .query_row(params![case_no, except], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn records_in_scope(&self, unit: &str, person_id: &str) -> AppResult<HashSet<String>> {
+        let mut stmt = self.prepare_cached(&format!("SELECT id FROM docs WHERE {}", crate::records::scope_sql()))?;
+        let ids = stmt.query_map(params![unit, person_id], |r| r.get(0))?;
+        Ok(ids.collect::<Result<_, _>>()?)
+    }
+
+    fn add_photo_ref(&self, doc_id: &str, sha256: &str) -> AppResult<()> {
+        self.prepare_cached("INSERT OR IGNORE INTO attachment_refs(doc_id, sha256) VALUES (?1, ?2)")?.execute([doc_id, sha256])?;
+        Ok(())
+    }
+
+    fn records_with_photo(&self, sha256: &str) -> AppResult<Vec<ScopeEvent>> {
+        let mut stmt = self.prepare_cached(
+            "SELECT d.id, d.location, d.holder, d.reporter FROM attachment_refs r JOIN docs d ON d.id = r.doc_id WHERE r.sha256 = ?1",
+        )?;
+        let rows = stmt
+            .query_map([sha256], |r| Ok(ScopeEvent { doc_id: r.get(0)?, location: r.get(1)?, holder: r.get(2)?, reporter: r.get(3)? }))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn put_personal(&self, doc_id: &str, data: &str, now_ms: i64, by_person: &str) -> AppResult<()> {
+        self.prepare_cached(
+            "INSERT INTO personal(doc_id, data, updated_ms, by_person) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(doc_id) DO UPDATE SET data = excluded.data, updated_ms = excluded.updated_ms, by_person = excluded.by_person",
+        )?
+        .execute(params![doc_id, data, now_ms, by_person])?;
+        Ok(())
+    }
+
+    fn personal(&self, doc_id: &str) -> AppResult<Option<(String, String, ScopeEvent)>> {
+        Ok(self
+            .prepare_cached(
+                "SELECT p.data, d.kind, d.location, d.holder, d.reporter FROM personal p JOIN docs d ON d.id = p.doc_id WHERE p.doc_id = ?1",
+            )?
+            .query_row([doc_id], |r| {
+                let place = ScopeEvent { doc_id: doc_id.to_owned(), location: r.get(2)?, holder: r.get(3)?, reporter: r.get(4)? };
+                Ok((r.get(0)?, r.get(1)?, place))
+            })
+            .optional()?)
+    }
+
+    fn unit_name(&self, code: &str) -> AppResult<Option<String>> {
+        Ok(self.prepare_cached("SELECT name FROM units WHERE code = ?1")?.query_row([code], |r| r.get(0)).optional()?)
+    }
+
+    fn person_exists(&self, id: &str) -> AppResult<bool> {
+        Ok(self.prepare_cached("SELECT count(*) FROM people WHERE id = ?1")?.query_row([id], |r| r.get::<_, i64>(0))? > 0)
     }
 
     fn next_case_number(&self, prefix: &str, year: i64) -> AppResult<i64> {
