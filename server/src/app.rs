@@ -16,7 +16,6 @@ use axum::{Json, Router};
 use gridlink_core::sync::protocol::{self, CONTENT_TYPE, ProtocolError};
 use gridlink_core::{Clock, Role, masked_json};
 use metrics_exporter_prometheus::PrometheusHandle;
-use rusqlite::OptionalExtension;
 use serde::Deserialize;
 use tokio::sync::broadcast;
 use tokio_stream::StreamExt;
@@ -29,7 +28,7 @@ use crate::auth::{self, AuthDevice, LoginLimiter};
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::records::{self, IngestCtx, ScopeEvent};
-use crate::storage::Storage;
+use crate::storage::{NewSession, Storage};
 use gridlink_core::routing::RoutingRules;
 use gridlink_core::{Catalog, WorkCalendar};
 use std::sync::RwLock;
@@ -170,7 +169,7 @@ async fn explain_rejections(resp: Response) -> Response {
 }
 
 async fn healthz(State(state): State<AppState>) -> AppResult<&'static str> {
-    state.db.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)).await?;
+    state.db.read(|c| c.ping()).await?;
     Ok("ok")
 }
 
@@ -271,28 +270,20 @@ async fn sign_in_device(
     let data_key = state
         .db
         .write(move |c| {
-            let kept: Option<Vec<u8>> = match &install {
-                Some(i) => c
-                    .query_row(
-                        "SELECT data_key FROM devices WHERE person_id = ?1 AND install_id = ?2 AND data_key IS NOT NULL AND revoked_ms IS NULL
-                         ORDER BY created_ms DESC LIMIT 1",
-                        rusqlite::params![pid, i],
-                        |r| r.get(0),
-                    )
-                    .optional()?,
-                None => None,
+            let fresh = gridlink_core::pii::DataKey::generate();
+            let session = NewSession {
+                device_id: did.clone(),
+                person_id: pid.clone(),
+                name,
+                token_hash: hash,
+                created_ms: now,
+                expires_ms: expires,
+                install_id: install,
             };
-            let data_key = kept.and_then(|k| gridlink_core::pii::DataKey::from_bytes(&k).ok()).unwrap_or_else(gridlink_core::pii::DataKey::generate);
             // The key moves to the new session: only the newest session of an install holds it,
             // so revoking that session forgets it for good.
-            if let Some(i) = &install {
-                c.execute("UPDATE devices SET data_key = NULL WHERE person_id = ?1 AND install_id = ?2", rusqlite::params![pid, i])?;
-            }
-            c.execute(
-                "INSERT INTO devices(id, person_id, name, token_hash, created_ms, expires_ms, data_key, install_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                rusqlite::params![did, pid, name, hash, now, expires, data_key.as_bytes().to_vec(), install],
-            )?;
+            let key = c.open_session(&session, fresh.as_bytes(), |k| gridlink_core::pii::DataKey::from_bytes(k).is_ok())?;
+            let data_key = gridlink_core::pii::DataKey::from_bytes(&key).unwrap_or(fresh);
             c.audit(now, &pid, "login", &format!("device {did}"))?;
             Ok(data_key)
         })
@@ -303,13 +294,7 @@ async fn sign_in_device(
 
 /// Ends a device session.
 pub async fn sign_out(state: &AppState, device_id: String) -> AppResult<()> {
-    state
-        .db
-        .write(move |c| {
-            c.execute("UPDATE devices SET logged_out = 1 WHERE id = ?1", [&device_id])?;
-            Ok(())
-        })
-        .await
+    state.db.write(move |c| c.sign_out(&device_id)).await
 }
 
 async fn logout(State(state): State<AppState>, auth: AuthDevice) -> AppResult<StatusCode> {
@@ -395,18 +380,13 @@ async fn list_devices(State(state): State<AppState>, auth: AuthDevice) -> AppRes
     state
         .db
         .read(|c| {
-            let mut stmt = c.prepare(
-                "SELECT d.id, d.person_id, p.name, d.name, d.created_ms, d.last_seen_ms, d.revoked_ms FROM devices d
-                 JOIN people p ON p.id = d.person_id ORDER BY d.created_ms DESC LIMIT 500",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(serde_json::json!({
-                    "id": r.get::<_, String>(0)?, "person_id": r.get::<_, String>(1)?, "person_name": r.get::<_, String>(2)?,
-                    "name": r.get::<_, String>(3)?, "created_ms": r.get::<_, i64>(4)?, "last_seen_ms": r.get::<_, Option<i64>>(5)?,
-                    "revoked_ms": r.get::<_, Option<i64>>(6)?,
-                }))
-            })?;
-            Ok(Json(serde_json::Value::Array(rows.collect::<Result<_, _>>()?)))
+            let rows = c.devices(500)?.into_iter().map(|d| {
+                serde_json::json!({
+                    "id": d.id, "person_id": d.person_id, "person_name": d.person_name, "name": d.name,
+                    "created_ms": d.created_ms, "last_seen_ms": d.last_seen_ms, "revoked_ms": d.revoked_ms,
+                })
+            });
+            Ok(Json(serde_json::Value::Array(rows.collect())))
         })
         .await
 }
@@ -426,11 +406,7 @@ pub async fn revoke(state: &AppState, who: &str, id: String) -> AppResult<()> {
     state
         .db
         .write(move |c| {
-            let n = c.execute(
-                "UPDATE devices SET revoked_ms = ?1, data_key = NULL WHERE id = ?2 AND revoked_ms IS NULL",
-                rusqlite::params![now, id],
-            )?;
-            if n == 0 {
+            if !c.revoke_device(&id, now)? {
                 return Err(AppError::NotFound);
             }
             c.audit(now, &who, "revoke_device", &id)

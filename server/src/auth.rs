@@ -10,11 +10,12 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use base64::Engine;
 use gridlink_core::{Person, Role, UnitCode};
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
 use crate::error::{AppError, AppResult};
+use crate::storage::{PersonRow, Session, Storage};
 
 /// Hashes a password with argon2id (PHC string).
 pub fn hash_password(password: &str) -> String {
@@ -45,19 +46,7 @@ pub fn parse_role(s: &str) -> Option<Role> {
 
 /// Loads a person by id.
 pub fn load_person(conn: &Connection, id: &str) -> AppResult<Option<(Person, String, bool)>> {
-    let row = conn
-        .query_row("SELECT id, name, role, unit, password_hash, active FROM people WHERE id = ?1", [id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, bool>(5)?,
-            ))
-        })
-        .optional()?;
-    let Some((id, name, role, unit, hash, active)) = row else {
+    let Some(PersonRow { id, name, role, unit, password_hash: hash, active }) = conn.person(id)? else {
         return Ok(None);
     };
     let role = parse_role(&role).ok_or_else(|| AppError::Internal(format!("bad role for {id}")))?;
@@ -112,18 +101,11 @@ pub async fn device_for_token(state: &AppState, token: String) -> AppResult<Auth
     state
         .db
         .read(move |conn| {
-            let row = conn
-                .query_row("SELECT id, person_id, expires_ms, revoked_ms, logged_out FROM devices WHERE token_hash = ?1", [&hash], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, Option<i64>>(3)?,
-                        r.get::<_, bool>(4)?,
-                    ))
-                })
-                .optional()?;
-            let Some((device_id, person_id, expires, revoked, logged_out)) = row else { return Err(AppError::Unauthorized) };
+            let Some(Session { device_id, person_id, expires_ms: expires, revoked_ms: revoked, logged_out }) =
+                conn.session_by_token(&hash)?
+            else {
+                return Err(AppError::Unauthorized);
+            };
             if revoked.is_some() {
                 return Err(AppError::Wipe);
             }

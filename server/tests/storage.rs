@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use gridlink_server::db::Db;
 use gridlink_server::records::ScopeEvent;
-use gridlink_server::storage::{AuditEntry, AuditFilter, PgStorage, RecordRow, Storage};
+use gridlink_server::storage::{AuditEntry, AuditFilter, NewSession, PersonRow, PgStorage, RecordRow, Storage};
 
 /// People and devices the checks need, made in each backend's own SQL.
 const FIXTURE: &str = "
@@ -116,6 +116,7 @@ macro_rules! every_check {
                 a_record_row_is_replaced_whole,
                 personal_data_and_photos_come_with_their_record_place,
                 people_and_units_are_known_by_id,
+                sessions_open_end_and_carry_an_installs_key,
             ]);
         )*
     };
@@ -377,6 +378,61 @@ mod checks {
         assert!(!s.person_exists("p2").unwrap());
         assert_eq!(s.unit_name("532331101201").unwrap().as_deref(), Some("新村"));
         assert_eq!(s.unit_name("532331101299").unwrap(), None);
+    }
+
+    fn session(id: &str, install: Option<&str>, at: i64) -> NewSession {
+        NewSession {
+            device_id: id.into(),
+            person_id: "p1".into(),
+            name: format!("{id}的手机"),
+            token_hash: format!("hash-{id}"),
+            created_ms: at,
+            expires_ms: at + 1000,
+            install_id: install.map(Into::into),
+        }
+    }
+
+    pub fn sessions_open_end_and_carry_an_installs_key(s: &dyn Storage) {
+        s.ping().unwrap();
+        let valid = |k: &[u8]| k.len() == 3;
+        assert_eq!(
+            s.person("p1").unwrap(),
+            Some(PersonRow {
+                id: "p1".into(),
+                name: "王芳".into(),
+                role: "grid_member".into(),
+                unit: "532331101201".into(),
+                password_hash: "-".into(),
+                active: true
+            })
+        );
+        assert_eq!(s.person("p2").unwrap(), None);
+        // Without an install: a fresh key. Its token finds it until signed out.
+        assert_eq!(s.open_session(&session("s1", None, 10), b"k01", valid).unwrap(), b"k01");
+        let found = s.session_by_token("hash-s1").unwrap().unwrap();
+        assert_eq!(
+            (found.device_id.as_str(), found.person_id.as_str(), found.expires_ms, found.revoked_ms, found.logged_out),
+            ("s1", "p1", 1010, None, false)
+        );
+        s.sign_out("s1").unwrap();
+        assert!(s.session_by_token("hash-s1").unwrap().unwrap().logged_out);
+        assert_eq!(s.session_by_token("hash-none").unwrap(), None);
+        // One install signing in again keeps its key; another install gets its own.
+        assert_eq!(s.open_session(&session("s2", Some("inst-a"), 20), b"k02", valid).unwrap(), b"k02");
+        assert_eq!(s.open_session(&session("s3", Some("inst-a"), 30), b"k03", valid).unwrap(), b"k02");
+        assert_eq!(s.open_session(&session("s4", Some("inst-b"), 40), b"k04", valid).unwrap(), b"k04");
+        // Revoking the session holding inst-a's key forgets it for good.
+        assert!(s.revoke_device("s3", 50).unwrap());
+        assert!(!s.revoke_device("s3", 60).unwrap(), "revoked already");
+        assert!(!s.revoke_device("nobody", 60).unwrap());
+        assert_eq!(s.session_by_token("hash-s3").unwrap().unwrap().revoked_ms, Some(50));
+        assert_eq!(s.open_session(&session("s5", Some("inst-a"), 70), b"k05", valid).unwrap(), b"k05", "the old key is gone with s3");
+        // A stored key that is not a key is not carried on.
+        assert_eq!(s.open_session(&session("s6", Some("inst-b"), 80), b"k06", |k| k == b"k06").unwrap(), b"k06");
+        let listed = s.devices(3).unwrap();
+        assert_eq!(listed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["s6", "s5", "s4"], "newest first, at most the limit");
+        assert_eq!((listed[0].person_name.as_str(), listed[0].name.as_str()), ("王芳", "s6的手机"));
+        assert_eq!(s.devices(100).unwrap().iter().find(|d| d.id == "s3").unwrap().revoked_ms, Some(50));
     }
 
     pub fn a_device_recovers_until_told_otherwise(s: &dyn Storage) {

@@ -7,9 +7,11 @@
 //!
 //! Behind the seam so far: settings and the epoch, devices' sync state (rounds, what each device
 //! holds), the change log, records' index rows and snapshots with the scope rule over them,
-//! personal data, which records show a photo, case numbers, notices and the audit log. Still
-//! written as SQLite in the modules that use it, to move here next: accounts, devices and
-//! tokens, units and boundaries, attachment uploads, API keys, figures and the console's lists.
+//! personal data, which records show a photo, people's accounts as sign-in reads them, device
+//! sessions (sign-in, tokens, sign-out, revocation, the personal-data key of an install), case
+//! numbers, notices and the audit log. Still written as SQLite in the modules that use it, to
+//! move here next: the admin console's account, unit and boundary editing and imports, attachment
+//! uploads, Open311 API keys, the figures and the console's lists.
 //!
 //! The trait is object safe (visitors are `&mut dyn FnMut`), so a server can hold its backend
 //! behind `dyn Storage` once there are two.
@@ -78,6 +80,55 @@ pub struct RecordRow {
     pub facts: String,
     /// The saved document (all its changes).
     pub snapshot: Vec<u8>,
+}
+
+/// A person's account as sign-in reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonRow {
+    pub id: String,
+    pub name: String,
+    /// Role name as stored (`grid_member`, `center_agent` …).
+    pub role: String,
+    pub unit: String,
+    /// Argon2 hash of the password.
+    pub password_hash: String,
+    pub active: bool,
+}
+
+/// A device session as a request's token finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub device_id: String,
+    pub person_id: String,
+    pub expires_ms: i64,
+    pub revoked_ms: Option<i64>,
+    pub logged_out: bool,
+}
+
+/// A new device session (a sign-in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSession {
+    pub device_id: String,
+    pub person_id: String,
+    pub name: String,
+    /// SHA-256 of the token (the token itself is never stored).
+    pub token_hash: String,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    /// The app installation signing in, when it says (its personal-data key follows it).
+    pub install_id: Option<String>,
+}
+
+/// A device as the admin's list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceListing {
+    pub id: String,
+    pub person_id: String,
+    pub person_name: String,
+    pub name: String,
+    pub created_ms: i64,
+    pub last_seen_ms: Option<i64>,
+    pub revoked_ms: Option<i64>,
 }
 
 /// A notice (督办 or 通知) addressed to a unit, for its phones.
@@ -202,6 +253,26 @@ pub trait Storage {
     fn put_personal(&self, doc_id: &str, data: &str, now_ms: i64, by_person: &str) -> AppResult<()>;
     /// A record's personal data (JSON) with its kind and place, if the server has both.
     fn personal(&self, doc_id: &str) -> AppResult<Option<(String, String, ScopeEvent)>>;
+
+    // ---- accounts and device sessions ----
+
+    /// Answers when the database does (the health check).
+    fn ping(&self) -> AppResult<()>;
+    /// A person's account.
+    fn person(&self, id: &str) -> AppResult<Option<PersonRow>>;
+    /// The session a token (by its hash) opened.
+    fn session_by_token(&self, token_hash: &str) -> AppResult<Option<Session>>;
+    /// Opens a session. The personal-data key of the install (the newest unrevoked session of
+    /// the same person and install that has one, if `valid`) moves to the new session; with
+    /// none, `fresh` is kept. Returns the key the session holds.
+    fn open_session(&self, session: &NewSession, fresh: &[u8], valid: fn(&[u8]) -> bool) -> AppResult<Vec<u8>>;
+    /// Ends a session (its token stops working; the device keeps its data).
+    fn sign_out(&self, device_id: &str) -> AppResult<()>;
+    /// Revokes a device: its next request is told to wipe, and its personal-data key is
+    /// forgotten. `false` when there is no such unrevoked device.
+    fn revoke_device(&self, device_id: &str, now_ms: i64) -> AppResult<bool>;
+    /// The newest devices first, at most `limit`.
+    fn devices(&self, limit: i64) -> AppResult<Vec<DeviceListing>>;
 
     // ---- people and units (read) ----
 

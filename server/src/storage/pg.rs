@@ -23,7 +23,7 @@ use std::collections::HashSet;
 
 use postgres::{Client, NoTls};
 
-use super::{AuditEntry, AuditFilter, LoggedChange, Notice, RecordRow, Round, Storage};
+use super::{AuditEntry, AuditFilter, DeviceListing, LoggedChange, NewSession, Notice, PersonRow, RecordRow, Round, Session, Storage};
 use crate::error::{AppError, AppResult};
 use crate::records::ScopeEvent;
 
@@ -43,8 +43,9 @@ const MIGRATIONS: &[&str] = &[
         id TEXT PRIMARY KEY, person_id TEXT NOT NULL REFERENCES people(id), name TEXT NOT NULL,
         token_hash TEXT NOT NULL UNIQUE, created_ms BIGINT NOT NULL, expires_ms BIGINT NOT NULL,
         revoked_ms BIGINT, logged_out BOOLEAN NOT NULL DEFAULT FALSE, last_seen_ms BIGINT,
-        recovering BOOLEAN NOT NULL DEFAULT FALSE
+        recovering BOOLEAN NOT NULL DEFAULT FALSE, data_key BYTEA, install_id TEXT
     );
+    CREATE INDEX devices_person ON devices(person_id);
     CREATE TABLE units (
         code TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, parent TEXT, department_key TEXT, boundary TEXT
     );
@@ -362,6 +363,89 @@ impl Storage for PgStorage {
         Ok(row.map(|r| {
             (r.get(0), r.get(1), ScopeEvent { doc_id: doc_id.to_owned(), location: r.get(2), holder: r.get(3), reporter: r.get(4) })
         }))
+    }
+
+    fn ping(&self) -> AppResult<()> {
+        self.query("SELECT 1", &[])?;
+        Ok(())
+    }
+
+    fn person(&self, id: &str) -> AppResult<Option<PersonRow>> {
+        let row = self.query_opt("SELECT id, name, role, unit, password_hash, active FROM people WHERE id = $1", &[&id])?;
+        Ok(row.map(|r| PersonRow {
+            id: r.get(0),
+            name: r.get(1),
+            role: r.get(2),
+            unit: r.get(3),
+            password_hash: r.get(4),
+            active: r.get(5),
+        }))
+    }
+
+    fn session_by_token(&self, token_hash: &str) -> AppResult<Option<Session>> {
+        let row =
+            self.query_opt("SELECT id, person_id, expires_ms, revoked_ms, logged_out FROM devices WHERE token_hash = $1", &[&token_hash])?;
+        Ok(row.map(|r| Session {
+            device_id: r.get(0),
+            person_id: r.get(1),
+            expires_ms: r.get(2),
+            revoked_ms: r.get(3),
+            logged_out: r.get(4),
+        }))
+    }
+
+    fn open_session(&self, n: &NewSession, fresh: &[u8], valid: fn(&[u8]) -> bool) -> AppResult<Vec<u8>> {
+        let kept: Option<Vec<u8>> = match &n.install_id {
+            Some(install) => self
+                .query_opt(
+                    "SELECT data_key FROM devices WHERE person_id = $1 AND install_id = $2 AND data_key IS NOT NULL AND revoked_ms IS NULL
+                     ORDER BY created_ms DESC LIMIT 1",
+                    &[&n.person_id, install],
+                )?
+                .map(|r| r.get(0)),
+            None => None,
+        };
+        let key = kept.filter(|k| valid(k)).unwrap_or_else(|| fresh.to_vec());
+        if let Some(install) = &n.install_id {
+            self.execute("UPDATE devices SET data_key = NULL WHERE person_id = $1 AND install_id = $2", &[&n.person_id, install])?;
+        }
+        self.execute(
+            "INSERT INTO devices(id, person_id, name, token_hash, created_ms, expires_ms, data_key, install_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[&n.device_id, &n.person_id, &n.name, &n.token_hash, &n.created_ms, &n.expires_ms, &key, &n.install_id],
+        )?;
+        Ok(key)
+    }
+
+    fn sign_out(&self, device_id: &str) -> AppResult<()> {
+        self.execute("UPDATE devices SET logged_out = TRUE WHERE id = $1", &[&device_id])?;
+        Ok(())
+    }
+
+    fn revoke_device(&self, device_id: &str, now_ms: i64) -> AppResult<bool> {
+        let n = self
+            .execute("UPDATE devices SET revoked_ms = $1, data_key = NULL WHERE id = $2 AND revoked_ms IS NULL", &[&now_ms, &device_id])?;
+        Ok(n > 0)
+    }
+
+    fn devices(&self, limit: i64) -> AppResult<Vec<DeviceListing>> {
+        let rows = self.query(
+            "SELECT d.id, d.person_id, p.name, d.name, d.created_ms, d.last_seen_ms, d.revoked_ms FROM devices d
+             JOIN people p ON p.id = d.person_id ORDER BY d.created_ms DESC, d.id LIMIT $1",
+            &[&limit],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DeviceListing {
+                id: r.get(0),
+                person_id: r.get(1),
+                person_name: r.get(2),
+                name: r.get(3),
+                created_ms: r.get(4),
+                last_seen_ms: r.get(5),
+                revoked_ms: r.get(6),
+            })
+            .collect())
     }
 
     fn unit_name(&self, code: &str) -> AppResult<Option<String>> {

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use gridlink_core::store::within_sql;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{AuditEntry, AuditFilter, LoggedChange, Notice, RecordRow, Round, Storage};
+use super::{AuditEntry, AuditFilter, DeviceListing, LoggedChange, NewSession, Notice, PersonRow, RecordRow, Round, Session, Storage};
 use crate::error::AppResult;
 use crate::records::ScopeEvent;
 
@@ -229,6 +229,97 @@ impl Storage for Connection {
                 Ok((r.get(0)?, r.get(1)?, place))
             })
             .optional()?)
+    }
+
+    fn ping(&self) -> AppResult<()> {
+        self.prepare_cached("SELECT 1")?.query_row([], |r| r.get::<_, i64>(0))?;
+        Ok(())
+    }
+
+    fn person(&self, id: &str) -> AppResult<Option<PersonRow>> {
+        Ok(self
+            .prepare_cached("SELECT id, name, role, unit, password_hash, active FROM people WHERE id = ?1")?
+            .query_row([id], |r| {
+                Ok(PersonRow {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    role: r.get(2)?,
+                    unit: r.get(3)?,
+                    password_hash: r.get(4)?,
+                    active: r.get(5)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn session_by_token(&self, token_hash: &str) -> AppResult<Option<Session>> {
+        Ok(self
+            .prepare_cached("SELECT id, person_id, expires_ms, revoked_ms, logged_out FROM devices WHERE token_hash = ?1")?
+            .query_row([token_hash], |r| {
+                Ok(Session {
+                    device_id: r.get(0)?,
+                    person_id: r.get(1)?,
+                    expires_ms: r.get(2)?,
+                    revoked_ms: r.get(3)?,
+                    logged_out: r.get(4)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn open_session(&self, n: &NewSession, fresh: &[u8], valid: fn(&[u8]) -> bool) -> AppResult<Vec<u8>> {
+        let kept: Option<Vec<u8>> = match &n.install_id {
+            Some(install) => self
+                .prepare_cached(
+                    "SELECT data_key FROM devices WHERE person_id = ?1 AND install_id = ?2 AND data_key IS NOT NULL AND revoked_ms IS NULL
+                     ORDER BY created_ms DESC LIMIT 1",
+                )?
+                .query_row(params![n.person_id, install], |r| r.get(0))
+                .optional()?,
+            None => None,
+        };
+        let key = kept.filter(|k| valid(k)).unwrap_or_else(|| fresh.to_vec());
+        if let Some(install) = &n.install_id {
+            self.prepare_cached("UPDATE devices SET data_key = NULL WHERE person_id = ?1 AND install_id = ?2")?
+                .execute(params![n.person_id, install])?;
+        }
+        self.prepare_cached(
+            "INSERT INTO devices(id, person_id, name, token_hash, created_ms, expires_ms, data_key, install_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![n.device_id, n.person_id, n.name, n.token_hash, n.created_ms, n.expires_ms, key, n.install_id])?;
+        Ok(key)
+    }
+
+    fn sign_out(&self, device_id: &str) -> AppResult<()> {
+        self.prepare_cached("UPDATE devices SET logged_out = 1 WHERE id = ?1")?.execute([device_id])?;
+        Ok(())
+    }
+
+    fn revoke_device(&self, device_id: &str, now_ms: i64) -> AppResult<bool> {
+        let n = self
+            .prepare_cached("UPDATE devices SET revoked_ms = ?1, data_key = NULL WHERE id = ?2 AND revoked_ms IS NULL")?
+            .execute(params![now_ms, device_id])?;
+        Ok(n > 0)
+    }
+
+    fn devices(&self, limit: i64) -> AppResult<Vec<DeviceListing>> {
+        let mut stmt = self.prepare_cached(
+            "SELECT d.id, d.person_id, p.name, d.name, d.created_ms, d.last_seen_ms, d.revoked_ms FROM devices d
+             JOIN people p ON p.id = d.person_id ORDER BY d.created_ms DESC, d.id LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit], |r| {
+            Ok(DeviceListing {
+                id: r.get(0)?,
+                person_id: r.get(1)?,
+                person_name: r.get(2)?,
+                name: r.get(3)?,
+                created_ms: r.get(4)?,
+                last_seen_ms: r.get(5)?,
+                revoked_ms: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn unit_name(&self, code: &str) -> AppResult<Option<String>> {
