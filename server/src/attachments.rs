@@ -11,7 +11,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tower::ServiceExt;
@@ -19,7 +19,7 @@ use tower::ServiceExt;
 use crate::app::AppState;
 use crate::auth::AuthDevice;
 use crate::error::{AppError, AppResult};
-use crate::storage::Storage;
+use crate::storage::{Storage, UploadStep};
 
 /// Where chunk uploads resume.
 #[derive(Debug, Deserialize)]
@@ -42,11 +42,7 @@ fn paths(state: &AppState, sha: &str) -> (PathBuf, PathBuf) {
 }
 
 fn upload_state(conn: &Connection, sha: &str) -> AppResult<Option<(u64, u64, bool)>> {
-    Ok(conn
-        .query_row("SELECT total, received, complete FROM attachments WHERE sha256 = ?1", [sha], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, bool>(2)?))
-        })
-        .optional()?)
+    Ok(conn.upload(sha)?.map(|(total, received, complete, _)| (total, received, complete)))
 }
 
 fn state_json(received: u64, complete: bool) -> serde_json::Value {
@@ -183,19 +179,13 @@ pub async fn upload(
                 Landed::Part(n) => (n, false),
                 Landed::Complete(n) => (n, true),
                 Landed::Corrupt => {
-                    c.execute("UPDATE attachments SET received = 0 WHERE sha256 = ?1", [&sha])?;
+                    c.upload_restart(&sha)?;
                     return Err(AppError::Unprocessable("照片校验失败,请重新上传".into()));
                 }
             };
             // Recorded only over the length this chunk started from: what the disk holds.
-            let from = i64::try_from(q.offset).unwrap_or(i64::MAX);
-            let moved = c.execute(
-                "INSERT INTO attachments(sha256, total, received, complete, uploader, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(sha256) DO UPDATE SET received = excluded.received, complete = excluded.complete
-                 WHERE attachments.received = ?7 AND attachments.complete = 0",
-                params![sha, q.total as i64, received as i64, complete, person, now, from],
-            )?;
-            if moved == 0 {
+            let step = UploadStep { sha256: &sha, total: q.total, from: q.offset, received, complete, uploader: &person, now_ms: now };
+            if !c.upload_moved(&step)? {
                 let (_, now_received, now_complete) = upload_state(c, &sha)?.unwrap_or((q.total, 0, false));
                 return Ok((StatusCode::CONFLICT, Json(state_json(now_received, now_complete))).into_response());
             }
@@ -213,10 +203,7 @@ pub async fn download(State(state): State<AppState>, auth: AuthDevice, Path(sha)
     let allowed = state
         .db
         .read(move |c| {
-            let row: Option<(String, bool)> = c
-                .query_row("SELECT uploader, complete FROM attachments WHERE sha256 = ?1", [&key], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let Some((uploader, true)) = row else { return Ok(false) };
+            let Some((_, _, true, uploader)) = c.upload(&key)? else { return Ok(false) };
             if uploader == person.id {
                 return Ok(true);
             }
@@ -259,10 +246,5 @@ pub fn land_whole(state: &AppState, sha: &str, jpeg: &[u8]) -> AppResult<()> {
 
 /// Records a photo that [`land_whole`] put on disk as complete.
 pub fn record_complete(conn: &Connection, sha: &str, len: usize, uploader: &str, now_ms: i64) -> AppResult<()> {
-    conn.execute(
-        "INSERT INTO attachments(sha256, total, received, complete, uploader, created_ms) VALUES (?1, ?2, ?2, 1, ?3, ?4)
-         ON CONFLICT(sha256) DO UPDATE SET total = excluded.total, received = excluded.total, complete = 1",
-        params![sha, len as i64, uploader, now_ms],
-    )?;
-    Ok(())
+    conn.upload_complete(sha, len as u64, uploader, now_ms)
 }

@@ -21,6 +21,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::app::AppState;
 use crate::error::AppResult;
+use crate::storage::Storage;
 
 /// Why a pushed change was refused, as a metric label (the reason itself is Chinese prose).
 pub const REFUSAL_KINDS: &[&str] = &["corrupt", "missing_deps", "schema", "personal_data", "author", "history", "rules"];
@@ -151,20 +152,9 @@ pub async fn scrape(state: &AppState) -> AppResult<String> {
     let (size, villages) = state
         .db
         .read(move |c| {
-            let size: i64 = c.query_row("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()", [], |r| r.get(0))?;
             // Every village, so one whose last open item closed reads 0 rather than its old count.
-            let mut stmt = c.prepare_cached(
-                "SELECT u.code, coalesce(d.open, 0), coalesce(d.overdue, 0) FROM units u LEFT JOIN (
-                     SELECT substr(location, 1, 12) AS village, count(*) AS open,
-                            sum(deadline_ms IS NOT NULL AND deadline_ms < ?1) AS overdue
-                     FROM docs WHERE open = 1 GROUP BY village
-                 ) d ON d.village = u.code WHERE length(u.code) = 12
-                 UNION ALL
-                 SELECT 'town', count(*), coalesce(sum(deadline_ms IS NOT NULL AND deadline_ms < ?1), 0)
-                 FROM docs WHERE open = 1 AND length(location) < 12",
-            )?;
-            let rows = stmt.query_map([now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))?;
-            Ok((size, rows.collect::<Result<Vec<_>, _>>()?))
+            let rows = c.open_by_village(now)?;
+            Ok((c.database_bytes()?, rows))
         })
         .await?;
     gauge!("gridlink_db_size_bytes").set(size as f64);

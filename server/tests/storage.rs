@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use gridlink_server::db::Db;
 use gridlink_server::records::ScopeEvent;
-use gridlink_server::storage::{AuditEntry, AuditFilter, NewSession, PersonRow, PgStorage, RecordRow, Storage};
+use gridlink_server::storage::{AuditEntry, AuditFilter, NewSession, PersonRow, PgStorage, RecordRow, Storage, UploadStep};
 
 /// People and devices the checks need, made in each backend's own SQL.
 const FIXTURE: &str = "
@@ -117,6 +117,8 @@ macro_rules! every_check {
                 personal_data_and_photos_come_with_their_record_place,
                 people_and_units_are_known_by_id,
                 sessions_open_end_and_carry_an_installs_key,
+                an_upload_moves_only_from_where_it_stood,
+                overdue_incidents_and_the_gauges,
             ]);
         )*
     };
@@ -433,6 +435,71 @@ mod checks {
         assert_eq!(listed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["s6", "s5", "s4"], "newest first, at most the limit");
         assert_eq!((listed[0].person_name.as_str(), listed[0].name.as_str()), ("王芳", "s6的手机"));
         assert_eq!(s.devices(100).unwrap().iter().find(|d| d.id == "s3").unwrap().revoked_ms, Some(50));
+    }
+
+    pub fn an_upload_moves_only_from_where_it_stood(s: &dyn Storage) {
+        assert_eq!(s.upload("p").unwrap(), None);
+        assert!(
+            s.upload_moved(&UploadStep { sha256: "p", total: 300, from: 0, received: 100, complete: false, uploader: "p1", now_ms: 1 })
+                .unwrap(),
+            "a first chunk starts it"
+        );
+        assert!(
+            !s.upload_moved(&UploadStep { sha256: "p", total: 300, from: 0, received: 100, complete: false, uploader: "p1", now_ms: 2 })
+                .unwrap(),
+            "the same chunk again: moved already"
+        );
+        assert!(
+            !s.upload_moved(&UploadStep { sha256: "p", total: 300, from: 50, received: 150, complete: false, uploader: "p1", now_ms: 2 })
+                .unwrap(),
+            "not from where it stands"
+        );
+        assert!(
+            s.upload_moved(&UploadStep { sha256: "p", total: 300, from: 100, received: 300, complete: true, uploader: "p1", now_ms: 3 })
+                .unwrap()
+        );
+        assert_eq!(s.upload("p").unwrap(), Some((300, 300, true, "p1".into())));
+        assert!(
+            !s.upload_moved(&UploadStep { sha256: "p", total: 300, from: 300, received: 300, complete: true, uploader: "p2", now_ms: 4 })
+                .unwrap(),
+            "a complete photo never moves"
+        );
+        s.upload_restart("q").unwrap();
+        assert!(
+            s.upload_moved(&UploadStep { sha256: "q", total: 10, from: 0, received: 5, complete: false, uploader: "p2", now_ms: 5 })
+                .unwrap()
+        );
+        s.upload_restart("q").unwrap();
+        assert_eq!(s.upload("q").unwrap(), Some((10, 0, false, "p2".into())));
+        s.upload_complete("q", 10, "p2", 6).unwrap();
+        assert_eq!(s.upload("q").unwrap(), Some((10, 10, true, "p2".into())));
+        s.upload_complete("r", 7, "p1", 7).unwrap();
+        assert_eq!(s.upload("r").unwrap(), Some((7, 7, true, "p1".into())));
+    }
+
+    pub fn overdue_incidents_and_the_gauges(s: &dyn Storage) {
+        let at = |id: &str, location: &str, deadline: Option<i64>, status: &str, open: bool, kind: &str| RecordRow {
+            deadline_ms: deadline,
+            status: Some(status.into()),
+            open,
+            kind: kind.into(),
+            ..row(id, location, None, None)
+        };
+        s.put_record(&at("late-2", "532331101201-01-01", Some(200), "dispatched", true, "incident")).unwrap();
+        s.put_record(&at("late-1", "532331101201", Some(100), "accepted", true, "incident")).unwrap();
+        s.put_record(&at("due-later", "532331101201", Some(9000), "accepted", true, "incident")).unwrap();
+        s.put_record(&at("paused", "532331101201", Some(50), "suspended", true, "incident")).unwrap();
+        s.put_record(&at("closed", "532331101201", Some(50), "closed", false, "incident")).unwrap();
+        s.put_record(&at("errand", "532331101201", Some(50), "accepted", true, "service_request")).unwrap();
+        s.put_record(&at("no-clock", "532331101", None, "reported", true, "incident")).unwrap();
+        assert_eq!(s.overdue_incidents(1000).unwrap(), ["late-1", "late-2"], "the most overdue first");
+        assert_eq!(s.overdue_incidents(100).unwrap(), Vec::<String>::new(), "due at 100 is not overdue at 100");
+        let mut gauges = s.open_by_village(1000).unwrap();
+        gauges.sort();
+        // The fixture's one village: five open (two incidents late, the errand late, one not due,
+        // the suspended one late by its deadline), and the town's own record.
+        assert_eq!(gauges, [("532331101201".into(), 5, 4), ("town".into(), 1, 0)]);
+        assert!(s.database_bytes().unwrap() > 0);
     }
 
     pub fn a_device_recovers_until_told_otherwise(s: &dyn Storage) {

@@ -16,13 +16,7 @@ use crate::storage::Storage;
 pub fn sweep(state: &AppState) -> AppResult<usize> {
     let now = state.now_ms();
     let mut conn = state.db.writer();
-    let due: Vec<String> = {
-        let mut stmt = conn.prepare(
-            "SELECT id FROM docs WHERE kind = 'incident' AND open = 1 AND status != 'suspended' AND deadline_ms < ?1 ORDER BY deadline_ms",
-        )?;
-        let rows = stmt.query_map([now], |r| r.get(0))?;
-        rows.collect::<Result<_, _>>()?
-    };
+    let due = conn.overdue_incidents(now)?;
     let tx = conn.transaction()?;
     let routing = state.routing();
     let mut events = Vec::new();

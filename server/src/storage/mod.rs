@@ -8,10 +8,11 @@
 //! Behind the seam so far: settings and the epoch, devices' sync state (rounds, what each device
 //! holds), the change log, records' index rows and snapshots with the scope rule over them,
 //! personal data, which records show a photo, people's accounts as sign-in reads them, device
-//! sessions (sign-in, tokens, sign-out, revocation, the personal-data key of an install), case
-//! numbers, notices and the audit log. Still written as SQLite in the modules that use it, to
-//! move here next: the admin console's account, unit and boundary editing and imports, attachment
-//! uploads, Open311 API keys, the figures and the console's lists.
+//! sessions (sign-in, tokens, sign-out, revocation, the personal-data key of an install), photo
+//! uploads' progress, the deadline sweeper's query, the operational gauges, case numbers, notices
+//! and the audit log. Still written as SQLite in the modules that use it, to move here next: the
+//! admin console's account, unit and boundary editing and imports, Open311 API keys, the
+//! figures and the console's lists (and the backup, which is SQLite's own).
 //!
 //! The trait is object safe (visitors are `&mut dyn FnMut`), so a server can hold its backend
 //! behind `dyn Storage` once there are two.
@@ -117,6 +118,19 @@ pub struct NewSession {
     pub expires_ms: i64,
     /// The app installation signing in, when it says (its personal-data key follows it).
     pub install_id: Option<String>,
+}
+
+/// A chunk of a photo landed: the upload moves on to `received` bytes (complete or not), only
+/// if it stood at `from` bytes and was not complete (or did not exist yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadStep<'a> {
+    pub sha256: &'a str,
+    pub total: u64,
+    pub from: u64,
+    pub received: u64,
+    pub complete: bool,
+    pub uploader: &'a str,
+    pub now_ms: i64,
 }
 
 /// A device as the admin's list shows it.
@@ -273,6 +287,29 @@ pub trait Storage {
     fn revoke_device(&self, device_id: &str, now_ms: i64) -> AppResult<bool>;
     /// The newest devices first, at most `limit`.
     fn devices(&self, limit: i64) -> AppResult<Vec<DeviceListing>>;
+
+    // ---- photos ----
+
+    /// A photo upload's progress: (total bytes, bytes received, complete, uploader).
+    fn upload(&self, sha256: &str) -> AppResult<Option<(u64, u64, bool, String)>>;
+    /// Moves an upload on (see [`UploadStep`]): `false` when another upload of the same photo
+    /// moved it first, or it is complete.
+    fn upload_moved(&self, step: &UploadStep<'_>) -> AppResult<bool>;
+    /// Starts an upload over (what was received was not the photo).
+    fn upload_restart(&self, sha256: &str) -> AppResult<()>;
+    /// Records a photo stored whole.
+    fn upload_complete(&self, sha256: &str, len: u64, uploader: &str, now_ms: i64) -> AppResult<()>;
+
+    // ---- deadlines and gauges ----
+
+    /// Open incidents (not suspended) whose running clock was due before `now_ms`, the most
+    /// overdue first.
+    fn overdue_incidents(&self, now_ms: i64) -> AppResult<Vec<String>>;
+    /// Open and overdue records per village (every village, with zeros), and those located at
+    /// the town itself as `town`.
+    fn open_by_village(&self, now_ms: i64) -> AppResult<Vec<(String, i64, i64)>>;
+    /// Bytes the database takes.
+    fn database_bytes(&self) -> AppResult<i64>;
 
     // ---- people and units (read) ----
 

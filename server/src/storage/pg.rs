@@ -23,7 +23,9 @@ use std::collections::HashSet;
 
 use postgres::{Client, NoTls};
 
-use super::{AuditEntry, AuditFilter, DeviceListing, LoggedChange, NewSession, Notice, PersonRow, RecordRow, Round, Session, Storage};
+use super::{
+    AuditEntry, AuditFilter, DeviceListing, LoggedChange, NewSession, Notice, PersonRow, RecordRow, Round, Session, Storage, UploadStep,
+};
 use crate::error::{AppError, AppResult};
 use crate::records::ScopeEvent;
 
@@ -59,6 +61,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX docs_location ON docs(location text_pattern_ops);
     CREATE INDEX docs_holder ON docs(holder text_pattern_ops);
     CREATE INDEX docs_reporter ON docs(reporter);
+    CREATE TABLE attachments (
+        sha256 TEXT PRIMARY KEY, total BIGINT NOT NULL, received BIGINT NOT NULL, complete BOOLEAN NOT NULL,
+        uploader TEXT NOT NULL, created_ms BIGINT NOT NULL
+    );
     CREATE TABLE attachment_refs (doc_id TEXT NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (doc_id, sha256));
     CREATE INDEX attachment_refs_sha ON attachment_refs(sha256);
     CREATE TABLE personal (doc_id TEXT PRIMARY KEY, data TEXT NOT NULL, updated_ms BIGINT NOT NULL, by_person TEXT NOT NULL);
@@ -446,6 +452,65 @@ impl Storage for PgStorage {
                 revoked_ms: r.get(6),
             })
             .collect())
+    }
+
+    fn upload(&self, sha256: &str) -> AppResult<Option<(u64, u64, bool, String)>> {
+        let row = self.query_opt("SELECT total, received, complete, uploader FROM attachments WHERE sha256 = $1", &[&sha256])?;
+        Ok(row.map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64, r.get(2), r.get(3))))
+    }
+
+    fn upload_moved(&self, u: &UploadStep<'_>) -> AppResult<bool> {
+        let (sha256, total, from, received, complete, uploader, now_ms) =
+            (u.sha256, u.total, u.from, u.received, u.complete, u.uploader, u.now_ms);
+        let (total, received, from) = (total as i64, received as i64, i64::try_from(from).unwrap_or(i64::MAX));
+        let n = self.execute(
+            "INSERT INTO attachments(sha256, total, received, complete, uploader, created_ms) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT(sha256) DO UPDATE SET received = excluded.received, complete = excluded.complete
+             WHERE attachments.received = $7 AND NOT attachments.complete",
+            &[&sha256, &total, &received, &complete, &uploader, &now_ms, &from],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn upload_restart(&self, sha256: &str) -> AppResult<()> {
+        self.execute("UPDATE attachments SET received = 0 WHERE sha256 = $1", &[&sha256])?;
+        Ok(())
+    }
+
+    fn upload_complete(&self, sha256: &str, len: u64, uploader: &str, now_ms: i64) -> AppResult<()> {
+        self.execute(
+            "INSERT INTO attachments(sha256, total, received, complete, uploader, created_ms) VALUES ($1, $2, $2, TRUE, $3, $4)
+             ON CONFLICT(sha256) DO UPDATE SET total = excluded.total, received = excluded.total, complete = TRUE",
+            &[&sha256, &(len as i64), &uploader, &now_ms],
+        )?;
+        Ok(())
+    }
+
+    fn overdue_incidents(&self, now_ms: i64) -> AppResult<Vec<String>> {
+        let rows = self.query(
+            "SELECT id FROM docs WHERE kind = 'incident' AND open AND status <> 'suspended' AND deadline_ms < $1 ORDER BY deadline_ms, id",
+            &[&now_ms],
+        )?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    fn open_by_village(&self, now_ms: i64) -> AppResult<Vec<(String, i64, i64)>> {
+        let rows = self.query(
+            "SELECT u.code, coalesce(d.open, 0), coalesce(d.overdue, 0) FROM units u LEFT JOIN (
+                 SELECT substr(location, 1, 12) AS village, count(*) AS open,
+                        count(*) FILTER (WHERE deadline_ms < $1) AS overdue
+                 FROM docs WHERE open GROUP BY village
+             ) d ON d.village = u.code WHERE length(u.code) = 12
+             UNION ALL
+             SELECT 'town', count(*), count(*) FILTER (WHERE deadline_ms < $1)
+             FROM docs WHERE open AND length(location) < 12",
+            &[&now_ms],
+        )?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+
+    fn database_bytes(&self) -> AppResult<i64> {
+        Ok(self.query_opt("SELECT pg_database_size(current_database())", &[])?.map_or(0, |r| r.get(0)))
     }
 
     fn unit_name(&self, code: &str) -> AppResult<Option<String>> {

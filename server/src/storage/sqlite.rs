@@ -7,7 +7,9 @@ use std::collections::HashSet;
 use gridlink_core::store::within_sql;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{AuditEntry, AuditFilter, DeviceListing, LoggedChange, NewSession, Notice, PersonRow, RecordRow, Round, Session, Storage};
+use super::{
+    AuditEntry, AuditFilter, DeviceListing, LoggedChange, NewSession, Notice, PersonRow, RecordRow, Round, Session, Storage, UploadStep,
+};
 use crate::error::AppResult;
 use crate::records::ScopeEvent;
 
@@ -320,6 +322,69 @@ impl Storage for Connection {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn upload(&self, sha256: &str) -> AppResult<Option<(u64, u64, bool, String)>> {
+        Ok(self
+            .prepare_cached("SELECT total, received, complete, uploader FROM attachments WHERE sha256 = ?1")?
+            .query_row([sha256], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get(2)?, r.get(3)?)))
+            .optional()?)
+    }
+
+    fn upload_moved(&self, u: &UploadStep<'_>) -> AppResult<bool> {
+        let (sha256, total, from, received, complete, uploader, now_ms) =
+            (u.sha256, u.total, u.from, u.received, u.complete, u.uploader, u.now_ms);
+        let n = self
+            .prepare_cached(
+                "INSERT INTO attachments(sha256, total, received, complete, uploader, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(sha256) DO UPDATE SET received = excluded.received, complete = excluded.complete
+                 WHERE attachments.received = ?7 AND attachments.complete = 0",
+            )?
+            .execute(params![sha256, total as i64, received as i64, complete, uploader, now_ms, i64::try_from(from).unwrap_or(i64::MAX)])?;
+        Ok(n > 0)
+    }
+
+    fn upload_restart(&self, sha256: &str) -> AppResult<()> {
+        self.prepare_cached("UPDATE attachments SET received = 0 WHERE sha256 = ?1")?.execute([sha256])?;
+        Ok(())
+    }
+
+    fn upload_complete(&self, sha256: &str, len: u64, uploader: &str, now_ms: i64) -> AppResult<()> {
+        self.prepare_cached(
+            "INSERT INTO attachments(sha256, total, received, complete, uploader, created_ms) VALUES (?1, ?2, ?2, 1, ?3, ?4)
+             ON CONFLICT(sha256) DO UPDATE SET total = excluded.total, received = excluded.total, complete = 1",
+        )?
+        .execute(params![sha256, len as i64, uploader, now_ms])?;
+        Ok(())
+    }
+
+    fn overdue_incidents(&self, now_ms: i64) -> AppResult<Vec<String>> {
+        let mut stmt = self.prepare_cached(
+            "SELECT id FROM docs WHERE kind = 'incident' AND open = 1 AND status != 'suspended' AND deadline_ms < ?1 ORDER BY deadline_ms, id",
+        )?;
+        let rows = stmt.query_map([now_ms], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn open_by_village(&self, now_ms: i64) -> AppResult<Vec<(String, i64, i64)>> {
+        let mut stmt = self.prepare_cached(
+            "SELECT u.code, coalesce(d.open, 0), coalesce(d.overdue, 0) FROM units u LEFT JOIN (
+                 SELECT substr(location, 1, 12) AS village, count(*) AS open,
+                        sum(deadline_ms IS NOT NULL AND deadline_ms < ?1) AS overdue
+                 FROM docs WHERE open = 1 GROUP BY village
+             ) d ON d.village = u.code WHERE length(u.code) = 12
+             UNION ALL
+             SELECT 'town', count(*), coalesce(sum(deadline_ms IS NOT NULL AND deadline_ms < ?1), 0)
+             FROM docs WHERE open = 1 AND length(location) < 12",
+        )?;
+        let rows = stmt.query_map([now_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn database_bytes(&self) -> AppResult<i64> {
+        Ok(self
+            .prepare_cached("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")?
+            .query_row([], |r| r.get(0))?)
     }
 
     fn unit_name(&self, code: &str) -> AppResult<Option<String>> {
