@@ -10,7 +10,9 @@ use std::collections::HashSet;
 
 use gridlink_server::db::Db;
 use gridlink_server::records::ScopeEvent;
-use gridlink_server::storage::{AuditEntry, AuditFilter, NewSession, PersonRow, PgStorage, RecordRow, Storage, UploadStep};
+use gridlink_server::storage::{
+    AuditEntry, AuditFilter, ListOrder, NewSession, PersonRow, PgStorage, RecordFilter, RecordRow, Storage, UploadStep,
+};
 
 /// People and devices the checks need, made in each backend's own SQL.
 const FIXTURE: &str = "
@@ -119,6 +121,7 @@ macro_rules! every_check {
                 sessions_open_end_and_carry_an_installs_key,
                 an_upload_moves_only_from_where_it_stood,
                 overdue_incidents_and_the_gauges,
+                lists_are_scoped_filtered_ordered_and_paged,
             ]);
         )*
     };
@@ -500,6 +503,93 @@ mod checks {
         // the suspended one late by its deadline), and the town's own record.
         assert_eq!(gauges, [("532331101201".into(), 5, 4), ("town".into(), 1, 0)]);
         assert!(s.database_bytes().unwrap() > 0);
+    }
+
+    pub fn lists_are_scoped_filtered_ordered_and_paged(s: &dyn Storage) {
+        let places = ["532331101201", "532331101201-01-01", "532331101201-02-03", "532331101202", "532331101"];
+        let mut rows = Vec::new();
+        for i in 0..40i64 {
+            let location = places[i as usize % places.len()];
+            let holder = [Some("532331101201"), Some("532331101"), None, Some("532331101202")][i as usize % 4];
+            let r = RecordRow {
+                kind: if i % 3 == 0 { "service_request" } else { "incident" }.into(),
+                open: i % 5 != 0,
+                status: Some(["queued", "accepted", "closed"][i as usize % 3].into()),
+                deadline_ms: (i % 4 != 0).then_some(1000 + 37 * ((i * 7) % 40)),
+                created_ms: 100 + (i * 13) % 40,
+                updated_ms: 500 + (i * 11) % 40,
+                reporter: (i % 7 == 0).then(|| "p1".to_owned()),
+                ..row(&format!("r{i:02}"), location, holder, None)
+            };
+            s.put_record(&r).unwrap();
+            rows.push(r);
+        }
+        let within =
+            |code: &str, unit: &str| code == unit || code.starts_with(&format!("{unit}-")) || (unit.len() == 9 && code.starts_with(unit));
+        let filters = [
+            RecordFilter::ALL,
+            RecordFilter { kind: Some("incident"), open: Some(true), ..RecordFilter::ALL },
+            RecordFilter { kind: Some("incident"), open: Some(true), held_by_viewer: true, ..RecordFilter::ALL },
+            RecordFilter { kind: Some("service_request"), status: Some("queued"), held_by_viewer: true, ..RecordFilter::ALL },
+            RecordFilter { open: Some(true), has_deadline: true, ..RecordFilter::ALL },
+            RecordFilter { open: Some(true), due_from: Some(1300), due_before: Some(1800), ..RecordFilter::ALL },
+            RecordFilter { open: Some(false), ..RecordFilter::ALL },
+        ];
+        for (unit, who) in [("532331101201", "nobody"), ("532331101201-01-01", "p1"), ("532331101", "x"), ("532331101202", "p1")] {
+            for f in &filters {
+                for order in [ListOrder::Updated, ListOrder::Deadline, ListOrder::Created] {
+                    let mut want: Vec<&RecordRow> = rows
+                        .iter()
+                        .filter(|r| f.matches(&r.kind, r.open, r.status.as_deref(), r.holder.as_deref(), r.deadline_ms, unit))
+                        .filter(|r| {
+                            within(&r.location, unit)
+                                || r.holder.as_deref().is_some_and(|h| within(h, unit))
+                                || r.reporter.as_deref() == Some(who)
+                        })
+                        .collect();
+                    match order {
+                        ListOrder::Updated => want.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms).then(a.id.cmp(&b.id))),
+                        // Records without a clock last in SQLite and first in PostgreSQL: lists
+                        // in this order always filter on having one.
+                        ListOrder::Deadline => want.retain(|r| r.deadline_ms.is_some()),
+                        ListOrder::Created => want.sort_by(|a, b| a.created_ms.cmp(&b.created_ms).then(a.id.cmp(&b.id))),
+                    }
+                    if order == ListOrder::Deadline {
+                        want.sort_by(|a, b| a.deadline_ms.cmp(&b.deadline_ms).then(a.id.cmp(&b.id)));
+                    }
+                    let f = if order == ListOrder::Deadline { RecordFilter { has_deadline: true, ..*f } } else { *f };
+                    assert_eq!(s.count_records(&f, unit, who).unwrap() as usize, want.len(), "{unit} {f:?}");
+                    let mut got = Vec::new();
+                    for page in 0.. {
+                        let rows = s.list_records(&f, order, unit, who, 7, page * 7).unwrap();
+                        assert!(rows.len() <= 7);
+                        if rows.is_empty() {
+                            break;
+                        }
+                        got.extend(rows);
+                    }
+                    let want_ids: Vec<&str> = want.iter().map(|r| r.id.as_str()).collect();
+                    let got_ids: Vec<&str> = got.iter().map(|r| r.id.as_str()).collect();
+                    assert_eq!(got_ids, want_ids, "{unit} {who} {f:?} {order:?}");
+                }
+            }
+        }
+        let one = s
+            .list_records(&RecordFilter { kind: Some("incident"), ..RecordFilter::ALL }, ListOrder::Created, "532331101", "x", 1, 0)
+            .unwrap();
+        let r = rows.iter().find(|r| r.id == one[0].id).unwrap();
+        assert_eq!(
+            (
+                one[0].kind.as_str(),
+                one[0].location.as_str(),
+                one[0].holder.as_deref(),
+                one[0].title.as_str(),
+                one[0].open,
+                one[0].deadline_ms
+            ),
+            (r.kind.as_str(), r.location.as_str(), r.holder.as_deref(), r.title.as_str(), r.open, r.deadline_ms),
+            "a listed record's columns are its row's"
+        );
     }
 
     pub fn a_device_recovers_until_told_otherwise(s: &dyn Storage) {

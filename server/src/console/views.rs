@@ -9,10 +9,10 @@ use gridlink_core::clocks::current_clock;
 use gridlink_core::pii::{mask_name, mask_phone};
 use gridlink_core::workflow::{ActionKind, Folded, allowed_actions, rule};
 use gridlink_core::{Access, Action, Catalog, Person, Record, RecordBody, RecordKind, Role, Status, UnitCode, UnitKind};
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 
 use crate::error::AppResult;
-use crate::records::scope_sql;
+use crate::storage::{ListOrder, ListedRecord, RecordFilter, Storage};
 
 /// Display names of units and catalog codes.
 #[derive(Debug)]
@@ -24,9 +24,8 @@ pub struct Names<'a> {
 impl<'a> Names<'a> {
     /// Loads the unit names (code → name, kind, parent).
     pub fn load(conn: &Connection, catalog: &'a Catalog) -> AppResult<Self> {
-        let mut stmt = conn.prepare_cached("SELECT code, name, kind, parent FROM units")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))))?;
-        Ok(Self { units: rows.collect::<Result<_, _>>()?, catalog })
+        let units = conn.units()?.into_iter().map(|(code, name, kind, parent)| (code, (name, kind, parent))).collect();
+        Ok(Self { units, catalog })
     }
 
     /// A unit's name, or its code when unknown.
@@ -100,26 +99,18 @@ pub struct RowsPage {
     pub pages: usize,
 }
 
-/// A list over the `docs` index: which records (`filter`, SQL that may use `?1` for the viewer's
-/// unit and `?2` for their id) and in what order.
+/// A list of records: which ones (besides the viewer's scope, which the storage applies inside
+/// the query, before any limit) and in what order.
 #[derive(Debug, Clone, Copy)]
-pub struct ListSpec<'a> {
-    pub filter: &'a str,
-    pub order: &'a str,
+pub struct ListSpec {
+    pub filter: RecordFilter,
+    pub order: ListOrder,
 }
 
-impl ListSpec<'_> {
-    /// The `WHERE` clause: the filter and the viewer's scope, both inside the query, so no
-    /// `LIMIT` ever cuts a list before scope is applied.
-    fn condition(&self) -> String {
-        format!("({}) AND {}", self.filter, scope_sql())
-    }
-
+impl ListSpec {
     /// How many records in `person`'s scope the list holds.
     pub fn count(&self, conn: &Connection, person: &Person) -> AppResult<usize> {
-        let sql = format!("SELECT count(*) FROM docs WHERE {}", self.condition());
-        let n: i64 = conn.prepare_cached(&sql)?.query_row(params![person.unit.as_str(), person.id], |r| r.get(0))?;
-        Ok(usize::try_from(n).unwrap_or(0))
+        Ok(usize::try_from(conn.count_records(&self.filter, person.unit.as_str(), &person.id)?).unwrap_or(usize::MAX))
     }
 
     /// Page `page` (from 1; past the end means the last page) of the records in `person`'s scope,
@@ -128,45 +119,31 @@ impl ListSpec<'_> {
         let total = self.count(conn, person)?;
         let pages = total.div_ceil(PAGE_SIZE).max(1);
         let page = page.clamp(1, pages);
-        let sql = format!(
-            "SELECT id, kind, location, holder, status, category, title, case_no, deadline_ms, updated_ms, open, conflicts, created_ms
-             FROM docs WHERE {} ORDER BY {}, id LIMIT ?3 OFFSET ?4",
-            self.condition(),
-            self.order
-        );
-        let mut stmt = conn.prepare_cached(&sql)?;
         let offset = (page - 1) * PAGE_SIZE;
-        let mut rows = stmt.query(params![person.unit.as_str(), person.id, PAGE_SIZE as i64, offset as i64])?;
-        let mut out = Vec::with_capacity(PAGE_SIZE);
-        while let Some(r) = rows.next()? {
-            out.push(row_view(r, names, now_ms)?);
-        }
-        Ok(RowsPage { rows: out, total, page, pages })
+        let rows = conn.list_records(&self.filter, self.order, person.unit.as_str(), &person.id, PAGE_SIZE as i64, offset as i64)?;
+        Ok(RowsPage { rows: rows.into_iter().map(|r| row_view(r, names, now_ms)).collect(), total, page, pages })
     }
 }
 
-/// A list row from the columns selected by [`ListSpec::page`].
-fn row_view(r: &rusqlite::Row<'_>, names: &Names<'_>, now_ms: i64) -> rusqlite::Result<RowView> {
-    let incident = r.get::<_, String>(1)? == "incident";
-    let status: Option<String> = r.get(4)?;
-    let deadline: Option<i64> = r.get(8)?;
-    let open: bool = r.get(10)?;
-    Ok(RowView {
-        id: r.get(0)?,
-        no: r.get::<_, Option<String>>(7)?.unwrap_or_else(|| "待编号".into()),
+/// A list row as a page shows it.
+fn row_view(r: ListedRecord, names: &Names<'_>, now_ms: i64) -> RowView {
+    let incident = r.kind == "incident";
+    RowView {
+        no: r.case_no.unwrap_or_else(|| "待编号".into()),
         // A service request's title is its item: show the item's name.
-        title: if incident { r.get(6)? } else { names.category(&r.get::<_, String>(6)?) },
-        category: if incident { names.category(&r.get::<_, String>(5)?) } else { "便民服务".into() },
-        location: names.unit(&r.get::<_, String>(2)?),
-        status: status.as_deref().and_then(Status::parse).map(Status::label).unwrap_or_default().to_owned(),
-        holder: r.get::<_, Option<String>>(3)?.map(|h| names.unit(&h)).unwrap_or_default(),
-        deadline: deadline.map(|d| when(d - 1)).unwrap_or_default(),
-        deadline_ms: deadline,
-        overdue: open && deadline.is_some_and(|d| d < now_ms),
-        updated: when(r.get(9)?),
-        created: when(r.get(12)?),
-        conflicts: r.get(11)?,
-    })
+        title: if incident { r.title } else { names.category(&r.title) },
+        category: if incident { names.category(&r.category) } else { "便民服务".into() },
+        location: names.unit(&r.location),
+        status: r.status.as_deref().and_then(Status::parse).map(Status::label).unwrap_or_default().to_owned(),
+        holder: r.holder.map(|h| names.unit(&h)).unwrap_or_default(),
+        deadline: r.deadline_ms.map(|d| when(d - 1)).unwrap_or_default(),
+        deadline_ms: r.deadline_ms,
+        overdue: r.open && r.deadline_ms.is_some_and(|d| d < now_ms),
+        updated: when(r.updated_ms),
+        created: when(r.created_ms),
+        conflicts: r.conflicts,
+        id: r.id,
+    }
 }
 
 /// One entry of a record's timeline, in words.

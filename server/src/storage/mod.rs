@@ -12,7 +12,8 @@
 //! uploads' progress, the deadline sweeper's query, the operational gauges, case numbers, notices
 //! and the audit log. Still written as SQLite in the modules that use it, to move here next: the
 //! admin console's account, unit and boundary editing and imports, Open311 API keys, the
-//! figures and the console's lists (and the backup, which is SQLite's own).
+//! figures (and the backup, which is SQLite's own). The console's record lists go through
+//! [`RecordFilter`]: typed, so neither pages nor handlers write SQL for them.
 //!
 //! The trait is object safe (visitors are `&mut dyn FnMut`), so a server can hold its backend
 //! behind `dyn Storage` once there are two.
@@ -82,6 +83,83 @@ pub struct RecordRow {
     /// The saved document (all its changes).
     pub snapshot: Vec<u8>,
 }
+
+/// Which records a list holds, besides the viewer's scope (always applied, inside the query,
+/// before any limit). Every condition set must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecordFilter {
+    /// `incident` or `service_request`.
+    pub kind: Option<&'static str>,
+    pub open: Option<bool>,
+    pub status: Option<&'static str>,
+    /// Held by the viewer's own unit (their turn).
+    pub held_by_viewer: bool,
+    /// Has a running clock.
+    pub has_deadline: bool,
+    /// Its clock is due at or after this time.
+    pub due_from: Option<i64>,
+    /// Its clock is due before this time.
+    pub due_before: Option<i64>,
+}
+
+impl RecordFilter {
+    /// Every record in scope; the base to set conditions on (`..RecordFilter::ALL`, also in
+    /// constants).
+    pub const ALL: Self =
+        Self { kind: None, open: None, status: None, held_by_viewer: false, has_deadline: false, due_from: None, due_before: None };
+
+    /// Whether a record with these index values is in the list (ignoring scope): the rule the
+    /// backends' queries follow, for tests to check them against.
+    pub fn matches(
+        &self,
+        kind: &str,
+        open: bool,
+        status: Option<&str>,
+        holder: Option<&str>,
+        deadline_ms: Option<i64>,
+        viewer_unit: &str,
+    ) -> bool {
+        self.kind.is_none_or(|k| k == kind)
+            && self.open.is_none_or(|o| o == open)
+            && self.status.is_none_or(|s| Some(s) == status)
+            && (!self.held_by_viewer || holder == Some(viewer_unit))
+            && (!(self.has_deadline || self.due_from.is_some() || self.due_before.is_some()) || deadline_ms.is_some())
+            && self.due_from.is_none_or(|f| deadline_ms.is_some_and(|d| d >= f))
+            && self.due_before.is_none_or(|b| deadline_ms.is_some_and(|d| d < b))
+    }
+}
+
+/// The order of a list (ties broken by record id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListOrder {
+    /// Most recently changed first.
+    Updated,
+    /// Soonest due first.
+    Deadline,
+    /// Oldest first.
+    Created,
+}
+
+/// One line of a record list, from the index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedRecord {
+    pub id: String,
+    pub kind: String,
+    pub location: String,
+    pub holder: Option<String>,
+    pub status: Option<String>,
+    pub category: String,
+    pub title: String,
+    pub case_no: Option<String>,
+    pub deadline_ms: Option<i64>,
+    pub updated_ms: i64,
+    pub open: bool,
+    pub conflicts: i64,
+    pub created_ms: i64,
+}
+
+/// A unit: (code, name, kind, parent code).
+pub type UnitRow = (String, String, String, Option<String>);
 
 /// A person's account as sign-in reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,6 +337,18 @@ pub trait Storage {
     /// (unit codes nest by prefix: a village's `-group-grid` codes, a 9-digit town's villages),
     /// or reported by the person. The core's access rule over the index columns.
     fn records_in_scope(&self, unit: &str, person_id: &str) -> AppResult<HashSet<String>>;
+    /// How many records in the scope of a person of `unit` (id `person_id`) a list holds.
+    fn count_records(&self, filter: &RecordFilter, unit: &str, person_id: &str) -> AppResult<u64>;
+    /// One page of a list: the records in that person's scope the filter holds, in `order`.
+    fn list_records(
+        &self,
+        filter: &RecordFilter,
+        order: ListOrder,
+        unit: &str,
+        person_id: &str,
+        limit: i64,
+        offset: i64,
+    ) -> AppResult<Vec<ListedRecord>>;
     /// Notes that a record shows a photo.
     fn add_photo_ref(&self, doc_id: &str, sha256: &str) -> AppResult<()>;
     /// Where the records showing a photo are (to decide who may fetch it).
@@ -315,6 +405,8 @@ pub trait Storage {
 
     /// A unit's name.
     fn unit_name(&self, code: &str) -> AppResult<Option<String>>;
+    /// Every unit: (code, name, kind, parent).
+    fn units(&self) -> AppResult<Vec<UnitRow>>;
     /// Whether a person (active or not) has an account.
     fn person_exists(&self, id: &str) -> AppResult<bool>;
 

@@ -24,7 +24,8 @@ use std::collections::HashSet;
 use postgres::{Client, NoTls};
 
 use super::{
-    AuditEntry, AuditFilter, DeviceListing, LoggedChange, NewSession, Notice, PersonRow, RecordRow, Round, Session, Storage, UploadStep,
+    AuditEntry, AuditFilter, DeviceListing, ListOrder, ListedRecord, LoggedChange, NewSession, Notice, PersonRow, RecordFilter, RecordRow,
+    Round, Session, Storage, UnitRow, UploadStep,
 };
 use crate::error::{AppError, AppResult};
 use crate::records::ScopeEvent;
@@ -339,6 +340,56 @@ impl Storage for PgStorage {
         Ok(self.query(&sql, &[&unit, &person_id])?.into_iter().map(|r| r.get(0)).collect())
     }
 
+    fn count_records(&self, f: &RecordFilter, unit: &str, person_id: &str) -> AppResult<u64> {
+        let (cond, values) = list_condition(f);
+        let mut args: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&unit, &person_id];
+        args.extend(values.iter().map(|v| v.as_ref()));
+        let n: i64 = self.query_opt(&format!("SELECT count(*) FROM docs WHERE {cond}"), &args)?.map_or(0, |r| r.get(0));
+        Ok(n.max(0) as u64)
+    }
+
+    fn list_records(
+        &self,
+        f: &RecordFilter,
+        order: ListOrder,
+        unit: &str,
+        person_id: &str,
+        limit: i64,
+        offset: i64,
+    ) -> AppResult<Vec<ListedRecord>> {
+        let (cond, values) = list_condition(f);
+        let n = values.len();
+        let mut args: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&unit, &person_id];
+        args.extend(values.iter().map(|v| v.as_ref()));
+        args.extend([&limit as &(dyn postgres::types::ToSql + Sync), &offset]);
+        let sql = format!(
+            "SELECT id, kind, location, holder, status, category, title, case_no, deadline_ms, updated_ms, open, conflicts, created_ms
+             FROM docs WHERE {cond} ORDER BY {} LIMIT ${} OFFSET ${}",
+            list_order(order),
+            n + 3,
+            n + 4
+        );
+        Ok(self
+            .query(&sql, &args)?
+            .into_iter()
+            .map(|r| ListedRecord {
+                id: r.get(0),
+                kind: r.get(1),
+                location: r.get(2),
+                holder: r.get(3),
+                status: r.get(4),
+                category: r.get(5),
+                title: r.get(6),
+                case_no: r.get(7),
+                deadline_ms: r.get(8),
+                updated_ms: r.get(9),
+                open: r.get(10),
+                conflicts: r.get(11),
+                created_ms: r.get(12),
+            })
+            .collect())
+    }
+
     fn add_photo_ref(&self, doc_id: &str, sha256: &str) -> AppResult<()> {
         self.execute("INSERT INTO attachment_refs(doc_id, sha256) VALUES ($1, $2) ON CONFLICT DO NOTHING", &[&doc_id, &sha256])?;
         Ok(())
@@ -517,6 +568,11 @@ impl Storage for PgStorage {
         Ok(self.query_opt("SELECT name FROM units WHERE code = $1", &[&code])?.map(|r| r.get(0)))
     }
 
+    fn units(&self) -> AppResult<Vec<UnitRow>> {
+        let rows = self.query("SELECT code, name, kind, parent FROM units ORDER BY code", &[])?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+    }
+
     fn person_exists(&self, id: &str) -> AppResult<bool> {
         Ok(self.query_opt("SELECT 1 FROM people WHERE id = $1", &[&id])?.is_some())
     }
@@ -586,6 +642,47 @@ impl Storage for PgStorage {
 /// collation (codes hold only digits and `-`, nothing `LIKE` gives a meaning to).
 fn within(column: &str, param: &str) -> String {
     format!("({column} = {param} OR {column} LIKE {param} || '-%' OR (length({param}) = 9 AND {column} LIKE {param} || '%'))")
+}
+
+/// A list's `WHERE` clause: the filter and the viewer's scope (`$1` unit, `$2` person), with the
+/// filter's values numbered from `$3`.
+fn list_condition(f: &RecordFilter) -> (String, Vec<Box<dyn postgres::types::ToSql + Sync>>) {
+    let mut clause = vec![format!("({} OR {} OR reporter = $2)", within("location", "$1"), within("holder", "$1"))];
+    let mut values: Vec<Box<dyn postgres::types::ToSql + Sync>> = Vec::new();
+    fn bind(sql: &str, v: Box<dyn postgres::types::ToSql + Sync>, values: &mut Vec<Box<dyn postgres::types::ToSql + Sync>>) -> String {
+        values.push(v);
+        sql.replace('#', &format!("${}", values.len() + 2))
+    }
+    if let Some(k) = f.kind {
+        clause.push(bind("kind = #", Box::new(k), &mut values));
+    }
+    if let Some(o) = f.open {
+        clause.push(bind("open = #", Box::new(o), &mut values));
+    }
+    if let Some(st) = f.status {
+        clause.push(bind("status = #", Box::new(st), &mut values));
+    }
+    if f.held_by_viewer {
+        clause.push("holder = $1".into());
+    }
+    if f.has_deadline {
+        clause.push("deadline_ms IS NOT NULL".into());
+    }
+    if let Some(from) = f.due_from {
+        clause.push(bind("deadline_ms >= #", Box::new(from), &mut values));
+    }
+    if let Some(before) = f.due_before {
+        clause.push(bind("deadline_ms < #", Box::new(before), &mut values));
+    }
+    (clause.join(" AND "), values)
+}
+
+fn list_order(o: ListOrder) -> &'static str {
+    match o {
+        ListOrder::Updated => "updated_ms DESC, id",
+        ListOrder::Deadline => "deadline_ms ASC, id",
+        ListOrder::Created => "created_ms ASC, id",
+    }
 }
 
 /// The audit lines an [`AuditFilter`] matches (`$1`–`$4`).

@@ -8,10 +8,53 @@ use gridlink_core::store::within_sql;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AuditEntry, AuditFilter, DeviceListing, LoggedChange, NewSession, Notice, PersonRow, RecordRow, Round, Session, Storage, UploadStep,
+    AuditEntry, AuditFilter, DeviceListing, ListOrder, ListedRecord, LoggedChange, NewSession, Notice, PersonRow, RecordFilter, RecordRow,
+    Round, Session, Storage, UnitRow, UploadStep,
 };
 use crate::error::AppResult;
 use crate::records::ScopeEvent;
+
+/// A list's `WHERE` clause: the filter and the viewer's scope (`?1` unit, `?2` person), with the
+/// filter's values numbered from `?3`; returns the clause and those values.
+fn list_condition(f: &RecordFilter) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut clause = vec![crate::records::scope_sql()];
+    let mut values = Vec::new();
+    let bind = |sql: &str, v: Value, values: &mut Vec<Value>| {
+        values.push(v);
+        sql.replace('#', &format!("?{}", values.len() + 2))
+    };
+    if let Some(k) = f.kind {
+        clause.push(bind("kind = #", Value::Text(k.into()), &mut values));
+    }
+    if let Some(o) = f.open {
+        clause.push(bind("open = #", Value::Integer(o.into()), &mut values));
+    }
+    if let Some(st) = f.status {
+        clause.push(bind("status = #", Value::Text(st.into()), &mut values));
+    }
+    if f.held_by_viewer {
+        clause.push("holder = ?1".into());
+    }
+    if f.has_deadline {
+        clause.push("deadline_ms IS NOT NULL".into());
+    }
+    if let Some(from) = f.due_from {
+        clause.push(bind("deadline_ms >= #", Value::Integer(from), &mut values));
+    }
+    if let Some(before) = f.due_before {
+        clause.push(bind("deadline_ms < #", Value::Integer(before), &mut values));
+    }
+    (clause.join(" AND "), values)
+}
+
+fn list_order(o: ListOrder) -> &'static str {
+    match o {
+        ListOrder::Updated => "updated_ms DESC, id",
+        ListOrder::Deadline => "deadline_ms ASC, id",
+        ListOrder::Created => "created_ms ASC, id",
+    }
+}
 
 /// The audit lines an [`AuditFilter`] matches (`?1`–`?4`).
 const AUDIT_FILTER: &str = "WHERE (?1 = '' OR actor = ?1) AND (?2 = '' OR action = ?2) AND at_ms >= ?3 AND at_ms < ?4";
@@ -196,6 +239,58 @@ impl Storage for Connection {
         let mut stmt = self.prepare_cached(&format!("SELECT id FROM docs WHERE {}", crate::records::scope_sql()))?;
         let ids = stmt.query_map(params![unit, person_id], |r| r.get(0))?;
         Ok(ids.collect::<Result<_, _>>()?)
+    }
+
+    fn count_records(&self, f: &RecordFilter, unit: &str, person_id: &str) -> AppResult<u64> {
+        let (cond, values) = list_condition(f);
+        let mut args: Vec<rusqlite::types::Value> = vec![unit.to_owned().into(), person_id.to_owned().into()];
+        args.extend(values);
+        let n: i64 = self
+            .prepare_cached(&format!("SELECT count(*) FROM docs WHERE {cond}"))?
+            .query_row(rusqlite::params_from_iter(args), |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    }
+
+    fn list_records(
+        &self,
+        f: &RecordFilter,
+        order: ListOrder,
+        unit: &str,
+        person_id: &str,
+        limit: i64,
+        offset: i64,
+    ) -> AppResult<Vec<ListedRecord>> {
+        let (cond, values) = list_condition(f);
+        let n = values.len();
+        let mut args: Vec<rusqlite::types::Value> = vec![unit.to_owned().into(), person_id.to_owned().into()];
+        args.extend(values);
+        args.extend([limit.into(), offset.into()]);
+        let sql = format!(
+            "SELECT id, kind, location, holder, status, category, title, case_no, deadline_ms, updated_ms, open, conflicts, created_ms
+             FROM docs WHERE {cond} ORDER BY {} LIMIT ?{} OFFSET ?{}",
+            list_order(order),
+            n + 3,
+            n + 4
+        );
+        let mut stmt = self.prepare_cached(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+            Ok(ListedRecord {
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                location: r.get(2)?,
+                holder: r.get(3)?,
+                status: r.get(4)?,
+                category: r.get(5)?,
+                title: r.get(6)?,
+                case_no: r.get(7)?,
+                deadline_ms: r.get(8)?,
+                updated_ms: r.get(9)?,
+                open: r.get(10)?,
+                conflicts: r.get(11)?,
+                created_ms: r.get(12)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn add_photo_ref(&self, doc_id: &str, sha256: &str) -> AppResult<()> {
@@ -389,6 +484,12 @@ impl Storage for Connection {
 
     fn unit_name(&self, code: &str) -> AppResult<Option<String>> {
         Ok(self.prepare_cached("SELECT name FROM units WHERE code = ?1")?.query_row([code], |r| r.get(0)).optional()?)
+    }
+
+    fn units(&self) -> AppResult<Vec<UnitRow>> {
+        let mut stmt = self.prepare_cached("SELECT code, name, kind, parent FROM units ORDER BY code")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn person_exists(&self, id: &str) -> AppResult<bool> {

@@ -10,6 +10,7 @@ use crate::app::AppState;
 use crate::console::views::{Chrome, ListSpec, Names};
 use crate::console::{PageResult, Session, html};
 use crate::error::AppResult;
+use crate::storage::{ListOrder, RecordFilter};
 
 use super::service_requests::QUEUED;
 use super::*;
@@ -29,8 +30,8 @@ struct ListPage {
 struct TabDef {
     key: &'static str,
     label: &'static str,
-    /// Which records, over the `docs` index; `?1` is the viewer's unit (see [`ListSpec`]).
-    filter: &'static str,
+    /// Which records (the viewer's scope is always applied; see [`ListSpec`]).
+    filter: RecordFilter,
 }
 
 /// What a tabbed list page shows.
@@ -56,7 +57,7 @@ fn tabs_page(
     move |c| {
         let names = Names::load(c, &st.catalog)?;
         let def = defs.iter().find(|d| d.key == current).expect("checked above");
-        let spec = ListSpec { filter: def.filter, order: "updated_ms DESC" };
+        let spec = ListSpec { filter: def.filter, order: ListOrder::Updated };
         let list = spec.page(c, &names, session.person(), page, st.now_ms())?;
         let tabs = defs.iter().map(|d| Tab { href: format!("{base}?tab={}", d.key), label: d.label, active: d.key == current }).collect();
         let title = format!("{heading}(共 {} 件)", list.total);
@@ -67,15 +68,27 @@ fn tabs_page(
 }
 
 const INBOX_TABS: &[TabDef] = &[
-    TabDef { key: "todo", label: "待我处理", filter: "kind = 'incident' AND open = 1 AND holder = ?1" },
-    TabDef { key: "open", label: "全部在办", filter: "kind = 'incident' AND open = 1" },
-    TabDef { key: "closed", label: "已办结", filter: "kind = 'incident' AND open = 0" },
+    TabDef {
+        key: "todo",
+        label: "待我处理",
+        filter: RecordFilter { kind: Some("incident"), open: Some(true), held_by_viewer: true, ..RecordFilter::ALL },
+    },
+    TabDef { key: "open", label: "全部在办", filter: RecordFilter { kind: Some("incident"), open: Some(true), ..RecordFilter::ALL } },
+    TabDef { key: "closed", label: "已办结", filter: RecordFilter { kind: Some("incident"), open: Some(false), ..RecordFilter::ALL } },
 ];
 
 const SERVICE_REQUEST_TABS: &[TabDef] = &[
-    TabDef { key: "todo", label: "待我办理", filter: "kind = 'service_request' AND open = 1 AND holder = ?1" },
-    TabDef { key: "open", label: "全部在办", filter: "kind = 'service_request' AND open = 1" },
-    TabDef { key: "all", label: "全部台账", filter: "kind = 'service_request'" },
+    TabDef {
+        key: "todo",
+        label: "待我办理",
+        filter: RecordFilter { kind: Some("service_request"), open: Some(true), held_by_viewer: true, ..RecordFilter::ALL },
+    },
+    TabDef {
+        key: "open",
+        label: "全部在办",
+        filter: RecordFilter { kind: Some("service_request"), open: Some(true), ..RecordFilter::ALL },
+    },
+    TabDef { key: "all", label: "全部台账", filter: RecordFilter { kind: Some("service_request"), ..RecordFilter::ALL } },
 ];
 
 /// `GET /console/inbox`: incidents — what waits for my unit, everything open, what is closed.
@@ -101,10 +114,10 @@ pub async fn service_requests(State(state): State<AppState>, session: Session, Q
 
 /// Every record list of the console by name, as its pages query it: the tabs of the inbox and of
 /// the errands, the deadline board and the batch builder's queue.
-pub fn all_lists() -> Vec<(String, ListSpec<'static>)> {
+pub fn all_lists() -> Vec<(String, ListSpec)> {
     let tabs = |page: &str, defs: &'static [TabDef]| {
         defs.iter()
-            .map(move |d| (format!("{page}?tab={}", d.key), ListSpec { filter: d.filter, order: "updated_ms DESC" }))
+            .map(move |d| (format!("{page}?tab={}", d.key), ListSpec { filter: d.filter, order: ListOrder::Updated }))
             .collect::<Vec<_>>()
     };
     let mut out = tabs("/console/inbox", INBOX_TABS);
@@ -115,7 +128,8 @@ pub fn all_lists() -> Vec<(String, ListSpec<'static>)> {
 }
 
 /// The deadline board's list: open items with a deadline, the nearest first.
-pub const BOARD: ListSpec<'static> = ListSpec { filter: "open = 1 AND deadline_ms IS NOT NULL", order: "deadline_ms ASC" };
+pub const BOARD: ListSpec =
+    ListSpec { filter: RecordFilter { open: Some(true), has_deadline: true, ..RecordFilter::ALL }, order: ListOrder::Deadline };
 
 /// `GET /console/board`: open items by deadline; overdue first, in red. Each section's title
 /// counts the whole section; the rows are paged in deadline order across the sections.
@@ -128,14 +142,13 @@ pub async fn board(State(state): State<AppState>, session: Session, Query(q): Qu
         let pager = Pager::new(&list, "/console/board?");
         // The same bounds as a row's `overdue` flag: due before now is overdue.
         let bounds = [
-            ("已超期", "overdue", format!("deadline_ms < {now}")),
-            ("三日内到期", "soon", format!("deadline_ms >= {now} AND deadline_ms <= {soon}")),
-            ("其后到期", "", format!("deadline_ms > {soon}")),
+            ("已超期", "overdue", RecordFilter { due_before: Some(now), ..BOARD.filter }),
+            ("三日内到期", "soon", RecordFilter { due_from: Some(now), due_before: Some(soon + 1), ..BOARD.filter }),
+            ("其后到期", "", RecordFilter { due_from: Some(soon + 1), ..BOARD.filter }),
         ];
         let mut sections = Vec::new();
-        for (title, class, bound) in bounds {
-            let filter = format!("{} AND {bound}", BOARD.filter);
-            let n = ListSpec { filter: &filter, order: BOARD.order }.count(c, s.person())?;
+        for (title, class, filter) in bounds {
+            let n = ListSpec { filter, order: BOARD.order }.count(c, s.person())?;
             sections.push(Section { title: format!("{title}(共 {n} 件)"), class, rows: Vec::new() });
         }
         for r in list.rows {

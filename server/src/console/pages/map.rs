@@ -9,6 +9,7 @@ use crate::console::charts::{self, Area, Pin};
 use crate::console::views::{Chrome, ListSpec};
 use crate::console::{PageResult, Session, html};
 use crate::records::load_doc;
+use crate::storage::{ListOrder, RecordFilter, Storage};
 
 use super::*;
 
@@ -45,16 +46,16 @@ pub async fn map(State(state): State<AppState>, session: Session) -> PageResult<
         let mut pins = Vec::new();
         // Open incidents in my scope (scope in the query), the latest first; a map shows at
         // most MAP_PINS of them and says how many there are.
-        let sql = format!(
-            "SELECT id, deadline_ms FROM docs WHERE kind = 'incident' AND open = 1 AND {} ORDER BY updated_ms DESC, id LIMIT ?3",
-            crate::records::scope_sql()
-        );
-        let mut stmt = c.prepare_cached(&sql)?;
-        let args = rusqlite::params![s.person().unit.as_str(), s.person().id, MAP_PINS as i64];
-        let open: Vec<(String, Option<i64>)> = stmt.query_map(args, |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-        let open_total = ListSpec { filter: "kind = 'incident' AND open = 1", order: "" }.count(c, s.person())?;
-        let overdue_filter = format!("kind = 'incident' AND open = 1 AND deadline_ms < {now}");
-        let overdue_total = ListSpec { filter: &overdue_filter, order: "" }.count(c, s.person())?;
+        let open_incidents = RecordFilter { kind: Some("incident"), open: Some(true), ..RecordFilter::ALL };
+        let person = s.person();
+        let open: Vec<(String, Option<i64>)> = c
+            .list_records(&open_incidents, ListOrder::Updated, person.unit.as_str(), &person.id, MAP_PINS as i64, 0)?
+            .into_iter()
+            .map(|r| (r.id, r.deadline_ms))
+            .collect();
+        let open_total = ListSpec { filter: open_incidents, order: ListOrder::Updated }.count(c, person)?;
+        let overdue = RecordFilter { due_before: Some(now), ..open_incidents };
+        let overdue_total = ListSpec { filter: overdue, order: ListOrder::Updated }.count(c, person)?;
         for (id, deadline) in open {
             let Some(doc) = load_doc(c, &id, &st.server_actor)? else { continue };
             let record = doc.read()?;

@@ -16,6 +16,7 @@ use crate::console::{CsrfForm, PageResult, Session, html};
 use crate::error::{AppError, AppResult};
 use crate::linkage::records_where;
 use crate::records::{act_as, create_as, keep_personal};
+use crate::storage::{ListOrder, RecordFilter};
 
 use super::record::RecordQuery;
 use super::*;
@@ -139,8 +140,10 @@ struct BatchPage {
 }
 
 /// The station's queued errands, oldest first: what the next batch carries.
-pub(super) const QUEUED: ListSpec<'static> =
-    ListSpec { filter: "kind = 'service_request' AND status = 'queued' AND holder = ?1", order: "created_ms ASC" };
+pub(super) const QUEUED: ListSpec = ListSpec {
+    filter: RecordFilter { kind: Some("service_request"), status: Some("queued"), held_by_viewer: true, ..RecordFilter::ALL },
+    order: ListOrder::Created,
+};
 
 fn batch_page(state: &AppState, session: &Session, page: usize, error: Option<String>) -> AppResult<BatchPage> {
     let conn = state.db.reader();
