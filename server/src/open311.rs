@@ -39,13 +39,14 @@ use gridlink_core::record::{IncidentFields, RecordDoc};
 use gridlink_core::sync::validate::scope_of;
 use gridlink_core::workflow::TimelineEntry;
 use gridlink_core::{Access, Action, GeoPoint, Hlc, Person, Record, RecordBody, Status, UnitCode};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::auth::{load_person, token_hash};
 use crate::error::AppResult;
-use crate::records::{ingest, keep_personal, load_doc, scope_sql};
+use crate::records::{ingest, keep_personal, load_doc};
+use crate::storage::{ListOrder, RecordFilter, Storage};
 
 /// Longest accepted text of each POST field, in characters.
 pub const LIMITS: &[(&str, usize)] = &[
@@ -307,17 +308,11 @@ fn services(state: &AppState, format: Format) -> Response {
 
 /// Creates an API key for a person; returns the key (shown once).
 pub fn create_api_key(conn: &Connection, person_id: &str, name: &str, now_ms: i64) -> Result<String, String> {
-    let exists: bool =
-        conn.query_row("SELECT count(*) FROM people WHERE id = ?1", [person_id], |r| r.get::<_, i64>(0)).map_err(|e| e.to_string())? > 0;
-    if !exists {
+    if !conn.person_exists(person_id).map_err(|e| e.to_string())? {
         return Err(format!("账号 {person_id} 不存在"));
     }
     let key = crate::auth::new_token();
-    conn.execute(
-        "INSERT INTO api_keys(key_hash, person_id, name, created_ms) VALUES (?1, ?2, ?3, ?4)",
-        params![token_hash(&key), person_id, name, now_ms],
-    )
-    .map_err(|e| e.to_string())?;
+    conn.add_api_key(&token_hash(&key), person_id, name, now_ms).map_err(|e| e.to_string())?;
     Ok(key)
 }
 
@@ -326,8 +321,7 @@ fn key_person(conn: &Connection, key: Option<&str>) -> AppResult<Result<Person, 
     let Some(key) = key.filter(|k| k.len() < 200) else {
         return Ok(Err("需要有效的 api_key(向镇综治中心申请)".into()));
     };
-    let pid: Option<String> =
-        conn.query_row("SELECT person_id FROM api_keys WHERE key_hash = ?1", [token_hash(key)], |r| r.get(0)).optional()?;
+    let pid = conn.api_key_person(&token_hash(key))?;
     let Some(pid) = pid else {
         return Ok(Err("api_key 无效".into()));
     };
@@ -349,10 +343,7 @@ fn request_json(state: &AppState, conn: &Connection, record: &Record) -> Option<
     let folded = record.fold();
     let s = &folded.state;
     let open = s.status.is_none_or(Status::is_open);
-    let holder_name: Option<String> = s
-        .holder
-        .as_ref()
-        .and_then(|h| conn.query_row("SELECT name FROM units WHERE code = ?1", [h.as_str()], |r| r.get(0)).optional().ok().flatten());
+    let holder_name: Option<String> = s.holder.as_ref().and_then(|h| conn.unit_name(h.as_str()).ok().flatten());
     let cat = state.catalog.category(&f.category).ok();
     let media_url = f.media_url.clone().or_else(|| f.photos.first().map(|sha| format!("/api/v1/attachments/{sha}")));
     Some(json!({
@@ -438,11 +429,7 @@ async fn requests(state: &AppState, params: Params, format: Format) -> R<Vec<Val
 fn ids_by_number(c: &Connection, wanted: &[String]) -> AppResult<Vec<String>> {
     let mut ids = Vec::new();
     for want in wanted.iter().take(200) {
-        let id: Option<String> = c
-            .prepare_cached("SELECT id FROM docs WHERE kind = 'incident' AND (case_no = ?1 OR id = ?1)")?
-            .query_row([want], |r| r.get(0))
-            .optional()?;
-        ids.extend(id);
+        ids.extend(c.incident_by_number(want)?);
     }
     Ok(ids)
 }
@@ -450,28 +437,18 @@ fn ids_by_number(c: &Connection, wanted: &[String]) -> AppResult<Vec<String>> {
 /// Ids of the incidents of a period within the account's scope (the same prefilter as sync),
 /// with the service and status filters, newest first, at most 1,000.
 fn filtered_ids(c: &Connection, person: &Person, start: i64, end: i64, codes: &[String], statuses: &[String]) -> AppResult<Vec<String>> {
-    use rusqlite::types::Value as V;
-    let mut sql = format!("SELECT id FROM docs WHERE kind = 'incident' AND {} AND created_ms >= ?3 AND created_ms < ?4", scope_sql());
-    let mut args = vec![V::Text(person.unit.as_str().to_owned()), V::Text(person.id.clone()), V::Integer(start), V::Integer(end)];
-    if !codes.is_empty() {
-        let marks: Vec<String> = codes
-            .iter()
-            .take(100)
-            .map(|code| {
-                args.push(V::Text(code.clone()));
-                format!("?{}", args.len())
-            })
-            .collect();
-        sql.push_str(&format!(" AND category IN ({})", marks.join(",")));
-    }
+    let codes = &codes[..codes.len().min(100)];
     let (open, closed) = (statuses.iter().any(|s| s == "open"), statuses.iter().any(|s| s == "closed"));
-    if open != closed {
-        sql.push_str(if open { " AND open = 1" } else { " AND open = 0" });
-    }
-    sql.push_str(" ORDER BY created_ms DESC, id LIMIT 1000");
-    let mut stmt = c.prepare(&sql)?;
-    let ids = stmt.query_map(rusqlite::params_from_iter(args), |r| r.get(0))?.collect::<Result<_, _>>()?;
-    Ok(ids)
+    let filter = RecordFilter {
+        kind: Some("incident"),
+        created_from: Some(start),
+        created_before: Some(end),
+        categories: (!codes.is_empty()).then_some(codes),
+        open: (open != closed).then_some(open),
+        ..RecordFilter::ALL
+    };
+    let rows = c.list_records(&filter, ListOrder::CreatedDesc, person.unit.as_str(), &person.id, 1000, 0)?;
+    Ok(rows.into_iter().map(|r| r.id).collect())
 }
 
 /// `requests/{id}.{xml,json}`: one request, or 404 when it does not exist or lies outside the
@@ -507,8 +484,7 @@ enum Placed {
 /// the first by code when boundaries touch.
 fn grid_at(c: &Connection, point: GeoPoint) -> AppResult<Placed> {
     use geo::Intersects;
-    let mut stmt = c.prepare_cached("SELECT code, boundary FROM units WHERE kind = 'grid' AND boundary IS NOT NULL ORDER BY code")?;
-    let rows: Vec<(String, String)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    let rows = c.grid_boundaries()?;
     let here = geo::Point::new(point.lon, point.lat);
     let mut any = false;
     for (code, boundary) in rows {
@@ -645,7 +621,7 @@ async fn create(state: &AppState, body: &[u8], format: Format) -> R<Response> {
                 return Ok(Err((StatusCode::BAD_REQUEST, reason)));
             }
             keep_personal(&tx, &st, &person, &record.id, &personal, now)?;
-            let case_no: String = tx.query_row("SELECT case_no FROM docs WHERE id = ?1", [&record.id], |r| r.get(0))?;
+            let case_no = tx.case_no_of(&record.id)?.ok_or_else(|| crate::AppError::Internal("a new report got no case number".into()))?;
             tx.commit()?;
             Ok(Ok((case_no, events)))
         })

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use gridlink_server::db::Db;
 use gridlink_server::records::ScopeEvent;
 use gridlink_server::storage::{
-    AuditEntry, AuditFilter, ListOrder, NewSession, PersonRow, PgStorage, RecordFilter, RecordRow, Storage, UploadStep,
+    AuditEntry, AuditFilter, Indexed, ListOrder, NewSession, PersonRow, PgStorage, RecordFilter, RecordRow, Storage, UploadStep,
 };
 
 /// People and devices the checks need, made in each backend's own SQL.
@@ -122,6 +122,7 @@ macro_rules! every_check {
                 an_upload_moves_only_from_where_it_stood,
                 overdue_incidents_and_the_gauges,
                 lists_are_scoped_filtered_ordered_and_paged,
+                open311_keys_and_grid_boundaries,
             ]);
         )*
     };
@@ -378,6 +379,14 @@ mod checks {
         assert_eq!(s.records_with_photo("abc").unwrap().len(), 2);
     }
 
+    pub fn open311_keys_and_grid_boundaries(s: &dyn Storage) {
+        assert_eq!(s.api_key_person("kh").unwrap(), None);
+        s.add_api_key("kh", "p1", "12345 热线", 5).unwrap();
+        assert_eq!(s.api_key_person("kh").unwrap().as_deref(), Some("p1"));
+        assert!(s.add_api_key("kh", "p1", "again", 6).is_err(), "a key is kept once");
+        assert!(s.grid_boundaries().unwrap().is_empty(), "the fixture's village has none");
+    }
+
     pub fn people_and_units_are_known_by_id(s: &dyn Storage) {
         assert!(s.person_exists("p1").unwrap());
         assert!(!s.person_exists("p2").unwrap());
@@ -519,6 +528,10 @@ mod checks {
                 created_ms: 100 + (i * 13) % 40,
                 updated_ms: 500 + (i * 11) % 40,
                 reporter: (i % 7 == 0).then(|| "p1".to_owned()),
+                category: ["0501", "0802", "0101"][i as usize % 3].into(),
+                batch_id: (i % 6 == 1).then(|| format!("B{}", i % 12)),
+                case_no: Some(format!("GT-2026-{i:06}")),
+                facts: format!("{{\"n\":{i}}}"),
                 ..row(&format!("r{i:02}"), location, holder, None)
             };
             s.put_record(&r).unwrap();
@@ -526,6 +539,7 @@ mod checks {
         }
         let within =
             |code: &str, unit: &str| code == unit || code.starts_with(&format!("{unit}-")) || (unit.len() == 9 && code.starts_with(unit));
+        let cats = ["0802".to_owned(), "9999".to_owned()];
         let filters = [
             RecordFilter::ALL,
             RecordFilter { kind: Some("incident"), open: Some(true), ..RecordFilter::ALL },
@@ -534,13 +548,34 @@ mod checks {
             RecordFilter { open: Some(true), has_deadline: true, ..RecordFilter::ALL },
             RecordFilter { open: Some(true), due_from: Some(1300), due_before: Some(1800), ..RecordFilter::ALL },
             RecordFilter { open: Some(false), ..RecordFilter::ALL },
+            RecordFilter {
+                kind: Some("service_request"),
+                location: Some("532331101201"),
+                created_from: Some(110),
+                created_before: Some(130),
+                ..RecordFilter::ALL
+            },
+            RecordFilter { batch_id: Some("B1"), ..RecordFilter::ALL },
+            RecordFilter { kind: Some("incident"), categories: Some(&cats), open: Some(true), ..RecordFilter::ALL },
+            RecordFilter { categories: Some(&[]), ..RecordFilter::ALL },
         ];
         for (unit, who) in [("532331101201", "nobody"), ("532331101201-01-01", "p1"), ("532331101", "x"), ("532331101202", "p1")] {
             for f in &filters {
-                for order in [ListOrder::Updated, ListOrder::Deadline, ListOrder::Created] {
+                let facts: Vec<(String, String)> = s.record_facts(f, unit, who).unwrap();
+                let mut in_list: Vec<&RecordRow> = rows.iter().filter(|r| f.matches(&indexed(r), unit)).collect();
+                in_list.retain(|r| {
+                    within(&r.location, unit) || r.holder.as_deref().is_some_and(|h| within(h, unit)) || r.reporter.as_deref() == Some(who)
+                });
+                in_list.sort_by(|a, b| a.created_ms.cmp(&b.created_ms).then(a.id.cmp(&b.id)));
+                assert_eq!(
+                    facts,
+                    in_list.iter().map(|r| (r.id.clone(), r.facts.clone())).collect::<Vec<_>>(),
+                    "facts of {unit} {f:?}, oldest first"
+                );
+                for order in [ListOrder::Updated, ListOrder::Deadline, ListOrder::Created, ListOrder::CreatedDesc] {
                     let mut want: Vec<&RecordRow> = rows
                         .iter()
-                        .filter(|r| f.matches(&r.kind, r.open, r.status.as_deref(), r.holder.as_deref(), r.deadline_ms, unit))
+                        .filter(|r| f.matches(&indexed(r), unit))
                         .filter(|r| {
                             within(&r.location, unit)
                                 || r.holder.as_deref().is_some_and(|h| within(h, unit))
@@ -553,6 +588,7 @@ mod checks {
                         // in this order always filter on having one.
                         ListOrder::Deadline => want.retain(|r| r.deadline_ms.is_some()),
                         ListOrder::Created => want.sort_by(|a, b| a.created_ms.cmp(&b.created_ms).then(a.id.cmp(&b.id))),
+                        ListOrder::CreatedDesc => want.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(a.id.cmp(&b.id))),
                     }
                     if order == ListOrder::Deadline {
                         want.sort_by(|a, b| a.deadline_ms.cmp(&b.deadline_ms).then(a.id.cmp(&b.id)));
@@ -590,6 +626,25 @@ mod checks {
             (r.kind.as_str(), r.location.as_str(), r.holder.as_deref(), r.title.as_str(), r.open, r.deadline_ms),
             "a listed record's columns are its row's"
         );
+        assert_eq!(s.incident_by_number("GT-2026-000004").unwrap().as_deref(), Some("r04"));
+        assert_eq!(s.incident_by_number("r05").unwrap().as_deref(), Some("r05"), "by id too");
+        assert_eq!(s.incident_by_number("GT-2026-000003").unwrap(), None, "r03 is a service request");
+        assert_eq!(s.case_no_of("r07").unwrap().as_deref(), Some("GT-2026-000007"));
+        assert_eq!(s.case_no_of("nope").unwrap(), None);
+    }
+
+    fn indexed(r: &RecordRow) -> Indexed<'_> {
+        Indexed {
+            kind: &r.kind,
+            open: r.open,
+            status: r.status.as_deref(),
+            holder: r.holder.as_deref(),
+            deadline_ms: r.deadline_ms,
+            location: &r.location,
+            created_ms: r.created_ms,
+            batch_id: r.batch_id.as_deref(),
+            category: &r.category,
+        }
     }
 
     pub fn a_device_recovers_until_told_otherwise(s: &dyn Storage) {

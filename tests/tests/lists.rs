@@ -9,6 +9,7 @@ use gridlink_core::{Person, SystemClock};
 use gridlink_server::console::pages::all_lists;
 use gridlink_server::console::views::{Names, PAGE_SIZE};
 use gridlink_server::records::ScopeEvent;
+use gridlink_server::storage::Indexed;
 use gridlink_tests::{DEMO_PASSWORD, Phone, TestServer, http, token};
 
 /// One person of every role of the demo town.
@@ -33,13 +34,13 @@ fn every_list_is_complete_for_every_role() {
     assert!(total >= n, "the town holds {total} records");
     let names = Names::load(&conn, &state.catalog).unwrap();
     // The whole index, read directly: where each record is, and what the lists filter on.
-    type IndexRow = (ScopeEvent, String, bool, Option<String>, Option<i64>);
+    type IndexRow = (ScopeEvent, String, bool, Option<String>, Option<i64>, i64, Option<String>, String);
     let index: Vec<IndexRow> = conn
-        .prepare("SELECT id, location, holder, reporter, kind, open, status, deadline_ms FROM docs")
+        .prepare("SELECT id, location, holder, reporter, kind, open, status, deadline_ms, created_ms, batch_id, category FROM docs")
         .unwrap()
         .query_map([], |r| {
             let place = ScopeEvent { doc_id: r.get(0)?, location: r.get(1)?, holder: r.get(2)?, reporter: r.get(3)? };
-            Ok((place, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
+            Ok((place, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?))
         })
         .unwrap()
         .map(Result::unwrap)
@@ -52,8 +53,19 @@ fn every_list_is_complete_for_every_role() {
             // What the list must hold: its filter's own rule over the whole index, then the core's.
             let want: HashSet<String> = index
                 .iter()
-                .filter(|(e, kind, open, status, deadline)| {
-                    spec.filter.matches(kind, *open, status.as_deref(), e.holder.as_deref(), *deadline, person.unit.as_str())
+                .filter(|(e, kind, open, status, deadline, created, batch, category)| {
+                    let indexed = Indexed {
+                        kind,
+                        open: *open,
+                        status: status.as_deref(),
+                        holder: e.holder.as_deref(),
+                        deadline_ms: *deadline,
+                        location: &e.location,
+                        created_ms: *created,
+                        batch_id: batch.as_deref(),
+                        category,
+                    };
+                    spec.filter.matches(&indexed, person.unit.as_str())
                 })
                 .filter(|(e, ..)| e.visible_to(&person))
                 .map(|(e, ..)| e.doc_id.clone())

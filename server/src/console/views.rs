@@ -102,12 +102,12 @@ pub struct RowsPage {
 /// A list of records: which ones (besides the viewer's scope, which the storage applies inside
 /// the query, before any limit) and in what order.
 #[derive(Debug, Clone, Copy)]
-pub struct ListSpec {
-    pub filter: RecordFilter,
+pub struct ListSpec<'a> {
+    pub filter: RecordFilter<'a>,
     pub order: ListOrder,
 }
 
-impl ListSpec {
+impl ListSpec<'_> {
     /// How many records in `person`'s scope the list holds.
     pub fn count(&self, conn: &Connection, person: &Person) -> AppResult<usize> {
         Ok(usize::try_from(conn.count_records(&self.filter, person.unit.as_str(), &person.id)?).unwrap_or(usize::MAX))

@@ -15,7 +15,8 @@ use serde::Deserialize;
 use crate::app::AppState;
 use crate::auth::AuthDevice;
 use crate::error::{AppError, AppResult};
-use crate::records::{load_doc, scope_sql};
+use crate::records::load_doc;
+use crate::storage::{ListOrder, RecordFilter, Storage};
 
 /// Period and format of a report.
 #[derive(Debug, Deserialize)]
@@ -47,9 +48,7 @@ pub fn period(q: &ReportQuery, now: i64) -> AppResult<(i64, i64)> {
 }
 
 fn unit_names(conn: &Connection) -> AppResult<std::collections::HashMap<String, String>> {
-    let mut stmt = conn.prepare("SELECT code, name FROM units")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    Ok(conn.units()?.into_iter().map(|(code, name, ..)| (code, name)).collect())
 }
 
 /// Writes tables as CSV (UTF-8 with BOM, for Excel) or XLSX, or returns them as JSON.
@@ -120,12 +119,9 @@ fn download(bytes: Vec<u8>, content_type: &'static str, filename: &str) -> Respo
 
 /// Facts of the records `person` may see (scope in the query).
 fn facts_in_scope(conn: &Connection, person: &Person) -> AppResult<Vec<RecordFacts>> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT id, facts FROM docs WHERE {}", scope_sql()))?;
-    let rows =
-        stmt.query_map(rusqlite::params![person.unit.as_str(), person.id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, facts) = row?;
+    let rows = conn.record_facts(&RecordFilter::ALL, person.unit.as_str(), &person.id)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (id, facts) in rows {
         out.push(serde_json::from_str(&facts).map_err(|e| AppError::Internal(format!("facts of {id}: {e}")))?);
     }
     Ok(out)
@@ -148,21 +144,16 @@ pub fn figures_for(conn: &Connection, state: &AppState, person: &Person, from: i
     Ok(figures::compute(&facts, &state.catalog, from, to, state.now_ms(), &name))
 }
 
-/// The records in `person`'s scope matching `filter` (SQL over the `docs` index: `?1` is the
-/// person's unit, `?2` their id, `?3`… the `args`), read and folded, in index order. Scope is a
-/// condition of the query ([`scope_sql`]).
+/// The records in `person`'s scope `filter` holds, read and folded, oldest first. Scope is a
+/// condition of the query.
 pub fn records_where(
     conn: &Connection,
     state: &AppState,
     person: &Person,
-    filter: &str,
-    args: &[&dyn rusqlite::ToSql],
+    filter: &RecordFilter<'_>,
 ) -> AppResult<Vec<(Record, gridlink_core::Folded)>> {
-    let mut stmt = conn.prepare(&format!("SELECT id FROM docs WHERE ({filter}) AND {} ORDER BY created_ms, id", scope_sql()))?;
-    let (unit, me) = (person.unit.as_str(), person.id.as_str());
-    let mut all: Vec<&dyn rusqlite::ToSql> = vec![&unit, &me];
-    all.extend_from_slice(args);
-    let ids: Vec<String> = stmt.query_map(all.as_slice(), |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let ids: Vec<String> =
+        conn.list_records(filter, ListOrder::Created, person.unit.as_str(), &person.id, i64::MAX, 0)?.into_iter().map(|r| r.id).collect();
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         if let Some(doc) = load_doc(conn, &id, &state.server_actor)? {
@@ -190,13 +181,14 @@ pub async fn ledger(State(state): State<AppState>, auth: AuthDevice, Query(q): Q
     let (table, count) = state
         .db
         .read(move |c| {
-            let records = records_where(
-                c,
-                &st,
-                &auth.person,
-                "kind = 'service_request' AND location = ?3 AND created_ms >= ?4 AND created_ms < ?5",
-                &[&station.as_str(), &from, &to],
-            )?;
+            let ledger = RecordFilter {
+                kind: Some("service_request"),
+                location: Some(station.as_str()),
+                created_from: Some(from),
+                created_before: Some(to),
+                ..RecordFilter::ALL
+            };
+            let records = records_where(c, &st, &auth.person, &ledger)?;
             let names = unit_names(c)?;
             let title = format!(
                 "{}便民服务站代办台账({} 至 {})",
@@ -223,7 +215,7 @@ pub async fn batch(
     let table = state
         .db
         .read(move |c| {
-            let records = records_where(c, &st, &auth.person, "batch_id = ?3", &[&key])?;
+            let records = records_where(c, &st, &auth.person, &RecordFilter { batch_id: Some(&key), ..RecordFilter::ALL })?;
             if records.is_empty() {
                 return Err(AppError::NotFound);
             }

@@ -9,11 +9,13 @@
 //! holds), the change log, records' index rows and snapshots with the scope rule over them,
 //! personal data, which records show a photo, people's accounts as sign-in reads them, device
 //! sessions (sign-in, tokens, sign-out, revocation, the personal-data key of an install), photo
-//! uploads' progress, the deadline sweeper's query, the operational gauges, case numbers, notices
-//! and the audit log. Still written as SQLite in the modules that use it, to move here next: the
-//! admin console's account, unit and boundary editing and imports, Open311 API keys, the
-//! figures (and the backup, which is SQLite's own). The console's record lists go through
-//! [`RecordFilter`]: typed, so neither pages nor handlers write SQL for them.
+//! uploads' progress, the deadline sweeper's query, the operational gauges, the console's record
+//! lists, the figures' and exports' record selection, Open311 (API keys, lookups, grids'
+//! boundaries), case numbers, notices and the audit log. Lists, figures and Open311 select
+//! records with [`RecordFilter`]: typed, so neither pages nor handlers write SQL for them. Still
+//! written as SQLite in the modules that use it, to move here next: the admin console's editing
+//! of accounts, units, boundaries and the catalog, CSV imports, and the demo town's seeding (the
+//! backup is SQLite's own).
 //!
 //! The trait is object safe (visitors are `&mut dyn FnMut`), so a server can hold its backend
 //! behind `dyn Storage` once there are two.
@@ -87,11 +89,11 @@ pub struct RecordRow {
 /// Which records a list holds, besides the viewer's scope (always applied, inside the query,
 /// before any limit). Every condition set must hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RecordFilter {
+pub struct RecordFilter<'a> {
     /// `incident` or `service_request`.
-    pub kind: Option<&'static str>,
+    pub kind: Option<&'a str>,
     pub open: Option<bool>,
-    pub status: Option<&'static str>,
+    pub status: Option<&'a str>,
     /// Held by the viewer's own unit (their turn).
     pub held_by_viewer: bool,
     /// Has a running clock.
@@ -100,32 +102,65 @@ pub struct RecordFilter {
     pub due_from: Option<i64>,
     /// Its clock is due before this time.
     pub due_before: Option<i64>,
+    /// Happened at exactly this unit.
+    pub location: Option<&'a str>,
+    /// Made at or after this time.
+    pub created_from: Option<i64>,
+    /// Made before this time.
+    pub created_before: Option<i64>,
+    /// Carried in this batch (代办批次).
+    pub batch_id: Option<&'a str>,
+    /// Of one of these categories.
+    pub categories: Option<&'a [String]>,
 }
 
-impl RecordFilter {
+/// A record's index values a [`RecordFilter`] looks at (for [`RecordFilter::matches`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Indexed<'a> {
+    pub kind: &'a str,
+    pub open: bool,
+    pub status: Option<&'a str>,
+    pub holder: Option<&'a str>,
+    pub deadline_ms: Option<i64>,
+    pub location: &'a str,
+    pub created_ms: i64,
+    pub batch_id: Option<&'a str>,
+    pub category: &'a str,
+}
+
+impl RecordFilter<'_> {
     /// Every record in scope; the base to set conditions on (`..RecordFilter::ALL`, also in
     /// constants).
-    pub const ALL: Self =
-        Self { kind: None, open: None, status: None, held_by_viewer: false, has_deadline: false, due_from: None, due_before: None };
+    pub const ALL: RecordFilter<'static> = RecordFilter {
+        kind: None,
+        open: None,
+        status: None,
+        held_by_viewer: false,
+        has_deadline: false,
+        due_from: None,
+        due_before: None,
+        location: None,
+        created_from: None,
+        created_before: None,
+        batch_id: None,
+        categories: None,
+    };
 
-    /// Whether a record with these index values is in the list (ignoring scope): the rule the
-    /// backends' queries follow, for tests to check them against.
-    pub fn matches(
-        &self,
-        kind: &str,
-        open: bool,
-        status: Option<&str>,
-        holder: Option<&str>,
-        deadline_ms: Option<i64>,
-        viewer_unit: &str,
-    ) -> bool {
-        self.kind.is_none_or(|k| k == kind)
-            && self.open.is_none_or(|o| o == open)
-            && self.status.is_none_or(|s| Some(s) == status)
-            && (!self.held_by_viewer || holder == Some(viewer_unit))
-            && (!(self.has_deadline || self.due_from.is_some() || self.due_before.is_some()) || deadline_ms.is_some())
-            && self.due_from.is_none_or(|f| deadline_ms.is_some_and(|d| d >= f))
-            && self.due_before.is_none_or(|b| deadline_ms.is_some_and(|d| d < b))
+    /// Whether a record is in the list (ignoring scope): the rule the backends' queries
+    /// follow, for tests to check them against.
+    pub fn matches(&self, r: &Indexed<'_>, viewer_unit: &str) -> bool {
+        self.kind.is_none_or(|k| k == r.kind)
+            && self.open.is_none_or(|o| o == r.open)
+            && self.status.is_none_or(|s| Some(s) == r.status)
+            && (!self.held_by_viewer || r.holder == Some(viewer_unit))
+            && (!(self.has_deadline || self.due_from.is_some() || self.due_before.is_some()) || r.deadline_ms.is_some())
+            && self.due_from.is_none_or(|f| r.deadline_ms.is_some_and(|d| d >= f))
+            && self.due_before.is_none_or(|b| r.deadline_ms.is_some_and(|d| d < b))
+            && self.location.is_none_or(|l| l == r.location)
+            && self.created_from.is_none_or(|f| r.created_ms >= f)
+            && self.created_before.is_none_or(|b| r.created_ms < b)
+            && self.batch_id.is_none_or(|b| Some(b) == r.batch_id)
+            && self.categories.is_none_or(|cs| cs.iter().any(|c| c == r.category))
     }
 }
 
@@ -138,6 +173,8 @@ pub enum ListOrder {
     Deadline,
     /// Oldest first.
     Created,
+    /// Newest first.
+    CreatedDesc,
 }
 
 /// One line of a record list, from the index.
@@ -338,17 +375,23 @@ pub trait Storage {
     /// or reported by the person. The core's access rule over the index columns.
     fn records_in_scope(&self, unit: &str, person_id: &str) -> AppResult<HashSet<String>>;
     /// How many records in the scope of a person of `unit` (id `person_id`) a list holds.
-    fn count_records(&self, filter: &RecordFilter, unit: &str, person_id: &str) -> AppResult<u64>;
+    fn count_records(&self, filter: &RecordFilter<'_>, unit: &str, person_id: &str) -> AppResult<u64>;
     /// One page of a list: the records in that person's scope the filter holds, in `order`.
     fn list_records(
         &self,
-        filter: &RecordFilter,
+        filter: &RecordFilter<'_>,
         order: ListOrder,
         unit: &str,
         person_id: &str,
         limit: i64,
         offset: i64,
     ) -> AppResult<Vec<ListedRecord>>;
+    /// The figures' facts (JSON) of the records in that person's scope the filter holds: (id, facts).
+    fn record_facts(&self, filter: &RecordFilter<'_>, unit: &str, person_id: &str) -> AppResult<Vec<(String, String)>>;
+    /// The incident with this case number or id (an Open311 `service_request_id`).
+    fn incident_by_number(&self, number: &str) -> AppResult<Option<String>>;
+    /// A record's case number.
+    fn case_no_of(&self, id: &str) -> AppResult<Option<String>>;
     /// Notes that a record shows a photo.
     fn add_photo_ref(&self, doc_id: &str, sha256: &str) -> AppResult<()>;
     /// Where the records showing a photo are (to decide who may fetch it).
@@ -403,6 +446,12 @@ pub trait Storage {
 
     // ---- people and units (read) ----
 
+    /// Grids with a drawn boundary (JSON `[[lon, lat], …]`): (code, boundary), by code.
+    fn grid_boundaries(&self) -> AppResult<Vec<(String, String)>>;
+    /// The account an Open311 API key (by its hash) acts as.
+    fn api_key_person(&self, key_hash: &str) -> AppResult<Option<String>>;
+    /// Keeps a new API key (its hash) for a person.
+    fn add_api_key(&self, key_hash: &str, person_id: &str, name: &str, now_ms: i64) -> AppResult<()>;
     /// A unit's name.
     fn unit_name(&self, code: &str) -> AppResult<Option<String>>;
     /// Every unit: (code, name, kind, parent).

@@ -68,6 +68,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE TABLE attachment_refs (doc_id TEXT NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (doc_id, sha256));
     CREATE INDEX attachment_refs_sha ON attachment_refs(sha256);
+    CREATE TABLE api_keys (
+        key_hash TEXT PRIMARY KEY, person_id TEXT NOT NULL REFERENCES people(id), name TEXT NOT NULL, created_ms BIGINT NOT NULL
+    );
+    CREATE INDEX docs_batch ON docs(batch_id);
     CREATE TABLE personal (doc_id TEXT PRIMARY KEY, data TEXT NOT NULL, updated_ms BIGINT NOT NULL, by_person TEXT NOT NULL);
     CREATE TABLE changes (
         seq BIGSERIAL PRIMARY KEY, doc_id TEXT NOT NULL, hash TEXT NOT NULL UNIQUE,
@@ -340,7 +344,7 @@ impl Storage for PgStorage {
         Ok(self.query(&sql, &[&unit, &person_id])?.into_iter().map(|r| r.get(0)).collect())
     }
 
-    fn count_records(&self, f: &RecordFilter, unit: &str, person_id: &str) -> AppResult<u64> {
+    fn count_records(&self, f: &RecordFilter<'_>, unit: &str, person_id: &str) -> AppResult<u64> {
         let (cond, values) = list_condition(f);
         let mut args: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&unit, &person_id];
         args.extend(values.iter().map(|v| v.as_ref()));
@@ -350,7 +354,7 @@ impl Storage for PgStorage {
 
     fn list_records(
         &self,
-        f: &RecordFilter,
+        f: &RecordFilter<'_>,
         order: ListOrder,
         unit: &str,
         person_id: &str,
@@ -388,6 +392,22 @@ impl Storage for PgStorage {
                 created_ms: r.get(12),
             })
             .collect())
+    }
+
+    fn record_facts(&self, f: &RecordFilter<'_>, unit: &str, person_id: &str) -> AppResult<Vec<(String, String)>> {
+        let (cond, values) = list_condition(f);
+        let mut args: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&unit, &person_id];
+        args.extend(values.iter().map(|v| v.as_ref()));
+        let rows = self.query(&format!("SELECT id, facts FROM docs WHERE {cond} ORDER BY created_ms, id"), &args)?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn incident_by_number(&self, number: &str) -> AppResult<Option<String>> {
+        Ok(self.query_opt("SELECT id FROM docs WHERE kind = 'incident' AND (case_no = $1 OR id = $1)", &[&number])?.map(|r| r.get(0)))
+    }
+
+    fn case_no_of(&self, id: &str) -> AppResult<Option<String>> {
+        Ok(self.query_opt("SELECT case_no FROM docs WHERE id = $1", &[&id])?.and_then(|r| r.get(0)))
     }
 
     fn add_photo_ref(&self, doc_id: &str, sha256: &str) -> AppResult<()> {
@@ -564,6 +584,23 @@ impl Storage for PgStorage {
         Ok(self.query_opt("SELECT pg_database_size(current_database())", &[])?.map_or(0, |r| r.get(0)))
     }
 
+    fn grid_boundaries(&self) -> AppResult<Vec<(String, String)>> {
+        let rows = self.query("SELECT code, boundary FROM units WHERE kind = 'grid' AND boundary IS NOT NULL ORDER BY code", &[])?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn api_key_person(&self, key_hash: &str) -> AppResult<Option<String>> {
+        Ok(self.query_opt("SELECT person_id FROM api_keys WHERE key_hash = $1", &[&key_hash])?.map(|r| r.get(0)))
+    }
+
+    fn add_api_key(&self, key_hash: &str, person_id: &str, name: &str, now_ms: i64) -> AppResult<()> {
+        self.execute(
+            "INSERT INTO api_keys(key_hash, person_id, name, created_ms) VALUES ($1, $2, $3, $4)",
+            &[&key_hash, &person_id, &name, &now_ms],
+        )?;
+        Ok(())
+    }
+
     fn unit_name(&self, code: &str) -> AppResult<Option<String>> {
         Ok(self.query_opt("SELECT name FROM units WHERE code = $1", &[&code])?.map(|r| r.get(0)))
     }
@@ -646,7 +683,7 @@ fn within(column: &str, param: &str) -> String {
 
 /// A list's `WHERE` clause: the filter and the viewer's scope (`$1` unit, `$2` person), with the
 /// filter's values numbered from `$3`.
-fn list_condition(f: &RecordFilter) -> (String, Vec<Box<dyn postgres::types::ToSql + Sync>>) {
+fn list_condition(f: &RecordFilter<'_>) -> (String, Vec<Box<dyn postgres::types::ToSql + Sync>>) {
     let mut clause = vec![format!("({} OR {} OR reporter = $2)", within("location", "$1"), within("holder", "$1"))];
     let mut values: Vec<Box<dyn postgres::types::ToSql + Sync>> = Vec::new();
     fn bind(sql: &str, v: Box<dyn postgres::types::ToSql + Sync>, values: &mut Vec<Box<dyn postgres::types::ToSql + Sync>>) -> String {
@@ -654,13 +691,13 @@ fn list_condition(f: &RecordFilter) -> (String, Vec<Box<dyn postgres::types::ToS
         sql.replace('#', &format!("${}", values.len() + 2))
     }
     if let Some(k) = f.kind {
-        clause.push(bind("kind = #", Box::new(k), &mut values));
+        clause.push(bind("kind = #", Box::new(k.to_owned()), &mut values));
     }
     if let Some(o) = f.open {
         clause.push(bind("open = #", Box::new(o), &mut values));
     }
     if let Some(st) = f.status {
-        clause.push(bind("status = #", Box::new(st), &mut values));
+        clause.push(bind("status = #", Box::new(st.to_owned()), &mut values));
     }
     if f.held_by_viewer {
         clause.push("holder = $1".into());
@@ -674,6 +711,21 @@ fn list_condition(f: &RecordFilter) -> (String, Vec<Box<dyn postgres::types::ToS
     if let Some(before) = f.due_before {
         clause.push(bind("deadline_ms < #", Box::new(before), &mut values));
     }
+    if let Some(l) = f.location {
+        clause.push(bind("location = #", Box::new(l.to_owned()), &mut values));
+    }
+    if let Some(from) = f.created_from {
+        clause.push(bind("created_ms >= #", Box::new(from), &mut values));
+    }
+    if let Some(before) = f.created_before {
+        clause.push(bind("created_ms < #", Box::new(before), &mut values));
+    }
+    if let Some(b) = f.batch_id {
+        clause.push(bind("batch_id = #", Box::new(b.to_owned()), &mut values));
+    }
+    if let Some(cs) = f.categories {
+        clause.push(bind("category = ANY(#)", Box::new(cs.to_vec()), &mut values));
+    }
     (clause.join(" AND "), values)
 }
 
@@ -682,6 +734,7 @@ fn list_order(o: ListOrder) -> &'static str {
         ListOrder::Updated => "updated_ms DESC, id",
         ListOrder::Deadline => "deadline_ms ASC, id",
         ListOrder::Created => "created_ms ASC, id",
+        ListOrder::CreatedDesc => "created_ms DESC, id",
     }
 }
 

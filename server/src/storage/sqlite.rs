@@ -16,7 +16,7 @@ use crate::records::ScopeEvent;
 
 /// A list's `WHERE` clause: the filter and the viewer's scope (`?1` unit, `?2` person), with the
 /// filter's values numbered from `?3`; returns the clause and those values.
-fn list_condition(f: &RecordFilter) -> (String, Vec<rusqlite::types::Value>) {
+fn list_condition(f: &RecordFilter<'_>) -> (String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value;
     let mut clause = vec![crate::records::scope_sql()];
     let mut values = Vec::new();
@@ -45,6 +45,22 @@ fn list_condition(f: &RecordFilter) -> (String, Vec<rusqlite::types::Value>) {
     if let Some(before) = f.due_before {
         clause.push(bind("deadline_ms < #", Value::Integer(before), &mut values));
     }
+    if let Some(l) = f.location {
+        clause.push(bind("location = #", Value::Text(l.into()), &mut values));
+    }
+    if let Some(from) = f.created_from {
+        clause.push(bind("created_ms >= #", Value::Integer(from), &mut values));
+    }
+    if let Some(before) = f.created_before {
+        clause.push(bind("created_ms < #", Value::Integer(before), &mut values));
+    }
+    if let Some(b) = f.batch_id {
+        clause.push(bind("batch_id = #", Value::Text(b.into()), &mut values));
+    }
+    if let Some(cs) = f.categories {
+        let marks: Vec<String> = cs.iter().map(|c| bind("#", Value::Text(c.clone()), &mut values)).collect();
+        clause.push(if marks.is_empty() { "0".into() } else { format!("category IN ({})", marks.join(", ")) });
+    }
     (clause.join(" AND "), values)
 }
 
@@ -53,6 +69,7 @@ fn list_order(o: ListOrder) -> &'static str {
         ListOrder::Updated => "updated_ms DESC, id",
         ListOrder::Deadline => "deadline_ms ASC, id",
         ListOrder::Created => "created_ms ASC, id",
+        ListOrder::CreatedDesc => "created_ms DESC, id",
     }
 }
 
@@ -241,7 +258,7 @@ impl Storage for Connection {
         Ok(ids.collect::<Result<_, _>>()?)
     }
 
-    fn count_records(&self, f: &RecordFilter, unit: &str, person_id: &str) -> AppResult<u64> {
+    fn count_records(&self, f: &RecordFilter<'_>, unit: &str, person_id: &str) -> AppResult<u64> {
         let (cond, values) = list_condition(f);
         let mut args: Vec<rusqlite::types::Value> = vec![unit.to_owned().into(), person_id.to_owned().into()];
         args.extend(values);
@@ -253,7 +270,7 @@ impl Storage for Connection {
 
     fn list_records(
         &self,
-        f: &RecordFilter,
+        f: &RecordFilter<'_>,
         order: ListOrder,
         unit: &str,
         person_id: &str,
@@ -291,6 +308,26 @@ impl Storage for Connection {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn record_facts(&self, f: &RecordFilter<'_>, unit: &str, person_id: &str) -> AppResult<Vec<(String, String)>> {
+        let (cond, values) = list_condition(f);
+        let mut args: Vec<rusqlite::types::Value> = vec![unit.to_owned().into(), person_id.to_owned().into()];
+        args.extend(values);
+        let mut stmt = self.prepare_cached(&format!("SELECT id, facts FROM docs WHERE {cond} ORDER BY created_ms, id"))?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn incident_by_number(&self, number: &str) -> AppResult<Option<String>> {
+        Ok(self
+            .prepare_cached("SELECT id FROM docs WHERE kind = 'incident' AND (case_no = ?1 OR id = ?1)")?
+            .query_row([number], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn case_no_of(&self, id: &str) -> AppResult<Option<String>> {
+        Ok(self.prepare_cached("SELECT case_no FROM docs WHERE id = ?1")?.query_row([id], |r| r.get(0)).optional()?.flatten())
     }
 
     fn add_photo_ref(&self, doc_id: &str, sha256: &str) -> AppResult<()> {
@@ -480,6 +517,23 @@ impl Storage for Connection {
         Ok(self
             .prepare_cached("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")?
             .query_row([], |r| r.get(0))?)
+    }
+
+    fn grid_boundaries(&self) -> AppResult<Vec<(String, String)>> {
+        let mut stmt =
+            self.prepare_cached("SELECT code, boundary FROM units WHERE kind = 'grid' AND boundary IS NOT NULL ORDER BY code")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn api_key_person(&self, key_hash: &str) -> AppResult<Option<String>> {
+        Ok(self.prepare_cached("SELECT person_id FROM api_keys WHERE key_hash = ?1")?.query_row([key_hash], |r| r.get(0)).optional()?)
+    }
+
+    fn add_api_key(&self, key_hash: &str, person_id: &str, name: &str, now_ms: i64) -> AppResult<()> {
+        self.prepare_cached("INSERT INTO api_keys(key_hash, person_id, name, created_ms) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![key_hash, person_id, name, now_ms])?;
+        Ok(())
     }
 
     fn unit_name(&self, code: &str) -> AppResult<Option<String>> {

@@ -31,7 +31,7 @@ struct TabDef {
     key: &'static str,
     label: &'static str,
     /// Which records (the viewer's scope is always applied; see [`ListSpec`]).
-    filter: RecordFilter,
+    filter: RecordFilter<'static>,
 }
 
 /// What a tabbed list page shows.
@@ -114,7 +114,7 @@ pub async fn service_requests(State(state): State<AppState>, session: Session, Q
 
 /// Every record list of the console by name, as its pages query it: the tabs of the inbox and of
 /// the errands, the deadline board and the batch builder's queue.
-pub fn all_lists() -> Vec<(String, ListSpec)> {
+pub fn all_lists() -> Vec<(String, ListSpec<'static>)> {
     let tabs = |page: &str, defs: &'static [TabDef]| {
         defs.iter()
             .map(move |d| (format!("{page}?tab={}", d.key), ListSpec { filter: d.filter, order: ListOrder::Updated }))
@@ -128,7 +128,7 @@ pub fn all_lists() -> Vec<(String, ListSpec)> {
 }
 
 /// The deadline board's list: open items with a deadline, the nearest first.
-pub const BOARD: ListSpec =
+pub const BOARD: ListSpec<'static> =
     ListSpec { filter: RecordFilter { open: Some(true), has_deadline: true, ..RecordFilter::ALL }, order: ListOrder::Deadline };
 
 /// `GET /console/board`: open items by deadline; overdue first, in red. Each section's title

@@ -140,7 +140,7 @@ struct BatchPage {
 }
 
 /// The station's queued errands, oldest first: what the next batch carries.
-pub(super) const QUEUED: ListSpec = ListSpec {
+pub(super) const QUEUED: ListSpec<'static> = ListSpec {
     filter: RecordFilter { kind: Some("service_request"), status: Some("queued"), held_by_viewer: true, ..RecordFilter::ALL },
     order: ListOrder::Created,
 };
@@ -231,7 +231,7 @@ pub async fn batch(
     Query(q): Query<RecordQuery>,
 ) -> PageResult<Response> {
     let page = read_page(&state, &session, move |c, names, st, s| {
-        let records = records_where(c, st, s.person(), "batch_id = ?3", &[&id])?;
+        let records = records_where(c, st, s.person(), &RecordFilter { batch_id: Some(&id), ..RecordFilter::ALL })?;
         if records.is_empty() {
             return Err(AppError::NotFound);
         }
