@@ -6,12 +6,12 @@ use std::path::Path;
 
 use gridlink_core::workflow::role_fits_unit;
 use gridlink_core::{Catalog, OrgTree, OrgUnit, Role, UnitCode, UnitKind};
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 
 use crate::auth::hash_password;
 use crate::config::ImportWhat;
 use crate::db::Db;
-use crate::storage::Storage;
+use crate::storage::{self, Storage, Unit};
 
 /// A person to import.
 #[derive(Debug, Clone)]
@@ -146,17 +146,16 @@ pub fn insert_units(conn: &mut Connection, units: &[OrgUnit]) -> Result<usize, S
     // A savepoint: a transaction of its own from the command line, nested in the writer's batch from the console.
     let tx = conn.savepoint().map_err(|e| e.to_string())?;
     for u in units {
-        tx.execute(
-            "INSERT OR REPLACE INTO units(code, name, kind, parent, department_key) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                u.code.as_str(),
-                u.name,
-                serde_json::to_value(u.kind).ok().and_then(|v| v.as_str().map(str::to_owned)),
-                u.parent.as_ref().map(UnitCode::as_str),
-                u.department_key
-            ],
-        )
-        .map_err(|e| e.to_string())?;
+        let kind = serde_json::to_value(u.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let row = Unit {
+            code: u.code.to_string(),
+            name: u.name.clone(),
+            kind,
+            parent: u.parent.as_ref().map(ToString::to_string),
+            department_key: u.department_key.clone(),
+            boundary: None,
+        };
+        tx.put_unit(&row).map_err(|e| e.to_string())?;
     }
     tx.commit().map_err(|e| e.to_string())?;
     Ok(units.len())
@@ -164,21 +163,9 @@ pub fn insert_units(conn: &mut Connection, units: &[OrgUnit]) -> Result<usize, S
 
 /// All units in the database.
 pub fn load_units(conn: &Connection) -> Result<Vec<OrgUnit>, String> {
-    let mut stmt = conn.prepare("SELECT code, name, kind, parent, department_key FROM units").map_err(|e| e.to_string())?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, Option<String>>(4)?,
-            ))
-        })
-        .map_err(|e| e.to_string())?;
+    let rows = conn.units().map_err(|e| e.to_string())?;
     let mut out = Vec::new();
-    for row in rows {
-        let (code, name, kind, parent, department_key) = row.map_err(|e| e.to_string())?;
+    for Unit { code, name, kind, parent, department_key, .. } in rows {
         out.push(OrgUnit {
             code: UnitCode::parse(&code).map_err(|e| e.to_string())?,
             name,
@@ -242,11 +229,15 @@ pub fn insert_people(conn: &mut Connection, people: &[PersonRow], now: i64) -> R
     // A savepoint: a transaction of its own from the command line, nested in the writer's batch from the console.
     let tx = conn.savepoint().map_err(|e| e.to_string())?;
     for (p, hash) in people.iter().zip(hashed) {
-        tx.execute(
-            "INSERT OR REPLACE INTO people(id, name, role, unit, password_hash, active, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
-            params![p.id, p.name, p.role.as_str(), p.unit.as_str(), hash, now],
-        )
-        .map_err(|e| e.to_string())?;
+        let row = storage::PersonRow {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            role: p.role.as_str().to_owned(),
+            unit: p.unit.to_string(),
+            password_hash: hash,
+            active: true,
+        };
+        tx.put_person(&row, now).map_err(|e| e.to_string())?;
     }
     tx.commit().map_err(|e| e.to_string())?;
     Ok(people.len())

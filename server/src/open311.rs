@@ -484,7 +484,7 @@ enum Placed {
 /// the first by code when boundaries touch.
 fn grid_at(c: &Connection, point: GeoPoint) -> AppResult<Placed> {
     use geo::Intersects;
-    let rows = c.grid_boundaries()?;
+    let rows = c.units()?.into_iter().filter(|u| u.kind == "grid").filter_map(|u| Some((u.code, u.boundary?)));
     let here = geo::Point::new(point.lon, point.lat);
     let mut any = false;
     for (code, boundary) in rows {

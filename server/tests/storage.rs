@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use gridlink_server::db::Db;
 use gridlink_server::records::ScopeEvent;
 use gridlink_server::storage::{
-    AuditEntry, AuditFilter, Indexed, ListOrder, NewSession, PersonRow, PgStorage, RecordFilter, RecordRow, Storage, UploadStep,
+    AuditEntry, AuditFilter, Indexed, ListOrder, NewSession, PersonRow, PgStorage, RecordFilter, RecordRow, Storage, Unit, UploadStep,
 };
 
 /// People and devices the checks need, made in each backend's own SQL.
@@ -123,6 +123,7 @@ macro_rules! every_check {
                 overdue_incidents_and_the_gauges,
                 lists_are_scoped_filtered_ordered_and_paged,
                 open311_keys_and_grid_boundaries,
+                units_and_people_are_added_and_changed,
             ]);
         )*
     };
@@ -384,7 +385,37 @@ mod checks {
         s.add_api_key("kh", "p1", "12345 热线", 5).unwrap();
         assert_eq!(s.api_key_person("kh").unwrap().as_deref(), Some("p1"));
         assert!(s.add_api_key("kh", "p1", "again", 6).is_err(), "a key is kept once");
-        assert!(s.grid_boundaries().unwrap().is_empty(), "the fixture's village has none");
+    }
+
+    pub fn units_and_people_are_added_and_changed(s: &dyn Storage) {
+        let grid = Unit {
+            code: "532331101201-01-01".into(),
+            name: "一组一网格".into(),
+            kind: "grid".into(),
+            parent: Some("532331101201-01".into()),
+            ..Unit::default()
+        };
+        s.put_unit(&grid).unwrap();
+        s.put_unit(&Unit { name: "第一网格".into(), department_key: Some("x".into()), ..grid.clone() }).unwrap();
+        let units = s.units().unwrap();
+        assert_eq!(units.iter().map(|u| u.code.as_str()).collect::<Vec<_>>(), ["532331101201", "532331101201-01-01"], "by code");
+        assert_eq!(units[1], Unit { name: "第一网格".into(), department_key: Some("x".into()), ..grid }, "changed in place");
+        assert_eq!((units[0].name.as_str(), units[0].kind.as_str(), units[0].boundary.as_deref()), ("新村", "village", None));
+        // An account changed by a new import keeps its sessions (no delete and insert under them).
+        let p1 = s.person("p1").unwrap().unwrap();
+        s.put_person(&PersonRow { name: "王芳芳".into(), password_hash: "h2".into(), ..p1.clone() }, 9).unwrap();
+        assert_eq!(s.person("p1").unwrap().unwrap(), PersonRow { name: "王芳芳".into(), password_hash: "h2".into(), ..p1 });
+        assert!(s.session_by_token("h1").unwrap().is_some(), "device d1 of p1 is still there");
+        let p3 = PersonRow {
+            id: "p3".into(),
+            name: "赵六".into(),
+            role: "station_staff".into(),
+            unit: "532331101201".into(),
+            password_hash: "h".into(),
+            active: true,
+        };
+        s.put_person(&p3, 10).unwrap();
+        assert_eq!(s.person("p3").unwrap(), Some(p3));
     }
 
     pub fn people_and_units_are_known_by_id(s: &dyn Storage) {

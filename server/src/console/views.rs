@@ -24,7 +24,7 @@ pub struct Names<'a> {
 impl<'a> Names<'a> {
     /// Loads the unit names (code → name, kind, parent).
     pub fn load(conn: &Connection, catalog: &'a Catalog) -> AppResult<Self> {
-        let units = conn.units()?.into_iter().map(|(code, name, kind, parent)| (code, (name, kind, parent))).collect();
+        let units = conn.units()?.into_iter().map(|u| (u.code, (u.name, u.kind, u.parent))).collect();
         Ok(Self { units, catalog })
     }
 

@@ -48,7 +48,7 @@ pub fn period(q: &ReportQuery, now: i64) -> AppResult<(i64, i64)> {
 }
 
 fn unit_names(conn: &Connection) -> AppResult<std::collections::HashMap<String, String>> {
-    Ok(conn.units()?.into_iter().map(|(code, name, ..)| (code, name)).collect())
+    Ok(conn.units()?.into_iter().map(|u| (u.code, u.name)).collect())
 }
 
 /// Writes tables as CSV (UTF-8 with BOM, for Excel) or XLSX, or returns them as JSON.

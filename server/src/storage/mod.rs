@@ -195,8 +195,19 @@ pub struct ListedRecord {
     pub created_ms: i64,
 }
 
-/// A unit: (code, name, kind, parent code).
-pub type UnitRow = (String, String, String, Option<String>);
+/// An org unit as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Unit {
+    pub code: String,
+    pub name: String,
+    /// `town`, `village`, `group`, `grid`, `department` …
+    pub kind: String,
+    pub parent: Option<String>,
+    /// Which department a unit is (`bianmin` for the town's service center), for routing.
+    pub department_key: Option<String>,
+    /// A grid's drawn boundary, JSON `[[lon, lat], …]`.
+    pub boundary: Option<String>,
+}
 
 /// A person's account as sign-in reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -446,16 +457,18 @@ pub trait Storage {
 
     // ---- people and units (read) ----
 
-    /// Grids with a drawn boundary (JSON `[[lon, lat], …]`): (code, boundary), by code.
-    fn grid_boundaries(&self) -> AppResult<Vec<(String, String)>>;
     /// The account an Open311 API key (by its hash) acts as.
     fn api_key_person(&self, key_hash: &str) -> AppResult<Option<String>>;
     /// Keeps a new API key (its hash) for a person.
     fn add_api_key(&self, key_hash: &str, person_id: &str, name: &str, now_ms: i64) -> AppResult<()>;
     /// A unit's name.
     fn unit_name(&self, code: &str) -> AppResult<Option<String>>;
-    /// Every unit: (code, name, kind, parent).
-    fn units(&self) -> AppResult<Vec<UnitRow>>;
+    /// Every unit, by code.
+    fn units(&self) -> AppResult<Vec<Unit>>;
+    /// Adds a unit or changes its name, kind, parent and department key (its boundary stays).
+    fn put_unit(&self, unit: &Unit) -> AppResult<()>;
+    /// Adds an active account or changes one (and activates it): name, role, unit, password.
+    fn put_person(&self, person: &PersonRow, now_ms: i64) -> AppResult<()>;
     /// Whether a person (active or not) has an account.
     fn person_exists(&self, id: &str) -> AppResult<bool>;
 

@@ -25,7 +25,7 @@ use postgres::{Client, NoTls};
 
 use super::{
     AuditEntry, AuditFilter, DeviceListing, ListOrder, ListedRecord, LoggedChange, NewSession, Notice, PersonRow, RecordFilter, RecordRow,
-    Round, Session, Storage, UnitRow, UploadStep,
+    Round, Session, Storage, Unit, UploadStep,
 };
 use crate::error::{AppError, AppResult};
 use crate::records::ScopeEvent;
@@ -584,11 +584,6 @@ impl Storage for PgStorage {
         Ok(self.query_opt("SELECT pg_database_size(current_database())", &[])?.map_or(0, |r| r.get(0)))
     }
 
-    fn grid_boundaries(&self) -> AppResult<Vec<(String, String)>> {
-        let rows = self.query("SELECT code, boundary FROM units WHERE kind = 'grid' AND boundary IS NOT NULL ORDER BY code", &[])?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
-    }
-
     fn api_key_person(&self, key_hash: &str) -> AppResult<Option<String>> {
         Ok(self.query_opt("SELECT person_id FROM api_keys WHERE key_hash = $1", &[&key_hash])?.map(|r| r.get(0)))
     }
@@ -605,9 +600,39 @@ impl Storage for PgStorage {
         Ok(self.query_opt("SELECT name FROM units WHERE code = $1", &[&code])?.map(|r| r.get(0)))
     }
 
-    fn units(&self) -> AppResult<Vec<UnitRow>> {
-        let rows = self.query("SELECT code, name, kind, parent FROM units ORDER BY code", &[])?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+    fn units(&self) -> AppResult<Vec<Unit>> {
+        let rows = self.query("SELECT code, name, kind, parent, department_key, boundary FROM units ORDER BY code", &[])?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Unit {
+                code: r.get(0),
+                name: r.get(1),
+                kind: r.get(2),
+                parent: r.get(3),
+                department_key: r.get(4),
+                boundary: r.get(5),
+            })
+            .collect())
+    }
+
+    fn put_unit(&self, u: &Unit) -> AppResult<()> {
+        self.execute(
+            "INSERT INTO units(code, name, kind, parent, department_key) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT(code) DO UPDATE SET name = excluded.name, kind = excluded.kind, parent = excluded.parent,
+                department_key = excluded.department_key",
+            &[&u.code, &u.name, &u.kind, &u.parent, &u.department_key],
+        )?;
+        Ok(())
+    }
+
+    fn put_person(&self, p: &PersonRow, now_ms: i64) -> AppResult<()> {
+        self.execute(
+            "INSERT INTO people(id, name, role, unit, password_hash, active, created_ms) VALUES ($1, $2, $3, $4, $5, TRUE, $6)
+             ON CONFLICT(id) DO UPDATE SET name = excluded.name, role = excluded.role, unit = excluded.unit,
+                password_hash = excluded.password_hash, active = TRUE",
+            &[&p.id, &p.name, &p.role, &p.unit, &p.password_hash, &now_ms],
+        )?;
+        Ok(())
     }
 
     fn person_exists(&self, id: &str) -> AppResult<bool> {

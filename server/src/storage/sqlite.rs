@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
     AuditEntry, AuditFilter, DeviceListing, ListOrder, ListedRecord, LoggedChange, NewSession, Notice, PersonRow, RecordFilter, RecordRow,
-    Round, Session, Storage, UnitRow, UploadStep,
+    Round, Session, Storage, Unit, UploadStep,
 };
 use crate::error::AppResult;
 use crate::records::ScopeEvent;
@@ -519,13 +519,6 @@ impl Storage for Connection {
             .query_row([], |r| r.get(0))?)
     }
 
-    fn grid_boundaries(&self) -> AppResult<Vec<(String, String)>> {
-        let mut stmt =
-            self.prepare_cached("SELECT code, boundary FROM units WHERE kind = 'grid' AND boundary IS NOT NULL ORDER BY code")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
     fn api_key_person(&self, key_hash: &str) -> AppResult<Option<String>> {
         Ok(self.prepare_cached("SELECT person_id FROM api_keys WHERE key_hash = ?1")?.query_row([key_hash], |r| r.get(0)).optional()?)
     }
@@ -540,10 +533,39 @@ impl Storage for Connection {
         Ok(self.prepare_cached("SELECT name FROM units WHERE code = ?1")?.query_row([code], |r| r.get(0)).optional()?)
     }
 
-    fn units(&self) -> AppResult<Vec<UnitRow>> {
-        let mut stmt = self.prepare_cached("SELECT code, name, kind, parent FROM units ORDER BY code")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    fn units(&self) -> AppResult<Vec<Unit>> {
+        let mut stmt = self.prepare_cached("SELECT code, name, kind, parent, department_key, boundary FROM units ORDER BY code")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Unit {
+                code: r.get(0)?,
+                name: r.get(1)?,
+                kind: r.get(2)?,
+                parent: r.get(3)?,
+                department_key: r.get(4)?,
+                boundary: r.get(5)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn put_unit(&self, u: &Unit) -> AppResult<()> {
+        self.prepare_cached(
+            "INSERT INTO units(code, name, kind, parent, department_key) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(code) DO UPDATE SET name = excluded.name, kind = excluded.kind, parent = excluded.parent,
+                department_key = excluded.department_key",
+        )?
+        .execute(params![u.code, u.name, u.kind, u.parent, u.department_key])?;
+        Ok(())
+    }
+
+    fn put_person(&self, p: &PersonRow, now_ms: i64) -> AppResult<()> {
+        self.prepare_cached(
+            "INSERT INTO people(id, name, role, unit, password_hash, active, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)
+             ON CONFLICT(id) DO UPDATE SET name = excluded.name, role = excluded.role, unit = excluded.unit,
+                password_hash = excluded.password_hash, active = 1",
+        )?
+        .execute(params![p.id, p.name, p.role, p.unit, p.password_hash, now_ms])?;
+        Ok(())
     }
 
     fn person_exists(&self, id: &str) -> AppResult<bool> {

@@ -31,15 +31,12 @@ pub async fn map(State(state): State<AppState>, session: Session) -> PageResult<
     let page = read_page(&state, &session, move |c, names, st, s| {
         let town = s.person().unit.town().to_owned();
         let mut areas = Vec::new();
-        let mut stmt = c.prepare("SELECT code, name, boundary FROM units WHERE kind = 'grid' AND code LIKE ?1 || '%' ORDER BY code")?;
-        let mut rows = stmt.query([&town])?;
         let mut missing = Vec::new();
-        while let Some(r) = rows.next()? {
-            let code: String = r.get(0)?;
-            let polygon: Option<Vec<[f64; 2]>> = r.get::<_, Option<String>>(2)?.and_then(|b| serde_json::from_str(&b).ok());
+        for u in c.units()?.into_iter().filter(|u| u.kind == "grid" && u.code.starts_with(&town)) {
+            let polygon: Option<Vec<[f64; 2]>> = u.boundary.as_deref().and_then(|b| serde_json::from_str(b).ok());
             match polygon {
-                Some(p) if p.len() >= 3 => areas.push(Area { village: code[..12].to_owned(), code, name: r.get(1)?, polygon: p }),
-                _ => missing.push(r.get(1)?),
+                Some(p) if p.len() >= 3 => areas.push(Area { village: u.code[..12].to_owned(), code: u.code, name: u.name, polygon: p }),
+                _ => missing.push(u.name),
             }
         }
         let now = st.now_ms();

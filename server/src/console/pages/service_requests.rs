@@ -16,7 +16,7 @@ use crate::console::{CsrfForm, PageResult, Session, html};
 use crate::error::{AppError, AppResult};
 use crate::linkage::records_where;
 use crate::records::{act_as, create_as, keep_personal};
-use crate::storage::{ListOrder, RecordFilter};
+use crate::storage::{ListOrder, RecordFilter, Storage};
 
 use super::record::RecordQuery;
 use super::*;
@@ -152,8 +152,9 @@ fn batch_page(state: &AppState, session: &Session, page: usize, error: Option<St
     let pager = Pager::new(&list, "/console/service-requests/batch?");
     // The town's service center first: it is where errands usually go.
     let mut targets = names.departments();
-    let key_of = |code: &str| conn.query_row("SELECT department_key FROM units WHERE code = ?1", [code], |r| r.get::<_, Option<String>>(0));
-    targets.sort_by_key(|(code, _)| key_of(code).ok().flatten().as_deref() != Some("bianmin"));
+    let service_centers: Vec<String> =
+        conn.units()?.into_iter().filter(|u| u.department_key.as_deref() == Some("bianmin")).map(|u| u.code).collect();
+    targets.sort_by_key(|(code, _)| !service_centers.contains(code));
     Ok(BatchPage {
         chrome: chrome(session, &names, "批次移交", "/console/service-requests/batch", true),
         rows: list.rows,
@@ -258,9 +259,13 @@ pub async fn batch_receive(
     let (s, bid) = (session.clone(), id.clone());
     let n = write_as(&state, move |tx, ctx, st| {
         // Held by my unit, so in my scope.
-        let mut stmt = tx.prepare("SELECT id FROM docs WHERE batch_id = ?1 AND status = 'handed_off' AND holder = ?2")?;
-        let ids: Vec<String> = stmt.query_map([&bid, &s.person().unit.as_str().to_owned()], |r| r.get(0))?.collect::<Result<_, _>>()?;
-        drop(stmt);
+        let handed = RecordFilter { batch_id: Some(&bid), status: Some("handed_off"), held_by_viewer: true, ..RecordFilter::ALL };
+        let person = s.person();
+        let ids: Vec<String> = tx
+            .list_records(&handed, ListOrder::Created, person.unit.as_str(), &person.id, i64::MAX, 0)?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
         let mut n = 0;
         for doc_id in &ids {
             act_as(tx, ctx, &st.calendar, &s.auth.device_id, s.person(), doc_id, Action::AcceptHandOff, "整批签收", &[])?;
