@@ -380,7 +380,7 @@ async fn list_devices(State(state): State<AppState>, auth: AuthDevice) -> AppRes
     state
         .db
         .read(|c| {
-            let rows = c.devices(500)?.into_iter().map(|d| {
+            let rows = c.devices_page("", 500, 0)?.into_iter().map(|d| {
                 serde_json::json!({
                     "id": d.id, "person_id": d.person_id, "person_name": d.person_name, "name": d.name,
                     "created_ms": d.created_ms, "last_seen_ms": d.last_seen_ms, "revoked_ms": d.revoked_ms,

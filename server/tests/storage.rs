@@ -124,6 +124,7 @@ macro_rules! every_check {
                 lists_are_scoped_filtered_ordered_and_paged,
                 open311_keys_and_grid_boundaries,
                 units_and_people_are_added_and_changed,
+                the_admin_pages_search_page_and_edit,
             ]);
         )*
     };
@@ -387,6 +388,65 @@ mod checks {
         assert!(s.add_api_key("kh", "p1", "again", 6).is_err(), "a key is kept once");
     }
 
+    pub fn the_admin_pages_search_page_and_edit(s: &dyn Storage) {
+        for (id, name, unit) in [("wang2", "王小二", "532331101201"), ("li_1", "李%一", "532331101"), ("zhao", "赵_三", "532331101201")]
+        {
+            let p = PersonRow {
+                id: id.into(),
+                name: name.into(),
+                role: "grid_member".into(),
+                unit: unit.into(),
+                password_hash: "h".into(),
+                active: true,
+            };
+            s.put_person(&p, 1).unwrap();
+        }
+        let ids = |search: &str, limit: i64, offset: i64| -> Vec<String> {
+            s.people_page(search, limit, offset).unwrap().into_iter().map(|p| p.id).collect()
+        };
+        assert_eq!(s.people_count("").unwrap(), 4);
+        assert_eq!(ids("", 10, 0), ["li_1", "p1", "wang2", "zhao"], "by unit, then id");
+        assert_eq!(ids("", 2, 2), ["wang2", "zhao"]);
+        assert_eq!(ids("王", 10, 0), ["p1", "wang2"], "by name");
+        assert_eq!(ids("%", 10, 0), ["li_1"], "a % is a character, not a wildcard");
+        assert_eq!(ids("_", 10, 0), ["li_1", "zhao"], "so is _ (li_1 by id, zhao by name)");
+        assert_eq!(s.people_count("_").unwrap(), 2);
+        // Sessions: p1 has d1 (signed in). Ending them signs d1 out; revoked devices stay revoked.
+        assert_eq!(s.people_page("p1", 10, 0).unwrap()[0].devices, 1);
+        s.end_sessions("p1").unwrap();
+        assert_eq!(s.people_page("p1", 10, 0).unwrap()[0].devices, 0);
+        assert!(s.session_by_token("h1").unwrap().unwrap().logged_out);
+        s.set_person_role_unit("zhao", "station_staff", "532331101201").unwrap();
+        s.set_person_active("zhao", false).unwrap();
+        s.set_password("zhao", "h9").unwrap();
+        let zhao = s.person("zhao").unwrap().unwrap();
+        assert_eq!((zhao.role.as_str(), zhao.active, zhao.password_hash.as_str()), ("station_staff", false, "h9"));
+        // Devices, per person or all, the most recently seen first.
+        s.open_session(&session("s1", None, 10), b"k01", |_| true).unwrap();
+        s.open_session(&session("s2", None, 20), b"k02", |_| true).unwrap();
+        s.device_seen("s1", 30).unwrap();
+        let seen: Vec<String> = s.devices_page("", 10, 0).unwrap().into_iter().map(|d| d.id).collect();
+        assert_eq!(seen, ["s1", "s2", "d1"]);
+        assert_eq!(s.devices_count("p1").unwrap(), 3);
+        assert_eq!(s.devices_count("zhao").unwrap(), 0);
+        assert_eq!(s.devices_page("p1", 1, 1).unwrap()[0].id, "s2");
+        // Units by code prefix, and a grid's boundary.
+        for code in ["532331101201-01-01", "532331101201-01-02", "532331101202"] {
+            s.put_unit(&Unit { code: code.into(), name: code.into(), kind: "grid".into(), ..Unit::default() }).unwrap();
+        }
+        assert_eq!(s.units_count("532331101201").unwrap(), 3);
+        assert_eq!(s.units_count("%").unwrap(), 0);
+        let page: Vec<String> = s.units_page("532331101201", 2, 1).unwrap().into_iter().map(|u| u.code).collect();
+        assert_eq!(page, ["532331101201-01-01", "532331101201-01-02"]);
+        s.set_boundary("532331101202", Some("[[1,2],[3,4],[5,6]]")).unwrap();
+        assert_eq!(s.unit("532331101202").unwrap().unwrap().boundary.as_deref(), Some("[[1,2],[3,4],[5,6]]"));
+        s.put_unit(&Unit { code: "532331101202".into(), name: "改名".into(), kind: "grid".into(), ..Unit::default() }).unwrap();
+        assert_eq!(s.unit("532331101202").unwrap().unwrap().boundary.as_deref(), Some("[[1,2],[3,4],[5,6]]"), "a re-import keeps it");
+        s.set_boundary("532331101202", None).unwrap();
+        assert_eq!(s.unit("532331101202").unwrap().unwrap().boundary, None);
+        assert_eq!(s.unit("nope").unwrap(), None);
+    }
+
     pub fn units_and_people_are_added_and_changed(s: &dyn Storage) {
         let grid = Unit {
             code: "532331101201-01-01".into(),
@@ -474,10 +534,10 @@ mod checks {
         assert_eq!(s.open_session(&session("s5", Some("inst-a"), 70), b"k05", valid).unwrap(), b"k05", "the old key is gone with s3");
         // A stored key that is not a key is not carried on.
         assert_eq!(s.open_session(&session("s6", Some("inst-b"), 80), b"k06", |k| k == b"k06").unwrap(), b"k06");
-        let listed = s.devices(3).unwrap();
+        let listed = s.devices_page("", 3, 0).unwrap();
         assert_eq!(listed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["s6", "s5", "s4"], "newest first, at most the limit");
         assert_eq!((listed[0].person_name.as_str(), listed[0].name.as_str()), ("王芳", "s6的手机"));
-        assert_eq!(s.devices(100).unwrap().iter().find(|d| d.id == "s3").unwrap().revoked_ms, Some(50));
+        assert_eq!(s.devices_page("", 100, 0).unwrap().iter().find(|d| d.id == "s3").unwrap().revoked_ms, Some(50));
     }
 
     pub fn an_upload_moves_only_from_where_it_stood(s: &dyn Storage) {

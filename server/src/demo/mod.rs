@@ -24,6 +24,7 @@ use town::{TOWN, VILLAGES, code, grid_corners, id_number, name_of, org, person_o
 use crate::app::AppState;
 use crate::error::{AppError, AppResult};
 use crate::import::{insert_people, insert_units};
+use crate::storage::{RecordFilter, Storage};
 
 /// Password of every demo account.
 pub const DEMO_PASSWORD: &str = "gridlink2026";
@@ -57,7 +58,7 @@ impl DemoLogins {
 pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
     let catalog = Catalog::bundled();
     let (units, people) = org(&catalog);
-    let seeded: i64 = state.db.reader().query_row("SELECT count(*) FROM people", [], |r| r.get(0))?;
+    let seeded = state.db.reader().people_count("")?;
     let now = state.now_ms();
     if seeded == 0 {
         let mut conn = state.db.writer();
@@ -66,7 +67,7 @@ pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
         for g in units.iter().filter(|u| u.kind == UnitKind::Grid) {
             let corners = grid_corners(&g.code);
             let text = serde_json::to_string(&corners).expect("serialisable");
-            conn.execute("UPDATE units SET boundary = ?1 WHERE code = ?2", [&text, g.code.as_str()])?;
+            conn.set_boundary(g.code.as_str(), Some(&text))?;
         }
     }
     let unit_name = |c: &UnitCode| units.iter().find(|u| &u.code == c).map(|u| u.name.clone()).unwrap_or_default();
@@ -77,7 +78,9 @@ pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
         rows.push((p.role.label().to_owned(), p.id.clone(), p.name.clone(), unit_name(&p.unit)));
     }
     let count = |kind: &str| -> AppResult<usize> {
-        Ok(state.db.reader().query_row("SELECT count(*) FROM docs WHERE kind = ?1", [kind], |r| r.get::<_, i64>(0))? as usize)
+        let filter = RecordFilter { kind: Some(kind), ..RecordFilter::ALL };
+        // Everything of the town: counted in the scope of the town itself.
+        Ok(state.db.reader().count_records(&filter, TOWN, "")? as usize)
     };
     if seeded > 0 {
         return Ok(DemoLogins { rows, incidents: count("incident")?, service_requests: count("service_request")? });

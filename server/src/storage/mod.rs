@@ -3,19 +3,18 @@
 //! backend ([`sqlite`]) is the embedded default; the PostgreSQL backend ([`PgStorage`]) holds the
 //! same slice for a county, and the conformance suite (`server/tests/storage.rs`) runs every
 //! behaviour the server relies on against both. The running server uses SQLite only so far:
-//! `serve --db postgres://…` comes once everything is behind the seam.
+//! `serve --db postgres://…` needs the writer and readers to hand out either backend.
 //!
-//! Behind the seam so far: settings and the epoch, devices' sync state (rounds, what each device
-//! holds), the change log, records' index rows and snapshots with the scope rule over them,
-//! personal data, which records show a photo, people's accounts as sign-in reads them, device
-//! sessions (sign-in, tokens, sign-out, revocation, the personal-data key of an install), photo
-//! uploads' progress, the deadline sweeper's query, the operational gauges, the console's record
-//! lists, the figures' and exports' record selection, Open311 (API keys, lookups, grids'
-//! boundaries), case numbers, notices and the audit log. Lists, figures and Open311 select
-//! records with [`RecordFilter`]: typed, so neither pages nor handlers write SQL for them. Still
-//! written as SQLite in the modules that use it, to move here next: the admin console's editing
-//! of accounts, units, boundaries and the catalog, CSV imports, and the demo town's seeding (the
-//! backup is SQLite's own).
+//! Behind the seam: settings and the epoch, devices' sync state (rounds, what each device holds),
+//! the change log, records' index rows and snapshots with the scope rule over them, personal
+//! data, which records show a photo, accounts and device sessions, photo uploads' progress, the
+//! deadline sweeper's query, the operational gauges, the console's record lists, the figures'
+//! and exports' record selection, Open311 (API keys, lookups), units and grids' boundaries, the
+//! admin console's editing and imports, case numbers, notices and the audit log. Lists, figures
+//! and Open311 select records with [`RecordFilter`]: typed, so neither pages nor handlers write
+//! SQL for them. Outside it: the backup (SQLite's own file copy), the demo town's seeding, and
+//! the SQLite writer and readers themselves (`crate::db`), which the PostgreSQL backend does not
+//! drive yet: the running server is on SQLite.
 //!
 //! The trait is object safe (visitors are `&mut dyn FnMut`), so a server can hold its backend
 //! behind `dyn Storage` once there are two.
@@ -269,6 +268,20 @@ pub struct DeviceListing {
     pub created_ms: i64,
     pub last_seen_ms: Option<i64>,
     pub revoked_ms: Option<i64>,
+    pub logged_out: bool,
+    pub expires_ms: i64,
+}
+
+/// A person as the admin's list shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonListing {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub unit: String,
+    pub active: bool,
+    /// Sessions signed in now (not revoked, not signed out).
+    pub devices: i64,
 }
 
 /// A notice (督办 or 通知) addressed to a unit, for its phones.
@@ -303,6 +316,16 @@ impl Default for AuditFilter {
     fn default() -> Self {
         Self { actor: String::new(), action: String::new(), from_ms: i64::MIN, to_ms: i64::MAX }
     }
+}
+
+/// `text` with `LIKE`'s wildcards and the escape character escaped (by `\`).
+pub(crate) fn escape_like(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+/// A `LIKE` pattern for "contains `text`".
+pub(crate) fn like_pattern(text: &str) -> String {
+    format!("%{}%", escape_like(text))
 }
 
 /// What the server keeps, on one open connection or transaction of a backend. Writes made
@@ -429,8 +452,33 @@ pub trait Storage {
     /// Revokes a device: its next request is told to wipe, and its personal-data key is
     /// forgotten. `false` when there is no such unrevoked device.
     fn revoke_device(&self, device_id: &str, now_ms: i64) -> AppResult<bool>;
-    /// The newest devices first, at most `limit`.
-    fn devices(&self, limit: i64) -> AppResult<Vec<DeviceListing>>;
+    /// How many devices a person has (`""`: everyone's).
+    fn devices_count(&self, person_id: &str) -> AppResult<u64>;
+    /// One page of a person's devices (`""`: everyone's), the most recently seen first.
+    fn devices_page(&self, person_id: &str, limit: i64, offset: i64) -> AppResult<Vec<DeviceListing>>;
+    /// Ends a person's sessions (they sign in again; revoked ones stay revoked).
+    fn end_sessions(&self, person_id: &str) -> AppResult<()>;
+
+    // ---- the admin console ----
+
+    /// How many accounts have `search` in their id or name (`""`: all).
+    fn people_count(&self, search: &str) -> AppResult<u64>;
+    /// One page of those accounts, by unit and id.
+    fn people_page(&self, search: &str, limit: i64, offset: i64) -> AppResult<Vec<PersonListing>>;
+    /// Changes a person's role and unit.
+    fn set_person_role_unit(&self, id: &str, role: &str, unit: &str) -> AppResult<()>;
+    /// Activates or deactivates an account.
+    fn set_person_active(&self, id: &str, active: bool) -> AppResult<()>;
+    /// Sets a password (its hash).
+    fn set_password(&self, id: &str, password_hash: &str) -> AppResult<()>;
+    /// A unit.
+    fn unit(&self, code: &str) -> AppResult<Option<Unit>>;
+    /// How many units' codes start with `prefix`.
+    fn units_count(&self, prefix: &str) -> AppResult<u64>;
+    /// One page of those units, by code.
+    fn units_page(&self, prefix: &str, limit: i64, offset: i64) -> AppResult<Vec<Unit>>;
+    /// Sets a grid's boundary (JSON `[[lon, lat], …]`), or clears it.
+    fn set_boundary(&self, code: &str, boundary: Option<&str>) -> AppResult<()>;
 
     // ---- photos ----
 

@@ -24,8 +24,8 @@ use std::collections::HashSet;
 use postgres::{Client, NoTls};
 
 use super::{
-    AuditEntry, AuditFilter, DeviceListing, ListOrder, ListedRecord, LoggedChange, NewSession, Notice, PersonRow, RecordFilter, RecordRow,
-    Round, Session, Storage, Unit, UploadStep,
+    AuditEntry, AuditFilter, DeviceListing, ListOrder, ListedRecord, LoggedChange, NewSession, Notice, PersonListing, PersonRow,
+    RecordFilter, RecordRow, Round, Session, Storage, Unit, UploadStep, escape_like, like_pattern,
 };
 use crate::error::{AppError, AppResult};
 use crate::records::ScopeEvent;
@@ -505,11 +505,18 @@ impl Storage for PgStorage {
         Ok(n > 0)
     }
 
-    fn devices(&self, limit: i64) -> AppResult<Vec<DeviceListing>> {
+    fn devices_count(&self, person_id: &str) -> AppResult<u64> {
+        let n: i64 =
+            self.query_opt("SELECT count(*) FROM devices WHERE ($1 = '' OR person_id = $1)", &[&person_id])?.map_or(0, |r| r.get(0));
+        Ok(n.max(0) as u64)
+    }
+
+    fn devices_page(&self, person_id: &str, limit: i64, offset: i64) -> AppResult<Vec<DeviceListing>> {
         let rows = self.query(
-            "SELECT d.id, d.person_id, p.name, d.name, d.created_ms, d.last_seen_ms, d.revoked_ms FROM devices d
-             JOIN people p ON p.id = d.person_id ORDER BY d.created_ms DESC, d.id LIMIT $1",
-            &[&limit],
+            "SELECT d.id, d.person_id, p.name, d.name, d.created_ms, d.last_seen_ms, d.revoked_ms, d.logged_out, d.expires_ms
+             FROM devices d JOIN people p ON p.id = d.person_id WHERE ($1 = '' OR d.person_id = $1)
+             ORDER BY coalesce(d.last_seen_ms, d.created_ms) DESC, d.id LIMIT $2 OFFSET $3",
+            &[&person_id, &limit, &offset],
         )?;
         Ok(rows
             .into_iter()
@@ -521,8 +528,79 @@ impl Storage for PgStorage {
                 created_ms: r.get(4),
                 last_seen_ms: r.get(5),
                 revoked_ms: r.get(6),
+                logged_out: r.get(7),
+                expires_ms: r.get(8),
             })
             .collect())
+    }
+
+    fn end_sessions(&self, person_id: &str) -> AppResult<()> {
+        self.execute("UPDATE devices SET logged_out = TRUE WHERE person_id = $1 AND revoked_ms IS NULL", &[&person_id])?;
+        Ok(())
+    }
+
+    fn people_count(&self, search: &str) -> AppResult<u64> {
+        let n: i64 = self
+            .query_opt(&format!("SELECT count(*) FROM people WHERE {PG_PEOPLE_SEARCH}"), &[&search, &like_pattern(search)])?
+            .map_or(0, |r| r.get(0));
+        Ok(n.max(0) as u64)
+    }
+
+    fn people_page(&self, search: &str, limit: i64, offset: i64) -> AppResult<Vec<PersonListing>> {
+        let rows = self.query(
+            &format!(
+                "SELECT id, name, role, unit, active,
+                        (SELECT count(*) FROM devices d WHERE d.person_id = people.id AND d.revoked_ms IS NULL AND NOT d.logged_out)
+                 FROM people WHERE {PG_PEOPLE_SEARCH} ORDER BY unit, id LIMIT $3 OFFSET $4"
+            ),
+            &[&search, &like_pattern(search), &limit, &offset],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| PersonListing { id: r.get(0), name: r.get(1), role: r.get(2), unit: r.get(3), active: r.get(4), devices: r.get(5) })
+            .collect())
+    }
+
+    fn set_person_role_unit(&self, id: &str, role: &str, unit: &str) -> AppResult<()> {
+        self.execute("UPDATE people SET role = $1, unit = $2 WHERE id = $3", &[&role, &unit, &id])?;
+        Ok(())
+    }
+
+    fn set_person_active(&self, id: &str, active: bool) -> AppResult<()> {
+        self.execute("UPDATE people SET active = $1 WHERE id = $2", &[&active, &id])?;
+        Ok(())
+    }
+
+    fn set_password(&self, id: &str, password_hash: &str) -> AppResult<()> {
+        self.execute("UPDATE people SET password_hash = $1 WHERE id = $2", &[&password_hash, &id])?;
+        Ok(())
+    }
+
+    fn unit(&self, code: &str) -> AppResult<Option<Unit>> {
+        Ok(self
+            .query_opt("SELECT code, name, kind, parent, department_key, boundary FROM units WHERE code = $1", &[&code])?
+            .map(|r| unit_of(&r)))
+    }
+
+    fn units_count(&self, prefix: &str) -> AppResult<u64> {
+        let n: i64 = self
+            .query_opt("SELECT count(*) FROM units WHERE code LIKE $1 ESCAPE '\\'", &[&format!("{}%", escape_like(prefix))])?
+            .map_or(0, |r| r.get(0));
+        Ok(n.max(0) as u64)
+    }
+
+    fn units_page(&self, prefix: &str, limit: i64, offset: i64) -> AppResult<Vec<Unit>> {
+        let rows = self.query(
+            "SELECT code, name, kind, parent, department_key, boundary FROM units WHERE code LIKE $1 ESCAPE '\\'
+             ORDER BY code LIMIT $2 OFFSET $3",
+            &[&format!("{}%", escape_like(prefix)), &limit, &offset],
+        )?;
+        Ok(rows.iter().map(unit_of).collect())
+    }
+
+    fn set_boundary(&self, code: &str, boundary: Option<&str>) -> AppResult<()> {
+        self.execute("UPDATE units SET boundary = $1 WHERE code = $2", &[&boundary, &code])?;
+        Ok(())
     }
 
     fn upload(&self, sha256: &str) -> AppResult<Option<(u64, u64, bool, String)>> {
@@ -602,17 +680,7 @@ impl Storage for PgStorage {
 
     fn units(&self) -> AppResult<Vec<Unit>> {
         let rows = self.query("SELECT code, name, kind, parent, department_key, boundary FROM units ORDER BY code", &[])?;
-        Ok(rows
-            .into_iter()
-            .map(|r| Unit {
-                code: r.get(0),
-                name: r.get(1),
-                kind: r.get(2),
-                parent: r.get(3),
-                department_key: r.get(4),
-                boundary: r.get(5),
-            })
-            .collect())
+        Ok(rows.iter().map(unit_of).collect())
     }
 
     fn put_unit(&self, u: &Unit) -> AppResult<()> {
@@ -762,6 +830,14 @@ fn list_order(o: ListOrder) -> &'static str {
         ListOrder::CreatedDesc => "created_ms DESC, id",
     }
 }
+
+/// A unit from the columns `code, name, kind, parent, department_key, boundary`.
+fn unit_of(r: &postgres::Row) -> Unit {
+    Unit { code: r.get(0), name: r.get(1), kind: r.get(2), parent: r.get(3), department_key: r.get(4), boundary: r.get(5) }
+}
+
+/// Accounts whose id or name contains `$1` (its `LIKE` pattern in `$2`), or all when it is empty.
+const PG_PEOPLE_SEARCH: &str = "($1 = '' OR id LIKE $2 ESCAPE '\\' OR name LIKE $2 ESCAPE '\\')";
 
 /// The audit lines an [`AuditFilter`] matches (`$1`–`$4`).
 const PG_AUDIT_FILTER: &str = "WHERE ($1 = '' OR actor = $1) AND ($2 = '' OR action = $2) AND at_ms >= $3 AND at_ms < $4";

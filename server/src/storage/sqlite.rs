@@ -8,8 +8,8 @@ use gridlink_core::store::within_sql;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AuditEntry, AuditFilter, DeviceListing, ListOrder, ListedRecord, LoggedChange, NewSession, Notice, PersonRow, RecordFilter, RecordRow,
-    Round, Session, Storage, Unit, UploadStep,
+    AuditEntry, AuditFilter, DeviceListing, ListOrder, ListedRecord, LoggedChange, NewSession, Notice, PersonListing, PersonRow,
+    RecordFilter, RecordRow, Round, Session, Storage, Unit, UploadStep, escape_like, like_pattern,
 };
 use crate::error::AppResult;
 use crate::records::ScopeEvent;
@@ -72,6 +72,14 @@ fn list_order(o: ListOrder) -> &'static str {
         ListOrder::CreatedDesc => "created_ms DESC, id",
     }
 }
+
+/// A unit from the columns `code, name, kind, parent, department_key, boundary`.
+fn unit_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Unit> {
+    Ok(Unit { code: r.get(0)?, name: r.get(1)?, kind: r.get(2)?, parent: r.get(3)?, department_key: r.get(4)?, boundary: r.get(5)? })
+}
+
+/// Accounts whose id or name contains `?1` (its `LIKE` pattern in `?2`), or all when it is empty.
+const PEOPLE_SEARCH: &str = "(?1 = '' OR id LIKE ?2 ESCAPE '\\' OR name LIKE ?2 ESCAPE '\\')";
 
 /// The audit lines an [`AuditFilter`] matches (`?1`–`?4`).
 const AUDIT_FILTER: &str = "WHERE (?1 = '' OR actor = ?1) AND (?2 = '' OR action = ?2) AND at_ms >= ?3 AND at_ms < ?4";
@@ -437,12 +445,19 @@ impl Storage for Connection {
         Ok(n > 0)
     }
 
-    fn devices(&self, limit: i64) -> AppResult<Vec<DeviceListing>> {
+    fn devices_count(&self, person_id: &str) -> AppResult<u64> {
+        let n: i64 =
+            self.prepare_cached("SELECT count(*) FROM devices WHERE (?1 = '' OR person_id = ?1)")?.query_row([person_id], |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    }
+
+    fn devices_page(&self, person_id: &str, limit: i64, offset: i64) -> AppResult<Vec<DeviceListing>> {
         let mut stmt = self.prepare_cached(
-            "SELECT d.id, d.person_id, p.name, d.name, d.created_ms, d.last_seen_ms, d.revoked_ms FROM devices d
-             JOIN people p ON p.id = d.person_id ORDER BY d.created_ms DESC, d.id LIMIT ?1",
+            "SELECT d.id, d.person_id, p.name, d.name, d.created_ms, d.last_seen_ms, d.revoked_ms, d.logged_out, d.expires_ms
+             FROM devices d JOIN people p ON p.id = d.person_id WHERE (?1 = '' OR d.person_id = ?1)
+             ORDER BY coalesce(d.last_seen_ms, d.created_ms) DESC, d.id LIMIT ?2 OFFSET ?3",
         )?;
-        let rows = stmt.query_map([limit], |r| {
+        let rows = stmt.query_map(params![person_id, limit, offset], |r| {
             Ok(DeviceListing {
                 id: r.get(0)?,
                 person_id: r.get(1)?,
@@ -451,9 +466,78 @@ impl Storage for Connection {
                 created_ms: r.get(4)?,
                 last_seen_ms: r.get(5)?,
                 revoked_ms: r.get(6)?,
+                logged_out: r.get(7)?,
+                expires_ms: r.get(8)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn end_sessions(&self, person_id: &str) -> AppResult<()> {
+        self.prepare_cached("UPDATE devices SET logged_out = 1 WHERE person_id = ?1 AND revoked_ms IS NULL")?.execute([person_id])?;
+        Ok(())
+    }
+
+    fn people_count(&self, search: &str) -> AppResult<u64> {
+        let n: i64 = self
+            .prepare_cached(&format!("SELECT count(*) FROM people WHERE {PEOPLE_SEARCH}"))?
+            .query_row(params![search, like_pattern(search)], |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    }
+
+    fn people_page(&self, search: &str, limit: i64, offset: i64) -> AppResult<Vec<PersonListing>> {
+        let mut stmt = self.prepare_cached(&format!(
+            "SELECT id, name, role, unit, active,
+                    (SELECT count(*) FROM devices d WHERE d.person_id = people.id AND d.revoked_ms IS NULL AND d.logged_out = 0)
+             FROM people WHERE {PEOPLE_SEARCH} ORDER BY unit, id LIMIT ?3 OFFSET ?4"
+        ))?;
+        let rows = stmt.query_map(params![search, like_pattern(search), limit, offset], |r| {
+            Ok(PersonListing { id: r.get(0)?, name: r.get(1)?, role: r.get(2)?, unit: r.get(3)?, active: r.get(4)?, devices: r.get(5)? })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn set_person_role_unit(&self, id: &str, role: &str, unit: &str) -> AppResult<()> {
+        self.prepare_cached("UPDATE people SET role = ?1, unit = ?2 WHERE id = ?3")?.execute(params![role, unit, id])?;
+        Ok(())
+    }
+
+    fn set_person_active(&self, id: &str, active: bool) -> AppResult<()> {
+        self.prepare_cached("UPDATE people SET active = ?1 WHERE id = ?2")?.execute(params![active, id])?;
+        Ok(())
+    }
+
+    fn set_password(&self, id: &str, password_hash: &str) -> AppResult<()> {
+        self.prepare_cached("UPDATE people SET password_hash = ?1 WHERE id = ?2")?.execute(params![password_hash, id])?;
+        Ok(())
+    }
+
+    fn unit(&self, code: &str) -> AppResult<Option<Unit>> {
+        Ok(self
+            .prepare_cached("SELECT code, name, kind, parent, department_key, boundary FROM units WHERE code = ?1")?
+            .query_row([code], unit_of)
+            .optional()?)
+    }
+
+    fn units_count(&self, prefix: &str) -> AppResult<u64> {
+        let n: i64 = self
+            .prepare_cached("SELECT count(*) FROM units WHERE code LIKE ?1 ESCAPE '\\'")?
+            .query_row([format!("{}%", escape_like(prefix))], |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    }
+
+    fn units_page(&self, prefix: &str, limit: i64, offset: i64) -> AppResult<Vec<Unit>> {
+        let mut stmt = self.prepare_cached(
+            "SELECT code, name, kind, parent, department_key, boundary FROM units WHERE code LIKE ?1 ESCAPE '\\'
+             ORDER BY code LIMIT ?2 OFFSET ?3",
+        )?;
+        let rows = stmt.query_map(params![format!("{}%", escape_like(prefix)), limit, offset], unit_of)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn set_boundary(&self, code: &str, boundary: Option<&str>) -> AppResult<()> {
+        self.prepare_cached("UPDATE units SET boundary = ?1 WHERE code = ?2")?.execute(params![boundary, code])?;
+        Ok(())
     }
 
     fn upload(&self, sha256: &str) -> AppResult<Option<(u64, u64, bool, String)>> {
@@ -535,16 +619,7 @@ impl Storage for Connection {
 
     fn units(&self) -> AppResult<Vec<Unit>> {
         let mut stmt = self.prepare_cached("SELECT code, name, kind, parent, department_key, boundary FROM units ORDER BY code")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(Unit {
-                code: r.get(0)?,
-                name: r.get(1)?,
-                kind: r.get(2)?,
-                parent: r.get(3)?,
-                department_key: r.get(4)?,
-                boundary: r.get(5)?,
-            })
-        })?;
+        let rows = stmt.query_map([], unit_of)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -14,7 +14,7 @@ use axum_extra::extract::Form;
 use gridlink_core::routing::RoutingRules;
 use gridlink_core::workflow::role_fits_unit;
 use gridlink_core::{Catalog, Role, UnitCode, UnitKind};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 use serde::Deserialize;
 
 use super::{Pager, Tab, chrome, page_number, read_page};
@@ -162,31 +162,22 @@ fn people_page(state: &AppState, session: &Session, q: ListQuery, error: Option<
     async move {
         read_page(&state, &session, move |c, names, _, s| {
             let needle = q.q.clone().unwrap_or_default().trim().chars().take(40).collect::<String>();
-            let like = format!("%{}%", needle.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-            let filter = "WHERE (?1 = '' OR id LIKE ?2 ESCAPE '\\' OR name LIKE ?2 ESCAPE '\\')";
-            let total: i64 = c.query_row(&format!("SELECT count(*) FROM people {filter}"), params![needle, like], |r| r.get(0))?;
-            let p = rows_page(total as usize, page_number(q.page.as_deref()));
-            let mut stmt = c.prepare(&format!(
-                "SELECT id, name, role, unit, active,
-                        (SELECT count(*) FROM devices d WHERE d.person_id = people.id AND d.revoked_ms IS NULL AND d.logged_out = 0)
-                 FROM people {filter} ORDER BY unit, id LIMIT ?3 OFFSET ?4"
-            ))?;
-            let rows = stmt
-                .query_map(params![needle, like, PAGE as i64, offset(&p)], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                    ))
-                })?
-                .collect::<Result<Vec<_>, _>>()?
+            let p = rows_page(c.people_count(&needle)? as usize, page_number(q.page.as_deref()));
+            let rows = c
+                .people_page(&needle, PAGE as i64, offset(&p))?
                 .into_iter()
-                .filter_map(|(id, name, role, unit, active, devices)| {
-                    let role = crate::auth::parse_role(&role)?;
-                    Some(PersonRow { id, name, role, role_label: role.label(), unit_name: names.unit(&unit), unit, active, devices })
+                .filter_map(|l| {
+                    let role = crate::auth::parse_role(&l.role)?;
+                    Some(PersonRow {
+                        id: l.id,
+                        name: l.name,
+                        role,
+                        role_label: role.label(),
+                        unit_name: names.unit(&l.unit),
+                        unit: l.unit,
+                        active: l.active,
+                        devices: l.devices,
+                    })
                 })
                 .collect();
             let head = head(s, names, "people", q.done.as_deref(), error);
@@ -225,8 +216,7 @@ pub struct NewPersonForm {
 fn checked_role_unit(c: &Connection, role: &str, unit: &str) -> AppResult<(Role, UnitCode)> {
     let role = crate::auth::parse_role(role).filter(|r| *r != Role::System).ok_or_else(|| bad("请选择角色"))?;
     let unit = UnitCode::parse(unit.trim()).map_err(|_| bad("请选择单位"))?;
-    let known: bool = c.query_row("SELECT count(*) FROM units WHERE code = ?1", [unit.as_str()], |r| r.get::<_, i64>(0))? > 0;
-    if !known {
+    if c.unit(unit.as_str())?.is_none() {
         return Err(bad(format!("单位 {unit} 不存在")));
     }
     if !role_fits_unit(role, &unit) {
@@ -265,14 +255,18 @@ pub async fn create_person(State(state): State<AppState>, session: Session, Form
             .db
             .write(move |c| {
                 let (role, unit) = checked_role_unit(c, &role, &unit)?;
-                let taken: bool = c.query_row("SELECT count(*) FROM people WHERE id = ?1", [&id], |r| r.get::<_, i64>(0))? > 0;
-                if taken {
+                if c.person_exists(&id)? {
                     return Err(bad(format!("账号 {id} 已存在")));
                 }
-                c.execute(
-                    "INSERT INTO people(id, name, role, unit, password_hash, active, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
-                    params![id, name, role.as_str(), unit.as_str(), hash, now],
-                )?;
+                let account = crate::storage::PersonRow {
+                    id: id.clone(),
+                    name,
+                    role: role.as_str().to_owned(),
+                    unit: unit.to_string(),
+                    password_hash: hash,
+                    active: true,
+                };
+                c.put_person(&account, now)?;
                 c.audit(now, &who, "create_person", &format!("{id} {} {unit}", role.label()))
             })
             .await
@@ -323,30 +317,31 @@ pub async fn change_person(
         state
             .db
             .write(move |c| {
-                let exists: Option<String> = c.query_row("SELECT role FROM people WHERE id = ?1", [&pid], |r| r.get(0)).optional()?;
-                exists.ok_or(AppError::NotFound)?;
+                if !c.person_exists(&pid)? {
+                    return Err(AppError::NotFound);
+                }
                 if pid == who && op == "deactivate" {
                     return Err(bad("不能停用自己的账号"));
                 }
                 let detail = match op.as_str() {
                     "update" => {
                         let (role, unit) = checked_role_unit(c, &role, &unit)?;
-                        c.execute("UPDATE people SET role = ?1, unit = ?2 WHERE id = ?3", params![role.as_str(), unit.as_str(), pid])?;
+                        c.set_person_role_unit(&pid, role.as_str(), unit.as_str())?;
                         // Sessions carry the old role and unit: they end, the person signs in again.
-                        c.execute("UPDATE devices SET logged_out = 1 WHERE person_id = ?1 AND revoked_ms IS NULL", [&pid])?;
+                        c.end_sessions(&pid)?;
                         format!("{pid} → {} {unit}", role.label())
                     }
                     "deactivate" => {
-                        c.execute("UPDATE people SET active = 0 WHERE id = ?1", [&pid])?;
+                        c.set_person_active(&pid, false)?;
                         pid.clone()
                     }
                     "activate" => {
-                        c.execute("UPDATE people SET active = 1 WHERE id = ?1", [&pid])?;
+                        c.set_person_active(&pid, true)?;
                         pid.clone()
                     }
                     "password" => {
-                        c.execute("UPDATE people SET password_hash = ?1 WHERE id = ?2", params![hash, pid])?;
-                        c.execute("UPDATE devices SET logged_out = 1 WHERE person_id = ?1 AND revoked_ms IS NULL", [&pid])?;
+                        c.set_password(&pid, hash.as_deref().ok_or_else(|| bad("请输入新密码"))?)?;
+                        c.end_sessions(&pid)?;
                         pid.clone()
                     }
                     _ => return Err(bad("未知的操作")),
@@ -414,37 +409,29 @@ pub async fn devices(State(state): State<AppState>, session: Session, Query(q): 
     let now = state.now_ms();
     Ok(read_page(&state, &session, move |c, names, _, s| {
         let person = q.q.clone().unwrap_or_default().trim().chars().take(64).collect::<String>();
-        let filter = "WHERE (?1 = '' OR d.person_id = ?1)";
-        let total: i64 = c.query_row(&format!("SELECT count(*) FROM devices d {filter}"), [&person], |r| r.get(0))?;
-        let p = rows_page(total as usize, page_number(q.page.as_deref()));
-        let mut stmt = c.prepare(&format!(
-            "SELECT d.id, d.person_id, p.name, d.name, d.created_ms, d.last_seen_ms, d.revoked_ms, d.logged_out, d.expires_ms
-             FROM devices d JOIN people p ON p.id = d.person_id {filter}
-             ORDER BY coalesce(d.last_seen_ms, d.created_ms) DESC, d.id LIMIT ?2 OFFSET ?3"
-        ))?;
-        let rows = stmt
-            .query_map(params![person, PAGE as i64, offset(&p)], |r| {
-                let revoked: Option<i64> = r.get(6)?;
-                let logged_out: bool = r.get(7)?;
-                let expires: i64 = r.get(8)?;
-                let state = match (revoked, logged_out, expires < now) {
+        let p = rows_page(c.devices_count(&person)? as usize, page_number(q.page.as_deref()));
+        let rows = c
+            .devices_page(&person, PAGE as i64, offset(&p))?
+            .into_iter()
+            .map(|d| {
+                let state = match (d.revoked_ms, d.logged_out, d.expires_ms < now) {
                     (Some(_), _, _) => "已停用(远程清除)",
                     (None, true, _) => "已退出",
                     (None, false, true) => "登录已过期",
                     _ => "使用中",
                 };
-                Ok(DeviceRow {
-                    id: r.get(0)?,
-                    person: r.get(1)?,
-                    person_name: r.get(2)?,
-                    name: r.get(3)?,
-                    created: time_text(Some(r.get(4)?)),
-                    last_seen: time_text(r.get(5)?),
+                DeviceRow {
+                    id: d.id,
+                    person: d.person_id,
+                    person_name: d.person_name,
+                    name: d.name,
+                    created: time_text(Some(d.created_ms)),
+                    last_seen: time_text(d.last_seen_ms),
                     state,
-                    revocable: revoked.is_none(),
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+                    revocable: d.revoked_ms.is_none(),
+                }
+            })
+            .collect();
         let head = head(s, names, "devices", q.done.as_deref(), None);
         let base = format!("/console/admin/devices?q={}&", query_value(&person));
         Ok(html(&DevicesPage { chrome: head.chrome.clone(), head, q: person, rows, pager: Pager::new(&p, &base) }))
@@ -493,28 +480,23 @@ fn units_page(state: &AppState, session: &Session, q: ListQuery, error: Option<S
     async move {
         read_page(&state, &session, move |c, names, _, s| {
             let prefix = q.q.clone().unwrap_or_default().trim().chars().take(20).collect::<String>();
-            let like = format!("{}%", prefix.replace(['%', '_'], ""));
-            let total: i64 = c.query_row("SELECT count(*) FROM units WHERE code LIKE ?1", [&like], |r| r.get(0))?;
-            let p = rows_page(total as usize, page_number(q.page.as_deref()));
-            let mut stmt = c.prepare(
-                "SELECT code, name, kind, coalesce(parent, ''), coalesce(department_key, ''), coalesce(boundary, '')
-                 FROM units WHERE code LIKE ?1 ORDER BY code LIMIT ?2 OFFSET ?3",
-            )?;
-            let rows = stmt
-                .query_map(params![like, PAGE as i64, offset(&p)], |r| {
-                    let kind: String = r.get(2)?;
-                    let kind = import::parse_kind(&kind);
-                    Ok(UnitRow {
-                        code: r.get(0)?,
-                        name: r.get(1)?,
+            let p = rows_page(c.units_count(&prefix)? as usize, page_number(q.page.as_deref()));
+            let rows = c
+                .units_page(&prefix, PAGE as i64, offset(&p))?
+                .into_iter()
+                .map(|u| {
+                    let kind = import::parse_kind(&u.kind);
+                    UnitRow {
+                        code: u.code,
+                        name: u.name,
                         kind: kind.map_or("?", UnitKind::label),
-                        parent: r.get(3)?,
-                        department_key: r.get(4)?,
+                        parent: u.parent.unwrap_or_default(),
+                        department_key: u.department_key.unwrap_or_default(),
                         is_grid: kind == Some(UnitKind::Grid),
-                        boundary: r.get(5)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+                        boundary: u.boundary.unwrap_or_default(),
+                    }
+                })
+                .collect();
             let head = head(s, names, "units", q.done.as_deref(), error);
             let base = format!("/console/admin/units?q={}&", query_value(&prefix));
             let kinds =
@@ -612,11 +594,11 @@ pub async fn save_boundary(
         .db
         .write(move |c| {
             let boundary = parse_boundary(&f.boundary).map_err(bad)?;
-            let kind: Option<String> = c.query_row("SELECT kind FROM units WHERE code = ?1", [&unit], |r| r.get(0)).optional()?;
+            let kind = c.unit(&unit)?.map(|u| u.kind);
             if kind.and_then(|k| import::parse_kind(&k)) != Some(UnitKind::Grid) {
                 return Err(bad(format!("{unit} 不是网格")));
             }
-            c.execute("UPDATE units SET boundary = ?1 WHERE code = ?2", params![boundary, unit])?;
+            c.set_boundary(&unit, boundary.as_deref())?;
             c.audit(now, &who, "set_boundary", &unit)
         })
         .await;
