@@ -163,6 +163,42 @@ impl RecordFilter<'_> {
     }
 }
 
+/// A value a [`RecordFilter`] condition compares with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Bound {
+    Text(String),
+    Int(i64),
+    Bool(bool),
+    /// A set of texts (the column is one of them).
+    Texts(Vec<String>),
+}
+
+/// A filter's conditions besides scope, for a backend to write in its SQL: each is a fragment
+/// in which `#` stands for its value (at most one). Both backends take them from here, so they
+/// cannot drift apart; how a placeholder is written (`?3`, `$3`) and a set is compared is theirs.
+pub(crate) fn filter_conditions(f: &RecordFilter<'_>) -> Vec<(&'static str, Option<Bound>)> {
+    let text = |s: &str| Some(Bound::Text(s.to_owned()));
+    let mut out = Vec::new();
+    let mut add = |sql: &'static str, value: Option<Option<Bound>>| {
+        if let Some(v) = value {
+            out.push((sql, v));
+        }
+    };
+    add("kind = #", f.kind.map(text));
+    add("open = #", f.open.map(|o| Some(Bound::Bool(o))));
+    add("status = #", f.status.map(text));
+    add("holder = ?viewer", f.held_by_viewer.then_some(None));
+    add("deadline_ms IS NOT NULL", f.has_deadline.then_some(None));
+    add("deadline_ms >= #", f.due_from.map(|v| Some(Bound::Int(v))));
+    add("deadline_ms < #", f.due_before.map(|v| Some(Bound::Int(v))));
+    add("location = #", f.location.map(text));
+    add("created_ms >= #", f.created_from.map(|v| Some(Bound::Int(v))));
+    add("created_ms < #", f.created_before.map(|v| Some(Bound::Int(v))));
+    add("batch_id = #", f.batch_id.map(text));
+    add("category IN #", f.categories.map(|cs| Some(Bound::Texts(cs.to_vec()))));
+    out
+}
+
 /// The order of a list (ties broken by record id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListOrder {

@@ -24,8 +24,8 @@ use std::collections::HashSet;
 use postgres::{Client, NoTls};
 
 use super::{
-    AuditEntry, AuditFilter, DeviceListing, ListOrder, ListedRecord, LoggedChange, NewSession, Notice, PersonListing, PersonRow,
-    RecordFilter, RecordRow, Round, Session, Storage, Unit, UploadStep, escape_like, like_pattern,
+    AuditEntry, AuditFilter, Bound, DeviceListing, ListOrder, ListedRecord, LoggedChange, NewSession, Notice, PersonListing, PersonRow,
+    RecordFilter, RecordRow, Round, Session, Storage, Unit, UploadStep, escape_like, filter_conditions, like_pattern,
 };
 use crate::error::{AppError, AppResult};
 use crate::records::ScopeEvent;
@@ -779,45 +779,22 @@ fn within(column: &str, param: &str) -> String {
 fn list_condition(f: &RecordFilter<'_>) -> (String, Vec<Box<dyn postgres::types::ToSql + Sync>>) {
     let mut clause = vec![format!("({} OR {} OR reporter = $2)", within("location", "$1"), within("holder", "$1"))];
     let mut values: Vec<Box<dyn postgres::types::ToSql + Sync>> = Vec::new();
-    fn bind(sql: &str, v: Box<dyn postgres::types::ToSql + Sync>, values: &mut Vec<Box<dyn postgres::types::ToSql + Sync>>) -> String {
-        values.push(v);
-        sql.replace('#', &format!("${}", values.len() + 2))
-    }
-    if let Some(k) = f.kind {
-        clause.push(bind("kind = #", Box::new(k.to_owned()), &mut values));
-    }
-    if let Some(o) = f.open {
-        clause.push(bind("open = #", Box::new(o), &mut values));
-    }
-    if let Some(st) = f.status {
-        clause.push(bind("status = #", Box::new(st.to_owned()), &mut values));
-    }
-    if f.held_by_viewer {
-        clause.push("holder = $1".into());
-    }
-    if f.has_deadline {
-        clause.push("deadline_ms IS NOT NULL".into());
-    }
-    if let Some(from) = f.due_from {
-        clause.push(bind("deadline_ms >= #", Box::new(from), &mut values));
-    }
-    if let Some(before) = f.due_before {
-        clause.push(bind("deadline_ms < #", Box::new(before), &mut values));
-    }
-    if let Some(l) = f.location {
-        clause.push(bind("location = #", Box::new(l.to_owned()), &mut values));
-    }
-    if let Some(from) = f.created_from {
-        clause.push(bind("created_ms >= #", Box::new(from), &mut values));
-    }
-    if let Some(before) = f.created_before {
-        clause.push(bind("created_ms < #", Box::new(before), &mut values));
-    }
-    if let Some(b) = f.batch_id {
-        clause.push(bind("batch_id = #", Box::new(b.to_owned()), &mut values));
-    }
-    if let Some(cs) = f.categories {
-        clause.push(bind("category = ANY(#)", Box::new(cs.to_vec()), &mut values));
+    for (sql, bound) in filter_conditions(f) {
+        let sql = sql.replace("?viewer", "$1");
+        let mark = match bound {
+            None => String::new(),
+            Some(b) => {
+                let set = matches!(b, Bound::Texts(_));
+                values.push(match b {
+                    Bound::Text(t) => Box::new(t),
+                    Bound::Int(n) => Box::new(n),
+                    Bound::Bool(o) => Box::new(o),
+                    Bound::Texts(ts) => Box::new(ts),
+                });
+                if set { format!("(SELECT unnest(${}::TEXT[]))", values.len() + 2) } else { format!("${}", values.len() + 2) }
+            }
+        };
+        clause.push(sql.replace('#', &mark));
     }
     (clause.join(" AND "), values)
 }

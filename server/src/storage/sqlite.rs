@@ -8,8 +8,8 @@ use gridlink_core::store::within_sql;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AuditEntry, AuditFilter, DeviceListing, ListOrder, ListedRecord, LoggedChange, NewSession, Notice, PersonListing, PersonRow,
-    RecordFilter, RecordRow, Round, Session, Storage, Unit, UploadStep, escape_like, like_pattern,
+    AuditEntry, AuditFilter, Bound, DeviceListing, ListOrder, ListedRecord, LoggedChange, NewSession, Notice, PersonListing, PersonRow,
+    RecordFilter, RecordRow, Round, Session, Storage, Unit, UploadStep, escape_like, filter_conditions, like_pattern,
 };
 use crate::error::AppResult;
 use crate::records::ScopeEvent;
@@ -20,46 +20,26 @@ fn list_condition(f: &RecordFilter<'_>) -> (String, Vec<rusqlite::types::Value>)
     use rusqlite::types::Value;
     let mut clause = vec![crate::records::scope_sql()];
     let mut values = Vec::new();
-    let bind = |sql: &str, v: Value, values: &mut Vec<Value>| {
-        values.push(v);
-        sql.replace('#', &format!("?{}", values.len() + 2))
-    };
-    if let Some(k) = f.kind {
-        clause.push(bind("kind = #", Value::Text(k.into()), &mut values));
-    }
-    if let Some(o) = f.open {
-        clause.push(bind("open = #", Value::Integer(o.into()), &mut values));
-    }
-    if let Some(st) = f.status {
-        clause.push(bind("status = #", Value::Text(st.into()), &mut values));
-    }
-    if f.held_by_viewer {
-        clause.push("holder = ?1".into());
-    }
-    if f.has_deadline {
-        clause.push("deadline_ms IS NOT NULL".into());
-    }
-    if let Some(from) = f.due_from {
-        clause.push(bind("deadline_ms >= #", Value::Integer(from), &mut values));
-    }
-    if let Some(before) = f.due_before {
-        clause.push(bind("deadline_ms < #", Value::Integer(before), &mut values));
-    }
-    if let Some(l) = f.location {
-        clause.push(bind("location = #", Value::Text(l.into()), &mut values));
-    }
-    if let Some(from) = f.created_from {
-        clause.push(bind("created_ms >= #", Value::Integer(from), &mut values));
-    }
-    if let Some(before) = f.created_before {
-        clause.push(bind("created_ms < #", Value::Integer(before), &mut values));
-    }
-    if let Some(b) = f.batch_id {
-        clause.push(bind("batch_id = #", Value::Text(b.into()), &mut values));
-    }
-    if let Some(cs) = f.categories {
-        let marks: Vec<String> = cs.iter().map(|c| bind("#", Value::Text(c.clone()), &mut values)).collect();
-        clause.push(if marks.is_empty() { "0".into() } else { format!("category IN ({})", marks.join(", ")) });
+    for (sql, bound) in filter_conditions(f) {
+        let sql = sql.replace("?viewer", "?1");
+        let mark = match bound {
+            None => String::new(),
+            // A set as a JSON array, unpacked by `json_each` (SQLite has no array values).
+            Some(Bound::Texts(set)) => {
+                values.push(Value::Text(serde_json::to_string(&set).expect("a list of strings")));
+                format!("(SELECT value FROM json_each(?{}))", values.len() + 2)
+            }
+            Some(b) => {
+                values.push(match b {
+                    Bound::Text(t) => Value::Text(t),
+                    Bound::Int(n) => Value::Integer(n),
+                    Bound::Bool(o) => Value::Integer(o.into()),
+                    Bound::Texts(_) => unreachable!("handled above"),
+                });
+                format!("?{}", values.len() + 2)
+            }
+        };
+        clause.push(sql.replace('#', &mark));
     }
     (clause.join(" AND "), values)
 }
