@@ -10,7 +10,6 @@ use gridlink_core::org::access;
 use gridlink_core::pii::{Personal, needs_personal};
 use gridlink_core::record::RecordDoc;
 use gridlink_core::routing::RoutingRules;
-use gridlink_core::store::within_sql;
 use gridlink_core::sync::validate::scope_of;
 use gridlink_core::sync::validate::{check_invariants, check_shape, validate_update as validate_update_fn};
 use gridlink_core::workflow::{Action, ActionKind, RecordKind, TimelineEntry, check};
@@ -540,16 +539,6 @@ pub fn write_index(tx: &Connection, record: &Record, doc: &mut RecordDoc, ctx: &
         reporter: s.reporter.clone(),
     });
     Ok(())
-}
-
-/// The scope rule as an SQL condition over the `docs` index, with the person's unit bound to `?1`
-/// and their id to `?2`: a record is in scope when its location or its holder lies within the
-/// person's unit, or the person reported it. This is the core's [`access`] rule, `!= None`,
-/// written over the index columns (the index keeps no assignee, and neither does sync's scope),
-/// so every list filters scope inside the query, before any `LIMIT`. The test
-/// `every_list_is_complete_for_every_role` checks it against [`ScopeEvent::visible_to`].
-pub fn scope_sql() -> String {
-    format!("({} OR {} OR reporter = ?2)", within_sql("location", "?1"), within_sql("holder", "?1"))
 }
 
 /// Ids of the records `person` may see.

@@ -340,7 +340,7 @@ impl Storage for PgStorage {
     }
 
     fn records_in_scope(&self, unit: &str, person_id: &str) -> AppResult<HashSet<String>> {
-        let sql = format!("SELECT id FROM docs WHERE {} OR {} OR reporter = $2", within("location", "$1"), within("holder", "$1"));
+        let sql = format!("SELECT id FROM docs WHERE {}", scope());
         Ok(self.query(&sql, &[&unit, &person_id])?.into_iter().map(|r| r.get(0)).collect())
     }
 
@@ -609,14 +609,12 @@ impl Storage for PgStorage {
     }
 
     fn upload_moved(&self, u: &UploadStep<'_>) -> AppResult<bool> {
-        let (sha256, total, from, received, complete, uploader, now_ms) =
-            (u.sha256, u.total, u.from, u.received, u.complete, u.uploader, u.now_ms);
-        let (total, received, from) = (total as i64, received as i64, i64::try_from(from).unwrap_or(i64::MAX));
+        let (total, received, from) = (u.total as i64, u.received as i64, i64::try_from(u.from).unwrap_or(i64::MAX));
         let n = self.execute(
             "INSERT INTO attachments(sha256, total, received, complete, uploader, created_ms) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT(sha256) DO UPDATE SET received = excluded.received, complete = excluded.complete
              WHERE attachments.received = $7 AND NOT attachments.complete",
-            &[&sha256, &total, &received, &complete, &uploader, &now_ms, &from],
+            &[&u.sha256, &total, &received, &u.complete, &u.uploader, &u.now_ms, &from],
         )?;
         Ok(n > 0)
     }
@@ -776,8 +774,14 @@ fn within(column: &str, param: &str) -> String {
 
 /// A list's `WHERE` clause: the filter and the viewer's scope (`$1` unit, `$2` person), with the
 /// filter's values numbered from `$3`.
+/// The scope rule over the `docs` index (the person's unit `$1`, their id `$2`), as in the
+/// SQLite backend: located or held within the unit, or reported by the person.
+fn scope() -> String {
+    format!("({} OR {} OR reporter = $2)", within("location", "$1"), within("holder", "$1"))
+}
+
 fn list_condition(f: &RecordFilter<'_>) -> (String, Vec<Box<dyn postgres::types::ToSql + Sync>>) {
-    let mut clause = vec![format!("({} OR {} OR reporter = $2)", within("location", "$1"), within("holder", "$1"))];
+    let mut clause = vec![scope()];
     let mut values: Vec<Box<dyn postgres::types::ToSql + Sync>> = Vec::new();
     for (sql, bound) in filter_conditions(f) {
         let sql = sql.replace("?viewer", "$1");

@@ -16,9 +16,19 @@ use crate::records::ScopeEvent;
 
 /// A list's `WHERE` clause: the filter and the viewer's scope (`?1` unit, `?2` person), with the
 /// filter's values numbered from `?3`; returns the clause and those values.
+/// The scope rule as an SQL condition over the `docs` index, with the person's unit bound to `?1`
+/// and their id to `?2`: a record is in scope when its location or its holder lies within the
+/// person's unit, or the person reported it. This is the core's `access` rule, `!= None`,
+/// written over the index columns (the index keeps no assignee, and neither does sync's scope),
+/// so every list filters scope inside the query, before any `LIMIT`. The test
+/// `every_list_is_complete_for_every_role` checks it against `ScopeEvent::visible_to`.
+fn scope() -> String {
+    format!("({} OR {} OR reporter = ?2)", within_sql("location", "?1"), within_sql("holder", "?1"))
+}
+
 fn list_condition(f: &RecordFilter<'_>) -> (String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value;
-    let mut clause = vec![crate::records::scope_sql()];
+    let mut clause = vec![scope()];
     let mut values = Vec::new();
     for (sql, bound) in filter_conditions(f) {
         let sql = sql.replace("?viewer", "?1");
@@ -241,7 +251,7 @@ impl Storage for Connection {
     }
 
     fn records_in_scope(&self, unit: &str, person_id: &str) -> AppResult<HashSet<String>> {
-        let mut stmt = self.prepare_cached(&format!("SELECT id FROM docs WHERE {}", crate::records::scope_sql()))?;
+        let mut stmt = self.prepare_cached(&format!("SELECT id FROM docs WHERE {}", scope()))?;
         let ids = stmt.query_map(params![unit, person_id], |r| r.get(0))?;
         Ok(ids.collect::<Result<_, _>>()?)
     }
@@ -528,15 +538,21 @@ impl Storage for Connection {
     }
 
     fn upload_moved(&self, u: &UploadStep<'_>) -> AppResult<bool> {
-        let (sha256, total, from, received, complete, uploader, now_ms) =
-            (u.sha256, u.total, u.from, u.received, u.complete, u.uploader, u.now_ms);
         let n = self
             .prepare_cached(
                 "INSERT INTO attachments(sha256, total, received, complete, uploader, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT(sha256) DO UPDATE SET received = excluded.received, complete = excluded.complete
                  WHERE attachments.received = ?7 AND attachments.complete = 0",
             )?
-            .execute(params![sha256, total as i64, received as i64, complete, uploader, now_ms, i64::try_from(from).unwrap_or(i64::MAX)])?;
+            .execute(params![
+                u.sha256,
+                u.total as i64,
+                u.received as i64,
+                u.complete,
+                u.uploader,
+                u.now_ms,
+                i64::try_from(u.from).unwrap_or(i64::MAX)
+            ])?;
         Ok(n > 0)
     }
 
