@@ -44,16 +44,16 @@ fn town() -> AppState {
 fn first_pages(c: &mut Criterion) {
     let state = town();
     let conn = state.db.reader();
-    let names = Names::load(&conn, &state.catalog).unwrap();
+    let names = Names::load(&*conn, &state.catalog).unwrap();
     let now = state.now_ms();
     let mut group = c.benchmark_group("first_page");
     group.sample_size(20).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
     for viewer in VIEWERS {
-        let person = gridlink_server::auth::load_person(&conn, viewer).unwrap().unwrap().0;
+        let person = gridlink_server::auth::load_person(&*conn, viewer).unwrap().unwrap().0;
         for (name, spec) in all_lists() {
-            let total = spec.count(&conn, &person).unwrap();
+            let total = spec.count(&*conn, &person).unwrap();
             group.bench_function(format!("{viewer} {name} ({total})"), |b| {
-                b.iter(|| black_box(spec.page(&conn, &names, &person, 1, now).unwrap()));
+                b.iter(|| black_box(spec.page(&*conn, &names, &person, 1, now).unwrap()));
             });
         }
     }

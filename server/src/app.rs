@@ -28,7 +28,7 @@ use crate::auth::{self, AuthDevice, LoginLimiter};
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::records::{self, IngestCtx, ScopeEvent};
-use crate::storage::{NewSession, Storage};
+use crate::storage::NewSession;
 use gridlink_core::routing::RoutingRules;
 use gridlink_core::{Catalog, WorkCalendar};
 use std::sync::RwLock;

@@ -11,7 +11,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use rusqlite::Connection;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tower::ServiceExt;
@@ -41,7 +40,7 @@ fn paths(state: &AppState, sha: &str) -> (PathBuf, PathBuf) {
     (dir.join(sha), dir.join(format!("{sha}.part")))
 }
 
-fn upload_state(conn: &Connection, sha: &str) -> AppResult<Option<(u64, u64, bool)>> {
+fn upload_state(conn: &dyn Storage, sha: &str) -> AppResult<Option<(u64, u64, bool)>> {
     Ok(conn.upload(sha)?.map(|(total, received, complete, _)| (total, received, complete)))
 }
 
@@ -245,6 +244,6 @@ pub fn land_whole(state: &AppState, sha: &str, jpeg: &[u8]) -> AppResult<()> {
 }
 
 /// Records a photo that [`land_whole`] put on disk as complete.
-pub fn record_complete(conn: &Connection, sha: &str, len: usize, uploader: &str, now_ms: i64) -> AppResult<()> {
+pub fn record_complete(conn: &dyn Storage, sha: &str, len: usize, uploader: &str, now_ms: i64) -> AppResult<()> {
     conn.upload_complete(sha, len as u64, uploader, now_ms)
 }

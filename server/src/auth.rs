@@ -10,7 +10,6 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use base64::Engine;
 use gridlink_core::{Person, Role, UnitCode};
-use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
@@ -45,7 +44,7 @@ pub fn parse_role(s: &str) -> Option<Role> {
 }
 
 /// Loads a person by id.
-pub fn load_person(conn: &Connection, id: &str) -> AppResult<Option<(Person, String, bool)>> {
+pub fn load_person(conn: &dyn Storage, id: &str) -> AppResult<Option<(Person, String, bool)>> {
     let Some(PersonRow { id, name, role, unit, password_hash: hash, active }) = conn.person(id)? else {
         return Ok(None);
     };

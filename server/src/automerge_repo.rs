@@ -43,6 +43,7 @@
 //! new document; a record that leaves the peer's scope is answered `doc-unavailable` and no longer
 //! synced.
 
+use crate::storage::Storage;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -54,7 +55,6 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use ciborium::Value;
-use rusqlite::Connection;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -503,20 +503,20 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) -> Result<(), ax
 /// One document step on the writer: scope, the peer's changes through the phones' ingest (all
 /// or none), and the next sync message from the stored copy.
 fn step(
-    c: &mut Connection,
+    c: &dyn Storage,
     st: &AppState,
     auth: &AuthDevice,
     id: &str,
     incoming: Option<&[u8]>,
     sync: &mut SyncState,
 ) -> AppResult<(Step, Vec<ScopeEvent>)> {
-    let tx = c.savepoint()?;
-    match read_for(&tx, &st.server_actor, id, &auth.person) {
+    let tx = crate::storage::Tx::savepoint(c)?;
+    match read_for(&*tx, &st.server_actor, id, &auth.person) {
         Ok(_) => {}
         Err(AppError::NotFound) => return Ok((Step::Unavailable, Vec::new())),
         Err(e) => return Err(e),
     }
-    let mut doc = load_doc(&tx, id, &st.server_actor)?.ok_or(AppError::NotFound)?;
+    let mut doc = load_doc(&*tx, id, &st.server_actor)?.ok_or(AppError::NotFound)?;
     let mut events = Vec::new();
     if let Some(data) = incoming {
         let changes = match doc.receive_sync_message(sync, data) {
@@ -527,11 +527,11 @@ fn step(
             let bytes: Vec<Vec<u8>> = changes.iter().map(|ch| ch.raw_bytes().to_vec()).collect();
             let routing = st.routing();
             let mut ctx = st.ingest_ctx(&routing, st.now_ms(), &mut events);
-            if let Err((_, reason)) = ingest(&tx, &mut ctx, &auth.device_id, &auth.person, id, &bytes)? {
+            if let Err((_, reason)) = ingest(&*tx, &mut ctx, &auth.device_id, &auth.person, id, &bytes)? {
                 // Nothing of the message is kept: the savepoint is rolled back.
                 return Ok((Step::Refused(reason), Vec::new()));
             }
-            doc = load_doc(&tx, id, &st.server_actor)?.ok_or(AppError::NotFound)?;
+            doc = load_doc(&*tx, id, &st.server_actor)?.ok_or(AppError::NotFound)?;
         }
     }
     let reply = doc.sync_message(sync);

@@ -166,12 +166,9 @@ impl FileConfig {
 }
 
 /// Resolves the settings: flag or environment first, then the file, then the defaults.
-pub fn settings(common: &CommonArgs, file: &FileConfig, db: &Path) -> Settings {
-    let data_dir = common
-        .data_dir
-        .clone()
-        .or_else(|| file.data_dir.clone())
-        .unwrap_or_else(|| db.parent().map(Path::to_path_buf).unwrap_or_default().join("gridlink-data"));
+/// `home` is the directory the data directory goes into by default ([`crate::db::Location::home`]).
+pub fn settings(common: &CommonArgs, file: &FileConfig, home: &Path) -> Settings {
+    let data_dir = common.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(|| home.join("gridlink-data"));
     Settings {
         case_prefix: common.case_prefix.clone().or_else(|| file.case_prefix.clone()).unwrap_or_else(|| "GT".into()),
         token_days: file.token_days.unwrap_or(90),
@@ -190,6 +187,12 @@ pub fn check(args: &ServeArgs, file: &FileConfig) -> (Vec<String>, Vec<String>) 
     let db = args.db.clone().or_else(|| file.db.clone());
     match &db {
         None => problems.push("没有指定数据库文件(db)".to_owned()),
+        Some(db) if matches!(crate::db::Location::parse(&db.to_string_lossy()), crate::db::Location::Postgres(_)) => {
+            // Not connected to: checking the configuration changes nothing and reaches nothing.
+            facts.push(format!("数据库: PostgreSQL {}", crate::db::Location::parse(&db.to_string_lossy())));
+            let s = settings(&args.common, file, Path::new("."));
+            facts.push(format!("附件目录: {}(多个节点须共用同一目录)", s.data_dir.display()));
+        }
         Some(db) => {
             facts.push(format!("数据库: {}", db.display()));
             let dir = db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -201,7 +204,7 @@ pub fn check(args: &ServeArgs, file: &FileConfig) -> (Vec<String>, Vec<String>) 
             if db.exists() && !db.is_file() {
                 problems.push(format!("数据库 {} 不是文件", db.display()));
             }
-            let s = settings(&args.common, file, db);
+            let s = settings(&args.common, file, db.parent().unwrap_or(Path::new("")));
             facts.push(format!("附件目录: {}", s.data_dir.display()));
             let existing = s.data_dir.ancestors().find(|a| a.exists()).unwrap_or(Path::new("."));
             if !existing.is_dir() || !writable(existing) {
@@ -264,7 +267,7 @@ mod tests {
         std::fs::write(&path, "case_prefix = \"LF\"\ntoken_days = 30\nmax_attachment_mb = 5\n").unwrap();
         let file = FileConfig::load(Some(&path)).unwrap();
         let none = CommonArgs { case_prefix: None, data_dir: None, sweep_interval_ms: None, tls_cert: None, tls_key: None };
-        let s = settings(&none, &file, &dir.path().join("town.db"));
+        let s = settings(&none, &file, dir.path());
         assert_eq!((s.case_prefix.as_str(), s.token_days, s.max_attachment_bytes), ("LF", 30, 5 << 20));
         assert_eq!(s.data_dir, dir.path().join("gridlink-data"));
         let flag = CommonArgs {
@@ -274,9 +277,9 @@ mod tests {
             tls_cert: None,
             tls_key: None,
         };
-        let s = settings(&flag, &file, &dir.path().join("town.db"));
+        let s = settings(&flag, &file, dir.path());
         assert_eq!((s.case_prefix.as_str(), s.data_dir), ("GT", dir.path().join("d")));
-        let s = settings(&none, &FileConfig::default(), &dir.path().join("town.db"));
+        let s = settings(&none, &FileConfig::default(), dir.path());
         assert_eq!((s.case_prefix.as_str(), s.token_days), ("GT", 90));
         // check-config: what is wrong, all of it, without creating anything.
         let missing = dir.path().join("no-such-dir/town.db");

@@ -1,4 +1,7 @@
-//! The server's SQLite database: one writer connection, a few readers, WAL, numbered migrations.
+//! The server's database: one writer connection, a few readers. On SQLite (the embedded
+//! default): WAL and numbered migrations here. On PostgreSQL (a county, several server nodes):
+//! the same writer and readers over [`PgStorage`], whose schema lives with it. Either way the
+//! work is handed [`Storage`], so handlers and pages do not know which database they are on.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -7,6 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak, mpsc};
 use tokio::sync::{Semaphore, oneshot};
 
 use rusqlite::Connection;
+
+use crate::storage::{PgStorage, Storage};
 
 use crate::error::{AppError, AppResult};
 
@@ -106,7 +111,7 @@ pub struct Db {
 /// A piece of work for the writer thread. It runs inside the batch's transaction and returns
 /// whether it succeeded (if not, what it wrote is rolled back) and its reply, which is sent only
 /// once the batch has ended: its own result if the batch was committed, else why it was not.
-type WriteJob = Box<dyn FnOnce(&mut Connection) -> (Result<(), BatchFailed>, Reply) + Send>;
+type WriteJob = Box<dyn FnOnce(&dyn Storage) -> (Result<(), BatchFailed>, Reply) + Send>;
 
 /// Hands a write's result to its caller once its batch has ended.
 type Reply = Box<dyn FnOnce(Result<(), BatchFailed>) + Send>;
@@ -142,9 +147,12 @@ impl From<BatchFailed> for AppError {
 /// Most writes committed together. A batch takes the writes that queued while the last one ran.
 const MAX_BATCH: usize = 64;
 
+/// One connection of either backend.
+type Conn = Box<dyn Storage + Send>;
+
 struct Inner {
-    writer: Mutex<Connection>,
-    readers: Vec<Mutex<Connection>>,
+    writer: Mutex<Conn>,
+    readers: Vec<Mutex<Conn>>,
     next: AtomicUsize,
     /// Async callers' writes go to one writer thread through this queue and run in arrival order,
     /// back to back. (Blocking threads parked on the writer's mutex let late comers barge in: under
@@ -170,8 +178,9 @@ impl std::fmt::Debug for Inner {
 fn run_writes(db: Weak<Inner>, jobs: mpsc::Receiver<WriteJob>) {
     while let Ok(first) = jobs.recv() {
         let Some(inner) = db.upgrade() else { return };
-        let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let guard = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let conn: &dyn Storage = &**guard;
+        if let Err(e) = conn.begin() {
             // Without a transaction nothing is run; the job is dropped and its caller told so.
             tracing::error!(error = %e, "cannot begin a write batch");
             drop(first);
@@ -184,11 +193,11 @@ fn run_writes(db: Weak<Inner>, jobs: mpsc::Receiver<WriteJob>) {
         let mut size = 0;
         for n in 1.. {
             size = n;
-            let (ran, reply) = run_one(&mut conn, job);
+            let (ran, reply) = run_one(conn, job);
             replies.extend(reply);
             // SQLite rolls back the whole transaction on some errors (disk full, I/O): what the
             // batch had done so far is gone, so it ends here, failed for the same reason.
-            if conn.is_autocommit() {
+            if !conn.in_transaction() {
                 lost = Some(ran.err().unwrap_or(BatchFailed::Other));
                 break;
             }
@@ -205,15 +214,15 @@ fn run_writes(db: Weak<Inner>, jobs: mpsc::Receiver<WriteJob>) {
         }
         let outcome = match lost {
             Some(why) => Err(why),
-            None => conn.execute_batch("COMMIT").map_err(|e| {
+            None => conn.commit().map_err(|e| {
                 tracing::error!(error = %e, "cannot commit a write batch");
-                if !conn.is_autocommit() {
-                    let _ = conn.execute_batch("ROLLBACK");
+                if conn.in_transaction() {
+                    let _ = conn.rollback();
                 }
-                BatchFailed::of(&AppError::from(e))
+                BatchFailed::of(&e)
             }),
         };
-        drop(conn);
+        drop(guard);
         metrics::histogram!("gridlink_db_write_batch_size").record(size as f64);
         for reply in replies {
             reply(outcome);
@@ -223,8 +232,8 @@ fn run_writes(db: Weak<Inner>, jobs: mpsc::Receiver<WriteJob>) {
 
 /// Runs one write in its own savepoint of the batch. Returns whether it succeeded and its reply,
 /// which is None if it panicked (its caller then learns that the write failed).
-fn run_one(conn: &mut Connection, job: WriteJob) -> (Result<(), BatchFailed>, Option<Reply>) {
-    if let Err(e) = conn.execute_batch("SAVEPOINT write_job") {
+fn run_one(conn: &dyn Storage, job: WriteJob) -> (Result<(), BatchFailed>, Option<Reply>) {
+    if let Err(e) = conn.savepoint() {
         tracing::error!(error = %e, "cannot start a write");
         return (Err(BatchFailed::Other), None);
     }
@@ -232,11 +241,10 @@ fn run_one(conn: &mut Connection, job: WriteJob) -> (Result<(), BatchFailed>, Op
         Ok((ran, reply)) => (ran, Some(reply)),
         Err(_) => (Err(BatchFailed::Other), None),
     };
-    if !conn.is_autocommit() {
-        let end = if ran.is_ok() { "RELEASE write_job" } else { "ROLLBACK TO write_job; RELEASE write_job" };
-        if let Err(e) = conn.execute_batch(end) {
-            tracing::error!(error = %e, "cannot end a write");
-        }
+    if conn.in_transaction()
+        && let Err(e) = conn.end_savepoint(ran.is_ok())
+    {
+        tracing::error!(error = %e, "cannot end a write");
     }
     (ran, reply)
 }
@@ -276,12 +284,76 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> AppResult<()> {
     Ok(())
 }
 
+/// Where the server keeps its data: a SQLite file, or a PostgreSQL database given by URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl Location {
+    /// A `postgres://` or `postgresql://` URL, else the path of a SQLite file.
+    pub fn parse(text: &str) -> Self {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            Location::Postgres(text.to_owned())
+        } else {
+            Location::Sqlite(text.into())
+        }
+    }
+
+    /// The directory that holds the data directory by default: the SQLite file's, or the
+    /// current one for PostgreSQL.
+    pub fn home(&self) -> std::path::PathBuf {
+        match self {
+            Location::Sqlite(p) => p.parent().map(Path::to_path_buf).unwrap_or_default(),
+            Location::Postgres(_) => std::path::PathBuf::from("."),
+        }
+    }
+
+    /// The SQLite file, if that is where the data is.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Location::Sqlite(p) => Some(p),
+            Location::Postgres(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite(p) => write!(f, "{}", p.display()),
+            Location::Postgres(url) => f.write_str(&crate::storage::redact(url)),
+        }
+    }
+}
+
 impl Db {
-    /// Opens (creating) the database and applies migrations.
+    /// Opens (creating) the SQLite file at `path` and applies migrations.
     pub fn open(path: &Path, readers: usize) -> AppResult<Self> {
         let mut writer = open_conn(path)?;
         migrate(&mut writer, path)?;
-        let readers: Vec<_> = (0..readers.max(1)).map(|_| open_conn(path).map(Mutex::new)).collect::<Result<_, _>>()?;
+        let readers = (0..readers.max(1)).map(|_| open_conn(path).map(|c| Box::new(c) as Conn)).collect::<Result<_, _>>()?;
+        Self::start(Box::new(writer), readers)
+    }
+
+    /// Connects to the PostgreSQL database at `url`, bringing it to this build's schema.
+    pub fn connect(url: &str, readers: usize) -> AppResult<Self> {
+        let writer = PgStorage::connect(url)?;
+        let readers = (0..readers.max(1)).map(|_| PgStorage::connect_more(url).map(|c| Box::new(c) as Conn)).collect::<Result<_, _>>()?;
+        Self::start(Box::new(writer), readers)
+    }
+
+    /// Opens the database wherever it is.
+    pub fn at(location: &Location, readers: usize) -> AppResult<Self> {
+        match location {
+            Location::Sqlite(path) => Self::open(path, readers),
+            Location::Postgres(url) => Self::connect(url, readers),
+        }
+    }
+
+    fn start(writer: Conn, readers: Vec<Conn>) -> AppResult<Self> {
+        let readers: Vec<_> = readers.into_iter().map(Mutex::new).collect();
         let read_turns = Arc::new(Semaphore::new(readers.len()));
         let (jobs, queue) = mpsc::channel();
         let inner = Arc::new(Inner {
@@ -300,18 +372,21 @@ impl Db {
         Ok(Self { inner })
     }
 
-    /// Writes waiting for the writer thread.
     pub fn write_queue_depth(&self) -> i64 {
         self.inner.queued.load(Ordering::Relaxed).max(0)
     }
 
-    /// The single writer (callers run on a blocking thread).
-    pub fn writer(&self) -> MutexGuard<'_, Connection> {
-        self.inner.writer.lock().unwrap_or_else(|p| p.into_inner())
+    /// The writer's connection, outside the write queue (start-up, the sweeper, tools).
+    pub fn writer(&self) -> Held<'_> {
+        Held(self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// A reader connection: a free one if there is one, else the next in turn.
-    pub fn reader(&self) -> MutexGuard<'_, Connection> {
+    /// A reader's connection.
+    pub fn reader(&self) -> Held<'_> {
+        Held(self.pick_reader())
+    }
+
+    fn pick_reader(&self) -> MutexGuard<'_, Conn> {
         let readers = &self.inner.readers;
         let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
         for k in 0..readers.len() {
@@ -325,7 +400,7 @@ impl Db {
     }
 
     /// Runs `f` with a reader on the blocking pool.
-    pub async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> AppResult<T> + Send + 'static) -> AppResult<T> {
+    pub async fn read<T: Send + 'static>(&self, f: impl FnOnce(&dyn Storage) -> AppResult<T> + Send + 'static) -> AppResult<T> {
         // The turn moves into the blocking task: it is given back when the work ends, even if the
         // request that asked for it has gone away meanwhile.
         let turn = self.inner.read_turns.clone().acquire_owned().await.expect("the semaphore is never closed");
@@ -335,7 +410,7 @@ impl Db {
         tokio::task::spawn_blocking(move || {
             let _turn = turn;
             let _span = span.enter();
-            f(&db.reader())
+            f(&*db.reader())
         })
         .await?
     }
@@ -344,7 +419,7 @@ impl Db {
     /// and runs after every write queued before it; the future gives its result.
     pub fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> AppResult<T> + Send + 'static,
+        f: impl FnOnce(&dyn Storage) -> AppResult<T> + Send + 'static,
     ) -> impl std::future::Future<Output = AppResult<T>> + Send + 'static {
         let (reply, result) = oneshot::channel();
         let span = tracing::Span::current();
@@ -367,6 +442,30 @@ impl Db {
 }
 
 /// Maps "not found" to [`AppError::NotFound`].
+/// A connection held for the caller: the storage, whichever backend it is.
+pub struct Held<'a>(MutexGuard<'a, Conn>);
+
+impl std::ops::Deref for Held<'_> {
+    type Target = dyn Storage;
+
+    fn deref(&self) -> &(dyn Storage + 'static) {
+        &**self.0
+    }
+}
+
+impl std::fmt::Debug for Held<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Held")
+    }
+}
+
+impl Held<'_> {
+    /// The SQLite connection (tests' own queries, the backup); panics on PostgreSQL.
+    pub fn sqlite(&self) -> &Connection {
+        self.as_sqlite().expect("a SQLite database")
+    }
+}
+
 pub fn found<T>(v: Option<T>) -> AppResult<T> {
     v.ok_or(AppError::NotFound)
 }
@@ -374,6 +473,11 @@ pub fn found<T>(v: Option<T>) -> AppResult<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The SQLite connection under a test's storage.
+    fn sql(c: &dyn Storage) -> &Connection {
+        c.as_sqlite().expect("SQLite")
+    }
 
     fn temp_db() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
@@ -400,15 +504,15 @@ mod tests {
     #[tokio::test]
     async fn writes_run_in_the_order_they_were_asked_for() {
         let (_dir, db) = temp_db();
-        db.write(|c| Ok(c.execute_batch("CREATE TABLE seen(n INTEGER)")?)).await.unwrap();
+        db.write(|c| Ok(sql(c).execute_batch("CREATE TABLE seen(n INTEGER)")?)).await.unwrap();
         // Each write records its number. All are queued first, then awaited last to first: they
         // still run in the order they were asked for.
-        let writes: Vec<_> = (0..200).map(|n| db.write(move |c| Ok(c.execute("INSERT INTO seen(n) VALUES (?1)", [n])?))).collect();
+        let writes: Vec<_> = (0..200).map(|n| db.write(move |c| Ok(sql(c).execute("INSERT INTO seen(n) VALUES (?1)", [n])?))).collect();
         for w in writes.into_iter().rev() {
             w.await.unwrap();
         }
         let seen: Vec<i64> = db
-            .read(|c| Ok(c.prepare("SELECT n FROM seen ORDER BY rowid")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?))
+            .read(|c| Ok(sql(c).prepare("SELECT n FROM seen ORDER BY rowid")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?))
             .await
             .unwrap();
         assert_eq!(seen.len(), 200);
@@ -429,17 +533,17 @@ mod tests {
     /// A database with the table `t(x, pad)` that the batch tests write to.
     async fn db_with_table() -> (tempfile::TempDir, Db) {
         let (dir, db) = temp_db();
-        db.write(|c| Ok(c.execute_batch("CREATE TABLE t(x INTEGER, pad BLOB)")?)).await.unwrap();
+        db.write(|c| Ok(sql(c).execute_batch("CREATE TABLE t(x INTEGER, pad BLOB)")?)).await.unwrap();
         (dir, db)
     }
 
     /// Queues a write of row `x` padded with `pad` bytes.
     fn insert(db: &Db, x: i64, pad: usize) -> impl std::future::Future<Output = AppResult<()>> {
-        db.write(move |c| Ok(c.execute("INSERT INTO t(x, pad) VALUES (?1, ?2)", rusqlite::params![x, vec![0u8; pad]]).map(|_| ())?))
+        db.write(move |c| Ok(sql(c).execute("INSERT INTO t(x, pad) VALUES (?1, ?2)", rusqlite::params![x, vec![0u8; pad]]).map(|_| ())?))
     }
 
-    fn rows(c: &Connection) -> AppResult<Vec<i64>> {
-        Ok(c.prepare("SELECT x FROM t ORDER BY x")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?)
+    fn rows(c: &dyn Storage) -> AppResult<Vec<i64>> {
+        Ok(sql(c).prepare("SELECT x FROM t ORDER BY x")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?)
     }
 
     #[tokio::test]
@@ -448,7 +552,7 @@ mod tests {
         let (release, held) = hold_writer(&db);
         let one = insert(&db, 1, 0);
         let two = db.write(|c| -> AppResult<()> {
-            c.execute("INSERT INTO t(x) VALUES (2)", [])?;
+            sql(c).execute("INSERT INTO t(x) VALUES (2)", [])?;
             Err(AppError::Conflict("refused after writing".into()))
         });
         let three = insert(&db, 3, 0);
@@ -465,8 +569,8 @@ mod tests {
         let (_dir, db) = db_with_table().await;
         // The database may not grow: any write that needs a new page fails as on a full disk.
         db.write(|c| {
-            let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-            Ok(c.pragma_update(None, "max_page_count", pages + 1)?)
+            let pages: i64 = sql(c).query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            Ok(sql(c).pragma_update(None, "max_page_count", pages + 1)?)
         })
         .await
         .unwrap();
@@ -484,7 +588,7 @@ mod tests {
             assert_eq!(answer.is_ok(), kept.contains(x), "write {x} answered {answer:?}, kept {kept:?}");
         }
         // Space again: writes go through.
-        db.write(|c| Ok(c.pragma_update(None, "max_page_count", 1_073_741_823i64)?)).await.unwrap();
+        db.write(|c| Ok(sql(c).pragma_update(None, "max_page_count", 1_073_741_823i64)?)).await.unwrap();
         insert(&db, 4, 1 << 20).await.unwrap();
         assert!(db.read(rows).await.unwrap().contains(&4));
     }
@@ -515,7 +619,7 @@ mod tests {
         let (release, held) = hold_writer(&db);
         let before = insert(&db, 1, 0);
         let failed = db.write(|c| -> AppResult<()> {
-            c.execute("INSERT INTO t(x) VALUES (2)", [])?;
+            sql(c).execute("INSERT INTO t(x) VALUES (2)", [])?;
             panic!("a bug in a handler");
         });
         let after = insert(&db, 3, 0);

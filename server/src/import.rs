@@ -6,7 +6,6 @@ use std::path::Path;
 
 use gridlink_core::workflow::role_fits_unit;
 use gridlink_core::{Catalog, OrgTree, OrgUnit, Role, UnitCode, UnitKind};
-use rusqlite::Connection;
 
 use crate::auth::hash_password;
 use crate::config::ImportWhat;
@@ -26,18 +25,18 @@ pub struct PersonRow {
 /// Runs an import command against a database file.
 pub fn run(db_path: &Path, what: &ImportWhat) -> Result<String, String> {
     let db = Db::open(db_path, 1).map_err(|e| e.to_string())?;
-    let mut conn = db.writer();
+    let conn = db.writer();
     let now = chrono::Utc::now().timestamp_millis();
     match what {
         ImportWhat::Units { file } => {
             let units = parse_units(&read(file)?)?;
-            let n = insert_units(&mut conn, &units)?;
+            let n = insert_units(&*conn, &units)?;
             conn.audit(now, "admin-cli", "import_units", &format!("{n}")).map_err(|e| e.to_string())?;
             Ok(format!("已导入 {n} 个单位"))
         }
         ImportWhat::People { file } => {
             let people = parse_people(&read(file)?)?;
-            let n = insert_people(&mut conn, &people, now)?;
+            let n = insert_people(&*conn, &people, now)?;
             conn.audit(now, "admin-cli", "import_people", &format!("{n}")).map_err(|e| e.to_string())?;
             Ok(format!("已导入 {n} 名人员"))
         }
@@ -137,14 +136,14 @@ pub fn parse_units(text: &str) -> Result<Vec<OrgUnit>, String> {
 }
 
 /// Inserts units after checking the whole tree (existing plus new); all or nothing.
-pub fn insert_units(conn: &mut Connection, units: &[OrgUnit]) -> Result<usize, String> {
+pub fn insert_units(conn: &dyn Storage, units: &[OrgUnit]) -> Result<usize, String> {
     let mut all: BTreeMap<UnitCode, OrgUnit> = load_units(conn)?.into_iter().map(|u| (u.code.clone(), u)).collect();
     for u in units {
         all.insert(u.code.clone(), u.clone());
     }
     OrgTree::new(all.into_values()).map_err(|e| fail(vec![e.to_string()]))?;
     // A savepoint: a transaction of its own from the command line, nested in the writer's batch from the console.
-    let tx = conn.savepoint().map_err(|e| e.to_string())?;
+    let tx = storage::Tx::within(conn).map_err(|e| e.to_string())?;
     for u in units {
         let kind = serde_json::to_value(u.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
         let row = Unit {
@@ -162,7 +161,7 @@ pub fn insert_units(conn: &mut Connection, units: &[OrgUnit]) -> Result<usize, S
 }
 
 /// All units in the database.
-pub fn load_units(conn: &Connection) -> Result<Vec<OrgUnit>, String> {
+pub fn load_units(conn: &dyn Storage) -> Result<Vec<OrgUnit>, String> {
     let rows = conn.units().map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for Unit { code, name, kind, parent, department_key, .. } in rows {
@@ -215,7 +214,7 @@ pub fn parse_people(text: &str) -> Result<Vec<PersonRow>, String> {
 }
 
 /// Inserts people whose units exist; all or nothing.
-pub fn insert_people(conn: &mut Connection, people: &[PersonRow], now: i64) -> Result<usize, String> {
+pub fn insert_people(conn: &dyn Storage, people: &[PersonRow], now: i64) -> Result<usize, String> {
     let known: BTreeSet<String> = load_units(conn)?.into_iter().map(|u| u.code.to_string()).collect();
     let missing: Vec<String> = people
         .iter()
@@ -227,7 +226,7 @@ pub fn insert_people(conn: &mut Connection, people: &[PersonRow], now: i64) -> R
     }
     let hashed: Vec<String> = people.iter().map(|p| hash_password(&p.password)).collect();
     // A savepoint: a transaction of its own from the command line, nested in the writer's batch from the console.
-    let tx = conn.savepoint().map_err(|e| e.to_string())?;
+    let tx = storage::Tx::within(conn).map_err(|e| e.to_string())?;
     for (p, hash) in people.iter().zip(hashed) {
         let row = storage::PersonRow {
             id: p.id.clone(),
@@ -251,25 +250,25 @@ mod tests {
     fn every_bad_row_is_reported_and_nothing_imported() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("s.db"), 1).unwrap();
-        let mut conn = db.writer();
+        let conn = db.writer();
         let good = "code,name,kind,parent,department_key\n532331101,广通镇,镇,,\n532331101201,广通社区,村,532331101,\n";
-        assert_eq!(insert_units(&mut conn, &parse_units(good).unwrap()).unwrap(), 2);
+        assert_eq!(insert_units(&*conn, &parse_units(good).unwrap()).unwrap(), 2);
         let bad = "code,name,kind,parent,department_key\n532331101202,妥安村,村,532331101,\n53233110120X,错,村,532331101,\n532331101203,,城堡,532331101,\n";
         let err = parse_units(bad).unwrap_err();
         assert!(err.contains("第3行") && err.contains("第4行") && !err.contains("第2行"), "{err}");
         assert!(err.contains("未导入任何数据"));
         // A tree that does not fit (a grid straight under the town) is refused whole.
         let orphan = "code,name,kind,parent,department_key\n532331101204,小铺子村,村,532331101,\n532331101-09,网格,网格,532331101,\n";
-        assert!(insert_units(&mut conn, &parse_units(orphan).unwrap()).is_err());
-        assert_eq!(load_units(&conn).unwrap().len(), 2);
+        assert!(insert_units(&*conn, &parse_units(orphan).unwrap()).is_err());
+        assert_eq!(load_units(&*conn).unwrap().len(), 2);
 
         let people = "id,name,role,unit,password\nwangfang,王芳,网格员,532331101201,12345678\nzm,赵敏,center_operator,532331101,short\n";
         let err = parse_people(people).unwrap_err();
         assert!(err.contains("第2行:网格员不能隶属于单位") && err.contains("第3行:初始密码至少8位"), "{err}");
         let ok = "id,name,role,unit,password\nzm,赵敏,综治中心工作人员,532331101,gridlink2026\nx,某,便民服务站代办员,532331101209,gridlink2026\n";
-        let err = insert_people(&mut conn, &parse_people(ok).unwrap(), 0).unwrap_err();
+        let err = insert_people(&*conn, &parse_people(ok).unwrap(), 0).unwrap_err();
         assert!(err.contains("532331101209 不存在"), "{err}");
-        let n: i64 = conn.query_row("SELECT count(*) FROM people", [], |r| r.get(0)).unwrap();
+        let n: i64 = conn.sqlite().query_row("SELECT count(*) FROM people", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 0);
     }
 }

@@ -25,7 +25,6 @@ pub mod storage;
 pub mod sync;
 pub mod telemetry;
 
-use crate::storage::Storage;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -37,11 +36,18 @@ use gridlink_core::{Catalog, Clock, WorkCalendar};
 pub use app::{AppState, Settings, app};
 pub use error::{AppError, AppResult};
 
-/// Opens the database and builds the shared state.
+/// Opens the SQLite database at `db_path` and builds the shared state.
 pub fn build_state(settings: Settings, db_path: &Path, clock: Arc<dyn Clock>) -> AppResult<AppState> {
-    let db = db::Db::open(db_path, 4)?;
+    build_state_at(settings, &db::Location::Sqlite(db_path.to_owned()), clock)
+}
+
+/// Opens the database wherever it is (a SQLite file, a PostgreSQL URL) and builds the shared state.
+pub fn build_state_at(settings: Settings, location: &db::Location, clock: Arc<dyn Clock>) -> AppResult<AppState> {
+    let db = db::Db::at(location, 4)?;
     let (server_actor, epoch) = {
         let conn = db.writer();
+        // One transaction: nodes of one database starting together agree on its epoch.
+        let conn = storage::Tx::begin(&*conn)?;
         let epoch = conn.epoch()?;
         let actor = match conn.meta_get("server_actor")? {
             Some(hex) => ActorId::from(hex::decode(hex).map_err(|e| AppError::Internal(e.to_string()))?),
@@ -51,6 +57,7 @@ pub fn build_state(settings: Settings, db_path: &Path, clock: Arc<dyn Clock>) ->
                 ActorId::from(bytes.to_vec())
             }
         };
+        conn.commit()?;
         (actor, epoch)
     };
     std::fs::create_dir_all(settings.data_dir.join("attachments")).map_err(|e| AppError::Internal(format!("data dir: {e}")))?;

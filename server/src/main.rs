@@ -5,7 +5,8 @@ use std::sync::Arc;
 use clap::Parser;
 use gridlink_core::SystemClock;
 use gridlink_server::config::{Cli, Command, FileConfig, settings, tls_paths};
-use gridlink_server::{build_state, demo, import, launch, launch_tls};
+use gridlink_server::db::Location;
+use gridlink_server::{build_state_at, demo, import, launch, launch_tls};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -31,24 +32,32 @@ fn run(cli: Cli) -> Result<(), String> {
     let file = FileConfig::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve(args) => {
-            let db = args.db.or(file.db.clone()).ok_or("请用 --db、GRIDLINK_DB 或配置文件指定数据库文件")?;
+            let db = args.db.or(file.db.clone()).ok_or("请用 --db、GRIDLINK_DB 或配置文件指定数据库文件或 PostgreSQL 地址")?;
+            let location = Location::parse(&db.to_string_lossy());
             let listen = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid"));
             let tls = tls_paths(&args.common, &file)?;
-            // Held while serving: no restore replaces the file under a running server.
-            let _lock = gridlink_server::backup::ServeLock::take(&db).map_err(|e| e.to_string())?;
-            let state = build_state(settings(&args.common, &file, &db), &db, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
+            // Held while serving: no restore replaces the file under a running server. (A
+            // PostgreSQL database is shared by several nodes and restored by its own tools.)
+            let _lock = match location.file() {
+                Some(path) => Some(gridlink_server::backup::ServeLock::take(path).map_err(|e| e.to_string())?),
+                None => None,
+            };
+            let state = build_state_at(settings(&args.common, &file, &location.home()), &location, Arc::new(SystemClock))
+                .map_err(|e| e.to_string())?;
             serve(state, listen, None, tls)
         }
         Command::Demo(args) => {
             let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
             let db = args.db.clone().unwrap_or_else(|| tmp.path().join("gridlink-demo.db"));
-            let state = build_state(settings(&args.common, &file, &db), &db, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
+            let location = Location::parse(&db.to_string_lossy());
+            let state = build_state_at(settings(&args.common, &file, &location.home()), &location, Arc::new(SystemClock))
+                .map_err(|e| e.to_string())?;
             let logins = demo::seed(&state).map_err(|e| e.to_string())?;
             serve(state, args.listen, Some(logins), tls_paths(&args.common, &file)?)
         }
         Command::Apikey(args) => {
             let db = gridlink_server::db::Db::open(&args.db, 1).map_err(|e| e.to_string())?;
-            let key = gridlink_server::open311::create_api_key(&db.writer(), &args.person, &args.name, chrono_now())?;
+            let key = gridlink_server::open311::create_api_key(&*db.writer(), &args.person, &args.name, chrono_now())?;
             println!("已为账号 {} 创建 API 密钥(只显示这一次,请妥善保存):\n{key}", args.person);
             Ok(())
         }

@@ -39,7 +39,6 @@ use gridlink_core::record::{IncidentFields, RecordDoc};
 use gridlink_core::sync::validate::scope_of;
 use gridlink_core::workflow::TimelineEntry;
 use gridlink_core::{Access, Action, GeoPoint, Hlc, Person, Record, RecordBody, Status, UnitCode};
-use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use crate::app::AppState;
@@ -307,7 +306,7 @@ fn services(state: &AppState, format: Format) -> Response {
 }
 
 /// Creates an API key for a person; returns the key (shown once).
-pub fn create_api_key(conn: &Connection, person_id: &str, name: &str, now_ms: i64) -> Result<String, String> {
+pub fn create_api_key(conn: &dyn Storage, person_id: &str, name: &str, now_ms: i64) -> Result<String, String> {
     if !conn.person_exists(person_id).map_err(|e| e.to_string())? {
         return Err(format!("账号 {person_id} 不存在"));
     }
@@ -317,7 +316,7 @@ pub fn create_api_key(conn: &Connection, person_id: &str, name: &str, now_ms: i6
 }
 
 /// The account an API key acts as; `Err` is the refusal (403) in words.
-fn key_person(conn: &Connection, key: Option<&str>) -> AppResult<Result<Person, String>> {
+fn key_person(conn: &dyn Storage, key: Option<&str>) -> AppResult<Result<Person, String>> {
     let Some(key) = key.filter(|k| k.len() < 200) else {
         return Ok(Err("需要有效的 api_key(向镇综治中心申请)".into()));
     };
@@ -336,7 +335,7 @@ fn iso(ms: i64) -> String {
 }
 
 /// One record in GeoReport v2 form; free text masked.
-fn request_json(state: &AppState, conn: &Connection, record: &Record) -> Option<Value> {
+fn request_json(state: &AppState, conn: &dyn Storage, record: &Record) -> Option<Value> {
     let RecordBody::Incident(f) = &record.body else {
         return None;
     };
@@ -426,7 +425,7 @@ async fn requests(state: &AppState, params: Params, format: Format) -> R<Vec<Val
 }
 
 /// Ids of the requests asked for by number (case number or record id), at most 200.
-fn ids_by_number(c: &Connection, wanted: &[String]) -> AppResult<Vec<String>> {
+fn ids_by_number(c: &dyn Storage, wanted: &[String]) -> AppResult<Vec<String>> {
     let mut ids = Vec::new();
     for want in wanted.iter().take(200) {
         ids.extend(c.incident_by_number(want)?);
@@ -436,7 +435,7 @@ fn ids_by_number(c: &Connection, wanted: &[String]) -> AppResult<Vec<String>> {
 
 /// Ids of the incidents of a period within the account's scope (the same prefilter as sync),
 /// with the service and status filters, newest first, at most 1,000.
-fn filtered_ids(c: &Connection, person: &Person, start: i64, end: i64, codes: &[String], statuses: &[String]) -> AppResult<Vec<String>> {
+fn filtered_ids(c: &dyn Storage, person: &Person, start: i64, end: i64, codes: &[String], statuses: &[String]) -> AppResult<Vec<String>> {
     let codes = &codes[..codes.len().min(100)];
     let (open, closed) = (statuses.iter().any(|s| s == "open"), statuses.iter().any(|s| s == "closed"));
     let filter = RecordFilter {
@@ -482,7 +481,7 @@ enum Placed {
 
 /// The grid whose boundary (`units.boundary`, `[[lon, lat], …]`) contains or touches `point`;
 /// the first by code when boundaries touch.
-fn grid_at(c: &Connection, point: GeoPoint) -> AppResult<Placed> {
+fn grid_at(c: &dyn Storage, point: GeoPoint) -> AppResult<Placed> {
     use geo::Intersects;
     let rows = c.units()?.into_iter().filter(|u| u.kind == "grid").filter_map(|u| Some((u.code, u.boundary?)));
     let here = geo::Point::new(point.lon, point.lat);
@@ -613,14 +612,14 @@ async fn create(state: &AppState, body: &[u8], format: Format) -> R<Response> {
                 .last_local_change()
                 .map(|ch| ch.raw_bytes().to_vec())
                 .ok_or_else(|| crate::error::AppError::Internal("no change".into()))?;
-            let tx = c.savepoint()?;
+            let tx = crate::storage::Tx::savepoint(c)?;
             let routing = st.routing();
             let mut events = Vec::new();
             let mut ctx = st.ingest_ctx(&routing, now, &mut events);
-            if let Err((_, reason)) = ingest(&tx, &mut ctx, "open311", &person, &record.id, &[change])? {
+            if let Err((_, reason)) = ingest(&*tx, &mut ctx, "open311", &person, &record.id, &[change])? {
                 return Ok(Err((StatusCode::BAD_REQUEST, reason)));
             }
-            keep_personal(&tx, &st, &person, &record.id, &personal, now)?;
+            keep_personal(&*tx, &st, &person, &record.id, &personal, now)?;
             let case_no = tx.case_no_of(&record.id)?.ok_or_else(|| crate::AppError::Internal("a new report got no case number".into()))?;
             tx.commit()?;
             Ok(Ok((case_no, events)))

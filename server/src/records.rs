@@ -14,7 +14,6 @@ use gridlink_core::sync::validate::scope_of;
 use gridlink_core::sync::validate::{check_invariants, check_shape, validate_update as validate_update_fn};
 use gridlink_core::workflow::{Action, ActionKind, RecordKind, TimelineEntry, check};
 use gridlink_core::{Access, Catalog, Hlc, Person, Record, RecordBody, RecordState, Role, Status, UnitCode, WorkCalendar, complete_action};
-use rusqlite::Connection;
 use sha2::Digest;
 
 use crate::error::{AppError, AppResult};
@@ -71,14 +70,14 @@ pub struct IngestCtx<'a> {
 }
 
 /// Loads the server's copy of a record.
-pub fn load_doc(conn: &Connection, id: &str, actor: &ActorId) -> AppResult<Option<RecordDoc>> {
+pub fn load_doc(conn: &dyn Storage, id: &str, actor: &ActorId) -> AppResult<Option<RecordDoc>> {
     conn.snapshot(id)?.map(|s| RecordDoc::load(id, &[&s], actor).map_err(AppError::from)).transpose()
 }
 
 /// Ingests one device's changes to one record, in order. Changes are stored until the first one
 /// that is refused; returns how many were accepted, or the refused index and the reason.
 pub fn ingest(
-    tx: &Connection,
+    tx: &dyn Storage,
     ctx: &mut IngestCtx<'_>,
     device_id: &str,
     person: &Person,
@@ -139,7 +138,7 @@ pub fn ingest(
 /// record, then an earlier offline dispatch elsewhere arrived and the fold marked its entries as
 /// conflicts — is not left to vanish: a notice (督办/通知 list) goes to the unit whose work was
 /// voided and to the unit that answers for the record, saying what was voided and who holds it now.
-fn notify_voided(tx: &Connection, before: &Record, after: &Record, ctx: &IngestCtx<'_>) -> AppResult<()> {
+fn notify_voided(tx: &dyn Storage, before: &Record, after: &Record, ctx: &IngestCtx<'_>) -> AppResult<()> {
     // Most pushes void nothing: fold the earlier state only when the new one has conflicts.
     let now = after.fold();
     if now.conflicts() == 0 {
@@ -187,7 +186,7 @@ fn notify_voided(tx: &Connection, before: &Record, after: &Record, ctx: &IngestC
 
 #[allow(clippy::too_many_arguments)]
 fn ingest_one(
-    tx: &Connection,
+    tx: &dyn Storage,
     ctx: &mut IngestCtx<'_>,
     device_id: &str,
     person: &Person,
@@ -271,7 +270,7 @@ fn ingest_one(
 /// a new record starts with a report or an intake, and every entry it adds names a person of
 /// the town (or the server's automation). The rules of the workflow were checked when the
 /// server first took it; what it may not do to a stored record is checked as for every change.
-fn is_recoverable(tx: &Connection, seen: Option<&Record>, made: &Record) -> AppResult<bool> {
+fn is_recoverable(tx: &dyn Storage, seen: Option<&Record>, made: &Record) -> AppResult<bool> {
     if seen.is_none() && !made.timeline.first().is_some_and(|e| matches!(e.action.kind(), ActionKind::Report | ActionKind::Receive)) {
         return Ok(false);
     }
@@ -292,7 +291,7 @@ fn is_recoverable(tx: &Connection, seen: Option<&Record>, made: &Record) -> AppR
 /// A recovered record's case number: the town's counter moves past it, so no later record gets
 /// it again; if a record made since the restore already has it, the recovered one gets a new
 /// number (returned) and both units are told.
-fn reclaim_case_no(tx: &Connection, doc_id: &str, no: &str, ctx: &IngestCtx<'_>) -> AppResult<Option<String>> {
+fn reclaim_case_no(tx: &dyn Storage, doc_id: &str, no: &str, ctx: &IngestCtx<'_>) -> AppResult<Option<String>> {
     let mut parts = no.rsplitn(3, '-');
     if let (Some(n), Some(year), Some(prefix)) = (parts.next(), parts.next(), parts.next())
         && let (Ok(n), Ok(year)) = (n.parse::<i64>(), year.parse::<i64>())
@@ -380,7 +379,7 @@ fn ingested(outcome: Result<usize, (usize, String)>) -> AppResult<()> {
 /// [`ingest`], the same validation, case numbering and routing as a phone's push.
 #[allow(clippy::too_many_arguments)]
 pub fn act_as(
-    tx: &Connection,
+    tx: &dyn Storage,
     ctx: &mut IngestCtx<'_>,
     calendar: &WorkCalendar,
     device_id: &str,
@@ -414,7 +413,7 @@ pub fn act_as(
 /// Creates a record as `person` from the web console (a station taking a service request),
 /// through the same [`ingest`] path as a phone's new record. Returns its id.
 pub fn create_as(
-    tx: &Connection,
+    tx: &dyn Storage,
     ctx: &mut IngestCtx<'_>,
     device_id: &str,
     person: &Person,
@@ -434,7 +433,7 @@ pub fn create_as(
 }
 
 /// Takes an action as the system on a stored record (deadline supervision, routing).
-pub fn system_act(tx: &Connection, ctx: &mut IngestCtx<'_>, doc_id: &str, action: Action, note: &str) -> AppResult<Record> {
+pub fn system_act(tx: &dyn Storage, ctx: &mut IngestCtx<'_>, doc_id: &str, action: Action, note: &str) -> AppResult<Record> {
     let mut doc = load_doc(tx, doc_id, ctx.server_actor)?.ok_or(AppError::NotFound)?;
     let record = doc.read()?;
     let entry = system_entry(&record, action, note, ctx.now_ms)?;
@@ -447,19 +446,19 @@ pub fn system_act(tx: &Connection, ctx: &mut IngestCtx<'_>, doc_id: &str, action
 
 /// Stores the change the server itself just made to `doc`, in Automerge's plain encoding (it
 /// travels inside a deflated sync body, like the phones' changes).
-pub fn store_server_change(tx: &Connection, doc_id: &str, doc: &mut RecordDoc, now_ms: i64) -> AppResult<()> {
+pub fn store_server_change(tx: &dyn Storage, doc_id: &str, doc: &mut RecordDoc, now_ms: i64) -> AppResult<()> {
     let change = doc.last_local_change().ok_or_else(|| AppError::Internal("server change missing".into()))?;
     insert_change(tx, doc_id, &change.hash().to_string(), change.raw_bytes(), SERVER_DEVICE, now_ms)
 }
 
 /// Stores one accepted change of a record, as received from `device_id`.
-fn insert_change(tx: &Connection, doc_id: &str, hash: &str, bytes: &[u8], device_id: &str, now_ms: i64) -> AppResult<()> {
+fn insert_change(tx: &dyn Storage, doc_id: &str, hash: &str, bytes: &[u8], device_id: &str, now_ms: i64) -> AppResult<()> {
     tx.log_change(doc_id, hash, bytes, device_id, now_ms)
 }
 
 /// The next case number (`GT-2026-000123`), per prefix and year, in order and without gaps: the
 /// counter moves in the same transaction that stores the record.
-pub fn next_case_no(tx: &Connection, prefix: &str, now_ms: i64) -> AppResult<String> {
+pub fn next_case_no(tx: &dyn Storage, prefix: &str, now_ms: i64) -> AppResult<String> {
     let year = chrono::Datelike::year(&local_time(now_ms));
     let n = tx.next_case_number(prefix, i64::from(year))?;
     Ok(format!("{prefix}-{year}-{n:06}"))
@@ -472,19 +471,19 @@ const INDEX_VERSION: &str = "2";
 
 /// Re-derives every record's index row when the index is older than [`INDEX_VERSION`].
 pub fn reindex_if_stale(state: &crate::AppState) -> AppResult<()> {
-    let mut conn = state.db.writer();
+    let conn = state.db.writer();
     if conn.meta_get("index_version")?.as_deref() == Some(INDEX_VERSION) {
         return Ok(());
     }
-    let tx = conn.transaction()?;
+    let tx = crate::storage::Tx::begin(&*conn)?;
     let ids = tx.record_ids()?;
     let routing = state.routing();
     let mut events = Vec::new();
     let mut ctx = state.ingest_ctx(&routing, state.now_ms(), &mut events);
     for id in &ids {
-        if let Some(mut doc) = load_doc(&tx, id, &state.server_actor)? {
+        if let Some(mut doc) = load_doc(&*tx, id, &state.server_actor)? {
             let record = doc.read()?;
-            write_index(&tx, &record, &mut doc, &mut ctx)?;
+            write_index(&*tx, &record, &mut doc, &mut ctx)?;
         }
     }
     tx.meta_set("index_version", INDEX_VERSION)?;
@@ -496,7 +495,7 @@ pub fn reindex_if_stale(state: &crate::AppState) -> AppResult<()> {
 }
 
 /// Writes the record's index row and snapshot, and notes the event.
-pub fn write_index(tx: &Connection, record: &Record, doc: &mut RecordDoc, ctx: &mut IngestCtx<'_>) -> AppResult<()> {
+pub fn write_index(tx: &dyn Storage, record: &Record, doc: &mut RecordDoc, ctx: &mut IngestCtx<'_>) -> AppResult<()> {
     let folded = record.fold();
     let s = &folded.state;
     let (category, title, photos) = match &record.body {
@@ -542,7 +541,7 @@ pub fn write_index(tx: &Connection, record: &Record, doc: &mut RecordDoc, ctx: &
 }
 
 /// Ids of the records `person` may see.
-pub fn scope_ids(conn: &Connection, person: &Person) -> AppResult<HashSet<String>> {
+pub fn scope_ids(conn: &dyn Storage, person: &Person) -> AppResult<HashSet<String>> {
     conn.records_in_scope(person.unit.as_str(), &person.id)
 }
 
@@ -552,7 +551,7 @@ pub fn scope_ids(conn: &Connection, person: &Person) -> AppResult<HashSet<String
 /// the document shows. Returns why not, in Chinese, without the values; `Ok(None)` when the
 /// record is not on the server yet (its changes come in a later round).
 pub fn store_personal(
-    tx: &Connection,
+    tx: &dyn Storage,
     server_actor: &ActorId,
     person: &Person,
     doc_id: &str,
@@ -578,7 +577,7 @@ pub fn store_personal(
 /// Keeps the personal data of a record the server itself just made for `person` (the console, the
 /// demo); nothing to keep is fine, a refusal is an error.
 pub fn keep_personal(
-    tx: &Connection,
+    tx: &dyn Storage,
     state: &crate::app::AppState,
     person: &Person,
     doc_id: &str,
@@ -597,7 +596,7 @@ pub fn keep_personal(
 
 /// A record's personal data, for a person who needs it for their work (their access read from
 /// the index, in the same query); `None` for anyone else or when the server has none.
-pub fn personal_for(tx: &Connection, person: &Person, doc_id: &str) -> AppResult<Option<Personal>> {
+pub fn personal_for(tx: &dyn Storage, person: &Person, doc_id: &str) -> AppResult<Option<Personal>> {
     let Some((data, kind, event)) = tx.personal(doc_id)? else { return Ok(None) };
     let kind = if kind == "incident" { RecordKind::Incident } else { RecordKind::ServiceRequest };
     if !needs_personal(kind, person.role, event.access_of(person)) {
@@ -607,7 +606,7 @@ pub fn personal_for(tx: &Connection, person: &Person, doc_id: &str) -> AppResult
 }
 
 /// A record for an API reader, if `person` may see it.
-pub fn read_for(conn: &Connection, actor: &ActorId, id: &str, person: &Person) -> AppResult<(Record, RecordState, Access)> {
+pub fn read_for(conn: &dyn Storage, actor: &ActorId, id: &str, person: &Person) -> AppResult<(Record, RecordState, Access)> {
     let doc = load_doc(conn, id, actor)?.ok_or(AppError::NotFound)?;
     let record = doc.read()?;
     let state = record.fold().state;

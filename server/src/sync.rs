@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, HashSet};
 use gridlink_core::sync::protocol::{
     DEFAULT_PAGE_BYTES, DocChanges, DocId, PROTOCOL_VERSION, PersonalData, Rejection, SyncRequest, SyncResponse,
 };
-use rusqlite::Connection;
 use serde_bytes::ByteBuf;
 
 use crate::app::AppState;
@@ -24,9 +23,9 @@ pub const MAX_PAGE_BYTES: u32 = 16 << 20;
 
 /// Runs one sync round for an authenticated device. Everything is one savepoint of the writer's
 /// batch, and the answer is sent only once the batch is committed: what it acknowledges is durable.
-pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: SyncRequest) -> AppResult<(SyncResponse, Vec<ScopeEvent>)> {
+pub fn round(conn: &dyn Storage, state: &AppState, auth: &AuthDevice, req: SyncRequest) -> AppResult<(SyncResponse, Vec<ScopeEvent>)> {
     let now = state.now_ms();
-    let tx = conn.savepoint()?;
+    let tx = crate::storage::Tx::savepoint(conn)?;
     let device = auth.device_id.as_str();
     tx.device_seen(device, now)?;
 
@@ -76,7 +75,7 @@ pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: Sy
         for dc in &req.push {
             let id = dc.doc.to_id();
             let changes: Vec<Vec<u8>> = dc.changes.iter().map(|c| c.to_vec()).collect();
-            match ingest(&tx, &mut ctx, device, &auth.person, &id, &changes)? {
+            match ingest(&*tx, &mut ctx, device, &auth.person, &id, &changes)? {
                 Ok(n) => {
                     metrics::counter!("gridlink_changes_accepted_total").increment(n as u64);
                     pushed_to.insert(id);
@@ -96,7 +95,7 @@ pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: Sy
     let mut personal_stored = Vec::new();
     let mut personal_refused = Vec::new();
     for p in &req.personal {
-        match store_personal(&tx, &state.server_actor, &auth.person, &p.doc.to_id(), &p.data, now)? {
+        match store_personal(&*tx, &state.server_actor, &auth.person, &p.doc.to_id(), &p.data, now)? {
             None => {} // the record's changes come in a later round; so will this again
             Some(Ok(())) => personal_stored.push(p.doc),
             // Recovering, a device pushes again the personal data it received as well; what it
@@ -110,7 +109,7 @@ pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: Sy
     }
 
     // 3. Scope now versus what the device has.
-    let scope = scope_ids(&tx, &auth.person)?;
+    let scope = scope_ids(&*tx, &auth.person)?;
     let have = tx.holdings(device)?;
     let mut removed: Vec<String> = have.difference(&scope).cloned().collect();
     removed.sort();
@@ -185,7 +184,7 @@ pub fn round(conn: &mut Connection, state: &AppState, auth: &AuthDevice, req: Sy
     // 6. Personal data of the records sent, to a person whose work needs it.
     let mut personal = Vec::new();
     for id in out.keys() {
-        if let (Some(data), Some(doc)) = (personal_for(&tx, &auth.person, id)?, DocId::parse(id)) {
+        if let (Some(data), Some(doc)) = (personal_for(&*tx, &auth.person, id)?, DocId::parse(id)) {
             personal.push(PersonalData { doc, data });
         }
     }

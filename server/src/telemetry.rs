@@ -21,7 +21,6 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::app::AppState;
 use crate::error::AppResult;
-use crate::storage::Storage;
 
 /// Why a pushed change was refused, as a metric label (the reason itself is Chinese prose).
 pub const REFUSAL_KINDS: &[&str] = &["corrupt", "missing_deps", "schema", "personal_data", "author", "history", "rules"];

@@ -39,7 +39,7 @@ impl Backend for Sqlite {
 fn sqlite() -> Option<Box<dyn Backend>> {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&dir.path().join("town.db"), 1).unwrap();
-    db.writer().execute_batch(FIXTURE).unwrap();
+    db.writer().sqlite().execute_batch(FIXTURE).unwrap();
     Some(Box::new(Sqlite { db, _dir: dir }))
 }
 

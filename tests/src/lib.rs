@@ -6,8 +6,9 @@ use std::thread::JoinHandle;
 
 use gridlink_core::sync::{SyncEngine, SyncError, SyncReport};
 use gridlink_core::{Client, ClientOptions, Clock, OrgUnit, SystemClock, UnitCode, UnitKind};
+use gridlink_server::db::Location;
 use gridlink_server::import::{PersonRow, insert_people, insert_units, parse_role_text};
-use gridlink_server::{AppState, Settings, build_state, launch};
+use gridlink_server::{AppState, Settings, build_state_at, launch};
 
 pub const PASSWORD: &str = "test-password-1";
 pub use gridlink_server::demo::DEMO_PASSWORD;
@@ -73,8 +74,8 @@ pub fn org() -> Vec<OrgUnit> {
 
 /// Creates the test town in a server database.
 pub fn seed(state: &AppState) {
-    let mut conn = state.db.writer();
-    insert_units(&mut conn, &org()).unwrap();
+    let conn = state.db.writer();
+    insert_units(&*conn, &org()).unwrap();
     let people: Vec<PersonRow> = PEOPLE
         .iter()
         .map(|(id, role, u)| PersonRow {
@@ -85,7 +86,25 @@ pub fn seed(state: &AppState) {
             password: PASSWORD.into(),
         })
         .collect();
-    insert_people(&mut conn, &people, 0).unwrap();
+    insert_people(&*conn, &people, 0).unwrap();
+}
+
+/// Where a test server keeps its data: a SQLite file in `dir`, or, when
+/// `GRIDLINK_TEST_SERVER_PG` holds the URL of a PostgreSQL server's maintenance database, a new
+/// database of its own there (the whole server then runs on PostgreSQL).
+pub fn server_location(dir: &tempfile::TempDir) -> Location {
+    match std::env::var("GRIDLINK_TEST_SERVER_PG") {
+        Ok(admin) if !admin.is_empty() => {
+            let name = format!("gl_test_{:012x}", rand::random::<u64>() >> 16);
+            Location::Postgres(gridlink_server::storage::PgStorage::create_database(&admin, &name).unwrap())
+        }
+        _ => Location::Sqlite(dir.path().join("server.db")),
+    }
+}
+
+/// Whether test servers run on PostgreSQL ([`server_location`]).
+pub fn servers_on_postgres() -> bool {
+    std::env::var("GRIDLINK_TEST_SERVER_PG").is_ok_and(|v| !v.is_empty())
 }
 
 /// A running server.
@@ -120,7 +139,7 @@ impl TestServer {
     /// Starts a server whose empty database `seed` fills first.
     pub fn start_seeded(clock: Arc<dyn Clock>, seed: impl FnOnce(&AppState)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("server.db");
+        let db = server_location(&dir);
         let settings = Settings {
             case_prefix: "GT".into(),
             token_days: 90,
@@ -129,7 +148,7 @@ impl TestServer {
             secure_cookies: false,
             sweep_interval_ms: 60_000,
         };
-        let state = build_state(settings, &db, clock).unwrap();
+        let state = build_state_at(settings, &db, clock).unwrap();
         seed(&state);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use gridlink_core::sync::{SyncEngine, SyncError};
 use gridlink_core::{Action, Client, NewIncident, Status};
+use gridlink_server::storage::{ListOrder, RecordFilter};
 use gridlink_tests::process;
 use gridlink_tests::{DEMO_PASSWORD, Phone, TestServer, unit};
 use serde_json::{Value, json};
@@ -55,9 +56,9 @@ fn phone_step(server: &TestServer, grid_phone: &mut Phone, others: &mut HashMap<
         }
         // A record of another village, for the access test.
         "other_village_record" => {
-            let conn = server.state.db.reader();
-            let id: String =
-                conn.query_row("SELECT id FROM docs WHERE location LIKE '532331101202%' ORDER BY id LIMIT 1", [], |r| r.get(0)).unwrap();
+            let village = "532331101202";
+            let listed = server.state.db.reader().list_records(&RecordFilter::ALL, ListOrder::Created, village, "", 10_000, 0).unwrap();
+            let id = listed.into_iter().filter(|r| r.location.starts_with(village)).map(|r| r.id).min().expect("a record of that village");
             json!({ "id": id })
         }
         // A phone of an account the administrator made logs in (or fails to).

@@ -104,12 +104,19 @@ fn sync_cut_at_random_bytes_completes_on_retry() {
     center.sync().unwrap();
     assert_eq!(center.record_count().unwrap(), created);
     // Same end state as an uncut run: every record once, identical everywhere, numbers without gaps.
-    let conn = rusqlite::Connection::open(server.dir.path().join("server.db")).unwrap();
-    let (docs, changes): (i64, i64) =
-        conn.query_row("SELECT (SELECT count(*) FROM docs), (SELECT count(*) FROM changes)", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-    assert_eq!(docs, created);
+    let conn = server.state.db.reader();
+    let ids = conn.record_ids().unwrap();
+    let mut changes = 0;
+    for id in &ids {
+        conn.record_changes(id, &mut |_, _| {
+            changes += 1;
+            Ok(())
+        })
+        .unwrap();
+    }
+    assert_eq!(ids.len() as i64, created);
     assert_eq!(changes, 3 * created, "report + escalation + case number, each exactly once");
-    let max_case: String = conn.query_row("SELECT max(case_no) FROM docs", [], |r| r.get(0)).unwrap();
+    let max_case = ids.iter().filter_map(|id| conn.case_no_of(id).unwrap()).max().unwrap();
     assert!(max_case.ends_with(&format!("{created:06}")), "{max_case}");
     for id in grid.record_ids().unwrap() {
         assert_eq!(grid.get(&id).unwrap().record, center.get(&id).unwrap().record);
@@ -167,7 +174,7 @@ fn shutdown_finishes_the_sync_in_flight() {
     let report = result.expect("the sync in flight completes");
     assert_eq!(report.pushed, 3000);
     assert_eq!(grid.pending_count().unwrap(), 0);
-    let n: i64 = server.state.db.reader().query_row("SELECT count(*) FROM docs", [], |r| r.get(0)).unwrap();
+    let n = server.state.db.reader().record_ids().unwrap().len();
     assert_eq!(n, 3000, "everything acknowledged is stored");
 }
 

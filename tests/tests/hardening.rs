@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use gridlink_core::sync::SyncError;
 use gridlink_core::{Action, ManualClock, NewIncident, NewServiceRequest, RecordQuery, ServiceMode, Status};
+use gridlink_server::storage::RecordFilter;
 use gridlink_tests::*;
 use serde_json::Value;
 
@@ -51,11 +52,7 @@ fn console_act(server: &TestServer, id: &str, tok: &str, fields: &[(&str, &str)]
 
 /// Row counts of every table that holds state.
 fn snapshot(server: &TestServer) -> BTreeMap<&'static str, i64> {
-    let conn = server.state.db.reader();
-    ["docs", "changes", "devices", "people", "units", "attachments", "attachment_refs", "notices", "audit", "api_keys", "rounds"]
-        .into_iter()
-        .map(|t| (t, conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0)).unwrap()))
-        .collect()
+    server.state.db.reader().row_counts().unwrap().into_iter().collect()
 }
 
 fn incident(category: &str, title: &str) -> NewIncident {
@@ -298,6 +295,12 @@ fn hostile_input_gets_a_clear_4xx_and_changes_nothing() {
 
 #[test]
 fn a_full_disk_refuses_writes_cleanly_and_loses_nothing() {
+    if servers_on_postgres() {
+        // The disk is filled through SQLite's page limit; PostgreSQL's full disk (SQLSTATE
+        // 53100) maps to the same refusal (`AppError::from(postgres::Error)`).
+        eprintln!("skipped: the full disk is made by SQLite's max_page_count");
+        return;
+    }
     let server = TestServer::start();
     let mut grid = server.phone("grid_a");
     grid.sync().unwrap();
@@ -309,7 +312,8 @@ fn a_full_disk_refuses_writes_cleanly_and_loses_nothing() {
     let pending = grid.pending_count().unwrap();
     // The database may not grow by a single page: as good as a full disk for SQLite.
     {
-        let w = server.state.db.writer();
+        let held = server.state.db.writer();
+        let w = held.sqlite();
         let pages: i64 = w.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
         w.pragma_update(None, "max_page_count", pages).unwrap();
     }
@@ -324,10 +328,11 @@ fn a_full_disk_refuses_writes_cleanly_and_loses_nothing() {
     assert_eq!(api_get(&server, "/api/v1/me", &tok).0, 200, "reads go on while the disk is full");
     assert_eq!(http().get(format!("{}/healthz", server.base)).call().unwrap().status().as_u16(), 200);
     // Space is freed: the same phone syncs everything.
-    server.state.db.writer().pragma_update(None, "max_page_count", 1_073_741_823i64).unwrap();
+    server.state.db.writer().sqlite().pragma_update(None, "max_page_count", 1_073_741_823i64).unwrap();
     grid.sync().unwrap();
     assert_eq!(grid.pending_count().unwrap(), 0);
-    let conn = server.state.db.reader();
+    let held = server.state.db.reader();
+    let conn = held.sqlite();
     assert_eq!(conn.query_row("SELECT count(*) FROM docs", [], |r| r.get::<_, i64>(0)).unwrap(), 20);
     assert_eq!(conn.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0)).unwrap(), "ok");
 }
@@ -394,9 +399,9 @@ fn a_month_offline_with_a_thousand_actions_syncs_in_one_go() {
     assert_eq!(station.pending_count().unwrap(), 0, "everything acknowledged in one sync");
     assert!(station.rejections().unwrap().is_empty(), "nothing refused");
     let conn = server.state.db.reader();
-    let (docs, archived): (i64, i64) = conn
-        .query_row("SELECT count(*), sum(status = 'archived') FROM docs WHERE kind = 'service_request'", [], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap();
+    let requests = RecordFilter { kind: Some("service_request"), ..RecordFilter::ALL };
+    let docs = conn.count_records(&requests, TOWN, "").unwrap();
+    let archived = conn.count_records(&RecordFilter { status: Some("archived"), ..requests }, TOWN, "").unwrap();
     assert_eq!((docs, archived), (200, 200));
     // Another device of the station sees all of it, in order.
     let mut other = server.phone("village");

@@ -432,7 +432,7 @@ fn errand_batch_round_trip_with_one_item_sent_back_for_materials() {
 #[test]
 fn open311_georeport_v2() {
     let server = TestServer::start();
-    let key = gridlink_server::open311::create_api_key(&server.state.db.writer(), "center", "12345热线", 0).unwrap();
+    let key = gridlink_server::open311::create_api_key(&*server.state.db.writer(), "center", "12345热线", 0).unwrap();
     let services: serde_json::Value = http()
         .get(format!("{}/open311/v2/services.json", server.base))
         .call()

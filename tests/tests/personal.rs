@@ -47,7 +47,7 @@ fn login(server: &TestServer, user: &str) -> Phone {
 fn personal_data_reaches_only_those_who_need_it_and_is_never_in_clear_on_a_phone() {
     let server = TestServer::start_demo();
     let bianmin: String =
-        server.state.db.reader().query_row("SELECT code FROM units WHERE department_key = 'bianmin'", [], |r| r.get(0)).unwrap();
+        server.state.db.reader().units().unwrap().into_iter().find(|u| u.department_key.as_deref() == Some("bianmin")).unwrap().code;
     let mut station = login(&server, "gt201-zhan");
     let mut head = login(&server, "gt201-shuji");
     let mut service_center = login(&server, "bianmin");
@@ -80,12 +80,15 @@ fn personal_data_reaches_only_those_who_need_it_and_is_never_in_clear_on_a_phone
     // The server keeps the values beside the document: never in a change or a snapshot.
     {
         let conn = server.state.db.reader();
-        let data: String = conn.query_row("SELECT data FROM personal WHERE doc_id = ?1", [&id], |r| r.get(0)).unwrap();
+        let (data, _, _) = conn.personal(&id).unwrap().unwrap();
         assert!(data.contains(ID) && data.contains(PHONE));
-        let mut stmt =
-            conn.prepare("SELECT bytes FROM changes WHERE doc_id = ?1 UNION ALL SELECT snapshot FROM docs WHERE id = ?1").unwrap();
-        for blob in stmt.query_map([&id], |r| r.get::<_, Vec<u8>>(0)).unwrap() {
-            let blob = blob.unwrap();
+        let mut blobs = vec![conn.snapshot(&id).unwrap().unwrap()];
+        conn.record_changes(&id, &mut |bytes, _| {
+            blobs.push(bytes);
+            Ok(())
+        })
+        .unwrap();
+        for blob in blobs {
             assert!(!blob.windows(ID.len()).any(|w| w == ID.as_bytes()), "an ID number inside the record's document");
         }
     }
@@ -141,8 +144,7 @@ fn personal_data_reaches_only_those_who_need_it_and_is_never_in_clear_on_a_phone
     assert_eq!(answer.rejected.len(), 1, "{answer:?}");
     assert!(answer.rejected[0].reason.contains("身份证号未遮蔽"), "{}", answer.rejected[0].reason);
     assert!(!answer.rejected[0].reason.contains(ID));
-    let stored: i64 = server.state.db.reader().query_row("SELECT count(*) FROM docs WHERE id = ?1", [&forged.id], |r| r.get(0)).unwrap();
-    assert_eq!(stored, 0);
+    assert!(server.state.db.reader().snapshot(&forged.id).unwrap().is_none(), "the forged record was not stored");
 
     // Remote wipe: the station's device is revoked; its next sync wipes the store, the key is
     // gone on the phone and on the server, and what was sealed cannot be read again.
@@ -163,9 +165,7 @@ fn personal_data_reaches_only_those_who_need_it_and_is_never_in_clear_on_a_phone
     assert!(!station.has_data_key());
     assert!(station.personal(&id).unwrap().is_none());
     assert!(station.personal_pending().unwrap().is_empty());
-    let key: Option<Vec<u8>> =
-        server.state.db.reader().query_row("SELECT data_key FROM devices WHERE id = ?1", [&station.device_id], |r| r.get(0)).unwrap();
-    assert!(key.is_none(), "the server forgot the revoked device's key");
+    assert!(!server.state.db.reader().device_keeps_key(&station.device_id).unwrap(), "the server forgot the revoked device's key");
     // Logged in again after the wipe, the phone gets a new key: nothing sealed before opens.
     let fresh = station.engine.login(&mut station.client, "gt201-zhan", DEMO_PASSWORD, "测试手机").unwrap();
     assert_ne!(fresh.data_key.as_deref(), Some(hex_of_bytes(&old_key).as_str()));

@@ -9,7 +9,6 @@ use gridlink_core::clocks::current_clock;
 use gridlink_core::pii::{mask_name, mask_phone};
 use gridlink_core::workflow::{ActionKind, Folded, allowed_actions, rule};
 use gridlink_core::{Access, Action, Catalog, Person, Record, RecordBody, RecordKind, Role, Status, UnitCode, UnitKind};
-use rusqlite::Connection;
 
 use crate::error::AppResult;
 use crate::storage::{ListOrder, ListedRecord, RecordFilter, Storage};
@@ -23,7 +22,7 @@ pub struct Names<'a> {
 
 impl<'a> Names<'a> {
     /// Loads the unit names (code → name, kind, parent).
-    pub fn load(conn: &Connection, catalog: &'a Catalog) -> AppResult<Self> {
+    pub fn load(conn: &dyn Storage, catalog: &'a Catalog) -> AppResult<Self> {
         let units = conn.units()?.into_iter().map(|u| (u.code, (u.name, u.kind, u.parent))).collect();
         Ok(Self { units, catalog })
     }
@@ -109,13 +108,13 @@ pub struct ListSpec<'a> {
 
 impl ListSpec<'_> {
     /// How many records in `person`'s scope the list holds.
-    pub fn count(&self, conn: &Connection, person: &Person) -> AppResult<usize> {
+    pub fn count(&self, conn: &dyn Storage, person: &Person) -> AppResult<usize> {
         Ok(usize::try_from(conn.count_records(&self.filter, person.unit.as_str(), &person.id)?).unwrap_or(usize::MAX))
     }
 
     /// Page `page` (from 1; past the end means the last page) of the records in `person`'s scope,
     /// with the total.
-    pub fn page(&self, conn: &Connection, names: &Names<'_>, person: &Person, page: usize, now_ms: i64) -> AppResult<RowsPage> {
+    pub fn page(&self, conn: &dyn Storage, names: &Names<'_>, person: &Person, page: usize, now_ms: i64) -> AppResult<RowsPage> {
         let total = self.count(conn, person)?;
         let pages = total.div_ceil(PAGE_SIZE).max(1);
         let page = page.clamp(1, pages);

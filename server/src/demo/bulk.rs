@@ -41,8 +41,8 @@ pub fn bulk(state: &AppState, records: usize, seed: u64) -> AppResult<usize> {
     let routing = state.routing();
     let mut made = 0;
     while made < records {
-        let mut conn = state.db.writer();
-        let tx = conn.transaction()?;
+        let conn = state.db.writer();
+        let tx = crate::storage::Tx::begin(&*conn)?;
         let mut events = Vec::new();
         for _ in 0..PER_TRANSACTION.min(records - made) {
             let at = start + made as i64 * step_ms;
@@ -68,15 +68,15 @@ pub fn bulk(state: &AppState, records: usize, seed: u64) -> AppResult<usize> {
                 };
                 let (body, action, personal) =
                     service_request_body(&catalog, &state.calendar, &station.unit, new, at).map_err(AppError::from)?;
-                let id = create_as(&tx, &mut ctx, "bulk-station", &station, body, action)?;
-                keep_personal(&tx, state, &station, &id, &personal, at)?;
+                let id = create_as(&*tx, &mut ctx, "bulk-station", &station, body, action)?;
+                keep_personal(&*tx, state, &station, &id, &personal, at)?;
                 let steps: &[Action] = match (immediate, rng.random_range(0..3)) {
                     (true, _) => &[Action::Complete, Action::Deliver],
                     (false, 0) => &[Action::Queue],
                     _ => &[],
                 };
                 for a in steps {
-                    act_as(&tx, &mut ctx, &state.calendar, "bulk-station", &station, &id, a.clone(), "", &[])?;
+                    act_as(&*tx, &mut ctx, &state.calendar, "bulk-station", &station, &id, a.clone(), "", &[])?;
                 }
             } else {
                 let path = *paths.choose(&mut rng).expect("paths");
@@ -96,7 +96,7 @@ pub fn bulk(state: &AppState, records: usize, seed: u64) -> AppResult<usize> {
                     photos: Vec::new(),
                     notes: String::new(),
                 });
-                let id = create_as(&tx, &mut ctx, "bulk-grid", &member, body, Action::Report)?;
+                let id = create_as(&*tx, &mut ctx, "bulk-grid", &member, body, Action::Report)?;
                 let mut first_escalation = true;
                 for (who, action, note) in incident_steps(path) {
                     let actor = match who {
@@ -121,7 +121,7 @@ pub fn bulk(state: &AppState, records: usize, seed: u64) -> AppResult<usize> {
                     };
                     let note = if note.is_empty() && matches!(action, Action::Escalate { .. }) { "需协调处理" } else { note };
                     // After routing some steps are no longer this person's to take: skipped, as the app would.
-                    match act_as(&tx, &mut ctx, &state.calendar, "bulk-person", &actor, &id, action, note, &[]) {
+                    match act_as(&*tx, &mut ctx, &state.calendar, "bulk-person", &actor, &id, action, note, &[]) {
                         Ok(_) | Err(AppError::Conflict(_) | AppError::NotFound) => {}
                         Err(e) => return Err(e),
                     }

@@ -9,7 +9,6 @@ use gridlink_core::{Client, ClientOptions, Clock, ManualClock, Person};
 use crate::app::AppState;
 use crate::error::{AppError, AppResult};
 use crate::records::{ingest, keep_personal};
-use crate::storage::Storage;
 
 pub(super) struct Devices<'a> {
     pub(super) state: &'a AppState,
@@ -57,17 +56,17 @@ impl Devices<'_> {
         let queued: Vec<_> = client.outbox(1000)?.into_iter().filter(|e| e.doc_id == doc).collect();
         let changes: Vec<Vec<u8>> = queued.iter().map(|e| e.bytes.clone()).collect();
         let hashes: Vec<String> = queued.iter().map(|e| e.hash.clone()).collect();
-        let mut conn = self.state.db.writer();
-        let tx = conn.transaction()?;
+        let conn = self.state.db.writer();
+        let tx = crate::storage::Tx::begin(&*conn)?;
         let mut events = Vec::new();
         let routing = self.state.routing();
         let mut ctx = self.state.ingest_ctx(&routing, now, &mut events);
-        if let Err((_, reason)) = ingest(&tx, &mut ctx, &format!("demo-{pid}"), &person, doc, &changes)? {
+        if let Err((_, reason)) = ingest(&*tx, &mut ctx, &format!("demo-{pid}"), &person, doc, &changes)? {
             return Err(AppError::Internal(format!("demo change refused: {reason}")));
         }
         let personal: Vec<_> = self.devices[pid].personal_pending()?.into_iter().filter(|(id, _)| id == doc).collect();
         for (id, data) in &personal {
-            keep_personal(&tx, self.state, &person, id, data, now)?;
+            keep_personal(&*tx, self.state, &person, id, data, now)?;
         }
         tx.commit()?;
         drop(conn);

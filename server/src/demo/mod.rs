@@ -24,7 +24,7 @@ use town::{TOWN, VILLAGES, code, grid_corners, id_number, name_of, org, person_o
 use crate::app::AppState;
 use crate::error::{AppError, AppResult};
 use crate::import::{insert_people, insert_units};
-use crate::storage::{RecordFilter, Storage};
+use crate::storage::RecordFilter;
 
 /// Password of every demo account.
 pub const DEMO_PASSWORD: &str = "gridlink2026";
@@ -61,9 +61,9 @@ pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
     let seeded = state.db.reader().people_count("")?;
     let now = state.now_ms();
     if seeded == 0 {
-        let mut conn = state.db.writer();
-        insert_units(&mut conn, &units).map_err(AppError::Internal)?;
-        insert_people(&mut conn, &people, now).map_err(AppError::Internal)?;
+        let conn = state.db.writer();
+        insert_units(&*conn, &units).map_err(AppError::Internal)?;
+        insert_people(&*conn, &people, now).map_err(AppError::Internal)?;
         for g in units.iter().filter(|u| u.kind == UnitKind::Grid) {
             let corners = grid_corners(&g.code);
             let text = serde_json::to_string(&corners).expect("serialisable");

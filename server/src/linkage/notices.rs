@@ -7,7 +7,6 @@ use serde::Deserialize;
 use crate::app::AppState;
 use crate::auth::AuthDevice;
 use crate::error::AppResult;
-use crate::storage::Storage;
 
 /// Notices per page at most (the phone keeps the first page, the newest).
 const PAGE: i64 = 200;

@@ -9,7 +9,6 @@ use chrono::{NaiveDate, TimeZone};
 use gridlink_core::calendar::{china_tz, local_time};
 use gridlink_core::figures::{self, RecordFacts, Table};
 use gridlink_core::{Person, Record, UnitCode};
-use rusqlite::Connection;
 use serde::Deserialize;
 
 use crate::app::AppState;
@@ -47,7 +46,7 @@ pub fn period(q: &ReportQuery, now: i64) -> AppResult<(i64, i64)> {
     Ok((day_start(from), day_start(to + chrono::Duration::days(1))))
 }
 
-fn unit_names(conn: &Connection) -> AppResult<std::collections::HashMap<String, String>> {
+fn unit_names(conn: &dyn Storage) -> AppResult<std::collections::HashMap<String, String>> {
     Ok(conn.units()?.into_iter().map(|u| (u.code, u.name)).collect())
 }
 
@@ -118,7 +117,7 @@ fn download(bytes: Vec<u8>, content_type: &'static str, filename: &str) -> Respo
 }
 
 /// Facts of the records `person` may see (scope in the query).
-fn facts_in_scope(conn: &Connection, person: &Person) -> AppResult<Vec<RecordFacts>> {
+fn facts_in_scope(conn: &dyn Storage, person: &Person) -> AppResult<Vec<RecordFacts>> {
     let rows = conn.record_facts(&RecordFilter::ALL, person.unit.as_str(), &person.id)?;
     let mut out = Vec::with_capacity(rows.len());
     for (id, facts) in rows {
@@ -137,7 +136,7 @@ pub async fn figures(State(state): State<AppState>, auth: AuthDevice, Query(q): 
 }
 
 /// The figures of `[from, to)` over the records `person` may see, as of now.
-pub fn figures_for(conn: &Connection, state: &AppState, person: &Person, from: i64, to: i64) -> AppResult<figures::Figures> {
+pub fn figures_for(conn: &dyn Storage, state: &AppState, person: &Person, from: i64, to: i64) -> AppResult<figures::Figures> {
     let facts = facts_in_scope(conn, person)?;
     let names = unit_names(conn)?;
     let name = |code: &str| names.get(code).cloned().unwrap_or_else(|| code.to_owned());
@@ -147,7 +146,7 @@ pub fn figures_for(conn: &Connection, state: &AppState, person: &Person, from: i
 /// The records in `person`'s scope `filter` holds, read and folded, oldest first. Scope is a
 /// condition of the query.
 pub fn records_where(
-    conn: &Connection,
+    conn: &dyn Storage,
     state: &AppState,
     person: &Person,
     filter: &RecordFilter<'_>,

@@ -7,7 +7,6 @@ use gridlink_core::routing::RoutingRules;
 use crate::app::{AppState, require_admin};
 use crate::auth::AuthDevice;
 use crate::error::AppResult;
-use crate::storage::Storage;
 
 /// `GET /api/v1/admin/routing`.
 pub async fn get_routing(State(state): State<AppState>, auth: AuthDevice) -> AppResult<Json<RoutingRules>> {

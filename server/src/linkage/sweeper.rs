@@ -7,24 +7,27 @@ use gridlink_core::clocks::current_clock;
 use crate::app::AppState;
 use crate::error::AppResult;
 use crate::records::{load_doc, system_act};
-use crate::storage::Storage;
 
 /// Raises a supervision notice (督办) on every incident whose running clock passed its due time and
 /// that has not been supervised for that due time yet, addressed to the unit the clock runs
 /// against — the department for its handling, the center for its verification or closing — and
-/// that unit's parent. Returns how many.
+/// that unit's parent. Returns how many. Any node may run it, as often as it likes: a pass
+/// supervises only what no earlier pass did.
 pub fn sweep(state: &AppState) -> AppResult<usize> {
     let now = state.now_ms();
-    let mut conn = state.db.writer();
-    let due = conn.overdue_incidents(now)?;
-    let tx = conn.transaction()?;
+    let conn = state.db.writer();
+    // What is due is read inside the transaction: on PostgreSQL it holds the town's write lock,
+    // so with several nodes sweeping, each pass sees the supervisions of the one before and no
+    // incident is supervised twice for one due time.
+    let tx = crate::storage::Tx::begin(&*conn)?;
+    let due = tx.overdue_incidents(now)?;
     let routing = state.routing();
     let mut events = Vec::new();
     let mut raised = 0;
     {
         let mut ctx = state.ingest_ctx(&routing, now, &mut events);
         for id in due {
-            let Some(doc) = load_doc(&tx, &id, &state.server_actor)? else {
+            let Some(doc) = load_doc(&*tx, &id, &state.server_actor)? else {
                 continue;
             };
             let record = doc.read()?;
@@ -51,7 +54,7 @@ pub fn sweep(state: &AppState) -> AppResult<usize> {
                 clock.stage.label(),
                 local_time(deadline - 1).format("%Y-%m-%d %H:%M")
             );
-            system_act(&tx, &mut ctx, &id, Action::Supervise { overdue: true, to_units: to_units.clone() }, &text)?;
+            system_act(&*tx, &mut ctx, &id, Action::Supervise { overdue: true, to_units: to_units.clone() }, &text)?;
             for u in &to_units {
                 tx.add_notice(&id, u.as_str(), now, &text)?;
             }

@@ -23,6 +23,7 @@ mod pg;
 mod sqlite;
 
 pub use pg::PgStorage;
+pub(crate) use pg::redact;
 
 use std::collections::HashSet;
 
@@ -364,10 +365,37 @@ pub(crate) fn like_pattern(text: &str) -> String {
     format!("%{}%", escape_like(text))
 }
 
+/// The tables that hold the server's state.
+pub const STATE_TABLES: &[&str] =
+    &["docs", "changes", "devices", "people", "units", "attachments", "attachment_refs", "notices", "audit", "api_keys", "rounds"];
+
 /// What the server keeps, on one open connection or transaction of a backend. Writes made
 /// through it belong to the transaction of the caller (the writer's batch): they are kept or
 /// undone with it.
 pub trait Storage {
+    // ---- transactions ----
+
+    /// Begins a write transaction (the writer's batch, the sweeper's pass, an import). On
+    /// PostgreSQL it first takes the town's write lock, held to its end, so the writes of
+    /// several server nodes run one transaction at a time, as the one SQLite writer runs them:
+    /// log numbers commit in order, case numbers stay without gaps, and no node writes a
+    /// record's snapshot over another's (see `pg.rs`).
+    fn begin(&self) -> AppResult<()>;
+    /// Commits the transaction [`Storage::begin`] opened.
+    fn commit(&self) -> AppResult<()>;
+    /// Undoes the transaction [`Storage::begin`] opened.
+    fn rollback(&self) -> AppResult<()>;
+    /// Opens a savepoint inside the transaction (one write of a batch).
+    fn savepoint(&self) -> AppResult<()>;
+    /// Ends the innermost savepoint, keeping what was written since it or undoing it.
+    fn end_savepoint(&self, keep: bool) -> AppResult<()>;
+    /// Whether a transaction is open (SQLite ends one by itself on some errors: disk full, I/O).
+    fn in_transaction(&self) -> bool;
+    /// The SQLite connection underneath, for what only SQLite has (its backup, tests' fixtures).
+    fn as_sqlite(&self) -> Option<&rusqlite::Connection> {
+        None
+    }
+
     // ---- settings ----
 
     /// A setting, if set.
@@ -488,6 +516,8 @@ pub trait Storage {
     /// Revokes a device: its next request is told to wipe, and its personal-data key is
     /// forgotten. `false` when there is no such unrevoked device.
     fn revoke_device(&self, device_id: &str, now_ms: i64) -> AppResult<bool>;
+    /// Whether the server keeps a key for the personal data on a device (revocation forgets it).
+    fn device_keeps_key(&self, device_id: &str) -> AppResult<bool>;
     /// How many devices a person has (`""`: everyone's).
     fn devices_count(&self, person_id: &str) -> AppResult<u64>;
     /// One page of a person's devices (`""`: everyone's), the most recently seen first.
@@ -538,6 +568,9 @@ pub trait Storage {
     fn open_by_village(&self, now_ms: i64) -> AppResult<Vec<(String, i64, i64)>>;
     /// Bytes the database takes.
     fn database_bytes(&self) -> AppResult<i64>;
+    /// How many rows each table that holds state has, by table ([`STATE_TABLES`]): a request
+    /// that was refused must leave every one of them as it was.
+    fn row_counts(&self) -> AppResult<Vec<(&'static str, i64)>>;
 
     // ---- people and units (read) ----
 
@@ -582,4 +615,64 @@ pub trait Storage {
     fn audit_page(&self, filter: &AuditFilter, limit: i64, offset: i64) -> AppResult<Vec<AuditEntry>>;
     /// The actions the audit log holds, in order.
     fn audit_actions(&self) -> AppResult<Vec<String>>;
+}
+
+/// A write transaction ([`Tx::begin`]) or a savepoint inside one ([`Tx::savepoint`]): what is
+/// written through it is kept by [`Tx::commit`] and undone if it is dropped uncommitted (an
+/// error returned early, a panic).
+pub struct Tx<'a> {
+    storage: &'a dyn Storage,
+    nested: bool,
+    done: bool,
+}
+
+impl std::fmt::Debug for Tx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx").field("nested", &self.nested).finish_non_exhaustive()
+    }
+}
+
+impl<'a> Tx<'a> {
+    /// Begins a transaction (on PostgreSQL, with the town's write lock).
+    pub fn begin(storage: &'a dyn Storage) -> AppResult<Self> {
+        storage.begin()?;
+        Ok(Self { storage, nested: false, done: false })
+    }
+
+    /// Opens a savepoint in the running transaction.
+    pub fn savepoint(storage: &'a dyn Storage) -> AppResult<Self> {
+        storage.savepoint()?;
+        Ok(Self { storage, nested: true, done: false })
+    }
+
+    /// A savepoint in the running transaction, or a transaction of its own if none is running.
+    pub fn within(storage: &'a dyn Storage) -> AppResult<Self> {
+        if storage.in_transaction() { Self::savepoint(storage) } else { Self::begin(storage) }
+    }
+
+    /// Keeps what was written.
+    pub fn commit(mut self) -> AppResult<()> {
+        self.done = true;
+        if self.nested { self.storage.end_savepoint(true) } else { self.storage.commit() }
+    }
+}
+
+impl<'a> std::ops::Deref for Tx<'a> {
+    type Target = dyn Storage + 'a;
+
+    fn deref(&self) -> &(dyn Storage + 'a) {
+        self.storage
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if self.done || !self.storage.in_transaction() {
+            return;
+        }
+        let undone = if self.nested { self.storage.end_savepoint(false) } else { self.storage.rollback() };
+        if let Err(e) = undone {
+            tracing::error!(error = %e, "cannot undo an unfinished write");
+        }
+    }
 }

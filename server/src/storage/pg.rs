@@ -18,10 +18,10 @@
 //! high water is its newest visible change. The lock serialises only the appends' transactions;
 //! one lock per town is the refinement once records carry their town.
 
-use std::cell::RefCell;
-use std::collections::HashSet;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
 
-use postgres::{Client, NoTls};
+use postgres::{Client, NoTls, Statement};
 
 use super::{
     AuditEntry, AuditFilter, Bound, DeviceListing, ListOrder, ListedRecord, LoggedChange, NewSession, Notice, PersonListing, PersonRow,
@@ -98,6 +98,12 @@ const MIGRATIONS: &[&str] = &[
 /// One connection to a PostgreSQL database of the server's schema, as [`Storage`].
 pub struct PgStorage {
     client: RefCell<Client>,
+    /// Where it connects again after the connection was lost (outside a transaction).
+    url: String,
+    /// Statements prepared on this connection, by their SQL.
+    prepared: RefCell<HashMap<String, Statement>>,
+    /// A transaction opened by [`Storage::begin`] is running.
+    in_tx: Cell<bool>,
 }
 
 impl std::fmt::Debug for PgStorage {
@@ -106,12 +112,14 @@ impl std::fmt::Debug for PgStorage {
     }
 }
 
+/// Most statements kept prepared on one connection (lists' SQL varies with their filters).
+const PREPARED_MAX: usize = 256;
+
 impl PgStorage {
     /// Connects to `url` (`postgres://user@host:port/db`) and brings the schema up to date, each
     /// step in its own transaction (a failed step leaves the database at the one before).
     pub fn connect(url: &str) -> AppResult<Self> {
-        let mut client = Client::connect(url, NoTls)
-            .map_err(|e| AppError::Internal(format!("无法连接 PostgreSQL 数据库({}): {}", redact(url), reason(&e))))?;
+        let mut client = open(url)?;
         let mut tx = client.transaction()?;
         // Nodes starting together migrate one after the other.
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&(LOG_LOCK + 1)])?;
@@ -129,24 +137,72 @@ impl PgStorage {
             tx.execute("INSERT INTO schema_version(version) VALUES ($1)", &[&(i as i32 + 1)])?;
         }
         tx.commit()?;
-        Ok(Self { client: RefCell::new(client) })
+        Ok(Self::wrap(client, url))
+    }
+
+    /// Creates an empty database named `name` on the server that `admin_url` reaches and
+    /// returns its URL (for tests and demos, which each want a database of their own).
+    pub fn create_database(admin_url: &str, name: &str) -> AppResult<String> {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            return Err(AppError::BadRequest(format!("数据库名“{name}”只能由小写字母、数字和下划线组成")));
+        }
+        open(admin_url)?.batch_execute(&format!("CREATE DATABASE {name}"))?;
+        let (base, _) = admin_url.rsplit_once('/').filter(|(b, _)| b.contains("://")).unwrap_or((admin_url, ""));
+        Ok(format!("{base}/{name}"))
+    }
+
+    /// Another connection to a database [`PgStorage::connect`] brought up to date (a reader).
+    pub fn connect_more(url: &str) -> AppResult<Self> {
+        Ok(Self::wrap(open(url)?, url))
+    }
+
+    fn wrap(client: Client, url: &str) -> Self {
+        Self { client: RefCell::new(client), url: url.to_owned(), prepared: RefCell::default(), in_tx: Cell::new(false) }
     }
 
     /// Runs SQL that is not part of the seam (fixtures, schema checks).
     pub fn batch_execute(&self, sql: &str) -> AppResult<()> {
+        self.usable()?;
         Ok(self.client.borrow_mut().batch_execute(sql)?)
     }
 
+    /// Connects again if the connection was lost between transactions (the database restarted,
+    /// a proxy dropped it); a transaction that was running is lost with its connection.
+    fn usable(&self) -> AppResult<()> {
+        if !self.client.borrow().is_closed() {
+            return Ok(());
+        }
+        if self.in_tx.replace(false) {
+            return Err(AppError::Internal("PostgreSQL connection lost during a transaction".into()));
+        }
+        tracing::warn!("PostgreSQL connection lost: connecting again");
+        *self.client.borrow_mut() = open(&self.url)?;
+        self.prepared.borrow_mut().clear();
+        Ok(())
+    }
+
+    fn statement(&self, sql: &str) -> AppResult<Statement> {
+        self.usable()?;
+        if let Some(s) = self.prepared.borrow().get(sql) {
+            return Ok(s.clone());
+        }
+        let stmt = self.client.borrow_mut().prepare(sql)?;
+        let mut prepared = self.prepared.borrow_mut();
+        if prepared.len() >= PREPARED_MAX {
+            prepared.clear();
+        }
+        prepared.insert(sql.to_owned(), stmt.clone());
+        Ok(stmt)
+    }
+
     fn execute(&self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> AppResult<u64> {
-        let mut c = self.client.borrow_mut();
-        let stmt = c.prepare(sql)?;
-        Ok(c.execute(&stmt, params)?)
+        let stmt = self.statement(sql)?;
+        Ok(self.client.borrow_mut().execute(&stmt, params)?)
     }
 
     fn query(&self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> AppResult<Vec<postgres::Row>> {
-        let mut c = self.client.borrow_mut();
-        let stmt = c.prepare(sql)?;
-        Ok(c.query(&stmt, params)?)
+        let stmt = self.statement(sql)?;
+        Ok(self.client.borrow_mut().query(&stmt, params)?)
     }
 
     fn query_opt(&self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> AppResult<Option<postgres::Row>> {
@@ -154,8 +210,13 @@ impl PgStorage {
     }
 }
 
+/// Opens a connection, with an error that names the database but not its password.
+fn open(url: &str) -> AppResult<Client> {
+    Client::connect(url, NoTls).map_err(|e| AppError::Internal(format!("无法连接 PostgreSQL 数据库({}): {}", redact(url), reason(&e))))
+}
+
 /// A connection URL without its password.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match url.split_once("://").and_then(|(scheme, rest)| rest.split_once('@').map(|(who, host)| (scheme, who, host))) {
         Some((scheme, who, host)) => format!("{scheme}://{}@{host}", who.split(':').next().unwrap_or_default()),
         None => url.to_owned(),
@@ -171,6 +232,42 @@ fn reason(e: &postgres::Error) -> String {
 }
 
 impl Storage for PgStorage {
+    fn begin(&self) -> AppResult<()> {
+        self.batch_execute("BEGIN")?;
+        self.in_tx.set(true);
+        // The town's write lock (see the module doc), held to the commit or rollback.
+        self.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])?;
+        Ok(())
+    }
+
+    fn commit(&self) -> AppResult<()> {
+        let done = self.batch_execute("COMMIT");
+        self.in_tx.set(false);
+        done
+    }
+
+    fn rollback(&self) -> AppResult<()> {
+        let done = self.batch_execute("ROLLBACK");
+        self.in_tx.set(false);
+        done
+    }
+
+    fn savepoint(&self) -> AppResult<()> {
+        self.batch_execute("SAVEPOINT write_job")
+    }
+
+    fn end_savepoint(&self, keep: bool) -> AppResult<()> {
+        self.batch_execute(if keep {
+            "RELEASE SAVEPOINT write_job"
+        } else {
+            "ROLLBACK TO SAVEPOINT write_job; RELEASE SAVEPOINT write_job"
+        })
+    }
+
+    fn in_transaction(&self) -> bool {
+        self.in_tx.get() && !self.client.borrow().is_closed()
+    }
+
     fn meta_get(&self, key: &str) -> AppResult<Option<String>> {
         Ok(self.query_opt("SELECT value FROM meta WHERE key = $1", &[&key])?.map(|r| r.get(0)))
     }
@@ -505,6 +602,11 @@ impl Storage for PgStorage {
         Ok(n > 0)
     }
 
+    fn device_keeps_key(&self, device_id: &str) -> AppResult<bool> {
+        let row = self.query_opt("SELECT data_key FROM devices WHERE id = $1", &[&device_id])?;
+        Ok(row.is_some_and(|r| r.get::<_, Option<Vec<u8>>>(0).is_some()))
+    }
+
     fn devices_count(&self, person_id: &str) -> AppResult<u64> {
         let n: i64 =
             self.query_opt("SELECT count(*) FROM devices WHERE ($1 = '' OR person_id = $1)", &[&person_id])?.map_or(0, |r| r.get(0));
@@ -658,6 +760,13 @@ impl Storage for PgStorage {
 
     fn database_bytes(&self) -> AppResult<i64> {
         Ok(self.query_opt("SELECT pg_database_size(current_database())", &[])?.map_or(0, |r| r.get(0)))
+    }
+
+    fn row_counts(&self) -> AppResult<Vec<(&'static str, i64)>> {
+        super::STATE_TABLES
+            .iter()
+            .map(|t| Ok((*t, self.query_opt(&format!("SELECT count(*) FROM {t}"), &[])?.map_or(0, |r| r.get(0)))))
+            .collect()
     }
 
     fn api_key_person(&self, key_hash: &str) -> AppResult<Option<String>> {

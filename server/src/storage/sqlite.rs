@@ -75,6 +75,34 @@ const PEOPLE_SEARCH: &str = "(?1 = '' OR id LIKE ?2 ESCAPE '\\' OR name LIKE ?2 
 const AUDIT_FILTER: &str = "WHERE (?1 = '' OR actor = ?1) AND (?2 = '' OR action = ?2) AND at_ms >= ?3 AND at_ms < ?4";
 
 impl Storage for Connection {
+    fn begin(&self) -> AppResult<()> {
+        Ok(self.execute_batch("BEGIN IMMEDIATE")?)
+    }
+
+    fn commit(&self) -> AppResult<()> {
+        Ok(self.execute_batch("COMMIT")?)
+    }
+
+    fn rollback(&self) -> AppResult<()> {
+        Ok(self.execute_batch("ROLLBACK")?)
+    }
+
+    fn savepoint(&self) -> AppResult<()> {
+        Ok(self.execute_batch("SAVEPOINT write_job")?)
+    }
+
+    fn end_savepoint(&self, keep: bool) -> AppResult<()> {
+        Ok(self.execute_batch(if keep { "RELEASE write_job" } else { "ROLLBACK TO write_job; RELEASE write_job" })?)
+    }
+
+    fn in_transaction(&self) -> bool {
+        !self.is_autocommit()
+    }
+
+    fn as_sqlite(&self) -> Option<&rusqlite::Connection> {
+        Some(self)
+    }
+
     fn meta_get(&self, key: &str) -> AppResult<Option<String>> {
         Ok(self.prepare_cached("SELECT value FROM meta WHERE key = ?1")?.query_row([key], |r| r.get(0)).optional()?)
     }
@@ -435,6 +463,12 @@ impl Storage for Connection {
         Ok(n > 0)
     }
 
+    fn device_keeps_key(&self, device_id: &str) -> AppResult<bool> {
+        let key: Option<Option<Vec<u8>>> =
+            self.prepare_cached("SELECT data_key FROM devices WHERE id = ?1")?.query_row([device_id], |r| r.get(0)).optional()?;
+        Ok(key.flatten().is_some())
+    }
+
     fn devices_count(&self, person_id: &str) -> AppResult<u64> {
         let n: i64 =
             self.prepare_cached("SELECT count(*) FROM devices WHERE (?1 = '' OR person_id = ?1)")?.query_row([person_id], |r| r.get(0))?;
@@ -597,6 +631,13 @@ impl Storage for Connection {
         Ok(self
             .prepare_cached("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")?
             .query_row([], |r| r.get(0))?)
+    }
+
+    fn row_counts(&self) -> AppResult<Vec<(&'static str, i64)>> {
+        super::STATE_TABLES
+            .iter()
+            .map(|t| Ok((*t, self.prepare_cached(&format!("SELECT count(*) FROM {t}"))?.query_row([], |r| r.get(0))?)))
+            .collect()
     }
 
     fn api_key_person(&self, key_hash: &str) -> AppResult<Option<String>> {

@@ -14,7 +14,6 @@ use axum_extra::extract::Form;
 use gridlink_core::routing::RoutingRules;
 use gridlink_core::workflow::role_fits_unit;
 use gridlink_core::{Catalog, Role, UnitCode, UnitKind};
-use rusqlite::Connection;
 use serde::Deserialize;
 
 use super::{Pager, Tab, chrome, page_number, read_page};
@@ -151,7 +150,7 @@ fn roles() -> Vec<(&'static str, &'static str)> {
     Role::ALL.iter().filter(|r| **r != Role::System).map(|r| (r.as_str(), r.label())).collect()
 }
 
-fn unit_choices(c: &Connection) -> AppResult<Vec<(String, String)>> {
+fn unit_choices(c: &dyn Storage) -> AppResult<Vec<(String, String)>> {
     let mut units = import::load_units(c).map_err(AppError::Internal)?;
     units.sort_by(|a, b| a.code.as_str().cmp(b.code.as_str()));
     Ok(units.into_iter().map(|u| (u.code.to_string(), format!("{} {}", u.code, u.name))).collect())
@@ -213,7 +212,7 @@ pub struct NewPersonForm {
 }
 
 /// Checks a role for a unit that exists.
-fn checked_role_unit(c: &Connection, role: &str, unit: &str) -> AppResult<(Role, UnitCode)> {
+fn checked_role_unit(c: &dyn Storage, role: &str, unit: &str) -> AppResult<(Role, UnitCode)> {
     let role = crate::auth::parse_role(role).filter(|r| *r != Role::System).ok_or_else(|| bad("请选择角色"))?;
     let unit = UnitCode::parse(unit.trim()).map_err(|_| bad("请选择单位"))?;
     if c.unit(unit.as_str())?.is_none() {

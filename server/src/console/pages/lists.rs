@@ -1,6 +1,7 @@
 //! The record lists: the inbox and service-request tabs and the deadline board, each paged in
 //! the query with scope applied first ([`ListSpec`]).
 
+use crate::storage::Storage;
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::response::Response;
@@ -49,7 +50,7 @@ fn tabs_page(
     base: &'static str,
     heading: &str,
     defs: &'static [TabDef],
-) -> impl FnOnce(&rusqlite::Connection) -> AppResult<TabbedList> + Send + 'static {
+) -> impl FnOnce(&dyn Storage) -> AppResult<TabbedList> + Send + 'static {
     let (st, session) = (state.clone(), session.clone());
     let current = q.tab.clone().filter(|t| defs.iter().any(|d| d.key == t)).unwrap_or_else(|| defs[0].key.to_owned());
     let page = page_number(q.page.as_deref());

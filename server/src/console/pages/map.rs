@@ -9,7 +9,7 @@ use crate::console::charts::{self, Area, Pin};
 use crate::console::views::{Chrome, ListSpec};
 use crate::console::{PageResult, Session, html};
 use crate::records::load_doc;
-use crate::storage::{ListOrder, RecordFilter, Storage};
+use crate::storage::{ListOrder, RecordFilter};
 
 use super::*;
 

@@ -9,8 +9,8 @@ mod record;
 mod service_requests;
 mod stats;
 
+use crate::storage::Storage;
 use gridlink_core::workflow::ActionKind;
-use rusqlite::Connection;
 use serde::Deserialize;
 
 use super::Session;
@@ -30,7 +30,7 @@ pub use stats::stats;
 async fn read_page<T: Send + 'static>(
     state: &AppState,
     session: &Session,
-    f: impl FnOnce(&Connection, &Names<'_>, &AppState, &Session) -> AppResult<T> + Send + 'static,
+    f: impl FnOnce(&dyn Storage, &Names<'_>, &AppState, &Session) -> AppResult<T> + Send + 'static,
 ) -> AppResult<T> {
     let (st, s) = (state.clone(), session.clone());
     state
@@ -45,18 +45,18 @@ async fn read_page<T: Send + 'static>(
 /// Runs `f` in one write transaction with an ingest context, then tells live clients.
 async fn write_as<T: Send + 'static>(
     state: &AppState,
-    f: impl FnOnce(&Connection, &mut IngestCtx<'_>, &AppState) -> AppResult<T> + Send + 'static,
+    f: impl FnOnce(&dyn Storage, &mut IngestCtx<'_>, &AppState) -> AppResult<T> + Send + 'static,
 ) -> AppResult<T> {
     let st = state.clone();
     let (out, events) = state
         .db
         .write(move |c| {
-            let tx = c.savepoint()?;
+            let tx = crate::storage::Tx::savepoint(c)?;
             let routing = st.routing();
             let mut events = Vec::new();
             let out = {
                 let mut ctx = st.ingest_ctx(&routing, st.now_ms(), &mut events);
-                f(&tx, &mut ctx, &st)?
+                f(&*tx, &mut ctx, &st)?
             };
             tx.commit()?;
             Ok((out, events))

@@ -1,5 +1,6 @@
 //! A record's page and the workflow actions taken from it.
 
+use crate::storage::Storage;
 use std::collections::HashMap;
 
 use askama::Template;
@@ -42,7 +43,7 @@ fn record_page(
     id: String,
     done: Option<String>,
     error: Option<String>,
-) -> impl FnOnce(&rusqlite::Connection) -> AppResult<RecordPage> + Send + 'static {
+) -> impl FnOnce(&dyn Storage) -> AppResult<RecordPage> + Send + 'static {
     let (st, s) = (state.clone(), session.clone());
     move |c| {
         let (record, _, access) = read_for(c, &st.server_actor, &id, s.person())?;

@@ -16,7 +16,7 @@ use crate::console::{CsrfForm, PageResult, Session, html};
 use crate::error::{AppError, AppResult};
 use crate::linkage::records_where;
 use crate::records::{act_as, create_as, keep_personal};
-use crate::storage::{ListOrder, RecordFilter, Storage};
+use crate::storage::{ListOrder, RecordFilter};
 
 use super::record::RecordQuery;
 use super::*;
@@ -45,14 +45,23 @@ pub struct ItemQuery {
     item: Option<String>,
 }
 
-fn new_service_request_page(
+async fn new_service_request_page(
     state: &AppState,
     session: &Session,
     item: Option<&str>,
     error: Option<String>,
 ) -> AppResult<NewServiceRequestPage> {
-    let conn = state.db.reader();
-    let names = Names::load(&conn, &state.catalog)?;
+    let item = item.map(str::to_owned);
+    read_page(state, session, move |_, names, state, session| new_service_request_view(state, session, names, item.as_deref(), error)).await
+}
+
+fn new_service_request_view(
+    state: &AppState,
+    session: &Session,
+    names: &Names<'_>,
+    item: Option<&str>,
+    error: Option<String>,
+) -> AppResult<NewServiceRequestPage> {
     let items = state.catalog.service_items.iter().map(|i| (i.code.clone(), format!("{} {}", i.code, i.name))).collect();
     let item = item.and_then(|c| state.catalog.service_item(c).ok()).map(|i| ItemView {
         code: i.code.clone(),
@@ -62,14 +71,12 @@ fn new_service_request_page(
         promised_days: i.promised_days,
         fee: i.fee.clone(),
     });
-    Ok(NewServiceRequestPage {
-        chrome: chrome(session, &names, "新建代办", "/console/service-requests/new", false), items, item, error
-    })
+    Ok(NewServiceRequestPage { chrome: chrome(session, names, "新建代办", "/console/service-requests/new", false), items, item, error })
 }
 
 /// `GET /console/service-requests/new?item=`: the intake form, its checklist from the service-item catalog.
 pub async fn new_service_request_form(State(state): State<AppState>, session: Session, Query(q): Query<ItemQuery>) -> PageResult<Response> {
-    Ok(html(&new_service_request_page(&state, &session, q.item.as_deref(), None)?))
+    Ok(html(&new_service_request_page(&state, &session, q.item.as_deref(), None).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,7 +130,7 @@ pub async fn new_service_request(
         Ok(id) => Ok(Redirect::to(&format!("/console/records/{id}?done=receive")).into_response()),
         Err(e) => {
             let status = e.clone_status();
-            Ok((status, html(&new_service_request_page(&state, &session, Some(&f.item), Some(e.to_string()))?)).into_response())
+            Ok((status, html(&new_service_request_page(&state, &session, Some(&f.item), Some(e.to_string())).await?)).into_response())
         }
     }
 }
@@ -145,10 +152,19 @@ pub(super) const QUEUED: ListSpec<'static> = ListSpec {
     order: ListOrder::Created,
 };
 
-fn batch_page(state: &AppState, session: &Session, page: usize, error: Option<String>) -> AppResult<BatchPage> {
-    let conn = state.db.reader();
-    let names = Names::load(&conn, &state.catalog)?;
-    let list = QUEUED.page(&conn, &names, session.person(), page, state.now_ms())?;
+async fn batch_page(state: &AppState, session: &Session, page: usize, error: Option<String>) -> AppResult<BatchPage> {
+    read_page(state, session, move |conn, names, state, session| batch_view(conn, names, state, session, page, error)).await
+}
+
+fn batch_view(
+    conn: &dyn Storage,
+    names: &Names<'_>,
+    state: &AppState,
+    session: &Session,
+    page: usize,
+    error: Option<String>,
+) -> AppResult<BatchPage> {
+    let list = QUEUED.page(conn, names, session.person(), page, state.now_ms())?;
     let pager = Pager::new(&list, "/console/service-requests/batch?");
     // The town's service center first: it is where errands usually go.
     let mut targets = names.departments();
@@ -156,7 +172,7 @@ fn batch_page(state: &AppState, session: &Session, page: usize, error: Option<St
         conn.units()?.into_iter().filter(|u| u.department_key.as_deref() == Some("bianmin")).map(|u| u.code).collect();
     targets.sort_by_key(|(code, _)| !service_centers.contains(code));
     Ok(BatchPage {
-        chrome: chrome(session, &names, "批次移交", "/console/service-requests/batch", true),
+        chrome: chrome(session, names, "批次移交", "/console/service-requests/batch", true),
         rows: list.rows,
         pager,
         targets,
@@ -167,7 +183,7 @@ fn batch_page(state: &AppState, session: &Session, page: usize, error: Option<St
 
 /// `GET /console/service-requests/batch`: the hand-off builder — queued errands to carry to the town.
 pub async fn batch_form(State(state): State<AppState>, session: Session, Query(q): Query<TabQuery>) -> PageResult<Response> {
-    Ok(html(&batch_page(&state, &session, page_number(q.page.as_deref()), None)?))
+    Ok(html(&batch_page(&state, &session, page_number(q.page.as_deref()), None).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,7 +226,7 @@ pub async fn batch_create(State(state): State<AppState>, session: Session, Form(
     match result {
         Ok(id) => Ok(Redirect::to(&format!("/console/batches/{id}")).into_response()),
         Err(AppError::Internal(d)) => Err(AppError::Internal(d).into()),
-        Err(e) => Ok((e.clone_status(), html(&batch_page(&state, &session, 1, Some(e.to_string()))?)).into_response()),
+        Err(e) => Ok((e.clone_status(), html(&batch_page(&state, &session, 1, Some(e.to_string())).await?)).into_response()),
     }
 }
 
