@@ -140,15 +140,28 @@ impl TestServer {
     pub fn start_seeded(clock: Arc<dyn Clock>, seed: impl FnOnce(&AppState)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = server_location(&dir);
+        let data = dir.path().join("data");
+        Self::start_node(dir, &db, data, clock, seed)
+    }
+
+    /// Starts a server node on the database at `db` with its photos in `data` (several nodes of
+    /// one PostgreSQL database share both); `seed` runs first.
+    pub fn start_node(
+        dir: tempfile::TempDir,
+        db: &Location,
+        data: std::path::PathBuf,
+        clock: Arc<dyn Clock>,
+        seed: impl FnOnce(&AppState),
+    ) -> Self {
         let settings = Settings {
             case_prefix: "GT".into(),
             token_days: 90,
             max_attachment_bytes: 10 << 20,
-            data_dir: dir.path().join("data"),
+            data_dir: data,
             secure_cookies: false,
             sweep_interval_ms: 60_000,
         };
-        let state = build_state_at(settings, &db, clock).unwrap();
+        let state = build_state_at(settings, db, clock).unwrap();
         seed(&state);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();

@@ -1,0 +1,143 @@
+//! Several server nodes on one PostgreSQL database (issue 18): any device may reach any node, and
+//! the town behaves as on one server: every change reaches every device that should have it,
+//! case numbers stay in order without gaps, and the deadline sweeper supervises once however
+//! many nodes run it at the same moment.
+//!
+//! The nodes are real servers (each its own database connections, writer thread and HTTP
+//! listener) in this process; the PostgreSQL server is named by `GRIDLINK_TEST_PG_URL` (or
+//! `GRIDLINK_TEST_SERVER_PG`), as `cargo xtask test` sets it. Without one the tests are skipped.
+
+use std::sync::Arc;
+
+use gridlink_core::sync::SyncEngine;
+use gridlink_core::{Action, Clock, ManualClock, NewIncident, SystemClock};
+use gridlink_server::AppState;
+use gridlink_server::db::Location;
+use gridlink_server::storage::PgStorage;
+use gridlink_tests::{DEPT_A, GRID_A, Phone, TestServer, seed, unit};
+
+/// The PostgreSQL server to use, if one is named.
+fn admin_url() -> Option<String> {
+    let url = ["GRIDLINK_TEST_PG_URL", "GRIDLINK_TEST_SERVER_PG"].iter().find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()));
+    if url.is_none() {
+        assert!(std::env::var_os("GRIDLINK_REQUIRE_PG").is_none(), "GRIDLINK_REQUIRE_PG is set but no PostgreSQL URL is");
+        eprintln!("skipped: set GRIDLINK_TEST_PG_URL=postgres://… to run several nodes (cargo xtask test does)");
+    }
+    url
+}
+
+/// Two nodes of the test town on a new database of their own, sharing the photo directory.
+fn two_nodes(admin: &str, clock: Arc<dyn Clock>) -> (TestServer, TestServer) {
+    let name = format!("gl_nodes_{:012x}", rand::random::<u64>() >> 16);
+    let db = Location::Postgres(PgStorage::create_database(admin, &name).unwrap());
+    let first = tempfile::tempdir().unwrap();
+    let data = first.path().join("data");
+    let a = TestServer::start_node(first, &db, data.clone(), clock.clone(), seed);
+    let b = TestServer::start_node(tempfile::tempdir().unwrap(), &db, data, clock, |_: &AppState| {});
+    (a, b)
+}
+
+/// Case numbers of every record the town holds, sorted.
+fn case_numbers(server: &TestServer) -> Vec<u32> {
+    let conn = server.state.db.reader();
+    let mut nos: Vec<u32> = conn
+        .record_ids()
+        .unwrap()
+        .iter()
+        .filter_map(|id| conn.case_no_of(id).unwrap())
+        .map(|n| n.rsplit('-').next().unwrap().parse().unwrap())
+        .collect();
+    nos.sort_unstable();
+    nos
+}
+
+#[test]
+fn devices_on_two_nodes_see_one_town() {
+    let Some(admin) = admin_url() else { return };
+    let (a, b) = two_nodes(&admin, Arc::new(SystemClock));
+    const ROUNDS: usize = 12;
+    const PER_ROUND: usize = 2;
+    // Two grid members push at the same time, one to each node.
+    let writer = |base: String, user: &'static str| {
+        std::thread::spawn(move || {
+            let mut phone = Phone::login(&base, user);
+            let mut ids = Vec::new();
+            for round in 0..ROUNDS {
+                for k in 0..PER_ROUND {
+                    let title = format!("{user} 第{round}轮第{k}件");
+                    ids.push(phone.create_incident(NewIncident { category: "0503".into(), title, ..Default::default() }).unwrap());
+                }
+                phone.sync().unwrap();
+            }
+            (phone, ids)
+        })
+    };
+    let one = writer(a.base.clone(), "grid_a");
+    let two = writer(b.base.clone(), "grid_b");
+    // The center's one device syncs in between, with every round on the other node: its cursor
+    // moves across nodes while both of them commit.
+    let mut center = a.phone("center");
+    let mut rounds = 0;
+    while !(one.is_finished() && two.is_finished()) {
+        let next = if rounds % 2 == 0 { &b.base } else { &a.base };
+        center.engine = SyncEngine::http(next);
+        center.sync().unwrap();
+        rounds += 1;
+    }
+    let (grid_a, mine_a) = one.join().unwrap();
+    let (grid_b, mine_b) = two.join().unwrap();
+    center.engine = SyncEngine::http(&b.base);
+    center.sync().unwrap();
+    center.engine = SyncEngine::http(&a.base);
+    let last = center.sync().unwrap();
+    assert_eq!(last.received_docs, 0, "nothing was still on its way");
+    assert!(rounds >= 4, "the center synced while both pushed ({rounds} rounds)");
+
+    let total = 2 * ROUNDS * PER_ROUND;
+    assert_eq!(center.record_count().unwrap(), total as i64, "every report reached the center's device once");
+    for (phone, ids) in [(&grid_a, &mine_a), (&grid_b, &mine_b)] {
+        for id in ids {
+            let theirs = phone.get(id).unwrap();
+            assert_eq!(center.get(id).unwrap().record, theirs.record, "the center's copy is the author's");
+            assert!(theirs.record.case_no.is_some(), "the case number came back to the author");
+        }
+    }
+    // One counter for the town across both nodes: 1..=total, each once.
+    assert_eq!(case_numbers(&a), (1..=total as u32).collect::<Vec<_>>());
+    assert_eq!(case_numbers(&b), case_numbers(&a), "both nodes read the same database");
+}
+
+#[test]
+fn the_sweeper_on_every_node_supervises_once() {
+    let Some(admin) = admin_url() else { return };
+    let clock = Arc::new(ManualClock::new(1_795_000_000_000)); // 2026-11-18, a Wednesday
+    let (a, b) = two_nodes(&admin, clock.clone());
+    let mut center = Phone::login_with_clock(&a.base, "center", clock.clone());
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let new =
+            NewIncident { category: "0501".into(), title: format!("暴露垃圾 {i}"), grid: Some(unit(GRID_A)), ..Default::default() };
+        let id = center.create_incident(new).unwrap();
+        center.act(&id, Action::Accept, "").unwrap();
+        center.act(&id, Action::Dispatch { to_unit: unit(DEPT_A), deadline_ms: None }, "").unwrap();
+        ids.push(id);
+    }
+    center.sync().unwrap();
+    // A month later the department has done nothing: every one is overdue.
+    clock.advance(30 * 86_400_000);
+    let sweeps: Vec<_> = [&a, &b, &a, &b]
+        .into_iter()
+        .map(|node| {
+            let state = node.state.clone();
+            std::thread::spawn(move || gridlink_server::linkage::sweep(&state).unwrap())
+        })
+        .collect();
+    let raised: usize = sweeps.into_iter().map(|s| s.join().unwrap()).sum();
+    assert_eq!(raised, ids.len(), "four sweeps at once on two nodes supervised each overdue incident once");
+    assert_eq!(gridlink_server::linkage::sweep(&b.state).unwrap(), 0);
+    center.engine = SyncEngine::http(&b.base);
+    center.sync().unwrap();
+    for id in &ids {
+        assert_eq!(center.get(id).unwrap().folded.state.supervisions, 1, "{id}");
+    }
+}
