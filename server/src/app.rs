@@ -60,6 +60,9 @@ pub struct AppState {
     /// The database's epoch ([`crate::db::epoch`]); fixed while the server runs.
     pub epoch: u64,
     pub events: broadcast::Sender<ScopeEvent>,
+    /// On PostgreSQL: the other nodes of the database hear of this node's events, and this
+    /// node's clients of theirs.
+    pub bus: Option<Arc<crate::storage::EventBus>>,
     pub limiter: Arc<LoginLimiter>,
     pub metrics: PrometheusHandle,
     pub catalog: Arc<Catalog>,
@@ -103,6 +106,9 @@ impl AppState {
     /// Tells live clients about changed records (after the transaction committed).
     pub fn notify(&self, events: Vec<ScopeEvent>) {
         for e in events {
+            if let Some(bus) = &self.bus {
+                bus.publish(&e);
+            }
             let _ = self.events.send(e);
         }
     }

@@ -74,7 +74,14 @@ pub fn build_state_at(settings: Settings, location: &db::Location, clock: Arc<dy
         };
         (catalog, routing)
     };
+    let bus = match location {
+        db::Location::Postgres(url) => {
+            Some(Arc::new(storage::EventBus::start(url, events.clone()).map_err(|e| AppError::Internal(format!("live events: {e}")))?))
+        }
+        db::Location::Sqlite(_) => None,
+    };
     let state = AppState {
+        bus,
         db,
         settings: Arc::new(settings),
         clock,

@@ -8,6 +8,7 @@
 //! `GRIDLINK_TEST_SERVER_PG`), as `cargo xtask test` sets it. Without one the tests are skipped.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use gridlink_core::sync::SyncEngine;
 use gridlink_core::{Action, Clock, ManualClock, NewIncident, SystemClock};
@@ -140,4 +141,43 @@ fn the_sweeper_on_every_node_supervises_once() {
     for id in &ids {
         assert_eq!(center.get(id).unwrap().folded.state.supervisions, 1, "{id}");
     }
+}
+
+/// The events a receiver got for `doc` within `wait`.
+fn events_for(rx: &mut tokio::sync::broadcast::Receiver<gridlink_server::records::ScopeEvent>, doc: &str, wait: Duration) -> usize {
+    let until = Instant::now() + wait;
+    let mut n = 0;
+    while Instant::now() < until {
+        match rx.try_recv() {
+            Ok(e) if e.doc_id == doc => n += 1,
+            Ok(_) => {}
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    n
+}
+
+#[test]
+fn a_change_on_one_node_is_a_live_event_on_the_other() {
+    let Some(admin) = admin_url() else { return };
+    let (a, b) = two_nodes(&admin, Arc::new(SystemClock));
+    let (mut on_a, mut on_b) = (a.state.events.subscribe(), b.state.events.subscribe());
+    let mut grid = a.phone("grid_a");
+    let id =
+        grid.create_incident(NewIncident { category: "0503".into(), title: "河堤路倾倒建筑垃圾".into(), ..Default::default() }).unwrap();
+    grid.sync().unwrap();
+    // Clients of node b (its `/api/v1/events`, the console's live pages) read this broadcast.
+    assert!(events_for(&mut on_b, &id, Duration::from_secs(5)) >= 1, "node b heard of the report that node a stored");
+    // Node a told its own clients once, and did not hear its own event back.
+    let own = events_for(&mut on_a, &id, Duration::from_secs(1));
+    assert!(own >= 1, "node a told its own clients");
+    // No echo of its own event comes back from the database later.
+    assert_eq!(events_for(&mut on_a, &id, Duration::from_millis(500)), 0, "node a heard its own event back");
+    let mut again = b.state.events.subscribe();
+    let mut center = b.phone("center");
+    center.sync().unwrap();
+    center.act(&id, gridlink_core::Action::Accept, "").unwrap();
+    center.sync().unwrap();
+    assert!(events_for(&mut on_a, &id, Duration::from_secs(5)) >= 1, "and back: node a heard of node b's write");
+    assert!(events_for(&mut again, &id, Duration::from_millis(500)) >= 1);
 }

@@ -19,9 +19,11 @@
 //! The trait is object safe (visitors are `&mut dyn FnMut`), so a server can hold its backend
 //! behind `dyn Storage` once there are two.
 
+mod bus;
 mod pg;
 mod sqlite;
 
+pub use bus::EventBus;
 pub use pg::PgStorage;
 pub(crate) use pg::redact;
 

@@ -211,7 +211,7 @@ impl PgStorage {
 }
 
 /// Opens a connection, with an error that names the database but not its password.
-fn open(url: &str) -> AppResult<Client> {
+pub(super) fn open(url: &str) -> AppResult<Client> {
     Client::connect(url, NoTls).map_err(|e| AppError::Internal(format!("无法连接 PostgreSQL 数据库({}): {}", redact(url), reason(&e))))
 }
 
