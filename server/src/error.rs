@@ -37,6 +37,15 @@ pub enum AppError {
 }
 
 impl AppError {
+    /// The message for the operator at the command line: an internal error's own text, which
+    /// HTTP answers never show (it names files and databases; never personal data).
+    pub fn for_operator(&self) -> String {
+        match self {
+            AppError::Internal(detail) => detail.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// A failed file operation (attachments): a full disk is told apart.
     pub fn file(e: std::io::Error) -> Self {
         if e.kind() == std::io::ErrorKind::StorageFull {

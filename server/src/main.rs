@@ -43,7 +43,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 None => None,
             };
             let state = build_state_at(settings(&args.common, &file, &location.home()), &location, Arc::new(SystemClock))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.for_operator())?;
             serve(state, listen, None, tls)
         }
         Command::Demo(args) => {
@@ -51,7 +51,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let db = args.db.clone().unwrap_or_else(|| tmp.path().join("gridlink-demo.db"));
             let location = Location::parse(&db.to_string_lossy());
             let state = build_state_at(settings(&args.common, &file, &location.home()), &location, Arc::new(SystemClock))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.for_operator())?;
             let logins = demo::seed(&state).map_err(|e| e.to_string())?;
             serve(state, args.listen, Some(logins), tls_paths(&args.common, &file)?)
         }

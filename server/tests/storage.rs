@@ -850,3 +850,43 @@ fn an_unreachable_postgres_is_a_clear_error_without_the_password() {
     let e = PgStorage::connect("mysql://nobody").unwrap_err();
     assert!(format!("{e:?}").contains("无法连接"), "{e:?}");
 }
+
+/// A database of its own on the test server, for the start-up checks; dropped by the caller's guard.
+fn scratch_database(admin: &str) -> (String, Postgres) {
+    let name = format!("gridlink_test_{}", uuid::Uuid::new_v4().simple());
+    ::postgres::Client::connect(admin, ::postgres::NoTls).unwrap().batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    let (base, _) = admin.rsplit_once('/').expect("a URL ending in /database");
+    (format!("{base}/{name}"), Postgres { storage: None, admin_url: admin.to_owned(), name })
+}
+
+#[test]
+fn a_read_only_postgres_is_refused_clearly_and_left_untouched() {
+    let Some(admin) = pg_admin_url() else { return };
+    let (url, _drop) = scratch_database(&admin);
+    let mut direct = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    let name = url.rsplit('/').next().unwrap().to_owned();
+    direct.batch_execute(&format!("ALTER DATABASE {name} SET default_transaction_read_only = on")).unwrap();
+    let e = PgStorage::connect(&url).unwrap_err().for_operator();
+    assert!(e.contains("只读"), "{e}");
+    let tables: i64 = ::postgres::Client::connect(&url, ::postgres::NoTls)
+        .unwrap()
+        .query_one("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0, "nothing was created in a read-only database");
+}
+
+#[test]
+fn a_postgres_of_a_newer_schema_is_refused_and_left_as_it_is() {
+    let Some(admin) = pg_admin_url() else { return };
+    let (url, _drop) = scratch_database(&admin);
+    drop(PgStorage::connect(&url).unwrap());
+    let mut direct = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    // A database some later build wrote.
+    let version = |c: &mut ::postgres::Client| -> i64 { c.query_one("SELECT version::BIGINT FROM schema_version", &[]).unwrap().get(0) };
+    direct.batch_execute("UPDATE schema_version SET version = version + 1").unwrap();
+    let newer = version(&mut direct);
+    let e = PgStorage::connect(&url).unwrap_err().for_operator();
+    assert!(e.contains("高于本程序支持") && e.contains("升级"), "{e}");
+    assert_eq!(version(&mut direct), newer, "left as it was");
+}

@@ -15,7 +15,7 @@ use gridlink_core::{Action, Clock, ManualClock, NewIncident, SystemClock};
 use gridlink_server::AppState;
 use gridlink_server::db::Location;
 use gridlink_server::storage::PgStorage;
-use gridlink_tests::{DEPT_A, GRID_A, Phone, TestServer, seed, unit};
+use gridlink_tests::{DEPT_A, GRID_A, Phone, TestServer, http, seed, token, unit};
 
 /// The PostgreSQL server to use, if one is named.
 fn admin_url() -> Option<String> {
@@ -180,4 +180,34 @@ fn a_change_on_one_node_is_a_live_event_on_the_other() {
     center.sync().unwrap();
     assert!(events_for(&mut on_a, &id, Duration::from_secs(5)) >= 1, "and back: node a heard of node b's write");
     assert!(events_for(&mut again, &id, Duration::from_millis(500)) >= 1);
+}
+
+#[test]
+fn a_photo_upload_cut_on_one_node_resumes_on_the_other() {
+    let Some(admin) = admin_url() else { return };
+    let (a, b) = two_nodes(&admin, Arc::new(SystemClock));
+    let mut grid = a.phone("grid_a");
+    let id = grid.create_incident(NewIncident { category: "0503".into(), title: "带照片的事件".into(), ..Default::default() }).unwrap();
+    let img = image::RgbImage::from_fn(1600, 1000, |x, y| image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x + y) % 233) as u8]));
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode_image(&img).unwrap();
+    let sha = grid.attach_photo(&id, &jpeg).unwrap();
+    let photo = grid.photo(&sha).unwrap().unwrap();
+    // Half of it reaches node a before the link drops.
+    let half = photo.len() / 2;
+    let resp = http()
+        .put(format!("{}/api/v1/attachments/{sha}?offset=0&total={}", a.base, photo.len()))
+        .header("Authorization", format!("Bearer {}", token(&grid)))
+        .send(&photo[..half])
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    // The phone's next sync lands on node b, which takes the upload up where node a left it.
+    grid.engine = SyncEngine::http(&b.base);
+    let r = grid.sync().unwrap();
+    assert_eq!(r.photos_uploaded, 1);
+    assert!(r.bytes_up < photo.len() + 20_000, "the upload resumed instead of restarting: {r:?}");
+    // And node a serves the whole photo.
+    let mut village = a.phone("village");
+    village.sync().unwrap();
+    assert_eq!(village.engine.fetch_photo(&mut village.client, &sha).unwrap(), photo);
 }
