@@ -24,7 +24,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::attachments;
-use crate::auth::{self, AuthDevice, LoginLimiter};
+use crate::auth::{self, AuthDevice};
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::records::{self, IngestCtx, ScopeEvent};
@@ -63,7 +63,6 @@ pub struct AppState {
     /// On PostgreSQL: the other nodes of the database hear of this node's events, and this
     /// node's clients of theirs.
     pub bus: Option<Arc<crate::storage::EventBus>>,
-    pub limiter: Arc<LoginLimiter>,
     pub metrics: PrometheusHandle,
     pub catalog: Arc<Catalog>,
     pub calendar: Arc<WorkCalendar>,
@@ -242,7 +241,7 @@ async fn sign_in_device(
     if user.is_empty() || user.len() > 64 || password.len() > 256 {
         return Err(AppError::BadCredentials);
     }
-    if !state.limiter.allowed(&user, now) {
+    if !auth::login_allowed(state, &user, now).await? {
         metrics::counter!("gridlink_login_failures_total").increment(1);
         return Err(AppError::TooManyRequests);
     }
@@ -261,12 +260,12 @@ async fn sign_in_device(
     })
     .await?;
     let Some(person) = ok else {
-        state.limiter.failed(&user, now);
+        auth::login_failed(state, &user, now).await?;
         metrics::counter!("gridlink_login_failures_total").increment(1);
         tracing::info!(user = %user, "login failed");
         return Err(AppError::BadCredentials);
     };
-    state.limiter.succeeded(&user);
+    auth::login_succeeded(state, &user).await?;
     let token = auth::new_token();
     let device_id = uuid::Uuid::now_v7().to_string();
     let expires = now + lifetime_ms;

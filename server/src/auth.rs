@@ -1,9 +1,6 @@
 //! Accounts and devices: argon2id password hashes, one random token per device (stored hashed,
 //! expiring, revocable), and the extractor that authenticates a request.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::extract::FromRequestParts;
@@ -120,36 +117,32 @@ pub async fn device_for_token(state: &AppState, token: String) -> AppResult<Auth
 }
 
 /// Failed logins per user name, to slow down guessing: after [`LIMIT`] failures within
-/// [`WINDOW_MS`], further attempts are refused until the window passes.
-#[derive(Debug, Default)]
-pub struct LoginLimiter {
-    failures: Mutex<HashMap<String, (u32, i64)>>,
-}
-
-const LIMIT: u32 = 10;
+/// [`WINDOW_MS`], further attempts are refused until the window passes. The count is kept in the
+/// database, so every server node of a county refuses alike.
+const LIMIT: i64 = 10;
 const WINDOW_MS: i64 = 5 * 60_000;
 
-impl LoginLimiter {
-    /// True when this user name may try now.
-    pub fn allowed(&self, user: &str, now: i64) -> bool {
-        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(user).is_none_or(|(n, since)| *n < LIMIT || now - since > WINDOW_MS)
-    }
+/// The key a user name is counted under (bounded, as the name came from outside).
+fn limit_key(user: &str) -> String {
+    user.chars().take(64).collect()
+}
 
-    /// Records a failure.
-    pub fn failed(&self, user: &str, now: i64) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let e = map.entry(user.chars().take(64).collect()).or_insert((0, now));
-        if now - e.1 > WINDOW_MS {
-            *e = (0, now);
-        }
-        e.0 += 1;
-    }
+/// Whether this user name may try now.
+pub async fn login_allowed(state: &AppState, user: &str, now: i64) -> AppResult<bool> {
+    let key = limit_key(user);
+    state.db.read(move |c| Ok(c.login_failures(&key)?.is_none_or(|(n, since)| n < LIMIT || now - since > WINDOW_MS))).await
+}
 
-    /// Clears a user's failures after a successful login.
-    pub fn succeeded(&self, user: &str) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(user);
-    }
+/// Counts a failure.
+pub async fn login_failed(state: &AppState, user: &str, now: i64) -> AppResult<()> {
+    let key = limit_key(user);
+    state.db.write(move |c| c.note_login_failure(&key, now, WINDOW_MS)).await
+}
+
+/// Clears a user name's failures after a successful login.
+pub async fn login_succeeded(state: &AppState, user: &str) -> AppResult<()> {
+    let key = limit_key(user);
+    state.db.write(move |c| c.clear_login_failures(&key)).await
 }
 
 #[cfg(test)]
@@ -168,17 +161,5 @@ mod tests {
         assert_ne!(t, new_token());
         assert_eq!(token_hash(&t).len(), 64);
         assert_eq!(parse_role("grid_member"), Some(Role::GridMember));
-    }
-
-    #[test]
-    fn limiter() {
-        let l = LoginLimiter::default();
-        for _ in 0..LIMIT {
-            assert!(l.allowed("a", 0));
-            l.failed("a", 0);
-        }
-        assert!(!l.allowed("a", 1000));
-        assert!(l.allowed("b", 1000));
-        assert!(l.allowed("a", WINDOW_MS + 1));
     }
 }

@@ -125,11 +125,11 @@ fn hash(s: &str) -> String {
 pub async fn ticket(State(state): State<AppState>, headers: HeaderMap, auth: AuthDevice) -> AppResult<Json<serde_json::Value>> {
     let now = state.now_ms();
     let key = format!("automerge-repo ticket {}", auth.device_id);
-    if !state.limiter.allowed(&key, now) {
+    if !crate::auth::login_allowed(&state, &key, now).await? {
         return Err(AppError::TooManyRequests);
     }
     // Each ticket counts against the device's allowance, as a failed login does.
-    state.limiter.failed(&key, now);
+    crate::auth::login_failed(&state, &key, now).await?;
     let token = crate::auth::bearer_token(&headers).ok_or(AppError::Unauthorized)?;
     let ticket = state.amrepo_tickets.issue(&token, now);
     Ok(Json(serde_json::json!({ "ticket": ticket, "expires_ms": now + TICKET_MS, "path": format!("{PATH}?ticket={ticket}") })))

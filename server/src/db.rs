@@ -92,6 +92,9 @@ const MIGRATIONS: &[&str] = &[
     PRAGMA application_id = 1196575819;
     ALTER TABLE devices ADD COLUMN recovering INTEGER NOT NULL DEFAULT 0;
     ",
+    // 6: failed logins per user name, kept in the database so that every server node counts
+    // the same attempts (crate::auth).
+    "CREATE TABLE login_failures (user_name TEXT PRIMARY KEY, failures INTEGER NOT NULL, since_ms INTEGER NOT NULL);",
 ];
 
 /// `PRAGMA application_id` of a Gridlink town database ("GRLK").

@@ -88,7 +88,6 @@ pub fn build_state_at(settings: Settings, location: &db::Location, clock: Arc<dy
         server_actor,
         epoch,
         events,
-        limiter: Arc::new(auth::LoginLimiter::default()),
         metrics: telemetry::handle(),
         catalog: Arc::new(catalog),
         calendar: Arc::new(WorkCalendar::bundled()),

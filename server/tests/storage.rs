@@ -125,6 +125,7 @@ macro_rules! every_check {
                 open311_keys_and_grid_boundaries,
                 units_and_people_are_added_and_changed,
                 the_admin_pages_search_page_and_edit,
+                failed_logins_are_counted_per_name_within_a_window,
             ]);
         )*
     };
@@ -133,6 +134,24 @@ macro_rules! every_check {
 every_check!(sqlite => super::sqlite, postgres => super::postgres);
 
 mod checks {
+    pub fn failed_logins_are_counted_per_name_within_a_window(s: &dyn Storage) {
+        const WINDOW: i64 = 300_000;
+        assert_eq!(s.login_failures("wang").unwrap(), None);
+        for t in 0..3 {
+            s.note_login_failure("wang", 1_000 + t, WINDOW).unwrap();
+        }
+        s.note_login_failure("li", 2_000, WINDOW).unwrap();
+        assert_eq!(s.login_failures("wang").unwrap(), Some((3, 1_000)), "counted from the first failure");
+        // A failure after the window starts a new count; the stale windows of other names go.
+        s.note_login_failure("wang", 1_000 + WINDOW + 1, WINDOW).unwrap();
+        assert_eq!(s.login_failures("wang").unwrap(), Some((1, 1_000 + WINDOW + 1)));
+        s.note_login_failure("zhao", 2_000 + WINDOW + 1, WINDOW).unwrap();
+        assert_eq!(s.login_failures("li").unwrap(), None, "li's window had passed");
+        s.clear_login_failures("wang").unwrap();
+        assert_eq!(s.login_failures("wang").unwrap(), None);
+        assert_eq!(s.login_failures("zhao").unwrap(), Some((1, 2_000 + WINDOW + 1)));
+    }
+
     use super::*;
 
     fn ids(v: &[&str]) -> Vec<String> {

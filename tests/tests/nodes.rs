@@ -211,3 +211,27 @@ fn a_photo_upload_cut_on_one_node_resumes_on_the_other() {
     village.sync().unwrap();
     assert_eq!(village.engine.fetch_photo(&mut village.client, &sha).unwrap(), photo);
 }
+
+#[test]
+fn password_guesses_are_limited_across_nodes() {
+    let Some(admin) = admin_url() else { return };
+    let (a, b) = two_nodes(&admin, Arc::new(SystemClock));
+    let login = |base: &str, password: &str| {
+        let body = serde_json::json!({ "username": "center", "password": password, "device_name": "猜密码" });
+        http()
+            .post(format!("{base}/api/v1/login"))
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes())
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // Ten wrong guesses, half on each node.
+    for i in 0..10 {
+        let node = if i % 2 == 0 { &a.base } else { &b.base };
+        assert_eq!(login(node, "wrong-password"), 401, "guess {i}");
+    }
+    // The eleventh is refused on either node, even with the right password.
+    assert_eq!(login(&a.base, "wrong-password"), 429);
+    assert_eq!(login(&b.base, gridlink_tests::PASSWORD), 429, "node b counted node a's failures too");
+}

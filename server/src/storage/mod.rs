@@ -617,6 +617,16 @@ pub trait Storage {
     fn audit_page(&self, filter: &AuditFilter, limit: i64, offset: i64) -> AppResult<Vec<AuditEntry>>;
     /// The actions the audit log holds, in order.
     fn audit_actions(&self) -> AppResult<Vec<String>>;
+
+    // ---- login limits ----
+
+    /// A user name's failed logins in the current window: (how many, since when).
+    fn login_failures(&self, user: &str) -> AppResult<Option<(i64, i64)>>;
+    /// Counts a failed login; a window older than `window_ms` starts over, and other names'
+    /// stale windows are forgotten.
+    fn note_login_failure(&self, user: &str, now_ms: i64, window_ms: i64) -> AppResult<()>;
+    /// Forgets a user name's failures (after a successful login).
+    fn clear_login_failures(&self, user: &str) -> AppResult<()>;
 }
 
 /// A write transaction ([`Tx::begin`]) or a savepoint inside one ([`Tx::savepoint`]): what is

@@ -93,6 +93,8 @@ const MIGRATIONS: &[&str] = &[
         seq BIGSERIAL PRIMARY KEY, at_ms BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL
     );
     ",
+    // 2: failed logins per user name, counted across nodes (crate::auth)
+    "CREATE TABLE login_failures (user_name TEXT PRIMARY KEY, failures BIGINT NOT NULL, since_ms BIGINT NOT NULL);",
 ];
 
 /// One connection to a PostgreSQL database of the server's schema, as [`Storage`].
@@ -880,6 +882,28 @@ impl Storage for PgStorage {
 
     fn audit_actions(&self) -> AppResult<Vec<String>> {
         Ok(self.query("SELECT DISTINCT action FROM audit ORDER BY action", &[])?.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    fn login_failures(&self, user: &str) -> AppResult<Option<(i64, i64)>> {
+        Ok(self.query_opt("SELECT failures, since_ms FROM login_failures WHERE user_name = $1", &[&user])?.map(|r| (r.get(0), r.get(1))))
+    }
+
+    fn note_login_failure(&self, user: &str, now_ms: i64, window_ms: i64) -> AppResult<()> {
+        let stale = now_ms - window_ms;
+        self.execute("DELETE FROM login_failures WHERE since_ms < $1 AND user_name <> $2", &[&stale, &user])?;
+        self.execute(
+            "INSERT INTO login_failures(user_name, failures, since_ms) VALUES ($1, 1, $2)
+             ON CONFLICT(user_name) DO UPDATE SET
+               failures = CASE WHEN login_failures.since_ms < $3 THEN 1 ELSE login_failures.failures + 1 END,
+               since_ms = CASE WHEN login_failures.since_ms < $3 THEN $2 ELSE login_failures.since_ms END",
+            &[&user, &now_ms, &stale],
+        )?;
+        Ok(())
+    }
+
+    fn clear_login_failures(&self, user: &str) -> AppResult<()> {
+        self.execute("DELETE FROM login_failures WHERE user_name = $1", &[&user])?;
+        Ok(())
     }
 }
 

@@ -748,4 +748,29 @@ impl Storage for Connection {
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    fn login_failures(&self, user: &str) -> AppResult<Option<(i64, i64)>> {
+        Ok(self
+            .prepare_cached("SELECT failures, since_ms FROM login_failures WHERE user_name = ?1")?
+            .query_row([user], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    fn note_login_failure(&self, user: &str, now_ms: i64, window_ms: i64) -> AppResult<()> {
+        let stale = now_ms - window_ms;
+        self.prepare_cached("DELETE FROM login_failures WHERE since_ms < ?1 AND user_name <> ?2")?.execute(params![stale, user])?;
+        self.prepare_cached(
+            "INSERT INTO login_failures(user_name, failures, since_ms) VALUES (?1, 1, ?2)
+             ON CONFLICT(user_name) DO UPDATE SET
+               failures = CASE WHEN since_ms < ?3 THEN 1 ELSE failures + 1 END,
+               since_ms = CASE WHEN since_ms < ?3 THEN ?2 ELSE since_ms END",
+        )?
+        .execute(params![user, now_ms, stale])?;
+        Ok(())
+    }
+
+    fn clear_login_failures(&self, user: &str) -> AppResult<()> {
+        self.prepare_cached("DELETE FROM login_failures WHERE user_name = ?1")?.execute([user])?;
+        Ok(())
+    }
 }
