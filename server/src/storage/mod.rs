@@ -2,8 +2,9 @@
 //! connection or transaction, with the SQL in one backend module per database. The SQLite
 //! backend ([`sqlite`]) is the embedded default; the PostgreSQL backend ([`PgStorage`]) holds the
 //! same slice for a county, and the conformance suite (`server/tests/storage.rs`) runs every
-//! behaviour the server relies on against both. The running server uses SQLite only so far:
-//! `serve --db postgres://…` needs the writer and readers to hand out either backend.
+//! behaviour the server relies on against both. The writer and the readers (`crate::db`) hold
+//! connections of either backend, so the whole server runs on either (`serve --db
+//! postgres://…`), and on PostgreSQL as several nodes of one database (docs/storage.md).
 //!
 //! Behind the seam: settings and the epoch, devices' sync state (rounds, what each device holds),
 //! the change log, records' index rows and snapshots with the scope rule over them, personal
@@ -12,12 +13,11 @@
 //! and exports' record selection, Open311 (API keys, lookups), units and grids' boundaries, the
 //! admin console's editing and imports, case numbers, notices and the audit log. Lists, figures
 //! and Open311 select records with [`RecordFilter`]: typed, so neither pages nor handlers write
-//! SQL for them. Outside it: the backup (SQLite's own file copy), the demo town's seeding, and
-//! the SQLite writer and readers themselves (`crate::db`), which the PostgreSQL backend does not
-//! drive yet: the running server is on SQLite.
+//! SQL for them. Transactions are part of the seam ([`Storage::begin`], savepoints, the [`Tx`]
+//! guard). Outside it: only the backup (SQLite's own file copy).
 //!
-//! The trait is object safe (visitors are `&mut dyn FnMut`), so a server can hold its backend
-//! behind `dyn Storage` once there are two.
+//! The trait is object safe (visitors are `&mut dyn FnMut`): the server holds its connections as
+//! `dyn Storage`.
 
 mod bus;
 mod pg;

@@ -15,8 +15,14 @@
 //! would never receive 10. So every transaction that appends to the log first takes a
 //! transaction-scoped advisory lock (held to its commit or rollback): numbers are then handed out
 //! and committed in one order, no change can become visible below a visible one, and the log's
-//! high water is its newest visible change. The lock serialises only the appends' transactions;
-//! one lock per town is the refinement once records carry their town.
+//! high water is its newest visible change.
+//!
+//! **Several nodes write in turn.** The same lock is taken first by every write transaction
+//! ([`Storage::begin`]): the writer's batches, the sweeper's passes and imports of all nodes run
+//! one at a time, as the one SQLite writer runs them. Besides the log's order this keeps case
+//! numbers gapless, keeps one node from writing a record's snapshot over another's, and lets any
+//! node sweep deadlines without supervising twice. Reads are not serialised. One lock per town is
+//! the refinement once records carry their town.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
