@@ -22,9 +22,10 @@ pub struct PersonRow {
     pub password: String,
 }
 
-/// Runs an import command against a database file.
+/// Runs an import command against a database file or a PostgreSQL URL.
 pub fn run(db_path: &Path, what: &ImportWhat) -> Result<String, String> {
-    let db = Db::open(db_path, 1).map_err(|e| e.to_string())?;
+    let location = crate::db::Location::parse(&db_path.to_string_lossy());
+    let db = Db::at(&location, 1).map_err(|e| e.for_operator())?;
     let conn = db.writer();
     let now = chrono::Utc::now().timestamp_millis();
     match what {

@@ -34,8 +34,15 @@ fn server_bin() -> PathBuf {
 }
 
 /// The town for the bench: one village with `grids` grids, a grid member per grid, a station.
+/// On SQLite in `dir`, or on a new database of the PostgreSQL server `GRIDLINK_BENCH_PG` names.
 fn make_town(dir: &Path, grids: usize) -> PathBuf {
-    let db = dir.join("town.db");
+    let db = match std::env::var("GRIDLINK_BENCH_PG") {
+        Ok(admin) if !admin.is_empty() => {
+            let name = format!("gl_bench_{:012x}", rand::random::<u64>() >> 16);
+            PathBuf::from(gridlink_server::storage::PgStorage::create_database(&admin, &name).unwrap())
+        }
+        _ => dir.join("town.db"),
+    };
     let mut units = format!(
         "code,name,kind,parent,department_key\n{TOWN},广通镇,镇,,\n{VILLAGE},广通社区,村,{TOWN},\n{VILLAGE}-01,一组,组,{VILLAGE},\n"
     );
@@ -61,10 +68,13 @@ struct Server {
 }
 
 impl Server {
-    fn start(db: &Path) -> Self {
+    /// A server process on `db`, its photos in `data` (shared by the nodes of one database).
+    fn start(db: &Path, data: &Path) -> Self {
         let mut child = Command::new(server_bin())
             .args(["serve", "--listen", "127.0.0.1:0", "--db"])
             .arg(db)
+            .arg("--data-dir")
+            .arg(data)
             .env("GRIDLINK_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -397,10 +407,14 @@ fn main() {
     // GRIDLINK_BENCH_WORK keeps the exported documents (to run tests/automerge-repo/bench.mjs alone).
     let work = std::env::var_os("GRIDLINK_BENCH_WORK").map_or_else(|| dir.path().join("automerge-repo-workloads"), PathBuf::from);
     let db = make_town(dir.path(), 100);
-    let server = Server::start(&db);
     if std::env::args().any(|a| a == "load") {
-        return load(dir.path(), &server, quick);
+        // GRIDLINK_BENCH_NODES=2 (on PostgreSQL): that many server processes on the database,
+        // the devices spread over them.
+        let nodes = std::env::var("GRIDLINK_BENCH_NODES").ok().and_then(|v| v.parse().ok()).unwrap_or(1usize).max(1);
+        let servers: Vec<Server> = (0..nodes).map(|_| Server::start(&db, &dir.path().join("data"))).collect();
+        return load(dir.path(), &servers, quick);
     }
+    let server = Server::start(&db, &dir.path().join("data"));
     let wire = Arc::new(Wire::default());
     let counted = proxy(&server.base, None, wire.clone());
     let mut figures: Vec<Figures> = Vec::new();
@@ -623,7 +637,7 @@ fn main() {
     let r = slow_engine.sync_once(&mut grid).unwrap();
     println!("| (c) a day's work, 50 records + 200 changes | {:.2} s | {} | {} |", t.elapsed().as_secs_f64(), r.bytes_up, r.bytes_down);
 
-    load(dir.path(), &server, quick);
+    load(dir.path(), std::slice::from_ref(&server), quick);
 }
 
 /// A phone reduced to its sync protocol, for the load runs. A real phone logged in and made its
@@ -725,7 +739,8 @@ fn drive(fleet: &mut [WireDevice], seconds: f64, rounds: usize, pause: Duration)
 /// Server load: devices syncing in a loop, bounded in time and in rounds, one new report per
 /// round. First as fast as they can (the server's capacity), then 1,000 devices each syncing
 /// once every 10, 5 and 3 s.
-fn load(dir: &Path, server: &Server, quick: bool) {
+fn load(dir: &Path, servers: &[Server], quick: bool) {
+    let cpu_s = || servers.iter().map(Server::cpu_s).sum::<f64>();
     // `sync_bench load 200 500` runs just those fleet sizes back to back.
     let sizes: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
     let sizes = if !sizes.is_empty() {
@@ -750,7 +765,7 @@ fn load(dir: &Path, server: &Server, quick: bool) {
         .map(|i| {
             let runs = sizes.iter().filter(|&&n| n > i).count();
             let reports = runs * rounds_each + if i < paced { paced_rounds * pauses.len() } else { 0 };
-            WireDevice::new(dir, &server.base, &format!("wire{i}"), &format!("g{}", 11 + i % 90), reports)
+            WireDevice::new(dir, &servers[i % servers.len()].base, &format!("wire{i}"), &format!("g{}", 11 + i % 90), reports)
         })
         .collect();
     let made: usize = pool.iter().map(|d| d.reports.len()).sum();
@@ -768,18 +783,20 @@ fn load(dir: &Path, server: &Server, quick: bool) {
         );
     };
     for n in sizes {
-        let cpu0 = server.cpu_s();
+        let cpu0 = cpu_s();
         let (lat, wall) = drive(&mut pool[..n], seconds, rounds_each, Duration::ZERO);
-        row(n.to_string(), &lat, wall, server.cpu_s() - cpu0);
+        row(n.to_string(), &lat, wall, cpu_s() - cpu0);
     }
     println!(
         "\n| {paced} devices, each one round per pause (one new report per round, {paced_rounds} rounds) | rounds | changes ingested/s | p50 round | p99 round | server CPU |\n|---|---|---|---|---|---|"
     );
     for pause in pauses {
-        let cpu0 = server.cpu_s();
+        let cpu0 = cpu_s();
         let (lat, wall) = drive(&mut pool[..paced], pause.as_secs_f64() * (paced_rounds + 1) as f64, paced_rounds, pause);
-        row(format!("every {} s", pause.as_secs()), &lat, wall, server.cpu_s() - cpu0);
+        row(format!("every {} s", pause.as_secs()), &lat, wall, cpu_s() - cpu0);
     }
-    let (rss, anon, peak) = server.memory_mib();
-    println!("\nServer memory after the load: RSS {rss:.1} MiB ({anon:.1} MiB of it anonymous; peak {peak:.1} MiB).");
+    for server in servers {
+        let (rss, anon, peak) = server.memory_mib();
+        println!("\nServer memory after the load: RSS {rss:.1} MiB ({anon:.1} MiB of it anonymous; peak {peak:.1} MiB).");
+    }
 }
