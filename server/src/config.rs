@@ -39,6 +39,19 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Check the configuration (file, flags, environment) and say what is wrong.
     CheckConfig(ServeArgs),
+    /// Copy a town's SQLite database into an empty PostgreSQL database (all or nothing, checked),
+    /// with the server stopped; its phones go on syncing against the new database.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The town's SQLite database.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The PostgreSQL database (postgres://user:password@host:port/name), empty or holding this town.
+    #[arg(long)]
+    pub to: String,
 }
 
 #[derive(Debug, Args)]

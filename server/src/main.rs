@@ -90,6 +90,14 @@ fn run(cli: Cli) -> Result<(), String> {
                 Err(format!("配置有 {} 处问题:\n  {}", problems.len(), problems.join("\n  ")))
             }
         }
+        Command::Migrate(args) => {
+            // No server may write the file while it is copied.
+            let _lock = gridlink_server::backup::ServeLock::take(&args.from).map_err(|e| e.to_string())?;
+            let done = gridlink_server::storage::migrate_town(&args.from, &args.to).map_err(|e| e.for_operator())?;
+            println!("{done}");
+            println!("现在可以用 gridlink-server serve --db <PostgreSQL 地址> 启动服务器,各手机照常同步即可。");
+            Ok(())
+        }
         Command::Import(args) => {
             let report = import::run(&args.db, &args.what)?;
             println!("{report}");

@@ -20,10 +20,12 @@
 //! `dyn Storage`.
 
 mod bus;
+mod migrate;
 mod pg;
 mod sqlite;
 
 pub use bus::EventBus;
+pub use migrate::{Migrated, migrate_town};
 pub use pg::PgStorage;
 pub(crate) use pg::redact;
 

@@ -178,6 +178,13 @@ impl PgStorage {
         Self { client: RefCell::new(client), url: url.to_owned(), prepared: RefCell::default(), in_tx: Cell::new(false) }
     }
 
+    /// Runs `f` on the connection itself (the migration's generic copy), inside whatever
+    /// transaction is open.
+    pub(crate) fn with_client<T>(&self, f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>) -> AppResult<T> {
+        self.usable()?;
+        Ok(f(&mut self.client.borrow_mut())?)
+    }
+
     /// Runs SQL that is not part of the seam (fixtures, schema checks).
     pub fn batch_execute(&self, sql: &str) -> AppResult<()> {
         self.usable()?;
