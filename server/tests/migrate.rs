@@ -24,11 +24,7 @@ fn report(c: &mut Client, title: &str) -> String {
 
 #[test]
 fn a_town_moves_to_postgres_and_its_phones_sync_on() {
-    let Ok(admin) = std::env::var("GRIDLINK_TEST_PG_URL") else {
-        assert!(std::env::var_os("GRIDLINK_REQUIRE_PG").is_none(), "GRIDLINK_REQUIRE_PG is set but GRIDLINK_TEST_PG_URL is not");
-        eprintln!("skipped: set GRIDLINK_TEST_PG_URL=postgres://… (cargo xtask test does)");
-        return;
-    };
+    let Some(admin) = gridlink_tests::postgres_for_tests() else { return };
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("town.db");
     process::import_town(BIN.as_ref(), &file);

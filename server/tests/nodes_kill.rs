@@ -7,10 +7,9 @@
 //! Runs when `GRIDLINK_TEST_PG_URL` names a PostgreSQL server (as `cargo xtask test` does).
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,26 +17,16 @@ use std::time::{Duration, Instant};
 use gridlink_core::sync::SyncEngine;
 use gridlink_core::{Action, Client, NewIncident, Status, UnitCode};
 use gridlink_server::storage::{PgStorage, Storage};
+use gridlink_tests::process::{self, Serve};
 use rand::{Rng, SeedableRng};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gridlink-server");
 
-/// A server node on `db`, its photos in `data`, sweeping every 50 ms.
+/// A server node on `db`, its photos in `data`, sweeping every 50 ms; returns its host:port.
 fn node(db: &str, data: &Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--db", db, "--data-dir"])
-        .arg(data)
-        .env("GRIDLINK_LOG", "warn")
-        .env("GRIDLINK_SWEEP_INTERVAL_MS", "50")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().rsplit("://").next().unwrap_or_default().to_owned();
-    assert!(addr.starts_with("127.0.0.1:"), "{line}");
-    (child, addr)
+    let how = Serve { args: vec!["--data-dir".as_ref(), data.as_os_str()], env: vec![("GRIDLINK_SWEEP_INTERVAL_MS", "50")], stderr: false };
+    let (child, base, _) = process::serve(BIN.as_ref(), Path::new(db), how);
+    (child, base.trim_start_matches("http://").to_owned())
 }
 
 /// The load balancer: each new connection goes to the next node in turn, or to the other one
@@ -81,12 +70,8 @@ fn push(c: &mut Client, e: &SyncEngine) -> Option<HashSet<String>> {
 
 #[test]
 fn a_node_killed_again_and_again_loses_nothing() {
-    let Ok(admin) = std::env::var("GRIDLINK_TEST_PG_URL") else {
-        assert!(std::env::var_os("GRIDLINK_REQUIRE_PG").is_none(), "GRIDLINK_REQUIRE_PG is set but GRIDLINK_TEST_PG_URL is not");
-        eprintln!("skipped: set GRIDLINK_TEST_PG_URL=postgres://… (cargo xtask test does)");
-        return;
-    };
-    let seed = gridlink_tests::process::seed_from_env();
+    let Some(admin) = gridlink_tests::postgres_for_tests() else { return };
+    let seed = process::seed_from_env();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("photos");

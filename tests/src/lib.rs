@@ -102,6 +102,18 @@ pub fn server_location(dir: &tempfile::TempDir) -> Location {
     }
 }
 
+/// The PostgreSQL server the tests may use (`GRIDLINK_TEST_PG_URL`, else
+/// `GRIDLINK_TEST_SERVER_PG`), as `cargo xtask test` sets it; None (the test then skips, saying
+/// so) when neither is set, which `GRIDLINK_REQUIRE_PG=1` turns into a failure.
+pub fn postgres_for_tests() -> Option<String> {
+    let url = ["GRIDLINK_TEST_PG_URL", "GRIDLINK_TEST_SERVER_PG"].iter().find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()));
+    if url.is_none() {
+        assert!(std::env::var_os("GRIDLINK_REQUIRE_PG").is_none(), "GRIDLINK_REQUIRE_PG is set but no PostgreSQL URL is");
+        eprintln!("skipped: set GRIDLINK_TEST_PG_URL=postgres://… to run it (cargo xtask test does)");
+    }
+    url
+}
+
 /// Whether test servers run on PostgreSQL ([`server_location`]).
 pub fn servers_on_postgres() -> bool {
     std::env::var("GRIDLINK_TEST_SERVER_PG").is_ok_and(|v| !v.is_empty())

@@ -17,16 +17,6 @@ use gridlink_server::db::Location;
 use gridlink_server::storage::PgStorage;
 use gridlink_tests::{DEPT_A, GRID_A, Phone, TestServer, http, seed, token, unit};
 
-/// The PostgreSQL server to use, if one is named.
-fn admin_url() -> Option<String> {
-    let url = ["GRIDLINK_TEST_PG_URL", "GRIDLINK_TEST_SERVER_PG"].iter().find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()));
-    if url.is_none() {
-        assert!(std::env::var_os("GRIDLINK_REQUIRE_PG").is_none(), "GRIDLINK_REQUIRE_PG is set but no PostgreSQL URL is");
-        eprintln!("skipped: set GRIDLINK_TEST_PG_URL=postgres://… to run several nodes (cargo xtask test does)");
-    }
-    url
-}
-
 /// Two nodes of the test town on a new database of their own, sharing the photo directory.
 fn two_nodes(admin: &str, clock: Arc<dyn Clock>) -> (TestServer, TestServer) {
     let name = format!("gl_nodes_{:012x}", rand::random::<u64>() >> 16);
@@ -54,7 +44,7 @@ fn case_numbers(server: &TestServer) -> Vec<u32> {
 
 #[test]
 fn devices_on_two_nodes_see_one_town() {
-    let Some(admin) = admin_url() else { return };
+    let Some(admin) = gridlink_tests::postgres_for_tests() else { return };
     let (a, b) = two_nodes(&admin, Arc::new(SystemClock));
     const ROUNDS: usize = 12;
     const PER_ROUND: usize = 2;
@@ -110,7 +100,7 @@ fn devices_on_two_nodes_see_one_town() {
 
 #[test]
 fn the_sweeper_on_every_node_supervises_once() {
-    let Some(admin) = admin_url() else { return };
+    let Some(admin) = gridlink_tests::postgres_for_tests() else { return };
     let clock = Arc::new(ManualClock::new(1_795_000_000_000)); // 2026-11-18, a Wednesday
     let (a, b) = two_nodes(&admin, clock.clone());
     let mut center = Phone::login_with_clock(&a.base, "center", clock.clone());
@@ -159,7 +149,7 @@ fn events_for(rx: &mut tokio::sync::broadcast::Receiver<gridlink_server::records
 
 #[test]
 fn a_change_on_one_node_is_a_live_event_on_the_other() {
-    let Some(admin) = admin_url() else { return };
+    let Some(admin) = gridlink_tests::postgres_for_tests() else { return };
     let (a, b) = two_nodes(&admin, Arc::new(SystemClock));
     let (mut on_a, mut on_b) = (a.state.events.subscribe(), b.state.events.subscribe());
     let mut grid = a.phone("grid_a");
@@ -184,7 +174,7 @@ fn a_change_on_one_node_is_a_live_event_on_the_other() {
 
 #[test]
 fn a_photo_upload_cut_on_one_node_resumes_on_the_other() {
-    let Some(admin) = admin_url() else { return };
+    let Some(admin) = gridlink_tests::postgres_for_tests() else { return };
     let (a, b) = two_nodes(&admin, Arc::new(SystemClock));
     let mut grid = a.phone("grid_a");
     let id = grid.create_incident(NewIncident { category: "0503".into(), title: "带照片的事件".into(), ..Default::default() }).unwrap();
@@ -214,7 +204,7 @@ fn a_photo_upload_cut_on_one_node_resumes_on_the_other() {
 
 #[test]
 fn password_guesses_are_limited_across_nodes() {
-    let Some(admin) = admin_url() else { return };
+    let Some(admin) = gridlink_tests::postgres_for_tests() else { return };
     let (a, b) = two_nodes(&admin, Arc::new(SystemClock));
     let login = |base: &str, password: &str| {
         let body = serde_json::json!({ "username": "center", "password": password, "device_name": "猜密码" });
