@@ -39,7 +39,7 @@ pub fn town() -> &'static Town {
             .block_on(gridlink_server::app::sign_in(&state, "grid_a", gridlink_tests::PASSWORD.into(), "fuzz", 86_400_000))
             .unwrap()
             .token;
-        let api_key = gridlink_server::open311::create_api_key(&state.db.writer(), "center", "fuzz", 0).unwrap();
+        let api_key = gridlink_server::open311::create_api_key(&*state.db.writer(), "center", "fuzz", 0).unwrap();
         Town { runtime, state, token, api_key, _dir: dir }
     })
 }
