@@ -200,9 +200,9 @@ pub fn check(args: &ServeArgs, file: &FileConfig) -> (Vec<String>, Vec<String>) 
     let db = args.db.clone().or_else(|| file.db.clone());
     match &db {
         None => problems.push("没有指定数据库文件(db)".to_owned()),
-        Some(db) if matches!(crate::db::Location::parse(&db.to_string_lossy()), crate::db::Location::Postgres(_)) => {
+        Some(db) if let postgres @ crate::db::Location::Postgres(_) = crate::db::Location::parse(&db.to_string_lossy()) => {
             // Not connected to: checking the configuration changes nothing and reaches nothing.
-            facts.push(format!("数据库: PostgreSQL {}", crate::db::Location::parse(&db.to_string_lossy())));
+            facts.push(format!("数据库: PostgreSQL {postgres}"));
             let s = settings(&args.common, file, Path::new("."));
             facts.push(format!("附件目录: {}(多个节点须共用同一目录)", s.data_dir.display()));
         }

@@ -375,6 +375,7 @@ impl Db {
         Ok(Self { inner })
     }
 
+    /// Writes waiting for the writer thread.
     pub fn write_queue_depth(&self) -> i64 {
         self.inner.queued.load(Ordering::Relaxed).max(0)
     }
@@ -444,7 +445,6 @@ impl Db {
     }
 }
 
-/// Maps "not found" to [`AppError::NotFound`].
 /// A connection held for the caller: the storage, whichever backend it is.
 pub struct Held<'a>(MutexGuard<'a, Conn>);
 
@@ -469,6 +469,7 @@ impl Held<'_> {
     }
 }
 
+/// Maps "not found" to [`AppError::NotFound`].
 pub fn found<T>(v: Option<T>) -> AppResult<T> {
     v.ok_or(AppError::NotFound)
 }

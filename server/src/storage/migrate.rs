@@ -22,26 +22,6 @@ use super::pg::PgStorage;
 use super::{STATE_TABLES, Storage, Tx};
 use crate::error::{AppError, AppResult};
 
-/// Every table of the town, parents before the rows that refer to them.
-const TABLES: &[&str] = &[
-    "meta",
-    "units",
-    "people",
-    "devices",
-    "api_keys",
-    "docs",
-    "changes",
-    "device_docs",
-    "rounds",
-    "case_counters",
-    "attachments",
-    "attachment_refs",
-    "notices",
-    "audit",
-    "personal",
-    "login_failures",
-];
-
 /// Tables whose numbers come from a sequence on PostgreSQL (`BIGSERIAL seq`).
 const NUMBERED: &[&str] = &["changes", "notices", "audit"];
 
@@ -89,7 +69,7 @@ pub fn migrate_town(from: &Path, to: &str) -> AppResult<Migrated> {
     }
     let mut copied = Vec::new();
     if !already {
-        for table in TABLES {
+        for table in STATE_TABLES {
             copied.push((*table, copy_table(&source, &target, table)?));
         }
         for table in NUMBERED {
@@ -112,7 +92,6 @@ pub fn migrate_town(from: &Path, to: &str) -> AppResult<Migrated> {
     if agreed != digest(&target)? {
         return Err(AppError::Internal("迁移核对不一致(记录或变更的内容不同),已全部撤销".into()));
     }
-    debug_assert_eq!(STATE_TABLES.len(), theirs.len());
     tx.commit()?;
     Ok(Migrated { copied, already, digest: agreed })
 }

@@ -369,9 +369,25 @@ pub(crate) fn like_pattern(text: &str) -> String {
     format!("%{}%", escape_like(text))
 }
 
-/// The tables that hold the server's state.
-pub const STATE_TABLES: &[&str] =
-    &["docs", "changes", "devices", "people", "units", "attachments", "attachment_refs", "notices", "audit", "api_keys", "rounds"];
+/// Every table that holds the server's state, parents before the rows that refer to them.
+pub const STATE_TABLES: &[&str] = &[
+    "meta",
+    "units",
+    "people",
+    "devices",
+    "api_keys",
+    "docs",
+    "changes",
+    "device_docs",
+    "rounds",
+    "case_counters",
+    "attachments",
+    "attachment_refs",
+    "notices",
+    "audit",
+    "personal",
+    "login_failures",
+];
 
 /// What the server keeps, on one open connection or transaction of a backend. Writes made
 /// through it belong to the transaction of the caller (the writer's batch): they are kept or

@@ -127,18 +127,15 @@ impl PgStorage {
     /// Connects to `url` (`postgres://user@host:port/db`) and brings the schema up to date, each
     /// step in its own transaction (a failed step leaves the database at the one before).
     pub fn connect(url: &str) -> AppResult<Self> {
-        Self::migrate(url).map_err(|e| match e {
-            AppError::Internal(text) if text.ends_with("25006") => AppError::Internal(format!(
-                "PostgreSQL 数据库 {} 只读(只读副本,或设置了 default_transaction_read_only),服务器需要可写的主库",
-                redact(url)
-            )),
-            other => other,
-        })
-    }
-
-    fn migrate(url: &str) -> AppResult<Self> {
         let mut client = open(url)?;
         let mut tx = client.transaction()?;
+        let read_only: String = tx.query_one("SELECT current_setting('transaction_read_only')", &[])?.get(0);
+        if read_only == "on" {
+            return Err(AppError::Internal(format!(
+                "PostgreSQL 数据库 {} 只读(只读副本,或设置了 default_transaction_read_only),服务器需要可写的主库",
+                redact(url)
+            )));
+        }
         // Nodes starting together migrate one after the other.
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&(LOG_LOCK + 1)])?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
