@@ -9,15 +9,11 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use gridlink_core::sync::SyncEngine;
-use gridlink_core::{Action, Client, NewIncident, Status, UnitCode};
+use gridlink_core::{Client, NewIncident};
 use gridlink_tests::process::{self, Serve};
 use rand::{Rng, SeedableRng};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gridlink-server");
-
-fn unit(code: &str) -> UnitCode {
-    UnitCode::parse(code).unwrap()
-}
 
 /// Starts the server with a fast deadline sweeper; returns it with its address.
 fn serve(db: &std::path::Path) -> (Child, String) {
@@ -74,13 +70,7 @@ fn acknowledged_changes_survive_sigkill() {
                     }
                     let after: HashSet<String> = c.outbox(100_000).unwrap().into_iter().map(|e| e.hash).collect();
                     mine.extend(before.difference(&after).cloned());
-                    // Accept what the routing brought and dispatch it with a deadline that soon passes.
-                    for t in c.my_tasks(20).unwrap().into_iter().filter(|t| t.status == Some(Status::Reported)) {
-                        let grid = unit("532331101201-01-01");
-                        c.act(&t.id, Action::Accept, "").unwrap();
-                        let soon = c.now_ms() + 200;
-                        c.act(&t.id, Action::Dispatch { to_unit: grid, deadline_ms: Some(soon) }, "").unwrap();
-                    }
+                    gridlink_tests::dispatch_with_short_deadlines(&mut c, "532331101201-01-01");
                 }
                 (c, mine)
             })

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gridlink_core::sync::SyncEngine;
-use gridlink_core::{Action, Client, NewIncident, Status, UnitCode};
+use gridlink_core::{Client, NewIncident};
 use gridlink_server::storage::{PgStorage, Storage};
 use gridlink_tests::process::{self, Serve};
 use rand::{Rng, SeedableRng};
@@ -138,13 +138,7 @@ fn a_node_killed_again_and_again_loses_nothing() {
                     if let Some(done) = push(&mut c, &e) {
                         mine.extend(done);
                     }
-                    // Take up what the routing brought, with a deadline that soon passes.
-                    for t in c.my_tasks(20).unwrap().into_iter().filter(|t| t.status == Some(Status::Reported)) {
-                        let grid = UnitCode::parse("532331101201-01-01").unwrap();
-                        c.act(&t.id, Action::Accept, "").unwrap();
-                        let soon = c.now_ms() + 200;
-                        c.act(&t.id, Action::Dispatch { to_unit: grid, deadline_ms: Some(soon) }, "").unwrap();
-                    }
+                    gridlink_tests::dispatch_with_short_deadlines(&mut c, "532331101201-01-01");
                 }
                 (c, mine)
             })

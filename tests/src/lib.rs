@@ -114,6 +114,16 @@ pub fn postgres_for_tests() -> Option<String> {
     url
 }
 
+/// A station's work in the fault tests: accepts every record the routing brought it and
+/// dispatches each to `grid` with a deadline 200 ms away, so the deadline sweeper soon has work.
+pub fn dispatch_with_short_deadlines(c: &mut Client, grid: &str) {
+    for t in c.my_tasks(20).unwrap().into_iter().filter(|t| t.status == Some(gridlink_core::Status::Reported)) {
+        c.act(&t.id, gridlink_core::Action::Accept, "").unwrap();
+        let soon = c.now_ms() + 200;
+        c.act(&t.id, gridlink_core::Action::Dispatch { to_unit: unit(grid), deadline_ms: Some(soon) }, "").unwrap();
+    }
+}
+
 /// Whether test servers run on PostgreSQL ([`server_location`]).
 pub fn servers_on_postgres() -> bool {
     std::env::var("GRIDLINK_TEST_SERVER_PG").is_ok_and(|v| !v.is_empty())
