@@ -128,9 +128,17 @@ try {
     await form.locator('textarea[name=note]').fill('已责令当事人自行拆除,现场已恢复');
   });
   await notice(dept, '已办理:处置');
+  // The <img> is in the page before its bytes arrive: wait for the picture itself to be
+  // decoded (a broken image never gets a width, so this still fails when the photo is not served).
   const img = dept.locator('.photos img').first();
   await img.waitFor();
-  assert.ok(await img.evaluate((i) => i.complete && i.naturalWidth > 0), 'the uploaded photo is shown');
+  const shown = await dept
+    .waitForFunction(() => {
+      const i = document.querySelector('.photos img');
+      return i && i.complete && i.naturalWidth > 0;
+    }, null, { timeout: 15000 })
+    .then(() => true, () => false);
+  assert.ok(shown, 'the uploaded photo is shown');
   ok('the department signs and handles with a photo');
   await shot(dept, '03-department-handled');
 
