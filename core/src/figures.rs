@@ -17,7 +17,9 @@
 //!   holder ([`HolderRow`]): which unit the overdue records are waiting for, by clock;
 //! - *settled in the village* (小事不出村): closed incidents never held by the town or a department,
 //!   as a share of closed ones; *settled in the town* (大事不出镇): received incidents closed inside
-//!   the town, as a share of received ones;
+//!   the town, never passed up to the county, as a share of received ones;
+//! - per town (各镇, what the county compares): the same outcome figures, by the town of the
+//!   record's location;
 //! - errands: *on-time delivery* is the share of delivered requests delivered by the promised date.
 
 use std::collections::BTreeMap;
@@ -50,6 +52,9 @@ pub struct RecordFacts {
     pub handled_by: Option<String>,
     pub handled_ms: Option<i64>,
     pub reached_town: bool,
+    /// The record was passed up to the county at some point.
+    #[serde(default)]
+    pub reached_county: bool,
     pub satisfaction: Option<u8>,
     pub completed_ms: Option<i64>,
     pub delivered_ms: Option<i64>,
@@ -89,6 +94,7 @@ impl RecordFacts {
             handled_by: s.handled_by.as_ref().map(ToString::to_string),
             handled_ms: s.handled_at_ms,
             reached_town: s.reached_town,
+            reached_county: s.reached_county,
             satisfaction: s.satisfaction,
             completed_ms: s.completed_at_ms,
             delivered_ms: s.delivered_at_ms,
@@ -136,6 +142,9 @@ pub struct Row {
     pub on_time: u32,
     pub overdue_now: u32,
     pub settled_in_village: u32,
+    /// Closed without the county's help (大事不出镇).
+    #[serde(default)]
+    pub settled_in_town: u32,
     pub close_hours_total: f64,
     pub satisfaction_total: u32,
     pub evaluations: u32,
@@ -159,6 +168,9 @@ impl Row {
             self.closed += 1;
             if !f.reached_town {
                 self.settled_in_village += 1;
+            }
+            if !f.reached_county {
+                self.settled_in_town += 1;
             }
             if let Some(end) = f.finished_ms {
                 self.close_hours_total += (end - f.created_ms) as f64 / 3_600_000.0;
@@ -201,7 +213,7 @@ impl Row {
     }
     /// 大事不出镇: share of received incidents closed inside the town.
     pub fn town_share(&self) -> Option<f64> {
-        (self.received > 0).then(|| f64::from(self.closed) / f64::from(self.received))
+        (self.received > 0).then(|| f64::from(self.settled_in_town) / f64::from(self.received))
     }
 }
 
@@ -258,6 +270,9 @@ pub struct Figures {
     pub from_ms: i64,
     pub to_ms: i64,
     pub totals: Row,
+    /// One row per town (the county's view; a single town has one).
+    #[serde(default)]
+    pub by_town: Vec<Row>,
     pub by_village: Vec<Row>,
     pub by_category: Vec<Row>,
     pub by_department: Vec<DepartmentRow>,
@@ -270,17 +285,24 @@ pub struct Figures {
 /// Computes the figures of `[from_ms, to_ms)` as of `now_ms`. `name` gives display names of units.
 pub fn compute(facts: &[RecordFacts], catalog: &Catalog, from_ms: i64, to_ms: i64, now_ms: i64, name: &dyn Fn(&str) -> String) -> Figures {
     let mut totals = Row { key: "all".into(), name: "全镇".into(), ..Default::default() };
+    let mut towns: BTreeMap<String, Row> = BTreeMap::new();
     let mut villages: BTreeMap<String, Row> = BTreeMap::new();
     let mut categories: BTreeMap<String, Row> = BTreeMap::new();
     let mut depts: BTreeMap<String, DepartmentRow> = BTreeMap::new();
     let mut stations: BTreeMap<String, StationServiceRow> = BTreeMap::new();
     let mut holders: BTreeMap<String, HolderRow> = BTreeMap::new();
-    let is_dept = |u: &str| u.split('-').next().is_some_and(|h| h.len() == 9) && u.contains('-');
+    // A town's or the county's department (a village's groups and grids have 12-digit heads).
+    let is_dept = |u: &str| u.split('-').next().is_some_and(|h| matches!(h.len(), 6 | 9)) && u.contains('-');
     for f in facts {
         let in_period = (from_ms..to_ms).contains(&f.created_ms);
         match f.kind {
             RecordKind::Incident => {
                 totals.add(f, in_period, now_ms);
+                let town = f.location.get(..9).unwrap_or_default().to_owned();
+                towns
+                    .entry(town.clone())
+                    .or_insert_with(|| Row { name: name(&town), key: town, ..Default::default() })
+                    .add(f, in_period, now_ms);
                 let village = f.village.clone().unwrap_or_else(|| f.location.clone());
                 villages
                     .entry(village.clone())
@@ -351,6 +373,7 @@ pub fn compute(facts: &[RecordFacts], catalog: &Catalog, from_ms: i64, to_ms: i6
         from_ms,
         to_ms,
         totals,
+        by_town: towns.into_values().collect(),
         by_village: villages.into_values().collect(),
         by_category: categories.into_values().collect(),
         by_department: depts.into_values().collect(),
@@ -430,66 +453,82 @@ impl Figures {
         let headers = |h: &[&str]| h.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         let mut totals = vec![incident_row(&self.totals)];
         totals.extend(self.by_village.iter().map(incident_row));
-        vec![
-            Table { title: "各村(社区)事件办理".into(), headers: headers(&incident_headers), rows: totals },
-            Table {
-                title: "各类事件办理".into(),
-                headers: headers(&incident_headers),
-                rows: self.by_category.iter().map(incident_row).collect(),
-            },
-            Table {
-                title: "部门处置".into(),
-                headers: headers(&["部门", "处置反馈数", "按时处置数", "按时率", "在办数", "当前超期"]),
-                rows: self
-                    .by_department
-                    .iter()
-                    .map(|d| {
-                        let rate = (d.handled > 0).then(|| f64::from(d.handled_on_time) / f64::from(d.handled));
-                        vec![Cell::Text(d.name.clone()), n(d.handled), n(d.handled_on_time), pct(rate), n(d.holding_now), n(d.overdue_now)]
-                    })
-                    .collect(),
-            },
-            Table {
-                title: "当前超期(按责任单位)".into(),
-                headers: headers(&["责任单位", "计时中", "处置超期", "核查超期", "结案超期", "超期合计"]),
-                rows: self
-                    .by_holder
-                    .iter()
-                    .map(|h| {
-                        vec![
-                            Cell::Text(h.name.clone()),
-                            n(h.running),
-                            n(h.handling_overdue),
-                            n(h.verification_overdue),
-                            n(h.closing_overdue),
-                            n(h.overdue()),
-                        ]
-                    })
-                    .collect(),
-            },
-            Table {
-                title: "便民服务站代办".into(),
-                headers: headers(&["服务站", "受理数", "办结数", "送达数", "按时送达率", "退件/撤回", "在办数", "满意度"]),
-                rows: self
-                    .service_requests_by_station
-                    .iter()
-                    .map(|e| {
-                        let rate = (e.delivered > 0).then(|| f64::from(e.delivered_on_time) / f64::from(e.delivered));
-                        let sat = (e.evaluations > 0).then(|| f64::from(e.satisfaction_total) / f64::from(e.evaluations));
-                        vec![
-                            Cell::Text(e.name.clone()),
-                            n(e.received),
-                            n(e.completed),
-                            n(e.delivered),
-                            pct(rate),
-                            n(e.rejected_or_withdrawn),
-                            n(e.open),
-                            num(sat),
-                        ]
-                    })
-                    .collect(),
-            },
-        ]
+        // The county compares its towns side by side; a single town has no such table.
+        let towns = (self.by_town.len() > 1).then(|| {
+            let mut rows = vec![incident_row(&self.totals)];
+            rows.extend(self.by_town.iter().map(incident_row));
+            Table { title: "各镇事件办理".into(), headers: headers(&incident_headers), rows }
+        });
+        towns
+            .into_iter()
+            .chain([
+                Table { title: "各村(社区)事件办理".into(), headers: headers(&incident_headers), rows: totals },
+                Table {
+                    title: "各类事件办理".into(),
+                    headers: headers(&incident_headers),
+                    rows: self.by_category.iter().map(incident_row).collect(),
+                },
+                Table {
+                    title: "部门处置".into(),
+                    headers: headers(&["部门", "处置反馈数", "按时处置数", "按时率", "在办数", "当前超期"]),
+                    rows: self
+                        .by_department
+                        .iter()
+                        .map(|d| {
+                            let rate = (d.handled > 0).then(|| f64::from(d.handled_on_time) / f64::from(d.handled));
+                            vec![
+                                Cell::Text(d.name.clone()),
+                                n(d.handled),
+                                n(d.handled_on_time),
+                                pct(rate),
+                                n(d.holding_now),
+                                n(d.overdue_now),
+                            ]
+                        })
+                        .collect(),
+                },
+                Table {
+                    title: "当前超期(按责任单位)".into(),
+                    headers: headers(&["责任单位", "计时中", "处置超期", "核查超期", "结案超期", "超期合计"]),
+                    rows: self
+                        .by_holder
+                        .iter()
+                        .map(|h| {
+                            vec![
+                                Cell::Text(h.name.clone()),
+                                n(h.running),
+                                n(h.handling_overdue),
+                                n(h.verification_overdue),
+                                n(h.closing_overdue),
+                                n(h.overdue()),
+                            ]
+                        })
+                        .collect(),
+                },
+                Table {
+                    title: "便民服务站代办".into(),
+                    headers: headers(&["服务站", "受理数", "办结数", "送达数", "按时送达率", "退件/撤回", "在办数", "满意度"]),
+                    rows: self
+                        .service_requests_by_station
+                        .iter()
+                        .map(|e| {
+                            let rate = (e.delivered > 0).then(|| f64::from(e.delivered_on_time) / f64::from(e.delivered));
+                            let sat = (e.evaluations > 0).then(|| f64::from(e.satisfaction_total) / f64::from(e.evaluations));
+                            vec![
+                                Cell::Text(e.name.clone()),
+                                n(e.received),
+                                n(e.completed),
+                                n(e.delivered),
+                                pct(rate),
+                                n(e.rejected_or_withdrawn),
+                                n(e.open),
+                                num(sat),
+                            ]
+                        })
+                        .collect(),
+                },
+            ])
+            .collect()
     }
 }
 

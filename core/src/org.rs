@@ -1,9 +1,11 @@
-//! The organisation hierarchy of the four-level linkage (四级联动: 镇 ► 村 ► 组 ► 网格) and the
-//! scope rule that decides who sees which record.
+//! The organisation hierarchy of the four-level linkage (四级联动: 镇 ► 村 ► 组 ► 网格), with the
+//! county (县) above the towns where a county runs one platform, and the scope rule that decides
+//! who sees which record.
 //!
-//! Unit codes extend the national 12-digit statistical area code: 9 digits reach the town
-//! (6 county + 3 town), 12 the village; groups, grids and stationed departments append `-`
-//! segments (`532331101201-03-02` is grid 02 of group 03). Ancestry is therefore a property of the
+//! Unit codes extend the national 12-digit statistical area code: 6 digits are the county,
+//! 9 the town (6 county + 3 town), 12 the village; groups, grids and departments (stationed in a
+//! town or the county's own 县直部门) append `-` segments (`532331101201-03-02` is grid 02 of
+//! group 03, `532331-GA` a county department). Ancestry is therefore a property of the
 //! codes alone, so the workflow fold, which must give the same answer on every replica, never needs
 //! a possibly stale copy of the org tree.
 
@@ -27,7 +29,7 @@ impl UnitCode {
             Some(i) => (&code[..i], &code[i..]),
             None => (code, ""),
         };
-        if !(head.len() == 9 || head.len() == 12) || !head.bytes().all(|b| b.is_ascii_digit()) {
+        if !matches!(head.len(), 6 | 9 | 12) || !head.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());
         }
         if !rest.is_empty() {
@@ -46,9 +48,25 @@ impl UnitCode {
         &self.0
     }
 
-    /// The 9-digit town part of the code.
-    pub fn town(&self) -> &str {
-        &self.0[..9]
+    /// The 9-digit town part of the code; `None` for the county and its departments.
+    pub fn town(&self) -> Option<&str> {
+        let head = self.head();
+        (head.len() >= 9).then(|| &head[..9])
+    }
+
+    /// The 6-digit county part of the code.
+    pub fn county(&self) -> &str {
+        &self.0[..6]
+    }
+
+    /// The statistical-area part before any `-` segment: the county, town or village itself.
+    pub fn head(&self) -> &str {
+        self.0.split('-').next().unwrap_or_default()
+    }
+
+    /// True for the county itself and the county's departments.
+    pub fn is_county_level(&self) -> bool {
+        self.head().len() == 6
     }
 
     /// True when `self` is `other` or one of its ancestors.
@@ -61,7 +79,7 @@ impl UnitCode {
             return false;
         }
         let next = d.as_bytes()[a.len()];
-        next == b'-' || (a.len() == 9 && next.is_ascii_digit())
+        next == b'-' || (matches!(a.len(), 6 | 9) && next.is_ascii_digit())
     }
 
     /// True when `self` is a strict ancestor of `other`.
@@ -70,7 +88,9 @@ impl UnitCode {
     }
 
     /// The parent code implied by the code's shape (a village for a group or a grid that sits
-    /// directly under it, the town for a village or a department), or `None` for a town.
+    /// directly under it, the town for a village or a department, the county for a county
+    /// department), or `None` for a town or a county. A town's county is [`UnitCode::county`]:
+    /// a town need not run under a county on its server.
     pub fn parent(&self) -> Option<UnitCode> {
         if let Some(i) = self.0.rfind('-') {
             return Some(UnitCode(self.0[..i].to_owned()));
@@ -102,6 +122,8 @@ impl fmt::Display for UnitCode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnitKind {
+    /// County 县, with its social-governance center above the towns.
+    County,
     /// Town 镇.
     Town,
     /// Village or community 村(社区).
@@ -110,7 +132,7 @@ pub enum UnitKind {
     Group,
     /// Grid 网格.
     Grid,
-    /// A department in the town (综合行政执法, 派出所, 司法所 …).
+    /// A department in the town (综合行政执法, 派出所, 司法所 …) or of the county (县直部门).
     Department,
 }
 
@@ -118,6 +140,7 @@ impl UnitKind {
     /// Chinese name of the kind.
     pub fn label(self) -> &'static str {
         match self {
+            UnitKind::County => "县",
             UnitKind::Town => "镇",
             UnitKind::Village => "村(社区)",
             UnitKind::Group => "村民小组",
@@ -133,21 +156,21 @@ pub struct OrgUnit {
     pub code: UnitCode,
     pub name: String,
     pub kind: UnitKind,
-    /// Parent unit; `None` only for the town.
+    /// Parent unit; `None` only for the root (the county, or a town that runs alone).
     pub parent: Option<UnitCode>,
     /// For departments: the key that catalog entries use to name their responsible department.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub department_key: Option<String>,
 }
 
-/// The org tree of one town, checked for shape on construction.
+/// The org tree of one town, or of a county with its towns, checked for shape on construction.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct OrgTree {
     units: BTreeMap<UnitCode, OrgUnit>,
 }
 
 impl OrgTree {
-    /// Builds a tree; every unit but the town needs a parent that exists and fits its kind.
+    /// Builds a tree; every unit but the root needs a parent that exists and fits its kind.
     pub fn new(units: impl IntoIterator<Item = OrgUnit>) -> Result<Self> {
         let units: BTreeMap<_, _> = units.into_iter().map(|u| (u.code.clone(), u)).collect();
         for u in units.values() {
@@ -157,8 +180,10 @@ impl OrgTree {
             let parent_kind = parent_kind.transpose()?;
             let fits = matches!(
                 (u.kind, parent_kind),
-                (UnitKind::Town, None)
-                    | (UnitKind::Village | UnitKind::Department, Some(UnitKind::Town))
+                (UnitKind::County, None)
+                    | (UnitKind::Town, None | Some(UnitKind::County))
+                    | (UnitKind::Department, Some(UnitKind::Town | UnitKind::County))
+                    | (UnitKind::Village, Some(UnitKind::Town))
                     | (UnitKind::Group, Some(UnitKind::Village))
                     | (UnitKind::Grid, Some(UnitKind::Village | UnitKind::Group))
             );
@@ -216,6 +241,10 @@ pub enum Role {
     DepartmentHandler,
     /// Town leader 镇领导.
     TownLeader,
+    /// Operator of the county social-governance center 县社会治理中心坐席.
+    CountyOperator,
+    /// County leader 县领导.
+    CountyLeader,
     /// System administrator 系统管理员.
     Admin,
     /// The town server's automation (deadline sweeper) 系统.
@@ -224,7 +253,7 @@ pub enum Role {
 
 impl Role {
     /// Every role, for tables and tests.
-    pub const ALL: [Role; 9] = [
+    pub const ALL: [Role; 11] = [
         Role::GridMember,
         Role::GroupLeader,
         Role::StationStaff,
@@ -232,6 +261,8 @@ impl Role {
         Role::CenterOperator,
         Role::DepartmentHandler,
         Role::TownLeader,
+        Role::CountyOperator,
+        Role::CountyLeader,
         Role::Admin,
         Role::System,
     ];
@@ -246,6 +277,8 @@ impl Role {
             Role::CenterOperator => "center_operator",
             Role::DepartmentHandler => "department_handler",
             Role::TownLeader => "town_leader",
+            Role::CountyOperator => "county_operator",
+            Role::CountyLeader => "county_leader",
             Role::Admin => "admin",
             Role::System => "system",
         }
@@ -261,6 +294,8 @@ impl Role {
             Role::CenterOperator => "综治中心工作人员",
             Role::DepartmentHandler => "部门经办人",
             Role::TownLeader => "镇领导",
+            Role::CountyOperator => "县社会治理中心坐席",
+            Role::CountyLeader => "县领导",
             Role::Admin => "系统管理员",
             Role::System => "系统",
         }
@@ -273,6 +308,7 @@ impl Role {
             Role::GroupLeader => UnitKind::Group,
             Role::StationStaff | Role::VillageHead => UnitKind::Village,
             Role::CenterOperator | Role::TownLeader | Role::Admin | Role::System => UnitKind::Town,
+            Role::CountyOperator | Role::CountyLeader => UnitKind::County,
             Role::DepartmentHandler => UnitKind::Department,
         }
     }
@@ -367,6 +403,42 @@ mod tests {
     }
 
     #[test]
+    fn the_county_is_above_its_towns_only() {
+        let county = c("532331");
+        let county_dept = c("532331-GA");
+        assert!(UnitCode::parse("53233").is_err() && UnitCode::parse("5323311").is_err());
+        for below in ["532331101", "532331102201", "532331101201-03-02", "532331101-D01", "532331-GA"] {
+            assert!(county.strictly_contains(&c(below)), "{below}");
+        }
+        assert!(!county.contains(&c("532332101")), "a neighbouring county's town");
+        assert!(!county_dept.contains(&c("532331101")) && !c("532331101").contains(&county_dept));
+        assert_eq!(county_dept.parent(), Some(county.clone()));
+        assert_eq!(county.parent(), None);
+        assert_eq!(c("532331101201-03").town(), Some("532331101"));
+        assert_eq!((county.town(), county_dept.town()), (None, None));
+        assert!(county_dept.is_county_level() && !c("532331101").is_county_level());
+        let unit = |code: &str, kind, parent: Option<&str>| OrgUnit {
+            code: c(code),
+            name: code.into(),
+            kind,
+            parent: parent.map(c),
+            department_key: None,
+        };
+        let tree = OrgTree::new([
+            unit("532331", UnitKind::County, None),
+            unit("532331-GA", UnitKind::Department, Some("532331")),
+            unit("532331101", UnitKind::Town, Some("532331")),
+            unit("532331102", UnitKind::Town, Some("532331")),
+            unit("532331102201", UnitKind::Village, Some("532331102")),
+        ])
+        .unwrap();
+        assert_eq!(tree.ancestor_of_kind(&c("532331102201"), UnitKind::County).map(|u| u.name.as_str()), Some("532331"));
+        let village_under_county =
+            OrgTree::new([unit("532331", UnitKind::County, None), unit("532331201", UnitKind::Village, Some("532331"))]);
+        assert!(village_under_county.is_err(), "a village hangs under a town, not the county");
+    }
+
+    #[test]
     fn role_names_match_serde() {
         for r in Role::ALL {
             assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
@@ -389,5 +461,13 @@ mod tests {
         assert_eq!(access(&dept, &dispatched), Access::Full);
         let escalated = RecordScope { location: &grid_b, holder: Some(&town), assignee: None, reporter: Some("wang") };
         assert_eq!(access(&member, &escalated), Access::Read);
+        // The county sees every town; a town loses working access once it passed a record up.
+        let county = Person { id: "xian".into(), name: "县".into(), role: Role::CountyOperator, unit: c("532331") };
+        assert_eq!(access(&county, &own), Access::Full);
+        let at_county = RecordScope { location: &grid_b, holder: Some(&county.unit), assignee: None, reporter: None };
+        let center = Person { id: "zz".into(), name: "综治".into(), role: Role::CenterOperator, unit: town.clone() };
+        assert_eq!(access(&center, &at_county), Access::Read);
+        let other_town = Person { id: "qt".into(), name: "他镇".into(), role: Role::CenterOperator, unit: c("532331102") };
+        assert_eq!(access(&other_town, &at_county), Access::None);
     }
 }

@@ -214,7 +214,8 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
 }
 
 /// SQL condition: `column` holds `param`'s unit code or a unit below it (codes nest by prefix;
-/// a 9-digit town code also covers its 12-digit villages). `param` is a placeholder such as `?1`.
+/// a 6-digit county code also covers its towns, a 9-digit town code its 12-digit villages).
+/// `param` is a placeholder such as `?1`.
 ///
 /// Written as ranges rather than `LIKE`, so that an index on `column` serves it: codes are
 /// digits and `-`, so "starts with `P-`" is `P-` ≤ code < `P.` and "starts with `P`" is
@@ -222,7 +223,7 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
 pub fn within_sql(column: &str, param: &str) -> String {
     format!(
         "({column} = {param} OR ({column} >= {param} || '-' AND {column} < {param} || '.') \
-         OR (length({param}) = 9 AND {column} >= {param} AND {column} < {param} || '~'))"
+         OR (length({param}) IN (6, 9) AND {column} >= {param} AND {column} < {param} || '~'))"
     )
 }
 

@@ -182,11 +182,12 @@ pub enum Action {
         photos: Vec<String>,
     },
     Accept,
-    /// Pass upwards (grid ► village ► town).
+    /// Pass upwards (grid ► village ► town ► county).
     Escalate {
         to_unit: UnitCode,
     },
-    /// Send to a department or down a level; the deadline is fixed when dispatched.
+    /// Send to a department or down a level (the county to a county department or back to a
+    /// town); the deadline is fixed when dispatched.
     Dispatch {
         to_unit: UnitCode,
         deadline_ms: Option<i64>,
@@ -321,17 +322,21 @@ use RecordKind::{Incident as Inc, ServiceRequest as Svc};
 use Role::*;
 use Status::*;
 
+/// Who may pass an incident up a level: the field, the village, and the town center to the county.
+const ESCALATORS: &[Role] = &[GridMember, GroupLeader, StationStaff, VillageHead, CenterOperator];
 const FIELD_AND_VILLAGE: &[Role] = &[GridMember, GroupLeader, StationStaff, VillageHead];
-const WORKERS: &[Role] = &[GridMember, GroupLeader, StationStaff, VillageHead, DepartmentHandler];
-const TRIAGE: &[Role] = &[StationStaff, VillageHead, CenterOperator];
-const VERIFIERS: &[Role] = &[GridMember, GroupLeader, StationStaff, VillageHead, CenterOperator];
-const APPROVERS: &[Role] = &[StationStaff, VillageHead, CenterOperator, TownLeader];
+/// Who works on what was dispatched to their unit: a town center works on what the county sent
+/// back to its town (a town center cannot dispatch to its own town, so nothing else reaches it so).
+const WORKERS: &[Role] = &[GridMember, GroupLeader, StationStaff, VillageHead, DepartmentHandler, CenterOperator];
+const TRIAGE: &[Role] = &[StationStaff, VillageHead, CenterOperator, CountyOperator];
+const VERIFIERS: &[Role] = &[GridMember, GroupLeader, StationStaff, VillageHead, CenterOperator, CountyOperator];
+const APPROVERS: &[Role] = &[StationStaff, VillageHead, CenterOperator, TownLeader, CountyOperator, CountyLeader];
 const STATION: &[Role] = &[StationStaff, VillageHead];
 const STATION_AND_FIELD: &[Role] = &[StationStaff, VillageHead, GridMember];
 const STATION_AND_TOWN: &[Role] = &[StationStaff, VillageHead, DepartmentHandler, CenterOperator];
 const TOWN_SERVICE: &[Role] = &[DepartmentHandler, CenterOperator];
-const LEADERS: &[Role] = &[VillageHead, CenterOperator, TownLeader];
-const SUPERVISORS: &[Role] = &[VillageHead, CenterOperator, TownLeader, System];
+const LEADERS: &[Role] = &[VillageHead, CenterOperator, TownLeader, CountyOperator, CountyLeader];
+const SUPERVISORS: &[Role] = &[VillageHead, CenterOperator, TownLeader, CountyOperator, CountyLeader, System];
 const INCIDENT_OPEN: &[Status] = &[Reported, Accepted, Dispatched, InProgress, Handled, Verified, Suspended];
 
 /// Who may do what: the one permission table of Gridlink.
@@ -342,7 +347,7 @@ pub const RULES: &[Rule] = &[
     rule_row(ActionKind::Route,             Inc, &[System, CenterOperator], &[Reported],                          S::HolderOrAbove,   false),
     rule_row(ActionKind::SelfResolve,       Inc, FIELD_AND_VILLAGE, &[Reported],                                      S::HolderOrAbove,   true),
     rule_row(ActionKind::Accept,            Inc, TRIAGE,            &[Reported],                                      S::HolderOrAbove,   false),
-    rule_row(ActionKind::Escalate,          Inc, FIELD_AND_VILLAGE, &[Reported, Accepted],                            S::HolderOrAbove,   true),
+    rule_row(ActionKind::Escalate,          Inc, ESCALATORS,        &[Reported, Accepted],                            S::HolderOrAbove,   true),
     rule_row(ActionKind::Dispatch,          Inc, TRIAGE,            &[Accepted],                                      S::OwnerOrAbove,    false),
     rule_row(ActionKind::Sign,              Inc, WORKERS,           &[Dispatched],                                    S::Holder,          false),
     rule_row(ActionKind::Return,            Inc, WORKERS,           &[Dispatched, InProgress],                        S::Holder,          true),
@@ -458,6 +463,9 @@ pub struct RecordState {
     pub closed_by: Option<UnitCode>,
     /// The record was held by the town or a department at some point (it did not stay in the village).
     pub reached_town: bool,
+    /// The record was held by the county or a county department at some point (it left the town).
+    #[serde(default)]
+    pub reached_county: bool,
     /// Service requests: when completed (办结) and delivered (送达).
     pub completed_at_ms: Option<i64>,
     pub delivered_at_ms: Option<i64>,
@@ -500,8 +508,11 @@ pub fn role_fits_unit(role: Role, unit: &UnitCode) -> bool {
     let segments = code.matches('-').count();
     let head = code.split('-').next().unwrap_or_default().len();
     match role {
-        CenterOperator | TownLeader | Admin | System => head == 9 && segments == 0,
-        DepartmentHandler => head == 9 && segments == 1,
+        CenterOperator | TownLeader => head == 9 && segments == 0,
+        CountyOperator | CountyLeader => head == 6 && segments == 0,
+        // The administrator and the server's automation work for a town or a county.
+        Admin | System => matches!(head, 6 | 9) && segments == 0,
+        DepartmentHandler => matches!(head, 6 | 9) && segments == 1,
         StationStaff | VillageHead => head == 12 && segments == 0,
         GroupLeader | GridMember => head == 12 && (1..=2).contains(&segments),
     }
@@ -721,9 +732,12 @@ fn apply(state: &mut RecordState, ctx: FoldContext<'_>, entry: &TimelineEntry) {
     if next == Completed {
         state.completed_at_ms = Some(now);
     }
-    // Held by the town itself or one of its departments: the record left the village.
-    if state.holder.as_ref().is_some_and(|h| h.as_str().split('-').next().is_some_and(|head| head.len() == 9)) {
+    // Held by the town, the county or one of their departments: the record left the village.
+    if state.holder.as_ref().is_some_and(|h| matches!(h.head().len(), 6 | 9)) {
         state.reached_town = true;
+    }
+    if state.holder.as_ref().is_some_and(UnitCode::is_county_level) {
+        state.reached_county = true;
     }
     state.status = Some(next);
     state.last_at = Some(entry.at);

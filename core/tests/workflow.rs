@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use gridlink_core::{Action, ActionKind, CoreError, IncidentEdit, NewIncident, NewServiceRequest, RecordQuery, ServiceMode, Status};
+use gridlink_core::{Action, ActionKind, CoreError, IncidentEdit, NewIncident, NewServiceRequest, RecordQuery, Role, ServiceMode, Status};
 
 fn new_garbage_report() -> NewIncident {
     NewIncident {
@@ -292,4 +292,61 @@ fn many_edits_compact_and_reload() {
     }
     assert_eq!(c.pending_count().unwrap(), 41);
     assert!(c.verify_integrity().unwrap().is_empty());
+}
+
+/// 四级联动 with the county above: the town center passes a dispute it cannot settle up to the
+/// county center, which sends it to a county department (县直部门) with a deadline; the county
+/// closes it. Then the county sends a second one back down to the town, which handles it itself.
+#[test]
+fn the_county_takes_what_the_town_cannot_settle() {
+    const COUNTY: &str = "532331";
+    const COUNTY_DEPT: &str = "532331-ZR";
+    let t0 = at(2026, 11, 20, 9);
+    let mut grid = Device::new(grid_member(), t0);
+    let mut town = Device::new(center(), t0);
+    let mut county = Device::new(person("xian", "县中心坐席", Role::CountyOperator, COUNTY), t0);
+    let mut county_dept = Device::new(person("zr", "县自然资源局", Role::DepartmentHandler, COUNTY_DEPT), t0);
+    let mut other_town = Device::new(person("qt", "邻镇综治中心", Role::CenterOperator, "532331102"), t0);
+
+    for (second, title) in [(false, "跨镇土地纠纷"), (true, "镇内占道经营")] {
+        let id = grid.create_incident(NewIncident { title: title.into(), ..new_garbage_report() }).unwrap();
+        let step = |dev: &mut Device, action: Action, note: &str| {
+            dev.clock.advance(60_000);
+            dev.act(&id, action, note).unwrap()
+        };
+        step(&mut grid, Action::Escalate { to_unit: unit(TOWN) }, "需镇里协调");
+        push(&grid, &mut town, &id);
+        step(&mut town, Action::Accept, "");
+        // A town cannot escalate to a county that is not its own, nor skip past the county.
+        town.clock.advance(60_000);
+        let wrong = town.act(&id, Action::Escalate { to_unit: unit("532332") }, "上报");
+        assert!(matches!(wrong, Err(CoreError::NotAllowed { .. })), "{wrong:?}");
+        let v = step(&mut town, Action::Escalate { to_unit: unit(COUNTY) }, "涉及两镇,镇级无法协调");
+        assert_eq!((v.folded.state.status, v.folded.state.holder.clone()), (Some(Status::Reported), Some(unit(COUNTY))));
+        // Once it is the county's, the town has nothing left to do on it.
+        assert!(town.get(&id).unwrap().allowed.is_empty(), "{:?}", town.get(&id).unwrap().allowed);
+
+        push(&town, &mut county, &id);
+        assert!(county.get(&id).unwrap().allowed.contains(&ActionKind::Accept));
+        // A neighbouring town's center sees it only by being told, and still may not act on it.
+        push(&town, &mut other_town, &id);
+        assert!(other_town.get(&id).unwrap().allowed.is_empty());
+        step(&mut county, Action::Accept, "");
+        let (worker, to) = if second { (&mut town, TOWN) } else { (&mut county_dept, COUNTY_DEPT) };
+        let v = step(&mut county, Action::Dispatch { to_unit: unit(to), deadline_ms: Some(at(2026, 11, 27, 0)) }, "请核实处理");
+        assert_eq!(v.folded.state.deadline_ms, Some(at(2026, 11, 27, 0)));
+        push(&county, worker, &id);
+        step(worker, Action::Sign, "");
+        step(worker, Action::Handle { photos: vec![] }, "已调处完毕");
+        push(worker, &mut grid, &id);
+        step(&mut grid, Action::Verify, "现场核实");
+        push(&grid, &mut county, &id);
+        // The county that owns it closes it, not the town.
+        assert!(!town.get(&id).unwrap().allowed.contains(&ActionKind::Close));
+        let v = step(&mut county, Action::Close, "");
+        let s = &v.folded.state;
+        assert_eq!((s.status, s.escalations, v.folded.conflicts()), (Some(Status::Closed), 2, 0));
+        assert!(s.reached_town && s.reached_county);
+        assert_eq!(s.closed_by, Some(unit(COUNTY)));
+    }
 }
