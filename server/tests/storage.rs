@@ -353,10 +353,28 @@ mod checks {
             "a town sees its villages and its departments"
         );
         assert_eq!(scope("532331101-dept-01", "x"), ["at-department"]);
+        // The county (6 digits) sees every town under it and its own departments; a town does
+        // not see what its county's department holds, nor another county's records.
+        s.put_record(&row("town-b", "532331102201-01", Some("532331102"), None)).unwrap();
+        s.put_record(&row("at-county-dept", "532331102201", Some("532331-ZR"), None)).unwrap();
+        s.put_record(&row("next-county", "532332101201", None, None)).unwrap();
         assert_eq!(
-            s.record_ids().unwrap(),
-            ["at-department", "elsewhere", "held-by-village", "in-grid", "prefix-not-a-child", "reported-by-p9"]
+            scope("532331", "nobody"),
+            [
+                "at-county-dept",
+                "at-department",
+                "elsewhere",
+                "held-by-village",
+                "in-grid",
+                "prefix-not-a-child",
+                "reported-by-p9",
+                "town-b"
+            ],
+            "a county sees its towns"
         );
+        assert_eq!(scope("532331-ZR", "x"), ["at-county-dept"]);
+        assert!(!scope(town, "nobody").iter().any(|id| id == "town-b" || id == "at-county-dept"), "not a neighbouring town's");
+        assert_eq!(s.record_ids().unwrap().len(), 9);
     }
 
     pub fn a_record_row_is_replaced_whole(s: &dyn Storage) {

@@ -922,7 +922,7 @@ impl Storage for PgStorage {
 /// with an escaped prefix, so the `text_pattern_ops` indexes serve it whatever the database's
 /// collation (codes hold only digits and `-`, nothing `LIKE` gives a meaning to).
 fn within(column: &str, param: &str) -> String {
-    format!("({column} = {param} OR {column} LIKE {param} || '-%' OR (length({param}) = 9 AND {column} LIKE {param} || '%'))")
+    format!("({column} = {param} OR {column} LIKE {param} || '-%' OR (length({param}) IN (6, 9) AND {column} LIKE {param} || '%'))")
 }
 
 /// A list's `WHERE` clause: the filter and the viewer's scope (`$1` unit, `$2` person), with the
