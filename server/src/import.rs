@@ -61,6 +61,7 @@ fn read(path: &Path) -> Result<String, String> {
 /// Parses a unit kind written in English or Chinese.
 pub fn parse_kind(s: &str) -> Option<UnitKind> {
     Some(match s.trim() {
+        "county" | "县" | "县(市、区)" | "区" | "县级市" => UnitKind::County,
         "town" | "镇" | "乡镇" | "街道" => UnitKind::Town,
         "village" | "村" | "社区" | "村(社区)" | "村（社区）" => UnitKind::Village,
         "group" | "组" | "村民小组" => UnitKind::Group,
@@ -116,7 +117,7 @@ pub fn parse_units(text: &str) -> Result<Vec<OrgUnit>, String> {
             errors.push(format!("第{line}行:单位名称不能为空"));
         }
         let Some(kind) = parse_kind(&f[2]) else {
-            errors.push(format!("第{line}行:单位类型“{}”无效(应为 镇/村/组/网格/部门)", f[2]));
+            errors.push(format!("第{line}行:单位类型“{}”无效(应为 县/镇/村/组/网格/部门)", f[2]));
             continue;
         };
         let parent = if f[3].is_empty() {

@@ -119,7 +119,7 @@ pub fn ingest(
             // it to another record since the restore.
             Some(no) if first.as_ref().and_then(|f| f.case_no.as_ref()) != Some(no) => reclaim_case_no(tx, doc_id, no, ctx)?,
             Some(_) => None,
-            None if is_new => Some(next_case_no(tx, ctx.case_prefix, ctx.now_ms)?),
+            None if is_new => Some(next_case_no(tx, &case_prefix_of(tx, ctx.case_prefix, &record)?, ctx.now_ms)?),
             None => None,
         };
         if case_no.is_some() || route.is_some() {
@@ -302,7 +302,8 @@ fn reclaim_case_no(tx: &dyn Storage, doc_id: &str, no: &str, ctx: &IngestCtx<'_>
     if taken.is_none() {
         return Ok(None);
     }
-    let fresh = next_case_no(tx, ctx.case_prefix, ctx.now_ms)?;
+    let prefix = prefix_of_case_no(no).unwrap_or(ctx.case_prefix);
+    let fresh = next_case_no(tx, prefix, ctx.now_ms)?;
     tracing::warn!(doc = doc_id, old = no, new = %fresh, "recovered record's case number was given again after the restore: renumbered");
     tx.audit(ctx.now_ms, "system", "renumber_case", &format!("{no} → {fresh}(恢复后编号重复)"))?;
     Ok(Some(fresh))
@@ -325,18 +326,25 @@ fn route_target(record: &Record, ctx: &IngestCtx<'_>) -> Option<UnitCode> {
 }
 
 /// A timeline entry of the server's automation (系统), ordered after every entry it knows.
+/// It acts for the record's town, or for the county while the county holds the record.
 pub fn system_entry(record: &Record, action: Action, note: &str, now_ms: i64) -> AppResult<TimelineEntry> {
+    let state = record.fold().state;
+    let location = record.location();
+    let unit = match &state.holder {
+        Some(h) if h.is_county_level() => h.county(),
+        _ => location.town().unwrap_or(location.county()),
+    };
     let entry = TimelineEntry {
         id: uuid::Uuid::now_v7().to_string(),
         at: next_at(record, now_ms),
         actor: "system".into(),
         actor_name: "系统".into(),
         role: Role::System,
-        unit: UnitCode::parse(record.location().town())?,
+        unit: UnitCode::parse(unit)?,
         action,
         note: note.to_owned(),
     };
-    check(&record.fold().state, record.fold_context(), &entry).map_err(|e| AppError::Conflict(e.to_string()))?;
+    check(&state, record.fold_context(), &entry).map_err(|e| AppError::Conflict(e.to_string()))?;
     Ok(entry)
 }
 
@@ -458,6 +466,23 @@ fn insert_change(tx: &dyn Storage, doc_id: &str, hash: &str, bytes: &[u8], devic
 
 /// The next case number (`GT-2026-000123`), per prefix and year, in order and without gaps: the
 /// counter moves in the same transaction that stores the record.
+/// The counter a new record of `record`'s town numbers from: the server's prefix for a town that
+/// runs alone; in a county (the town's unit hangs under the county) every town counts on its own,
+/// under the prefix followed by the town's three digits (`GT101-2026-000001`), so that case
+/// numbers stay per town, in order and without gaps.
+fn case_prefix_of(tx: &dyn Storage, prefix: &str, record: &Record) -> AppResult<String> {
+    let Some(town) = record.location().town() else {
+        return Ok(prefix.to_owned());
+    };
+    let in_county = tx.unit(town)?.is_some_and(|u| u.parent.is_some());
+    Ok(if in_county { format!("{prefix}{}", &town[6..]) } else { prefix.to_owned() })
+}
+
+/// The counter part of a case number (`GT101` of `GT101-2026-000001`).
+fn prefix_of_case_no(no: &str) -> Option<&str> {
+    no.rsplitn(3, '-').nth(2)
+}
+
 pub fn next_case_no(tx: &dyn Storage, prefix: &str, now_ms: i64) -> AppResult<String> {
     let year = chrono::Datelike::year(&local_time(now_ms));
     let n = tx.next_case_number(prefix, i64::from(year))?;

@@ -76,6 +76,11 @@ pub fn org() -> Vec<OrgUnit> {
 pub fn seed(state: &AppState) {
     let conn = state.db.writer();
     insert_units(&*conn, &org()).unwrap();
+    seed_people(&*conn);
+}
+
+/// The test town's accounts ([`PEOPLE`]), for a database whose units are in already.
+pub fn seed_people(conn: &dyn gridlink_server::storage::Storage) {
     let people: Vec<PersonRow> = PEOPLE
         .iter()
         .map(|(id, role, u)| PersonRow {
@@ -86,7 +91,7 @@ pub fn seed(state: &AppState) {
             password: PASSWORD.into(),
         })
         .collect();
-    insert_people(&*conn, &people, 0).unwrap();
+    insert_people(conn, &people, 0).unwrap();
 }
 
 /// Where a test server keeps its data: a SQLite file in `dir`, or, when
@@ -299,4 +304,46 @@ pub fn json(resp: ureq::http::Response<ureq::Body>) -> (u16, serde_json::Value) 
 /// The token a phone holds.
 pub fn token(phone: &Phone) -> String {
     phone.sync_meta("token").unwrap().unwrap()
+}
+
+/// An `Authorization` header value for a device token.
+pub fn bearer(tok: &str) -> String {
+    format!("Bearer {tok}")
+}
+
+/// A JSON API endpoint fetched with a device token.
+pub fn api_get(server: &TestServer, path: &str, tok: &str) -> (u16, serde_json::Value) {
+    json(http().get(format!("{}{path}", server.base)).header("Authorization", bearer(tok)).call().unwrap())
+}
+
+/// A console page fetched with the session cookie (a device token works as one).
+pub fn console_get(server: &TestServer, path: &str, tok: &str) -> (u16, String) {
+    let resp = http().get(format!("{}{path}", server.base)).header("Cookie", format!("gl_session={tok}")).call().unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.into_body().read_to_string().unwrap_or_default())
+}
+
+/// The CSRF token of a console page's forms.
+pub fn csrf_of(page: &str) -> String {
+    let at = page.find("name=\"_csrf\" value=\"").expect("a form with a CSRF token") + 20;
+    page[at..at + 32].to_owned()
+}
+
+/// A console action form, posted as a browser does (multipart).
+pub fn console_act(server: &TestServer, id: &str, tok: &str, fields: &[(&str, &str)]) -> u16 {
+    let boundary = "gridlinkboundary7MA4YWxkTrZu0gW";
+    let mut body = String::new();
+    for (k, v) in fields {
+        body.push_str(&format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"));
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build().into();
+    agent
+        .post(format!("{}/console/records/{id}/act", server.base))
+        .header("Cookie", format!("gl_session={tok}"))
+        .header("Content-Type", format!("multipart/form-data; boundary={boundary}"))
+        .send(body.as_bytes())
+        .unwrap()
+        .status()
+        .as_u16()
 }

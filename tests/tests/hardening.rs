@@ -11,45 +11,6 @@ use gridlink_server::storage::RecordFilter;
 use gridlink_tests::*;
 use serde_json::Value;
 
-fn bearer(tok: &str) -> String {
-    format!("Bearer {tok}")
-}
-
-fn api_get(server: &TestServer, path: &str, tok: &str) -> (u16, Value) {
-    json(http().get(format!("{}{path}", server.base)).header("Authorization", bearer(tok)).call().unwrap())
-}
-
-/// A console page fetched with the session cookie (a device token works as one).
-fn console_get(server: &TestServer, path: &str, tok: &str) -> (u16, String) {
-    let resp = http().get(format!("{}{path}", server.base)).header("Cookie", format!("gl_session={tok}")).call().unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.into_body().read_to_string().unwrap_or_default())
-}
-
-fn csrf_of(page: &str) -> String {
-    let at = page.find("name=\"_csrf\" value=\"").expect("a form with a CSRF token") + 20;
-    page[at..at + 32].to_owned()
-}
-
-/// A console action form, posted as a browser does (multipart).
-fn console_act(server: &TestServer, id: &str, tok: &str, fields: &[(&str, &str)]) -> u16 {
-    let boundary = "gridlinkboundary7MA4YWxkTrZu0gW";
-    let mut body = String::new();
-    for (k, v) in fields {
-        body.push_str(&format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"));
-    }
-    body.push_str(&format!("--{boundary}--\r\n"));
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build().into();
-    agent
-        .post(format!("{}/console/records/{id}/act", server.base))
-        .header("Cookie", format!("gl_session={tok}"))
-        .header("Content-Type", format!("multipart/form-data; boundary={boundary}"))
-        .send(body.as_bytes())
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 /// Row counts of every table that holds state.
 fn snapshot(server: &TestServer) -> BTreeMap<&'static str, i64> {
     server.state.db.reader().row_counts().unwrap().into_iter().collect()

@@ -418,6 +418,12 @@ pub fn nav_for(role: Role) -> Vec<(&'static str, &'static str)> {
             ("/console/map", "事件地图"),
             ("/console/stats", "统计分析"),
         ],
+        Role::CountyOperator | Role::CountyLeader => vec![
+            ("/console/inbox", "工作台"),
+            ("/console/board", "期限看板"),
+            ("/console/map", "各镇事件地图"),
+            ("/console/stats", "各镇统计"),
+        ],
         Role::CenterOperator | Role::TownLeader => vec![
             ("/console/inbox", "工作台"),
             ("/console/board", "期限看板"),

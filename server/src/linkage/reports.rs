@@ -140,7 +140,11 @@ pub fn figures_for(conn: &dyn Storage, state: &AppState, person: &Person, from: 
     let facts = facts_in_scope(conn, person)?;
     let names = unit_names(conn)?;
     let name = |code: &str| names.get(code).cloned().unwrap_or_else(|| code.to_owned());
-    Ok(figures::compute(&facts, &state.catalog, from, to, state.now_ms(), &name))
+    let mut figures = figures::compute(&facts, &state.catalog, from, to, state.now_ms(), &name);
+    if person.unit.is_county_level() {
+        figures.totals.name = "全县".into();
+    }
+    Ok(figures)
 }
 
 /// The records in `person`'s scope `filter` holds, read and folded, oldest first. Scope is a

@@ -498,8 +498,9 @@ fn units_page(state: &AppState, session: &Session, q: ListQuery, error: Option<S
                 .collect();
             let head = head(s, names, "units", q.done.as_deref(), error);
             let base = format!("/console/admin/units?q={}&", query_value(&prefix));
-            let kinds =
-                [UnitKind::Town, UnitKind::Village, UnitKind::Group, UnitKind::Grid, UnitKind::Department].map(UnitKind::label).to_vec();
+            let kinds = [UnitKind::County, UnitKind::Town, UnitKind::Village, UnitKind::Group, UnitKind::Grid, UnitKind::Department]
+                .map(UnitKind::label)
+                .to_vec();
             Ok(html(&UnitsPage { chrome: head.chrome.clone(), head, q: prefix, rows, pager: Pager::new(&p, &base), kinds }))
         })
         .await

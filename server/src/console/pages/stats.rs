@@ -43,10 +43,27 @@ pub async fn stats(State(state): State<AppState>, session: Session, Query(q): Qu
             ("核查按时率(中心)", pct(t.verify_on_time_rate())),
             ("当前超期", t.overdue_now.to_string()),
             ("小事不出村", pct(t.village_share())),
+            ("大事不出镇", pct(t.town_share())),
             ("平均满意度", t.satisfaction().map_or_else(|| "—".into(), |v| format!("{v:.2} 分"))),
         ];
         let rate = |r: &gridlink_core::figures::Row| r.on_time_rate().map_or(0.0, |v| v * 100.0);
-        let charts = vec![
+        let mut charts = Vec::new();
+        if f.by_town.len() > 1 {
+            // The county's view: its towns side by side.
+            charts.push(charts::bars(
+                "各镇受理事件数",
+                "件",
+                &f.by_town.iter().map(|r| (r.name.clone(), f64::from(r.received))).collect::<Vec<_>>(),
+                None,
+            ));
+            charts.push(charts::bars(
+                "各镇按时处置率",
+                "%",
+                &f.by_town.iter().map(|r| (r.name.clone(), rate(r))).collect::<Vec<_>>(),
+                Some(100.0),
+            ));
+        }
+        charts.extend([
             charts::bars(
                 "各村(社区)受理事件数",
                 "件",
@@ -77,7 +94,7 @@ pub async fn stats(State(state): State<AppState>, session: Session, Query(q): Qu
                 &f.by_holder.iter().map(|r| (r.name.clone(), f64::from(r.overdue()))).collect::<Vec<_>>(),
                 None,
             ),
-        ];
+        ]);
         let from_s = local_time(from).format("%Y-%m-%d").to_string();
         let to_s = local_time(to - 1).format("%Y-%m-%d").to_string();
         Ok(StatsPage {
