@@ -125,6 +125,43 @@ fn the_county_settles_what_a_town_passes_up_and_compares_its_towns() {
     assert_eq!(record["state"]["status"], "closed", "{record}");
     assert_eq!(record["state"]["closed_by"], COUNTY);
 
+    // The second one the county sends back down to the town with a deadline; when it passes,
+    // the deadline sweeper supervises the town once, and the town center works on it.
+    center_a.act(&a2, Action::Accept, "").unwrap();
+    center_a.act(&a2, Action::Escalate { to_unit: unit(COUNTY) }, "需县里研判").unwrap();
+    center_a.sync().unwrap();
+    county.sync().unwrap();
+    county.act(&a2, Action::Accept, "").unwrap();
+    let passed = chrono::Utc::now().timestamp_millis() - 60_000;
+    county.act(&a2, Action::Dispatch { to_unit: unit(TOWN), deadline_ms: Some(passed) }, "请广通镇属地处置").unwrap();
+    county.sync().unwrap();
+    assert_eq!(gridlink_server::linkage::sweep(&server.state).unwrap(), 1);
+    assert_eq!(gridlink_server::linkage::sweep(&server.state).unwrap(), 0, "once per due time");
+    center_a.sync().unwrap();
+    let v = center_a.get(&a2).unwrap();
+    assert_eq!(v.folded.state.supervisions, 1);
+    assert!(v.allowed.contains(&gridlink_core::ActionKind::Sign), "{:?}", v.allowed);
+    center_a.act(&a2, Action::Sign, "").unwrap();
+    // Overdue at a county department: the system supervises for the county, the department and
+    // the county are told.
+    center_b.sync().unwrap();
+    center_b.act(&b1, Action::Accept, "").unwrap();
+    center_b.act(&b1, Action::Escalate { to_unit: unit(COUNTY) }, "塌方涉及县道").unwrap();
+    center_b.sync().unwrap();
+    county.sync().unwrap();
+    county.act(&b1, Action::Accept, "").unwrap();
+    county.act(&b1, Action::Dispatch { to_unit: unit(COUNTY_DEPT), deadline_ms: Some(passed) }, "请核查").unwrap();
+    county.sync().unwrap();
+    assert_eq!(gridlink_server::linkage::sweep(&server.state).unwrap(), 1);
+    county_dept.sync().unwrap();
+    let supervised = county_dept.get(&b1).unwrap().folded;
+    let last = &supervised.entries.last().unwrap().entry;
+    assert_eq!((last.unit.as_str(), supervised.conflicts()), (COUNTY, 0), "the system acted for the county");
+    assert!(matches!(&last.action, Action::Supervise { overdue: true, to_units } if to_units == &[unit(COUNTY_DEPT), unit(COUNTY)]));
+    let v = center_a.act(&a2, Action::Handle { photos: vec![] }, "已组织清运").unwrap();
+    assert_eq!((v.folded.state.status, v.folded.conflicts()), (Some(Status::Handled), 0));
+    center_a.sync().unwrap();
+
     // Phones of one town never receive the other town's records.
     center_b.sync().unwrap();
     grid_b.sync().unwrap();
