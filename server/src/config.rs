@@ -114,6 +114,10 @@ pub struct DemoArgs {
     /// Keep the demo database in this file (default: a temporary directory).
     #[arg(long, env = "GRIDLINK_DB")]
     pub db: Option<PathBuf>,
+    /// A county (禄丰市 with two towns and the county center) instead of one town; with a
+    /// PostgreSQL `--db` it runs as two server nodes, on the port of `--listen` and the next.
+    #[arg(long)]
+    pub county: bool,
     #[command(flatten)]
     pub common: CommonArgs,
 }

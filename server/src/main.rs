@@ -44,16 +44,24 @@ fn run(cli: Cli) -> Result<(), String> {
             };
             let state = build_state_at(settings(&args.common, &file, &location.home()), &location, Arc::new(SystemClock))
                 .map_err(|e| e.for_operator())?;
-            serve(state, listen, None, tls)
+            serve(vec![state], listen, None, tls)
         }
         Command::Demo(args) => {
             let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
             let db = args.db.clone().unwrap_or_else(|| tmp.path().join("gridlink-demo.db"));
             let location = Location::parse(&db.to_string_lossy());
-            let state = build_state_at(settings(&args.common, &file, &location.home()), &location, Arc::new(SystemClock))
-                .map_err(|e| e.for_operator())?;
-            let logins = demo::seed(&state).map_err(|e| e.to_string())?;
-            serve(state, args.listen, Some(logins), tls_paths(&args.common, &file)?)
+            let start = || {
+                build_state_at(settings(&args.common, &file, &location.home()), &location, Arc::new(SystemClock))
+                    .map_err(|e| e.for_operator())
+            };
+            let state = start()?;
+            let logins = if args.county { demo::seed_county(&state) } else { demo::seed(&state) }.map_err(|e| e.to_string())?;
+            let mut nodes = vec![state];
+            // The county on PostgreSQL: a second node on the same database, as a county runs.
+            if args.county && location.file().is_none() {
+                nodes.push(start()?);
+            }
+            serve(nodes, args.listen, Some(logins), tls_paths(&args.common, &file)?)
         }
         Command::Apikey(args) => {
             let db = gridlink_server::db::Db::open(&args.db, 1).map_err(|e| e.to_string())?;
@@ -106,17 +114,26 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
+/// Serves each node on its own port (`listen`, then the ports after it) until Ctrl+C or SIGTERM.
 fn serve(
-    state: gridlink_server::AppState,
+    nodes: Vec<gridlink_server::AppState>,
     listen: std::net::SocketAddr,
     demo: Option<demo::DemoLogins>,
     tls: Option<(PathBuf, PathBuf)>,
 ) -> Result<(), String> {
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let listener = std::net::TcpListener::bind(listen).map_err(|e| format!("无法监听 {listen}: {e}"))?;
-        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let mut listeners = Vec::new();
+        for i in 0..nodes.len() {
+            let mut at = listen;
+            if listen.port() != 0 {
+                at.set_port(listen.port() + i as u16);
+            }
+            let listener = std::net::TcpListener::bind(at).map_err(|e| format!("无法监听 {at}: {e}"))?;
+            listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+            listeners.push(listener);
+        }
+        let addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
         let tls = match tls {
             Some((cert, key)) => Some(gridlink_server::tls_config(&cert, &key).await?),
             None => None,
@@ -126,6 +143,28 @@ fn serve(
             println!("{}", d.banner(addr).replace("http://", &format!("{scheme}://")));
         } else {
             println!("网格通服务器已启动: {scheme}://{addr}");
+        }
+        if listeners.len() > 1 {
+            let all: Vec<String> = listeners.iter().filter_map(|l| l.local_addr().ok()).map(|a| format!("{scheme}://{a}")).collect();
+            println!("{} 个服务器节点共用一个 PostgreSQL 数据库,手机和浏览器可连接任意一个:{}", all.len(), all.join("  "));
+        }
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let mut served = tokio::task::JoinSet::new();
+        for (state, listener) in nodes.into_iter().zip(listeners) {
+            let tls = tls.clone();
+            let stop = stopped();
+            served.spawn(async move {
+                match tls {
+                    Some(tls) => launch_tls(state, listener, tls, stop).await,
+                    None => launch(state, tokio::net::TcpListener::from_std(listener)?, stop).await,
+                }
+            });
         }
         let shutdown = async {
             let ctrl_c = tokio::signal::ctrl_c();
@@ -138,11 +177,18 @@ fn serve(
             let _ = ctrl_c.await;
             tracing::info!("shutting down: finishing requests in flight");
         };
-        let served = match tls {
-            Some(tls) => launch_tls(state, listener, tls, shutdown).await,
-            None => launch(state, tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?, shutdown).await,
-        };
-        served.map_err(|e| e.to_string())
+        // Until asked to stop, or until a node ends on its own (its error is the answer).
+        let mut result = Ok(());
+        tokio::select! {
+            _ = shutdown => {}
+            Some(ended) = served.join_next() => result = ended.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())),
+        }
+        let _ = stop_tx.send(true);
+        while let Some(ended) = served.join_next().await {
+            let ended = ended.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string()));
+            result = result.and(ended);
+        }
+        result
     })
 }
 

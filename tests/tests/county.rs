@@ -227,3 +227,36 @@ fn a_town_escalates_to_the_county_from_the_console() {
     let (status, _) = console_get(&server, &format!("/console/records/{id}"), &other);
     assert_eq!(status, 404, "a neighbouring town cannot open it");
 }
+
+/// `gridlink-server demo --county`: the county center sees both towns' records, among them the
+/// ones that went up to the county, in every state the demo promises; each town sees its own.
+#[test]
+fn the_demo_county_shows_the_county_at_work() {
+    let server = TestServer::start_seeded(Arc::new(SystemClock), |s| {
+        let logins = gridlink_server::demo::seed_county(s).unwrap();
+        assert!(logins.county && logins.rows.iter().any(|r| r.1 == "xian-zhongxin"));
+    });
+    let mut county = Phone::login_with_password(&server.base, "xian-zhongxin", DEMO_PASSWORD);
+    county.sync().unwrap();
+    let all = county.list(&RecordQuery { limit: 500, ..Default::default() }).unwrap();
+    let of_town = |town: &str| all.iter().filter(|r| r.display_no.starts_with(&format!("GT{}-", &town[6..]))).count();
+    assert!(of_town(TOWN) > 40 && of_town(TOWN_B) == 5, "both towns, numbered per town: {} and {}", of_town(TOWN), of_town(TOWN_B));
+    let held_by_county = county.list(&RecordQuery { holder: Some(unit(COUNTY)), limit: 50, ..Default::default() }).unwrap();
+    assert_eq!(held_by_county.len(), 1, "one waits in the county's inbox");
+    let closed_by_county =
+        all.iter().filter(|r| county.get(&r.id).unwrap().folded.state.closed_by.as_ref().is_some_and(|u| u.as_str() == COUNTY)).count();
+    assert_eq!(closed_by_county, 2);
+    let overdue_at_county_depts = all
+        .iter()
+        .map(|r| county.get(&r.id).unwrap())
+        .filter(|v| v.overdue && v.folded.state.holder.as_ref().is_some_and(|h| h.as_str().starts_with("532331-")))
+        .count();
+    assert_eq!(overdue_at_county_depts, 2, "two are overdue at county departments");
+
+    let mut town_b = Phone::login_with_password(&server.base, "qf-zongzhi", DEMO_PASSWORD);
+    town_b.sync().unwrap();
+    assert_eq!(town_b.list(&RecordQuery { limit: 500, ..Default::default() }).unwrap().len(), 5, "勤丰镇 sees its own five");
+    let (_, figures) = api_get(&server, "/api/v1/figures", &token(&county));
+    let towns: Vec<&str> = figures["by_town"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    assert_eq!(towns, ["广通镇", "勤丰镇"]);
+}

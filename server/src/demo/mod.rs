@@ -3,6 +3,7 @@
 //! server through the same validated ingest path a sync uses.
 
 mod bulk;
+mod county;
 mod devices;
 mod histories;
 mod town;
@@ -19,7 +20,7 @@ use rand::{Rng, SeedableRng};
 pub use bulk::bulk;
 use devices::Devices;
 use histories::{PATHS, Path, REPORTS, Who, incident_steps};
-use town::{TOWN, VILLAGES, code, grid_corners, id_number, name_of, org, person_of, point_in_grid};
+use town::{TOWN, VILLAGES, code, id_number, name_of, org, person_of, point_in_grid};
 
 use crate::app::AppState;
 use crate::error::{AppError, AppResult};
@@ -36,13 +37,16 @@ pub struct DemoLogins {
     pub rows: Vec<(String, String, String, String)>,
     pub incidents: usize,
     pub service_requests: usize,
+    /// The demo county (禄丰市 with two towns) rather than the town alone.
+    pub county: bool,
 }
 
 impl DemoLogins {
     /// What `gridlink-server demo` prints.
     pub fn banner(&self, addr: std::net::SocketAddr) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "网格通演示镇「广通镇」已就绪:{} 件事件,{} 件便民服务", self.incidents, self.service_requests);
+        let place = if self.county { "县「禄丰市」(广通镇、勤丰镇)" } else { "镇「广通镇」" };
+        let _ = writeln!(s, "网格通演示{place}已就绪:{} 件事件,{} 件便民服务", self.incidents, self.service_requests);
         let _ = writeln!(s, "网页控制台:http://{addr}/console/   (用下列账号登录)");
         let _ = writeln!(s, "服务器地址:http://{addr}/   健康检查:http://{addr}/healthz   同步接口:http://{addr}/api/v1/");
         let _ = writeln!(s, "演示账号(密码均为 {DEMO_PASSWORD}):");
@@ -56,8 +60,26 @@ impl DemoLogins {
 
 /// Seeds the demo town into an empty database (an already seeded one is left as it is).
 pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
+    seed_with(state, false)
+}
+
+/// Seeds the demo county: the county center of 禄丰市 above 广通镇 (seeded as [`seed`] does) and
+/// a second town, 勤丰镇, with records that went up to the county.
+pub fn seed_county(state: &AppState) -> AppResult<DemoLogins> {
+    seed_with(state, true)
+}
+
+fn seed_with(state: &AppState, in_county: bool) -> AppResult<DemoLogins> {
     let catalog = Catalog::bundled();
-    let (units, people) = org(&catalog);
+    let (mut units, mut people) = org(&catalog);
+    if in_county {
+        let (county_units, county_people) = county::org();
+        for u in units.iter_mut().filter(|u| u.kind == UnitKind::Town) {
+            u.parent = Some(code(county::COUNTY));
+        }
+        units.splice(0..0, county_units);
+        people.extend(county_people);
+    }
     let seeded = state.db.reader().people_count("")?;
     let now = state.now_ms();
     if seeded == 0 {
@@ -65,7 +87,7 @@ pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
         insert_units(&*conn, &units).map_err(AppError::Internal)?;
         insert_people(&*conn, &people, now).map_err(AppError::Internal)?;
         for g in units.iter().filter(|u| u.kind == UnitKind::Grid) {
-            let corners = grid_corners(&g.code);
+            let corners = county::corners(&g.code);
             let text = serde_json::to_string(&corners).expect("serialisable");
             conn.set_boundary(g.code.as_str(), Some(&text))?;
         }
@@ -77,13 +99,17 @@ pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
         let p = pick(id);
         rows.push((p.role.label().to_owned(), p.id.clone(), p.name.clone(), unit_name(&p.unit)));
     }
+    if in_county {
+        county::logins(&mut rows, &people, &units);
+    }
+    let scope = if in_county { county::COUNTY } else { TOWN };
     let count = |kind: &str| -> AppResult<usize> {
         let filter = RecordFilter { kind: Some(kind), ..RecordFilter::ALL };
         // Everything of the town: counted in the scope of the town itself.
-        Ok(state.db.reader().count_records(&filter, TOWN, "")? as usize)
+        Ok(state.db.reader().count_records(&filter, scope, "")? as usize)
     };
     if seeded > 0 {
-        return Ok(DemoLogins { rows, incidents: count("incident")?, service_requests: count("service_request")? });
+        return Ok(DemoLogins { rows, incidents: count("incident")?, service_requests: count("service_request")?, county: in_county });
     }
 
     let mut rng = StdRng::seed_from_u64(20261123);
@@ -94,7 +120,8 @@ pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
         devices: HashMap::new(),
         people: people.iter().map(|p| (p.id.clone(), person_of(p))).collect(),
     };
-    let grids: Vec<&OrgUnit> = units.iter().filter(|u| u.kind == UnitKind::Grid).collect();
+    // 广通镇's grids (the county's second town has its own records, made by `county::records`).
+    let grids: Vec<&OrgUnit> = units.iter().filter(|u| u.kind == UnitKind::Grid && u.code.town() == Some(TOWN)).collect();
     let dept_unit = |key: &str| units.iter().find(|u| u.department_key.as_deref() == Some(key)).map(|u| u.code.clone());
 
     // Every step of every record, then run in time order so each device's clock only moves forward.
@@ -283,5 +310,9 @@ pub fn seed(state: &AppState) -> AppResult<DemoLogins> {
         };
         dev.push(&actor, &id)?;
     }
-    Ok(DemoLogins { rows, incidents: count("incident")?, service_requests: count("service_request")? })
+    drop(dev);
+    if in_county {
+        county::records(state, &people)?;
+    }
+    Ok(DemoLogins { rows, incidents: count("incident")?, service_requests: count("service_request")?, county: in_county })
 }

@@ -40,7 +40,11 @@ pub(super) fn grid_corners(code: &UnitCode) -> Vec<[f64; 2]> {
 }
 
 pub(super) fn point_in_grid(code: &UnitCode, n: usize) -> gridlink_core::GeoPoint {
-    let c = grid_corners(code);
+    point_in(&grid_corners(code), n)
+}
+
+/// A point inside the quadrilateral `c`, spread by `n`.
+pub(super) fn point_in(c: &[[f64; 2]], n: usize) -> gridlink_core::GeoPoint {
     let (u, v) = (0.25 + 0.5 * ((n * 37) % 100) as f64 / 100.0, 0.25 + 0.5 * ((n * 61) % 100) as f64 / 100.0);
     let lon = (c[0][0] * (1.0 - u) + c[1][0] * u) * (1.0 - v) + (c[3][0] * (1.0 - u) + c[2][0] * u) * v;
     let lat = (c[0][1] * (1.0 - u) + c[1][1] * u) * (1.0 - v) + (c[3][1] * (1.0 - u) + c[2][1] * u) * v;
