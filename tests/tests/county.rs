@@ -196,6 +196,14 @@ fn the_county_settles_what_a_town_passes_up_and_compares_its_towns() {
     for text in ["各镇事件办理", "各镇受理事件数", "广通镇", "罗川镇", "全县", "大事不出镇"] {
         assert!(page.contains(text), "the county's statistics page shows {text}");
     }
+    // Drilling down into one town: its figures only; a town cannot look into another.
+    let (_, one) = api_get(&server, &format!("/api/v1/figures?town={TOWN_B}"), &token(&county));
+    assert_eq!((one["totals"]["received"].as_u64(), one["by_town"].as_array().map(Vec::len)), (Some(1), Some(1)));
+    let (status, _) = api_get(&server, &format!("/api/v1/figures?town={TOWN}"), &token(&center_b));
+    assert_eq!(status, 400, "a town cannot drill into its neighbour");
+    let (_, page) = console_get(&server, &format!("/console/stats?town={TOWN_B}"), &token(&county));
+    assert!(page.contains("统计分析 · 罗川镇") && !page.contains("各镇事件办理"), "the county's drill-down into one town");
+    assert!(page.contains(&format!("data-town=\"{TOWN}\"")), "with the way to the other towns");
     let (_, page) = console_get(&server, "/console/stats", &token(&center_b));
     assert!(!page.contains("各镇事件办理") && !page.contains("广通镇"), "a town's page shows its own town only");
 }

@@ -28,6 +28,8 @@ pub struct ReportQuery {
     pub format: Option<String>,
     /// For the ledger: the station's village code.
     pub station: Option<String>,
+    /// For the county's figures: one of its towns only (drill-down).
+    pub town: Option<String>,
 }
 
 fn day_start(d: NaiveDate) -> i64 {
@@ -130,18 +132,35 @@ fn facts_in_scope(conn: &dyn Storage, person: &Person) -> AppResult<Vec<RecordFa
 pub async fn figures(State(state): State<AppState>, auth: AuthDevice, Query(q): Query<ReportQuery>) -> AppResult<Response> {
     let (from, to) = period(&q, state.now_ms())?;
     let st = state.clone();
-    let figures = state.db.read(move |c| figures_for(c, &st, &auth.person, from, to)).await?;
+    let town = q.town.clone();
+    let figures = state.db.read(move |c| figures_for(c, &st, &auth.person, town.as_deref(), from, to)).await?;
     let json = serde_json::to_value(&figures).expect("serialisable");
     export(figures.tables(), q.format.as_deref(), "统计报表", json)
 }
 
-/// The figures of `[from, to)` over the records `person` may see, as of now.
-pub fn figures_for(conn: &dyn Storage, state: &AppState, person: &Person, from: i64, to: i64) -> AppResult<figures::Figures> {
-    let facts = facts_in_scope(conn, person)?;
+/// The figures of `[from, to)` over the records `person` may see, as of now; with `town`, over
+/// those located in or held by that town only (the county drilling down into one of its towns).
+pub fn figures_for(
+    conn: &dyn Storage,
+    state: &AppState,
+    person: &Person,
+    town: Option<&str>,
+    from: i64,
+    to: i64,
+) -> AppResult<figures::Figures> {
+    let scope = match town.filter(|t| !t.is_empty()) {
+        None => person.clone(),
+        Some(t) => {
+            let town = UnitCode::parse(t).ok().filter(|t| t.as_str().len() == 9 && person.unit.contains(t));
+            let town = town.ok_or_else(|| AppError::BadRequest("只能查看本单位所辖的镇".into()))?;
+            Person { unit: town, ..person.clone() }
+        }
+    };
+    let facts = facts_in_scope(conn, &scope)?;
     let names = unit_names(conn)?;
     let name = |code: &str| names.get(code).cloned().unwrap_or_else(|| code.to_owned());
     let mut figures = figures::compute(&facts, &state.catalog, from, to, state.now_ms(), &name);
-    if person.unit.is_county_level() {
+    if scope.unit.is_county_level() {
         figures.totals.name = "全县".into();
     }
     Ok(figures)

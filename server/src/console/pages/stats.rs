@@ -24,6 +24,10 @@ struct StatsPage {
     charts: Vec<String>,
     tables: Vec<Table>,
     export_query: String,
+    /// The county's towns to drill down into: (code, name, shown now).
+    towns: Vec<(String, String, bool)>,
+    /// The town drilled into, by name.
+    town: Option<String>,
 }
 
 fn pct(v: Option<f64>) -> String {
@@ -33,8 +37,20 @@ fn pct(v: Option<f64>) -> String {
 /// `GET /console/stats?from&to`: the figures of the period with charts and export buttons.
 pub async fn stats(State(state): State<AppState>, session: Session, Query(q): Query<ReportQuery>) -> PageResult<Response> {
     let (from, to) = period(&q, state.now_ms())?;
+    let town = q.town.clone().filter(|t| !t.is_empty());
     let page = read_page(&state, &session, move |c, names, st, s| {
-        let f = figures_for(c, st, s.person(), from, to)?;
+        let f = figures_for(c, st, s.person(), town.as_deref(), from, to)?;
+        // A county's operators and leaders compare their towns and drill into one.
+        let towns: Vec<(String, String, bool)> = if s.person().unit.is_county_level() {
+            c.units()?
+                .into_iter()
+                .filter(|u| u.kind == "town" && s.person().unit.as_str() == &u.code[..6])
+                .map(|u| (u.code.clone(), u.name, town.as_deref() == Some(u.code.as_str())))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let town_name = town.as_deref().map(|t| names.unit(t));
         let t = &f.totals;
         let cards = vec![
             ("受理事件", t.received.to_string()),
@@ -99,7 +115,12 @@ pub async fn stats(State(state): State<AppState>, session: Session, Query(q): Qu
         let to_s = local_time(to - 1).format("%Y-%m-%d").to_string();
         Ok(StatsPage {
             chrome: chrome(s, names, "统计分析", "/console/stats", true),
-            export_query: format!("from={from_s}&to={to_s}"),
+            export_query: match &town {
+                Some(t) => format!("from={from_s}&to={to_s}&town={t}"),
+                None => format!("from={from_s}&to={to_s}"),
+            },
+            towns,
+            town: town_name,
             from: from_s,
             to: to_s,
             cards,
