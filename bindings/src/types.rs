@@ -449,7 +449,7 @@ pub struct RecordPageView {
 pub struct UnitOption {
     pub code: String,
     pub name: String,
-    /// `town`, `village`, `group`, `grid` or `department`.
+    /// `county`, `town`, `village`, `group`, `grid` or `department`.
     pub kind: String,
     /// Its kind in Chinese (镇, 村(社区) …).
     pub kind_label: String,
@@ -459,6 +459,7 @@ impl From<&gridlink_core::OrgUnit> for UnitOption {
     fn from(u: &gridlink_core::OrgUnit) -> Self {
         use gridlink_core::UnitKind as K;
         let kind = match u.kind {
+            K::County => "county",
             K::Town => "town",
             K::Village => "village",
             K::Group => "group",

@@ -104,7 +104,7 @@ fn the_county_settles_what_a_town_passes_up_and_compares_its_towns() {
     county.sync().unwrap();
 
     county_dept.sync().unwrap();
-    assert_eq!(ids(&county_dept), [a1.clone()], "a county department gets what was sent to it, nothing else");
+    assert_eq!(ids(&county_dept), [a1.as_str()], "a county department gets what was sent to it, nothing else");
     county_dept.act(&a1, Action::Sign, "").unwrap();
     county_dept.act(&a1, Action::Handle { photos: vec![] }, "已责令停止采砂并恢复河道").unwrap();
     county_dept.sync().unwrap();
@@ -166,7 +166,7 @@ fn the_county_settles_what_a_town_passes_up_and_compares_its_towns() {
     center_b.sync().unwrap();
     grid_b.sync().unwrap();
     for phone in [&center_b, &grid_b] {
-        assert_eq!(ids(phone), [b1.clone()], "town B's phones hold town B's record only");
+        assert_eq!(ids(phone), [b1.as_str()], "town B's phones hold town B's record only");
     }
     center_a.sync().unwrap();
     assert!(!ids(&center_a).contains(&b1), "town A's center never receives town B's record");

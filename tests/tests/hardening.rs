@@ -9,7 +9,6 @@ use gridlink_core::sync::SyncError;
 use gridlink_core::{Action, ManualClock, NewIncident, NewServiceRequest, RecordQuery, ServiceMode, Status};
 use gridlink_server::storage::RecordFilter;
 use gridlink_tests::*;
-use serde_json::Value;
 
 /// Row counts of every table that holds state.
 fn snapshot(server: &TestServer) -> BTreeMap<&'static str, i64> {
