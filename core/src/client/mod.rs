@@ -431,7 +431,16 @@ impl Client {
     fn actions_now(&self, record: &Record, folded: &Folded) -> Vec<ActionKind> {
         match &self.identity {
             Some(me) if self.access(me, record, folded) != Access::None => {
-                allowed_actions(&folded.state, record.fold_context(), me.role, &me.unit)
+                let mut kinds = allowed_actions(&folded.state, record.fold_context(), me.role, &me.unit);
+                // A town center may pass a record up only where its county is on the server: a
+                // town that runs alone has nobody above it.
+                if me.role == crate::org::Role::CenterOperator && kinds.contains(&ActionKind::Escalate) {
+                    let has_county = self.org_units().is_ok_and(|units| units.iter().any(|u| u.code.strictly_contains(&me.unit)));
+                    if !has_county {
+                        kinds.retain(|k| *k != ActionKind::Escalate);
+                    }
+                }
+                kinds
             }
             _ => Vec::new(),
         }

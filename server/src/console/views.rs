@@ -384,6 +384,9 @@ pub fn action_forms(record: &Record, folded: &Folded, person: &Person, access: A
             }
             form
         })
+        // An action that needs a unit and has none to offer (a town center's 逐级上报 where no
+        // county is on the server) is not offered.
+        .filter(|form| !form.targets.is_empty() || !ActionKind::parse(&form.kind).is_some_and(|k| k.params().contains(&Param::ToUnit)))
         .collect()
 }
 
