@@ -140,6 +140,11 @@ fn the_county_settles_what_a_town_passes_up_and_compares_its_towns() {
     center_a.sync().unwrap();
     let v = center_a.get(&a2).unwrap();
     assert_eq!(v.folded.state.supervisions, 1);
+    let notice = &v.folded.entries.last().unwrap().entry.action;
+    assert!(
+        matches!(notice, Action::Supervise { overdue: true, to_units } if to_units == &[unit(TOWN), unit(COUNTY)]),
+        "the town and the county that sent it down are told: {notice:?}"
+    );
     assert!(v.allowed.contains(&gridlink_core::ActionKind::Sign), "{:?}", v.allowed);
     center_a.act(&a2, Action::Sign, "").unwrap();
     // Overdue at a county department: the system supervises for the county, the department and

@@ -47,6 +47,10 @@ pub fn sweep(state: &AppState) -> AppResult<usize> {
             }
             let mut to_units = vec![holder.clone()];
             to_units.extend(holder.parent());
+            // What the county sent back down to a town: the county that answers for it is told too.
+            if let Some(owner) = folded.state.owner.as_ref().filter(|o| o.is_county_level() && !to_units.contains(o)) {
+                to_units.push(owner.clone());
+            }
             let text = format!(
                 "{}「{}」已超过{}期限({}),请尽快办理",
                 record.display_no(),
