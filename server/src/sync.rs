@@ -21,13 +21,14 @@ use crate::storage::Storage;
 /// Largest page a device may ask for.
 pub const MAX_PAGE_BYTES: u32 = 16 << 20;
 
-/// Runs one sync round for an authenticated device. Everything is one savepoint of the writer's
-/// batch, and the answer is sent only once the batch is committed: what it acknowledges is durable.
+/// Runs one sync round for an authenticated device, as a write job ([`crate::db::Db::write`]).
+/// Everything is one savepoint of the writer's batch (the job's own), and the answer is sent only
+/// once the batch is committed: what it acknowledges is durable.
 pub fn round(conn: &dyn Storage, state: &AppState, auth: &AuthDevice, req: SyncRequest) -> AppResult<(SyncResponse, Vec<ScopeEvent>)> {
     let now = state.now_ms();
-    let tx = crate::storage::Tx::savepoint(conn)?;
+    let tx = crate::storage::Tx::of_write_job(conn)?;
     let device = auth.device_id.as_str();
-    tx.device_seen(device, now)?;
+    let flagged = tx.device_seen(device, now)?;
 
     // 0. A device whose cursor belongs to another epoch synced with this database before it was
     // restored from a backup: its cursor means nothing here, and it holds changes the server
@@ -38,7 +39,6 @@ pub fn round(conn: &dyn Storage, state: &AppState, auth: &AuthDevice, req: SyncR
         tracing::info!(device, "device synced with the database before its restore: recovering");
         true
     } else {
-        let flagged = tx.device_recovering(device)?;
         if flagged && !req.recovery && req.epoch.is_some() {
             tx.set_device_recovering(device, false)?;
         }

@@ -255,10 +255,14 @@ fn reason(e: &postgres::Error) -> String {
 
 impl Storage for PgStorage {
     fn begin(&self) -> AppResult<()> {
-        self.batch_execute("BEGIN")?;
+        // The town's write lock (see the module doc), held to the commit or rollback; sent with
+        // the BEGIN, one round trip for both.
+        if let Err(e) = self.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({LOG_LOCK})")) {
+            // Not left half begun: the next batch starts clean.
+            let _ = self.client.borrow_mut().batch_execute("ROLLBACK");
+            return Err(e);
+        }
         self.in_tx.set(true);
-        // The town's write lock (see the module doc), held to the commit or rollback.
-        self.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])?;
         Ok(())
     }
 
@@ -307,9 +311,9 @@ impl Storage for PgStorage {
         Ok(())
     }
 
-    fn device_seen(&self, device: &str, now_ms: i64) -> AppResult<()> {
-        self.execute("UPDATE devices SET last_seen_ms = $1 WHERE id = $2", &[&now_ms, &device])?;
-        Ok(())
+    fn device_seen(&self, device: &str, now_ms: i64) -> AppResult<bool> {
+        let row = self.query_opt("UPDATE devices SET last_seen_ms = $1 WHERE id = $2 RETURNING recovering", &[&now_ms, &device])?;
+        Ok(row.is_some_and(|r| r.get(0)))
     }
 
     fn device_recovering(&self, device: &str) -> AppResult<bool> {
@@ -346,7 +350,13 @@ impl Storage for PgStorage {
             if !round.removed.is_empty() {
                 self.execute("DELETE FROM device_docs WHERE device_id = $1 AND doc_id = ANY($2)", &[&device, &round.removed])?;
             }
-            self.execute("UPDATE rounds SET applied = TRUE WHERE device_id = $1 AND round = $2", &[&device, &round.round])?;
+            // Applied, and the rounds before it forgotten: one statement.
+            self.execute(
+                "WITH older AS (DELETE FROM rounds WHERE device_id = $1 AND round < $2)
+                 UPDATE rounds SET applied = TRUE WHERE device_id = $1 AND round = $2",
+                &[&device, &round.round],
+            )?;
+            return Ok(());
         }
         self.execute("DELETE FROM rounds WHERE device_id = $1 AND round < $2", &[&device, &round.round])?;
         Ok(())
@@ -377,8 +387,11 @@ impl Storage for PgStorage {
     }
 
     fn log_change(&self, doc_id: &str, hash: &str, bytes: &[u8], device_id: &str, now_ms: i64) -> AppResult<()> {
-        // Held to the end of the caller's transaction (see the module doc).
-        self.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])?;
+        // Held to the end of the caller's transaction (see the module doc); a transaction of
+        // `begin` holds it already.
+        if !self.in_tx.get() {
+            self.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])?;
+        }
         self.execute(
             "INSERT INTO changes(doc_id, hash, bytes, device_id, received_ms) VALUES ($1, $2, $3, $4, $5)",
             &[&doc_id, &hash, &bytes, &device_id, &now_ms],

@@ -118,9 +118,12 @@ impl Storage for Connection {
         Ok(())
     }
 
-    fn device_seen(&self, device: &str, now_ms: i64) -> AppResult<()> {
-        self.prepare_cached("UPDATE devices SET last_seen_ms = ?1 WHERE id = ?2")?.execute(params![now_ms, device])?;
-        Ok(())
+    fn device_seen(&self, device: &str, now_ms: i64) -> AppResult<bool> {
+        Ok(self
+            .prepare_cached("UPDATE devices SET last_seen_ms = ?1 WHERE id = ?2 RETURNING recovering")?
+            .query_row(params![now_ms, device], |r| r.get(0))
+            .optional()?
+            .unwrap_or(false))
     }
 
     fn device_recovering(&self, device: &str) -> AppResult<bool> {
