@@ -3,14 +3,11 @@
 //! few weeks of records that went up to the county: dispatched to a county department, sent back
 //! to a town, closed by the county, one overdue.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use gridlink_core::{Action, ManualClock, NewIncident, OrgUnit, Role, UnitKind};
+use gridlink_core::{Action, NewIncident, OrgUnit, Role, UnitKind};
 
 use super::DEMO_PASSWORD;
 use super::devices::Devices;
-use super::town::{TOWN, code, grid_corners, lattice, name_of, person_of, point_in};
+use super::town::{TOWN, code, grid_corners, lattice, name_of, point_in};
 use crate::app::AppState;
 use crate::error::{AppError, AppResult};
 use crate::import::PersonRow;
@@ -67,15 +64,8 @@ pub(super) fn corners(code: &gridlink_core::UnitCode) -> Vec<[f64; 2]> {
     vec![lattice(i, 0), lattice(i + 1, 0), lattice(i + 1, 1), lattice(i, 1)]
 }
 
-/// The county's demo accounts for the banner.
-pub(super) fn logins(rows: &mut Vec<(String, String, String, String)>, people: &[PersonRow], units: &[OrgUnit]) {
-    let unit_name = |c: &gridlink_core::UnitCode| units.iter().find(|u| &u.code == c).map(|u| u.name.clone()).unwrap_or_default();
-    for id in ["xian-zhongxin", "xian-lingdao", "xian-ziran", "qf-zongzhi", "qf201-0101"] {
-        if let Some(p) = people.iter().find(|p| p.id == id) {
-            rows.push((p.role.label().to_owned(), p.id.clone(), p.name.clone(), unit_name(&p.unit)));
-        }
-    }
-}
+/// The county's demo accounts the banner shows.
+pub(super) const LOGINS: [&str; 5] = ["xian-zhongxin", "xian-lingdao", "xian-ziran", "qf-zongzhi", "qf201-0101"];
 
 /// How far a record that went up to the county is taken.
 #[derive(Clone, Copy, PartialEq)]
@@ -93,15 +83,9 @@ enum Fate {
 }
 
 /// Records of both towns that show the county at work, made by the people's own devices.
-pub(super) fn records(state: &AppState, everyone: &[PersonRow]) -> AppResult<usize> {
+pub(super) fn records(state: &AppState, everyone: &[PersonRow]) -> AppResult<()> {
     let now = state.now_ms();
-    let mut dev = Devices {
-        state,
-        dir: tempfile::tempdir().map_err(|e| AppError::Internal(e.to_string()))?,
-        clock: Arc::new(ManualClock::new(now)),
-        devices: HashMap::new(),
-        people: everyone.iter().map(|p| (p.id.clone(), person_of(p))).collect(),
-    };
+    let mut dev = Devices::new(state, everyone, now)?;
     let day = 86_400_000;
     let plan: [(&str, &str, &str, &str, Fate); 8] = [
         ("qf201-0101", "0801", "通村公路塌方", "勤丰社区通村公路K2处边坡塌方,半幅路面被埋。", Fate::ClosedByCounty),
@@ -193,5 +177,5 @@ pub(super) fn records(state: &AppState, everyone: &[PersonRow]) -> AppResult<usi
             dev.push(actor, &id)?;
         }
     }
-    Ok(plan.len())
+    Ok(())
 }

@@ -8,6 +8,7 @@ use gridlink_core::{Client, ClientOptions, Clock, ManualClock, Person};
 
 use crate::app::AppState;
 use crate::error::{AppError, AppResult};
+use crate::import::PersonRow;
 use crate::records::{ingest, keep_personal};
 
 pub(super) struct Devices<'a> {
@@ -18,7 +19,18 @@ pub(super) struct Devices<'a> {
     pub(super) people: HashMap<String, Person>,
 }
 
-impl Devices<'_> {
+impl<'a> Devices<'a> {
+    /// A phone for each of `people` when first used, their clocks at `now_ms`.
+    pub(super) fn new(state: &'a AppState, people: &[PersonRow], now_ms: i64) -> AppResult<Self> {
+        Ok(Self {
+            state,
+            dir: tempfile::tempdir().map_err(|e| AppError::Internal(e.to_string()))?,
+            clock: Arc::new(ManualClock::new(now_ms)),
+            devices: HashMap::new(),
+            people: people.iter().map(|p| (p.id.clone(), super::town::person_of(p))).collect(),
+        })
+    }
+
     pub(super) fn client(&mut self, pid: &str) -> AppResult<&mut Client> {
         if !self.devices.contains_key(pid) {
             let opts = ClientOptions { clock: self.clock.clone(), ..Default::default() };

@@ -8,11 +8,9 @@ mod devices;
 mod histories;
 mod town;
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
 
-use gridlink_core::{Action, Catalog, ManualClock, NewIncident, NewServiceRequest, OrgUnit, ServiceMode, UnitCode, UnitKind};
+use gridlink_core::{Action, Catalog, NewIncident, NewServiceRequest, OrgUnit, ServiceMode, UnitCode, UnitKind};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -20,7 +18,7 @@ use rand::{Rng, SeedableRng};
 pub use bulk::bulk;
 use devices::Devices;
 use histories::{PATHS, Path, REPORTS, Who, incident_steps};
-use town::{TOWN, VILLAGES, code, id_number, name_of, org, person_of, point_in_grid};
+use town::{TOWN, VILLAGES, code, id_number, name_of, org, point_in_grid};
 
 use crate::app::AppState;
 use crate::error::{AppError, AppResult};
@@ -95,12 +93,12 @@ fn seed_with(state: &AppState, in_county: bool) -> AppResult<DemoLogins> {
     let unit_name = |c: &UnitCode| units.iter().find(|u| &u.code == c).map(|u| u.name.clone()).unwrap_or_default();
     let pick = |id: &str| people.iter().find(|p| p.id == id).expect("demo person");
     let mut rows = Vec::new();
-    for id in ["zongzhi", "zhenzhang", "zhifa", "huanwei", "bianmin", "gt201-zhan", "gt201-shuji", "gt201-0101", "gt202-0101", "admin"] {
+    let town_logins =
+        ["zongzhi", "zhenzhang", "zhifa", "huanwei", "bianmin", "gt201-zhan", "gt201-shuji", "gt201-0101", "gt202-0101", "admin"];
+    let county_logins: &[&str] = if in_county { &county::LOGINS } else { &[] };
+    for id in town_logins.iter().chain(county_logins) {
         let p = pick(id);
         rows.push((p.role.label().to_owned(), p.id.clone(), p.name.clone(), unit_name(&p.unit)));
-    }
-    if in_county {
-        county::logins(&mut rows, &people, &units);
     }
     let scope = if in_county { county::COUNTY } else { TOWN };
     let count = |kind: &str| -> AppResult<usize> {
@@ -113,13 +111,7 @@ fn seed_with(state: &AppState, in_county: bool) -> AppResult<DemoLogins> {
     }
 
     let mut rng = StdRng::seed_from_u64(20261123);
-    let mut dev = Devices {
-        state,
-        dir: tempfile::tempdir().map_err(|e| AppError::Internal(e.to_string()))?,
-        clock: Arc::new(ManualClock::new(now)),
-        devices: HashMap::new(),
-        people: people.iter().map(|p| (p.id.clone(), person_of(p))).collect(),
-    };
+    let mut dev = Devices::new(state, &people, now)?;
     // 广通镇's grids (the county's second town has its own records, made by `county::records`).
     let grids: Vec<&OrgUnit> = units.iter().filter(|u| u.kind == UnitKind::Grid && u.code.town() == Some(TOWN)).collect();
     let dept_unit = |key: &str| units.iter().find(|u| u.department_key.as_deref() == Some(key)).map(|u| u.code.clone());
