@@ -453,82 +453,73 @@ impl Figures {
         let headers = |h: &[&str]| h.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         let mut totals = vec![incident_row(&self.totals)];
         totals.extend(self.by_village.iter().map(incident_row));
+        let mut tables = vec![
+            Table { title: "各村(社区)事件办理".into(), headers: headers(&incident_headers), rows: totals },
+            Table {
+                title: "各类事件办理".into(),
+                headers: headers(&incident_headers),
+                rows: self.by_category.iter().map(incident_row).collect(),
+            },
+            Table {
+                title: "部门处置".into(),
+                headers: headers(&["部门", "处置反馈数", "按时处置数", "按时率", "在办数", "当前超期"]),
+                rows: self
+                    .by_department
+                    .iter()
+                    .map(|d| {
+                        let rate = (d.handled > 0).then(|| f64::from(d.handled_on_time) / f64::from(d.handled));
+                        vec![Cell::Text(d.name.clone()), n(d.handled), n(d.handled_on_time), pct(rate), n(d.holding_now), n(d.overdue_now)]
+                    })
+                    .collect(),
+            },
+            Table {
+                title: "当前超期(按责任单位)".into(),
+                headers: headers(&["责任单位", "计时中", "处置超期", "核查超期", "结案超期", "超期合计"]),
+                rows: self
+                    .by_holder
+                    .iter()
+                    .map(|h| {
+                        vec![
+                            Cell::Text(h.name.clone()),
+                            n(h.running),
+                            n(h.handling_overdue),
+                            n(h.verification_overdue),
+                            n(h.closing_overdue),
+                            n(h.overdue()),
+                        ]
+                    })
+                    .collect(),
+            },
+            Table {
+                title: "便民服务站代办".into(),
+                headers: headers(&["服务站", "受理数", "办结数", "送达数", "按时送达率", "退件/撤回", "在办数", "满意度"]),
+                rows: self
+                    .service_requests_by_station
+                    .iter()
+                    .map(|e| {
+                        let rate = (e.delivered > 0).then(|| f64::from(e.delivered_on_time) / f64::from(e.delivered));
+                        let sat = (e.evaluations > 0).then(|| f64::from(e.satisfaction_total) / f64::from(e.evaluations));
+                        vec![
+                            Cell::Text(e.name.clone()),
+                            n(e.received),
+                            n(e.completed),
+                            n(e.delivered),
+                            pct(rate),
+                            n(e.rejected_or_withdrawn),
+                            n(e.open),
+                            num(sat),
+                        ]
+                    })
+                    .collect(),
+            },
+        ];
         // The county compares its towns side by side; a single town has no such table.
-        let towns = (self.by_town.len() > 1).then(|| {
+        if self.by_town.len() > 1 {
             let mut rows = vec![incident_row(&self.totals)];
             rows.extend(self.by_town.iter().map(incident_row));
-            Table { title: "各镇事件办理".into(), headers: headers(&incident_headers), rows }
-        });
-        towns
-            .into_iter()
-            .chain([
-                Table { title: "各村(社区)事件办理".into(), headers: headers(&incident_headers), rows: totals },
-                Table {
-                    title: "各类事件办理".into(),
-                    headers: headers(&incident_headers),
-                    rows: self.by_category.iter().map(incident_row).collect(),
-                },
-                Table {
-                    title: "部门处置".into(),
-                    headers: headers(&["部门", "处置反馈数", "按时处置数", "按时率", "在办数", "当前超期"]),
-                    rows: self
-                        .by_department
-                        .iter()
-                        .map(|d| {
-                            let rate = (d.handled > 0).then(|| f64::from(d.handled_on_time) / f64::from(d.handled));
-                            vec![
-                                Cell::Text(d.name.clone()),
-                                n(d.handled),
-                                n(d.handled_on_time),
-                                pct(rate),
-                                n(d.holding_now),
-                                n(d.overdue_now),
-                            ]
-                        })
-                        .collect(),
-                },
-                Table {
-                    title: "当前超期(按责任单位)".into(),
-                    headers: headers(&["责任单位", "计时中", "处置超期", "核查超期", "结案超期", "超期合计"]),
-                    rows: self
-                        .by_holder
-                        .iter()
-                        .map(|h| {
-                            vec![
-                                Cell::Text(h.name.clone()),
-                                n(h.running),
-                                n(h.handling_overdue),
-                                n(h.verification_overdue),
-                                n(h.closing_overdue),
-                                n(h.overdue()),
-                            ]
-                        })
-                        .collect(),
-                },
-                Table {
-                    title: "便民服务站代办".into(),
-                    headers: headers(&["服务站", "受理数", "办结数", "送达数", "按时送达率", "退件/撤回", "在办数", "满意度"]),
-                    rows: self
-                        .service_requests_by_station
-                        .iter()
-                        .map(|e| {
-                            let rate = (e.delivered > 0).then(|| f64::from(e.delivered_on_time) / f64::from(e.delivered));
-                            let sat = (e.evaluations > 0).then(|| f64::from(e.satisfaction_total) / f64::from(e.evaluations));
-                            vec![
-                                Cell::Text(e.name.clone()),
-                                n(e.received),
-                                n(e.completed),
-                                n(e.delivered),
-                                pct(rate),
-                                n(e.rejected_or_withdrawn),
-                                n(e.open),
-                                num(sat),
-                            ]
-                        })
-                        .collect(),
-                },
-            ])
-            .collect()
+            tables.insert(0, Table { title: "各镇事件办理".into(), headers: headers(&incident_headers), rows });
+        }
+        tables
     }
 }
 
