@@ -54,6 +54,12 @@ impl UnitCode {
         (head.len() >= 9).then(|| &head[..9])
     }
 
+    /// The town of the code, or for the county and its departments the county: the area a
+    /// unit works for.
+    pub fn town_or_county(&self) -> &str {
+        self.town().unwrap_or(self.county())
+    }
+
     /// The 6-digit county part of the code.
     pub fn county(&self) -> &str {
         &self.0[..6]

@@ -53,7 +53,7 @@ impl RoutingRules {
         };
         Ok(match (level, village) {
             (HandlingLevel::Village, Some(v)) => v,
-            _ => UnitCode::parse(location.town().unwrap_or(location.head()))?,
+            _ => UnitCode::parse(location.town_or_county())?,
         })
     }
 }

@@ -504,9 +504,8 @@ impl Folded {
 
 /// True when a unit code has the shape that a holder of `role` works in.
 pub fn role_fits_unit(role: Role, unit: &UnitCode) -> bool {
-    let code = unit.as_str();
-    let segments = code.matches('-').count();
-    let head = code.split('-').next().unwrap_or_default().len();
+    let segments = unit.as_str().matches('-').count();
+    let head = unit.head().len();
     match role {
         CenterOperator | TownLeader => head == 9 && segments == 0,
         CountyOperator | CountyLeader => head == 6 && segments == 0,

@@ -332,7 +332,7 @@ pub fn system_entry(record: &Record, action: Action, note: &str, now_ms: i64) ->
     let location = record.location();
     let unit = match &state.holder {
         Some(h) if h.is_county_level() => h.county(),
-        _ => location.town().unwrap_or(location.county()),
+        _ => location.town_or_county(),
     };
     let entry = TimelineEntry {
         id: uuid::Uuid::now_v7().to_string(),

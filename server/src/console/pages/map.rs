@@ -30,8 +30,7 @@ const MAP_PINS: usize = 2000;
 pub async fn map(State(state): State<AppState>, session: Session) -> PageResult<Response> {
     let page = read_page(&state, &session, move |c, names, st, s| {
         // The grids under the person's town, or under every town of the county.
-        let unit = &s.person().unit;
-        let town = unit.town().unwrap_or(unit.county()).to_owned();
+        let town = s.person().unit.town_or_county().to_owned();
         let mut areas = Vec::new();
         let mut missing = Vec::new();
         for u in c.units()?.into_iter().filter(|u| u.kind == "grid" && u.code.starts_with(&town)) {
