@@ -619,15 +619,21 @@ pub fn keep_personal(
     }
 }
 
-/// A record's personal data, for a person who needs it for their work (their access read from
-/// the index, in the same query); `None` for anyone else or when the server has none.
-pub fn personal_for(tx: &dyn Storage, person: &Person, doc_id: &str) -> AppResult<Option<Personal>> {
-    let Some((data, kind, event)) = tx.personal(doc_id)? else { return Ok(None) };
-    let kind = if kind == "incident" { RecordKind::Incident } else { RecordKind::ServiceRequest };
-    if !needs_personal(kind, person.role, event.access_of(person)) {
-        return Ok(None);
+/// The personal data of those of `ids` a person needs for their work (their access read from
+/// the index, in the same query), by record; records the person does not need it for, or the
+/// server has none of, are left out.
+pub fn personal_for(tx: &dyn Storage, person: &Person, ids: &[&str]) -> AppResult<Vec<(String, Personal)>> {
+    let mut out = Vec::new();
+    for (data, kind, event) in tx.personals(ids)? {
+        let kind = if kind == "incident" { RecordKind::Incident } else { RecordKind::ServiceRequest };
+        if !needs_personal(kind, person.role, event.access_of(person)) {
+            continue;
+        }
+        if let Ok(p) = serde_json::from_str(&data) {
+            out.push((event.doc_id, p));
+        }
     }
-    Ok(serde_json::from_str(&data).ok())
+    Ok(out)
 }
 
 /// A record for an API reader, if `person` may see it.

@@ -15,11 +15,14 @@ use serde_bytes::ByteBuf;
 use crate::app::AppState;
 use crate::auth::AuthDevice;
 use crate::error::AppResult;
-use crate::records::{ScopeEvent, ingest, personal_for, scope_ids, store_personal};
+use crate::records::{ScopeEvent, ingest, personal_for, store_personal};
 use crate::storage::Storage;
 
 /// Largest page a device may ask for.
 pub const MAX_PAGE_BYTES: u32 = 16 << 20;
+
+/// How many new records' saved documents a round reads in one statement.
+const SNAPSHOTS_AT_ONCE: usize = 32;
 
 /// Runs one sync round for an authenticated device, as a write job ([`crate::db::Db::write`]).
 /// Everything is one savepoint of the writer's batch (the job's own), and the answer is sent only
@@ -109,8 +112,7 @@ pub fn round(conn: &dyn Storage, state: &AppState, auth: &AuthDevice, req: SyncR
     }
 
     // 3. Scope now versus what the device has.
-    let scope = scope_ids(&*tx, &auth.person)?;
-    let have = tx.holdings(device)?;
+    let (scope, have) = tx.scope_and_holdings(auth.person.unit.as_str(), &auth.person.id, device)?;
     let mut removed: Vec<String> = have.difference(&scope).cloned().collect();
     removed.sort();
     let mut new_docs: Vec<String> = scope.iter().filter(|id| !have.contains(*id) || reset.contains(*id)).cloned().collect();
@@ -122,17 +124,25 @@ pub fn round(conn: &dyn Storage, state: &AppState, auth: &AuthDevice, req: SyncR
     let mut size = 0usize;
     let mut more = false;
     let mut added = Vec::new();
-    {
-        for id in &new_docs {
-            // A record the device itself just pushed to: it has its own changes already.
-            let skip_own = pushed_to.contains(id) && !reset.contains(id);
-            // A record the device has none of: as one saved document, if it takes those. The
-            // snapshot is written in the same transaction as every change, so it holds them all.
-            let snapshot = if req.whole_docs && !skip_own && !reset.contains(id) { tx.snapshot(id)? } else { None };
+    // The saved documents are read a few records at a time: one statement each, and no more
+    // read than the page takes.
+    'page: for chunk in new_docs.chunks(SNAPSHOTS_AT_ONCE) {
+        // A record the device itself just pushed to: it has its own changes already.
+        let skip_own = |id: &String| pushed_to.contains(id) && !reset.contains(id);
+        // A record the device has none of: as one saved document, if it takes those. The
+        // snapshot is written in the same transaction as every change, so it holds them all.
+        let wanted: Vec<&str> = if req.whole_docs {
+            chunk.iter().filter(|id| !skip_own(id) && !reset.contains(*id)).map(String::as_str).collect()
+        } else {
+            Vec::new()
+        };
+        let mut snapshots = tx.snapshots(&wanted)?;
+        for id in chunk {
             let mut changes = Vec::new();
-            if let Some(doc) = snapshot {
+            if let Some(doc) = snapshots.remove(id) {
                 changes.push(ByteBuf::from(doc));
             } else {
+                let skip_own = skip_own(id);
                 tx.record_changes(id, &mut |bytes, from| {
                     if !(skip_own && from == device) {
                         changes.push(ByteBuf::from(bytes));
@@ -143,7 +153,7 @@ pub fn round(conn: &dyn Storage, state: &AppState, auth: &AuthDevice, req: SyncR
             let doc_size: usize = changes.iter().map(|c| c.len()).sum();
             if size > 0 && size + doc_size > limit {
                 more = true;
-                break;
+                break 'page;
             }
             size += doc_size;
             added.push(id.clone());
@@ -158,11 +168,11 @@ pub fn round(conn: &dyn Storage, state: &AppState, auth: &AuthDevice, req: SyncR
         // later, so a cursor may pass over changes up to it and no further.
         let high_water = tx.log_high_water()?;
         let removed_set: HashSet<&String> = removed.iter().collect();
-        tx.changes_after(device, base_seq, &mut |c| {
+        tx.changes_after(device, base_seq, &have, &mut |c| {
             if c.seq > high_water {
                 return Ok(false);
             }
-            if !removed_set.contains(&c.doc_id) && !reset.contains(&c.doc_id) && c.device_id != device {
+            if !removed_set.contains(&c.doc_id) && !reset.contains(&c.doc_id) {
                 if size > 0 && size + c.bytes.len() > limit {
                     more = true;
                     return Ok(false);
@@ -182,12 +192,11 @@ pub fn round(conn: &dyn Storage, state: &AppState, auth: &AuthDevice, req: SyncR
     // 5. The new round; it takes effect when the device presents its cursor.
     let round = tx.add_round(device, seq_high, &added, &removed)?;
     // 6. Personal data of the records sent, to a person whose work needs it.
-    let mut personal = Vec::new();
-    for id in out.keys() {
-        if let (Some(data), Some(doc)) = (personal_for(&*tx, &auth.person, id)?, DocId::parse(id)) {
-            personal.push(PersonalData { doc, data });
-        }
-    }
+    let sent: Vec<&str> = out.keys().map(String::as_str).collect();
+    let personal = personal_for(&*tx, &auth.person, &sent)?
+        .into_iter()
+        .filter_map(|(id, data)| DocId::parse(&id).map(|doc| PersonalData { doc, data }))
+        .collect();
     tx.commit()?;
     metrics::counter!("gridlink_sync_rounds_total").increment(1);
 

@@ -189,11 +189,15 @@ mod checks {
         .unwrap();
         assert_eq!(of_a, [("bytes0".into(), "d1".into()), ("bytes3".into(), "server".into()), ("bytes5".into(), "d2".into())]);
 
-        // Device d1 holds a and b: it gets their changes in log order, nothing of c.
+        // Device d1 holds a and b: it gets the changes others made to them in log order, nothing
+        // of c and none of its own.
         let r = s.add_round("d1", 0, &ids(&["a", "b"]), &[]).unwrap();
         s.take_round("d1", &s.round("d1", r).unwrap().unwrap()).unwrap();
         let all = collect(s, "d1", 0, usize::MAX);
-        assert_eq!(all.iter().map(|c| c.1.as_str()).collect::<Vec<_>>(), ["a", "b", "a", "b", "a"]);
+        assert_eq!(
+            all.iter().map(|c| (c.1.as_str(), c.2.as_str())).collect::<Vec<_>>(),
+            [("b", "bytes1"), ("a", "bytes3"), ("a", "bytes5")]
+        );
         assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "log order: {all:?}");
         let high = s.log_high_water().unwrap();
         assert!(all.iter().all(|c| c.0 <= high), "every change a device was sent is under the high water");
@@ -207,12 +211,26 @@ mod checks {
         let after = collect(s, "d1", high, usize::MAX);
         assert_eq!(after.len(), 1);
         assert!(after[0].0 > high && s.log_high_water().unwrap() >= after[0].0);
+
+        // A change of a write that was undone is never sent, even to a device that synced while
+        // it was there; the next change is.
+        let high = s.log_high_water().unwrap();
+        s.begin().unwrap();
+        s.savepoint().unwrap();
+        s.log_change("a", "h8", b"undone", "d2", 3000).unwrap();
+        assert_eq!(collect(s, "d1", high, usize::MAX).len(), 1, "inside its transaction the change is there");
+        s.end_savepoint(false).unwrap();
+        s.log_change("a", "h9", b"bytes9", "d2", 3001).unwrap();
+        s.commit().unwrap();
+        let after = collect(s, "d1", high, usize::MAX);
+        assert_eq!(after.iter().map(|c| c.2.as_str()).collect::<Vec<_>>(), ["bytes9"]);
+        assert!(!s.change_known("h8").unwrap());
     }
 
     /// (seq, doc, bytes) of the changes after `after` for `device`, at most `n`.
     fn collect(s: &dyn Storage, device: &str, after: i64, n: usize) -> Vec<(i64, String, String)> {
         let mut out = Vec::new();
-        s.changes_after(device, after, &mut |c| {
+        s.changes_after(device, after, &s.holdings(device).unwrap(), &mut |c| {
             out.push((c.seq, c.doc_id, String::from_utf8(c.bytes).unwrap()));
             Ok(out.len() < n)
         })
@@ -337,9 +355,15 @@ mod checks {
         s.put_record(&row("reported-by-p9", other, Some("532331"), Some("p9"))).unwrap();
         s.put_record(&row("prefix-not-a-child", "5323311012010", None, None)).unwrap();
         s.put_record(&row("at-department", "532331101", Some("532331101-dept-01"), None)).unwrap();
+        // d1 holds a record in the village and one the server no longer has.
+        let r = s.add_round("d1", 0, &ids(&["in-grid", "gone"]), &[]).unwrap();
+        s.take_round("d1", &s.round("d1", r).unwrap().unwrap()).unwrap();
         let scope = |unit: &str, who: &str| -> Vec<String> {
             let mut v: Vec<String> = s.records_in_scope(unit, who).unwrap().into_iter().collect();
             v.sort();
+            let (together, held) = s.scope_and_holdings(unit, who, "d1").unwrap();
+            assert_eq!(together, v.iter().cloned().collect::<HashSet<_>>(), "a round's scope is the lists' scope");
+            assert_eq!(held, HashSet::from(["in-grid".into(), "gone".into()]));
             v
         };
         assert_eq!(scope(village, "p1"), ["held-by-village", "in-grid"]);
@@ -389,6 +413,7 @@ mod checks {
         assert_eq!(s.record_ids().unwrap(), ["r1"], "one row per record");
         assert_eq!(s.snapshot("r1").unwrap().as_deref(), Some(&b"newer"[..]));
         assert_eq!(s.snapshot("r2").unwrap(), None);
+        assert_eq!(s.snapshots(&["r2", "r1"]).unwrap(), std::collections::HashMap::from([("r1".to_owned(), b"newer".to_vec())]));
         assert!(s.records_in_scope("532331101201-01-01", "nobody").unwrap().is_empty(), "its old holder is gone");
         assert_eq!(s.record_with_case_no("GT-2026-000001", "r2").unwrap().as_deref(), Some("r1"));
         assert_eq!(s.record_with_case_no("GT-2026-000001", "r1").unwrap(), None, "not itself");
@@ -409,6 +434,8 @@ mod checks {
         };
         assert_eq!(s.personal("r1").unwrap(), Some((r#"{"name":"张三丰"}"#.into(), "incident".into(), place.clone())));
         assert_eq!(s.personal("ghost").unwrap(), None, "personal data of a record the server lacks is not given out");
+        assert_eq!(s.personals(&["ghost", "r1"]).unwrap(), [(r#"{"name":"张三丰"}"#.into(), "incident".into(), place.clone())]);
+        assert!(s.personals(&[]).unwrap().is_empty());
         assert!(s.records_with_photo("abc").unwrap().is_empty());
         for _ in 0..2 {
             s.add_photo_ref("r1", "abc").unwrap();
@@ -804,6 +831,39 @@ fn two_nodes_appending_at_once_never_hide_a_change_from_a_cursor() {
     }
 }
 
+/// A node keeps the newest part of the log in memory to find a device's changes (pg.rs,
+/// `LogTail`); a device whose cursor is older than that part still gets every change after it,
+/// and one within it gets the same. The log here is longer than the part a node keeps.
+#[test]
+fn a_cursor_older_than_the_nodes_tail_of_the_log_misses_nothing() {
+    let Some((_guard, url)) = pg_database() else { return };
+    let writer = PgStorage::connect(&url).unwrap();
+    writer
+        .batch_execute(
+            "INSERT INTO changes(doc_id, hash, bytes, device_id, received_ms)
+             SELECT CASE WHEN n % 1000 = 0 THEN 'a' ELSE 'z' END, 'h' || n, int4send(n), 'd2', n FROM generate_series(1, 70000) n",
+        )
+        .unwrap();
+    let r = writer.add_round("d1", 0, &["a".into()], &[]).unwrap();
+    writer.take_round("d1", &writer.round("d1", r).unwrap().unwrap()).unwrap();
+    let node = PgStorage::connect(&url).unwrap();
+    let holdings = node.holdings("d1").unwrap();
+    let sent = |after: i64| {
+        let mut out = Vec::new();
+        node.changes_after("d1", after, &holdings, &mut |c| {
+            out.push(i32::from_be_bytes(c.bytes.try_into().unwrap()));
+            Ok(true)
+        })
+        .unwrap();
+        out
+    };
+    assert_eq!(sent(0), (1..=70).map(|k| k * 1000).collect::<Vec<_>>(), "from the start of the log: every change of `a`");
+    assert_eq!(sent(60_500), (61..=70).map(|k| k * 1000).collect::<Vec<_>>(), "within the tail: the same changes");
+    writer.log_change("a", "late", &7i32.to_be_bytes(), "d2", 0).unwrap();
+    writer.log_change("a", "mine", &8i32.to_be_bytes(), "d1", 0).unwrap();
+    assert_eq!(sent(70_000), [7], "a change logged since is read into the tail; the device's own is not sent back");
+}
+
 /// A fresh database for a test that opens several connections: (guard, URL).
 fn pg_database() -> Option<(Postgres, String)> {
     let admin_url = pg_admin_url()?;
@@ -865,7 +925,7 @@ fn sync_between_two_commits(url: &str, naive: bool) -> Vec<String> {
 fn device_sync(s: &dyn Storage, cursor: i64, received: &mut Vec<String>) -> i64 {
     let high_water = s.log_high_water().unwrap();
     let mut seen = cursor;
-    s.changes_after("d1", cursor, &mut |c| {
+    s.changes_after("d1", cursor, &s.holdings("d1").unwrap(), &mut |c| {
         if c.seq > high_water {
             return Ok(false);
         }

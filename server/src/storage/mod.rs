@@ -29,7 +29,7 @@ pub use migrate::{Migrated, migrate_town};
 pub use pg::PgStorage;
 pub(crate) use pg::redact;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::error::AppResult;
 use crate::records::ScopeEvent;
@@ -409,6 +409,27 @@ pub trait Storage {
     fn savepoint(&self) -> AppResult<()>;
     /// Ends the innermost savepoint, keeping what was written since it or undoing it.
     fn end_savepoint(&self, keep: bool) -> AppResult<()>;
+    /// Begins the writer's batch ([`Storage::begin`]) and the savepoint of its first job.
+    /// PostgreSQL sends both at once: the writer all nodes take turns on counts round trips.
+    fn begin_jobs(&self) -> AppResult<()> {
+        self.begin()?;
+        if let Err(e) = self.savepoint() {
+            let _ = self.rollback();
+            return Err(e);
+        }
+        Ok(())
+    }
+    /// Ends the running job's savepoint, keeping or undoing what it wrote, and opens the next
+    /// job's.
+    fn next_job(&self, keep: bool) -> AppResult<()> {
+        self.end_savepoint(keep)?;
+        self.savepoint()
+    }
+    /// Ends the last job's savepoint as [`Storage::end_savepoint`] does and commits the batch.
+    fn commit_jobs(&self, keep_last: bool) -> AppResult<()> {
+        self.end_savepoint(keep_last)?;
+        self.commit()
+    }
     /// Whether a transaction is open (SQLite ends one by itself on some errors: disk full, I/O).
     fn in_transaction(&self) -> bool;
     /// The SQLite connection underneath, for what only SQLite has (its backup, tests' fixtures).
@@ -470,9 +491,17 @@ pub trait Storage {
     fn log_change(&self, doc_id: &str, hash: &str, bytes: &[u8], device_id: &str, now_ms: i64) -> AppResult<()>;
     /// Every change of a record, in log order: `visit(bytes, device_id)`.
     fn record_changes(&self, doc_id: &str, visit: &mut dyn FnMut(Vec<u8>, String) -> AppResult<()>) -> AppResult<()>;
-    /// The changes after log position `after` of the records `device` holds, in log order, until
-    /// `visit` returns `false`.
-    fn changes_after(&self, device: &str, after: i64, visit: &mut dyn FnMut(LoggedChange) -> AppResult<bool>) -> AppResult<()>;
+    /// The changes after log position `after` of the records `device` holds that other devices
+    /// (or the server) made, in log order, until `visit` returns `false`. `holdings` are those
+    /// records, as [`Storage::holdings`] gave them in this transaction: a backend may use them
+    /// or its own table.
+    fn changes_after(
+        &self,
+        device: &str,
+        after: i64,
+        holdings: &HashSet<String>,
+        visit: &mut dyn FnMut(LoggedChange) -> AppResult<bool>,
+    ) -> AppResult<()>;
     /// The log position up to which every change is visible and no change can still appear: a
     /// device whose cursor reaches it has missed nothing. With one writer (SQLite) that is the
     /// newest change; with several writers a change may commit after a later-numbered one, and
@@ -480,6 +509,17 @@ pub trait Storage {
     fn log_high_water(&self) -> AppResult<i64>;
     /// A record's saved document (all its changes), if the server has the record.
     fn snapshot(&self, doc_id: &str) -> AppResult<Option<Vec<u8>>>;
+    /// The saved documents of those of `ids` the server has (a round's new records: one
+    /// statement where a round trip counts).
+    fn snapshots(&self, ids: &[&str]) -> AppResult<HashMap<String, Vec<u8>>> {
+        let mut out = HashMap::new();
+        for id in ids {
+            if let Some(doc) = self.snapshot(id)? {
+                out.insert((*id).to_owned(), doc);
+            }
+        }
+        Ok(out)
+    }
 
     // ---- records ----
 
@@ -493,6 +533,11 @@ pub trait Storage {
     /// (unit codes nest by prefix: a village's `-group-grid` codes, a 9-digit town's villages),
     /// or reported by the person. The core's access rule over the index columns.
     fn records_in_scope(&self, unit: &str, person_id: &str) -> AppResult<HashSet<String>>;
+    /// [`Storage::records_in_scope`] and [`Storage::holdings`] of `device` together (a sync
+    /// round compares them: one statement where a round trip counts).
+    fn scope_and_holdings(&self, unit: &str, person_id: &str, device: &str) -> AppResult<(HashSet<String>, HashSet<String>)> {
+        Ok((self.records_in_scope(unit, person_id)?, self.holdings(device)?))
+    }
     /// How many records in the scope of a person of `unit` (id `person_id`) a list holds.
     fn count_records(&self, filter: &RecordFilter<'_>, unit: &str, person_id: &str) -> AppResult<u64>;
     /// One page of a list: the records in that person's scope the filter holds, in `order`.
@@ -519,6 +564,15 @@ pub trait Storage {
     fn put_personal(&self, doc_id: &str, data: &str, now_ms: i64, by_person: &str) -> AppResult<()>;
     /// A record's personal data (JSON) with its kind and place, if the server has both.
     fn personal(&self, doc_id: &str) -> AppResult<Option<(String, String, ScopeEvent)>>;
+    /// [`Storage::personal`] of each of `ids` that has personal data (the records a round
+    /// sends: one statement where a round trip counts).
+    fn personals(&self, ids: &[&str]) -> AppResult<Vec<(String, String, ScopeEvent)>> {
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(self.personal(id)?);
+        }
+        Ok(out)
+    }
 
     // ---- accounts and device sessions ----
 
