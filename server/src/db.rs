@@ -183,7 +183,7 @@ fn run_writes(db: Weak<Inner>, jobs: mpsc::Receiver<WriteJob>) {
         let Some(inner) = db.upgrade() else { return };
         let guard = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         let conn: &dyn Storage = &**guard;
-        if let Err(e) = conn.begin() {
+        if let Err(e) = conn.begin_jobs() {
             // Without a transaction nothing is run; the job is dropped and its caller told so.
             tracing::error!(error = %e, "cannot begin a write batch");
             drop(first);
@@ -194,10 +194,13 @@ fn run_writes(db: Weak<Inner>, jobs: mpsc::Receiver<WriteJob>) {
         inner.queued.fetch_sub(1, Ordering::Relaxed);
         let mut job = first;
         let mut size = 0;
+        // Whether the running job succeeded: its savepoint is kept, else rolled back.
+        let mut keep = false;
         for n in 1.. {
             size = n;
             let (ran, reply) = run_one(conn, job);
             replies.extend(reply);
+            keep = ran.is_ok();
             // SQLite rolls back the whole transaction on some errors (disk full, I/O): what the
             // batch had done so far is gone, so it ends here, failed for the same reason.
             if !conn.in_transaction() {
@@ -207,17 +210,26 @@ fn run_writes(db: Weak<Inner>, jobs: mpsc::Receiver<WriteJob>) {
             if n == MAX_BATCH {
                 break;
             }
-            match jobs.try_recv() {
-                Ok(queued) => {
-                    inner.queued.fetch_sub(1, Ordering::Relaxed);
-                    job = queued;
-                }
-                Err(_) => break,
+            let Ok(queued) = jobs.try_recv() else { break };
+            inner.queued.fetch_sub(1, Ordering::Relaxed);
+            if let Err(e) = conn.next_job(keep) {
+                // Where the batch stands is unknown: none of it is kept, and the queued job's
+                // caller is told that it failed.
+                tracing::error!(error = %e, "cannot start a write");
+                drop(queued);
+                lost = Some(BatchFailed::of(&e));
+                break;
             }
+            job = queued;
         }
         let outcome = match lost {
-            Some(why) => Err(why),
-            None => conn.commit().map_err(|e| {
+            Some(why) => {
+                if conn.in_transaction() {
+                    let _ = conn.rollback();
+                }
+                Err(why)
+            }
+            None => conn.commit_jobs(keep).map_err(|e| {
                 tracing::error!(error = %e, "cannot commit a write batch");
                 if conn.in_transaction() {
                     let _ = conn.rollback();
@@ -233,23 +245,13 @@ fn run_writes(db: Weak<Inner>, jobs: mpsc::Receiver<WriteJob>) {
     }
 }
 
-/// Runs one write in its own savepoint of the batch. Returns whether it succeeded and its reply,
-/// which is None if it panicked (its caller then learns that the write failed).
+/// Runs one write in the savepoint the writer opened for it. Returns whether it succeeded and
+/// its reply, which is None if it panicked (its caller then learns that the write failed).
 fn run_one(conn: &dyn Storage, job: WriteJob) -> (Result<(), BatchFailed>, Option<Reply>) {
-    if let Err(e) = conn.savepoint() {
-        tracing::error!(error = %e, "cannot start a write");
-        return (Err(BatchFailed::Other), None);
-    }
-    let (ran, reply) = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn))) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn))) {
         Ok((ran, reply)) => (ran, Some(reply)),
         Err(_) => (Err(BatchFailed::Other), None),
-    };
-    if conn.in_transaction()
-        && let Err(e) = conn.end_savepoint(ran.is_ok())
-    {
-        tracing::error!(error = %e, "cannot end a write");
     }
-    (ran, reply)
 }
 
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
