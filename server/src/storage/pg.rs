@@ -278,6 +278,19 @@ impl PgStorage {
         Ok(self.query(sql, params)?.into_iter().next())
     }
 
+    /// Begins a write transaction and sends `then` (more SQL) in the same round trip.
+    fn begin_then(&self, then: &str) -> AppResult<()> {
+        // The town's write lock (see the module doc), held to the commit or rollback; sent with
+        // the BEGIN, one round trip for both.
+        if let Err(e) = self.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({LOG_LOCK}){then}")) {
+            // Not left half begun: the next batch starts clean.
+            let _ = self.client.borrow_mut().batch_execute("ROLLBACK");
+            return Err(e);
+        }
+        self.in_tx.set(true);
+        Ok(())
+    }
+
     /// Reads into the log's tail the changes after the last one it holds; the first time, the
     /// newest [`LOG_TAIL_MAX`] changes.
     fn follow_log(&self) -> AppResult<()> {
@@ -305,6 +318,11 @@ impl PgStorage {
     }
 }
 
+/// A change of the log, from a row of `seq, doc_id, bytes, device_id`.
+fn logged(r: &postgres::Row) -> LoggedChange {
+    LoggedChange { seq: r.get(0), doc_id: r.get(1), bytes: r.get(2), device_id: r.get(3) }
+}
+
 /// Opens a connection, with an error that names the database but not its password.
 pub(super) fn open(url: &str) -> AppResult<Client> {
     Client::connect(url, NoTls).map_err(|e| AppError::Internal(format!("无法连接 PostgreSQL 数据库({}): {}", redact(url), reason(&e))))
@@ -328,24 +346,11 @@ fn reason(e: &postgres::Error) -> String {
 
 impl Storage for PgStorage {
     fn begin(&self) -> AppResult<()> {
-        // The town's write lock (see the module doc), held to the commit or rollback; sent with
-        // the BEGIN, one round trip for both.
-        if let Err(e) = self.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({LOG_LOCK})")) {
-            // Not left half begun: the next batch starts clean.
-            let _ = self.client.borrow_mut().batch_execute("ROLLBACK");
-            return Err(e);
-        }
-        self.in_tx.set(true);
-        Ok(())
+        self.begin_then("")
     }
 
     fn begin_jobs(&self) -> AppResult<()> {
-        if let Err(e) = self.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({LOG_LOCK}); SAVEPOINT write_job")) {
-            let _ = self.client.borrow_mut().batch_execute("ROLLBACK");
-            return Err(e);
-        }
-        self.in_tx.set(true);
-        Ok(())
+        self.begin_then("; SAVEPOINT write_job")
     }
 
     fn next_job(&self, keep: bool) -> AppResult<()> {
@@ -531,7 +536,7 @@ impl Storage for PgStorage {
                 &[&device, &after],
             )?;
             for r in rows {
-                if !visit(LoggedChange { seq: r.get(0), doc_id: r.get(1), bytes: r.get(2), device_id: r.get(3) })? {
+                if !visit(logged(&r))? {
                     break;
                 }
             }
@@ -540,7 +545,7 @@ impl Storage for PgStorage {
         for seqs in wanted.chunks(CHANGES_AT_ONCE) {
             let seqs = seqs.to_vec();
             for r in self.query("SELECT seq, doc_id, bytes, device_id FROM changes WHERE seq = ANY($1) ORDER BY seq", &[&seqs])? {
-                if !visit(LoggedChange { seq: r.get(0), doc_id: r.get(1), bytes: r.get(2), device_id: r.get(3) })? {
+                if !visit(logged(&r))? {
                     return Ok(());
                 }
             }
