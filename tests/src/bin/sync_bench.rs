@@ -33,16 +33,31 @@ fn server_bin() -> PathBuf {
     bin
 }
 
-/// The town for the bench: one village with `grids` grids, a grid member per grid, a station.
-/// On SQLite in `dir`, or on a new database of the PostgreSQL server `GRIDLINK_BENCH_PG` names.
-fn make_town(dir: &Path, grids: usize) -> PathBuf {
-    let db = match std::env::var("GRIDLINK_BENCH_PG") {
+/// A new, empty database for the bench: SQLite in `dir`, or a new database of the PostgreSQL
+/// server `GRIDLINK_BENCH_PG` names.
+fn new_db(dir: &Path) -> PathBuf {
+    match std::env::var("GRIDLINK_BENCH_PG") {
         Ok(admin) if !admin.is_empty() => {
             let name = format!("gl_bench_{:012x}", rand::random::<u64>() >> 16);
             PathBuf::from(gridlink_server::storage::PgStorage::create_database(&admin, &name).unwrap())
         }
         _ => dir.join("town.db"),
-    };
+    }
+}
+
+/// Imports units and people (CSV text) into `db` with the server's own `import` command.
+fn import(dir: &Path, db: &Path, units: String, people: String) {
+    for (what, text) in [("units", units), ("people", people)] {
+        let file = dir.join(format!("{what}.csv"));
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(server_bin()).args(["import", "--db"]).arg(db).arg(what).arg(&file).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// The town for the bench: one village with `grids` grids, a grid member per grid, a station.
+fn make_town(dir: &Path, grids: usize) -> PathBuf {
+    let db = new_db(dir);
     let mut units = format!(
         "code,name,kind,parent,department_key\n{TOWN},广通镇,镇,,\n{VILLAGE},广通社区,村,{TOWN},\n{VILLAGE}-01,一组,组,{VILLAGE},\n"
     );
@@ -53,12 +68,29 @@ fn make_town(dir: &Path, grids: usize) -> PathBuf {
         units.push_str(&format!("{VILLAGE}-01-{g:02},{g}号网格,网格,{VILLAGE}-01,\n"));
         people.push_str(&format!("g{g},网格员{g},网格员,{VILLAGE}-01-{g:02},{PASSWORD}\n"));
     }
-    for (what, text) in [("units", units), ("people", people)] {
-        let file = dir.join(format!("{what}.csv"));
-        std::fs::write(&file, text).unwrap();
-        let out = Command::new(server_bin()).args(["import", "--db"]).arg(&db).arg(what).arg(&file).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    import(dir, &db, units, people);
+    db
+}
+
+/// The county for the county load (issue 18): the county 532331 above `towns` towns, each with
+/// one village of `grids` grids and a grid member per grid, `t{town}g{grid}`; each town has its
+/// center operator. Town `t` is 5323311{t:02}.
+fn make_county(dir: &Path, towns: usize, grids: usize) -> PathBuf {
+    let db = new_db(dir);
+    let county = &TOWN[..6];
+    let mut units = format!("code,name,kind,parent,department_key\n{county},禄丰市,县,,\n");
+    let mut people = format!("id,name,role,unit,password\nxian,县坐席,县社会治理中心坐席,{county},{PASSWORD}\n");
+    for t in 1..=towns {
+        let town = format!("{county}1{t:02}");
+        let village = format!("{town}201");
+        units.push_str(&format!("{town},第{t}镇,镇,{county},\n{village},第{t}镇社区,村,{town},\n{village}-01,一组,组,{village},\n"));
+        people.push_str(&format!("t{t}center,第{t}镇坐席,综治中心工作人员,{town},{PASSWORD}\n"));
+        for g in 1..=grids {
+            units.push_str(&format!("{village}-01-{g:02},{g}号网格,网格,{village}-01,\n"));
+            people.push_str(&format!("t{t}g{g},网格员{t}-{g},网格员,{village}-01-{g:02},{PASSWORD}\n"));
+        }
     }
+    import(dir, &db, units, people);
     db
 }
 
@@ -406,11 +438,17 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     // GRIDLINK_BENCH_WORK keeps the exported documents (to run tests/automerge-repo/bench.mjs alone).
     let work = std::env::var_os("GRIDLINK_BENCH_WORK").map_or_else(|| dir.path().join("automerge-repo-workloads"), PathBuf::from);
+    // GRIDLINK_BENCH_NODES=2 (on PostgreSQL): that many server processes on the database, the
+    // load's devices spread over them.
+    let nodes = std::env::var("GRIDLINK_BENCH_NODES").ok().and_then(|v| v.parse().ok()).unwrap_or(1usize).max(1);
+    if std::env::args().any(|a| a == "county") {
+        let (towns, grids) = if quick { (4, 5) } else { (20, 50) };
+        let db = make_county(dir.path(), towns, grids);
+        let servers: Vec<Server> = (0..nodes).map(|_| Server::start(&db, &dir.path().join("data"))).collect();
+        return county_load(dir.path(), &servers, towns, grids, quick);
+    }
     let db = make_town(dir.path(), 100);
     if std::env::args().any(|a| a == "load") {
-        // GRIDLINK_BENCH_NODES=2 (on PostgreSQL): that many server processes on the database,
-        // the devices spread over them.
-        let nodes = std::env::var("GRIDLINK_BENCH_NODES").ok().and_then(|v| v.parse().ok()).unwrap_or(1usize).max(1);
         let servers: Vec<Server> = (0..nodes).map(|_| Server::start(&db, &dir.path().join("data"))).collect();
         return load(dir.path(), &servers, quick);
     }
@@ -708,11 +746,18 @@ impl WireDevice {
 /// (±20 %) between its rounds, after a random start within the first pause. Returns sorted round
 /// times and the wall time.
 fn drive(fleet: &mut [WireDevice], seconds: f64, rounds: usize, pause: Duration) -> (Vec<f64>, f64) {
-    let stop = Instant::now() + Duration::from_secs_f64(seconds);
-    let lat = Mutex::new(Vec::new());
     let t = Instant::now();
+    let groups = drive_each(fleet, seconds, rounds, pause, fleet.len().max(1));
+    (groups.into_iter().flatten().collect(), t.elapsed().as_secs_f64())
+}
+
+/// As [`drive`], returning the sorted round times of each group of `group` consecutive devices
+/// (a town's devices, in the county load).
+fn drive_each(fleet: &mut [WireDevice], seconds: f64, rounds: usize, pause: Duration, group: usize) -> Vec<Vec<f64>> {
+    let stop = Instant::now() + Duration::from_secs_f64(seconds);
+    let lat = Mutex::new(vec![Vec::new(); fleet.len().div_ceil(group)]);
     std::thread::scope(|scope| {
-        for d in fleet.iter_mut() {
+        for (i, d) in fleet.iter_mut().enumerate() {
             let lat = &lat;
             std::thread::Builder::new()
                 .stack_size(256 << 10)
@@ -724,16 +769,18 @@ fn drive(fleet: &mut [WireDevice], seconds: f64, rounds: usize, pause: Duration)
                             break;
                         }
                         let took = d.round().expect("a report left for this round");
-                        lat.lock().unwrap().push(took);
+                        lat.lock().unwrap()[i / group].push(took);
                         std::thread::sleep(jitter(pause));
                     }
                 })
                 .unwrap();
         }
     });
-    let mut lat = lat.into_inner().unwrap();
-    lat.sort_by(f64::total_cmp);
-    (lat, t.elapsed().as_secs_f64())
+    let mut groups = lat.into_inner().unwrap();
+    for g in &mut groups {
+        g.sort_by(f64::total_cmp);
+    }
+    groups
 }
 
 /// Server load: devices syncing in a loop, bounded in time and in rounds, one new report per
@@ -799,4 +846,45 @@ fn load(dir: &Path, servers: &[Server], quick: bool) {
         let (rss, anon, peak) = server.memory_mib();
         println!("\nServer memory after the load: RSS {rss:.1} MiB ({anon:.1} MiB of it anonymous; peak {peak:.1} MiB).");
     }
+}
+
+/// The county's paced load (issue 18): every grid member of every town has a phone that syncs
+/// once every 10 s (± 20 %) with one new report per round, the devices spread over the nodes.
+/// Prints p50/p99 over the county and the slowest town's p99.
+fn county_load(dir: &Path, servers: &[Server], towns: usize, grids: usize, quick: bool) {
+    let (pause, rounds) = if quick { (Duration::from_secs(1), 3) } else { (Duration::from_secs(10), 6) };
+    let t = Instant::now();
+    let mut fleet: Vec<WireDevice> = (0..towns * grids)
+        .map(|i| {
+            let (town, grid) = (i / grids + 1, i % grids + 1);
+            WireDevice::new(dir, &servers[i % servers.len()].base, &format!("county{i}"), &format!("t{town}g{grid}"), rounds)
+        })
+        .collect();
+    println!(
+        "\n{} devices ({towns} towns × {grids} grid members, {} node(s)) logged in and made {} reports offline in {:.0} s.",
+        fleet.len(),
+        servers.len(),
+        towns * grids * rounds,
+        t.elapsed().as_secs_f64()
+    );
+    let cpu0 = servers.iter().map(Server::cpu_s).sum::<f64>();
+    // Time enough for every round even with the longest pauses; the rounds themselves are short.
+    let per_town = drive_each(&mut fleet, pause.as_secs_f64() * (1.25 * rounds as f64 + 1.5), rounds, pause, grids);
+    let cpu = servers.iter().map(Server::cpu_s).sum::<f64>() - cpu0;
+    let mut all: Vec<f64> = per_town.iter().flatten().copied().collect();
+    all.sort_by(f64::total_cmp);
+    let worst = per_town.iter().map(|lat| pct(lat, 0.99)).fold(0.0, f64::max);
+    println!(
+        "\n| county, {towns} towns × {grids} devices, each one round every {} s (one new report per round, {rounds} rounds) | rounds | p50 round | p99 round | slowest round | worst town's p99 | server CPU |\n|---|---|---|---|---|---|---|",
+        pause.as_secs()
+    );
+    println!(
+        "| {} node(s) | {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {cpu:.1} s |",
+        servers.len(),
+        all.len(),
+        pct(&all, 0.5) * 1e3,
+        pct(&all, 0.99) * 1e3,
+        all.last().copied().unwrap_or(f64::NAN) * 1e3,
+        worst * 1e3,
+    );
 }
