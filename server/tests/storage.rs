@@ -670,7 +670,7 @@ mod checks {
     }
 
     pub fn lists_are_scoped_filtered_ordered_and_paged(s: &dyn Storage) {
-        let places = ["532331101201", "532331101201-01-01", "532331101201-02-03", "532331101202", "532331101"];
+        let places = ["532331101201", "532331101201-01-01", "532331101201-02-03", "532331101202", "532331101", "532331102201-01-01"];
         let mut rows = Vec::new();
         for i in 0..40i64 {
             let location = places[i as usize % places.len()];
@@ -692,8 +692,9 @@ mod checks {
             s.put_record(&r).unwrap();
             rows.push(r);
         }
-        let within =
-            |code: &str, unit: &str| code == unit || code.starts_with(&format!("{unit}-")) || (unit.len() == 9 && code.starts_with(unit));
+        let within = |code: &str, unit: &str| {
+            code == unit || code.starts_with(&format!("{unit}-")) || ([6, 9].contains(&unit.len()) && code.starts_with(unit))
+        };
         let cats = ["0802".to_owned(), "9999".to_owned()];
         let filters = [
             RecordFilter::ALL,
@@ -713,8 +714,13 @@ mod checks {
             RecordFilter { batch_id: Some("B1"), ..RecordFilter::ALL },
             RecordFilter { kind: Some("incident"), categories: Some(&cats), open: Some(true), ..RecordFilter::ALL },
             RecordFilter { categories: Some(&[]), ..RecordFilter::ALL },
+            // A county drilling into one of its towns, or into a village.
+            RecordFilter { within: Some("532331102"), ..RecordFilter::ALL },
+            RecordFilter { within: Some("532331101201"), open: Some(true), ..RecordFilter::ALL },
         ];
-        for (unit, who) in [("532331101201", "nobody"), ("532331101201-01-01", "p1"), ("532331101", "x"), ("532331101202", "p1")] {
+        let viewers =
+            [("532331101201", "nobody"), ("532331101201-01-01", "p1"), ("532331101", "x"), ("532331101202", "p1"), ("532331", "x")];
+        for (unit, who) in viewers {
             for f in &filters {
                 let facts: Vec<(String, String)> = s.record_facts(f, unit, who).unwrap();
                 let mut in_list: Vec<&RecordRow> = rows.iter().filter(|r| f.matches(&indexed(r), unit)).collect();

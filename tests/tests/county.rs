@@ -211,6 +211,33 @@ fn the_county_settles_what_a_town_passes_up_and_compares_its_towns() {
     assert!(page.contains(&format!("data-town=\"{TOWN}\"")), "with the way to the other towns");
     let (_, page) = console_get(&server, "/console/stats", &token(&center_b));
     assert!(!page.contains("各镇事件办理") && !page.contains("广通镇"), "a town's page shows its own town only");
+
+    // The county's lists and map drill into one town too: a2 (广通镇, handled, to be verified
+    // within days) and b1 (罗川镇, past its deadline at the county department) are open.
+    let rows = |page: &str, id: &str| page.contains(&format!("data-id=\"{id}\""));
+    let (status, page) = console_get(&server, "/console/inbox?tab=open", &token(&county));
+    assert_eq!(status, 200);
+    assert!(rows(&page, &a2) && rows(&page, &b1) && page.contains("(共 2 件)"), "the whole county's open records");
+    // Links as a browser follows them (the page escapes `&`).
+    let links = |page: &str| page.replace("&#38;", "&");
+    assert!(links(&page).contains(&format!("href=\"/console/inbox?tab=open&town={TOWN_B}\"")), "the way into each town");
+    let (_, page) = console_get(&server, &format!("/console/inbox?tab=open&town={TOWN_B}"), &token(&county));
+    assert!(rows(&page, &b1) && !rows(&page, &a2) && page.contains("(共 1 件)"), "罗川镇's only");
+    assert!(links(&page).contains(&format!("href=\"/console/inbox?town={TOWN_B}&tab=closed\"")), "the tabs stay in the town");
+    let (_, page) = console_get(&server, &format!("/console/inbox?tab=closed&town={TOWN_B}"), &token(&county));
+    assert!(!rows(&page, &a1) && page.contains("(共 0 件)"), "广通镇's closed record is not 罗川镇's");
+    let (_, page) = console_get(&server, &format!("/console/board?town={TOWN}"), &token(&county));
+    assert!(rows(&page, &a2) && !rows(&page, &b1) && page.contains("已超期(共 0 件)"), "the board of 广通镇");
+    let (_, page) = console_get(&server, "/console/board", &token(&county));
+    assert!(rows(&page, &a2) && rows(&page, &b1) && page.contains("已超期(共 1 件)"), "the board of the county");
+    let (_, page) = console_get(&server, &format!("/console/map?town={TOWN_B}"), &token(&county));
+    assert!(page.contains("共 1 件在办,其中超期 1 件"), "the map of 罗川镇");
+    let (_, page) = console_get(&server, "/console/map", &token(&county));
+    assert!(page.contains("共 2 件在办,其中超期 1 件"), "the map of the county");
+    let (status, _) = console_get(&server, &format!("/console/inbox?town={TOWN}"), &token(&center_b));
+    assert_eq!(status, 400, "a town cannot list its neighbour's records");
+    let (_, page) = console_get(&server, "/console/board", &token(&center_b));
+    assert!(!page.contains("aria-label=\"各镇\""), "a town's board has no row of towns");
 }
 
 /// The town center escalates from the console, as an operator would, and the county's inbox

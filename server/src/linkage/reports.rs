@@ -138,6 +138,13 @@ pub async fn figures(State(state): State<AppState>, auth: AuthDevice, Query(q): 
     export(figures.tables(), q.format.as_deref(), "统计报表", json)
 }
 
+/// The town `code` names, if it lies within `person`'s unit (a county's towns, or a town's own
+/// code); anything else is refused.
+pub fn town_below(person: &Person, code: &str) -> AppResult<UnitCode> {
+    let town = UnitCode::parse(code).ok().filter(|t| t.as_str().len() == 9 && person.unit.contains(t));
+    town.ok_or_else(|| AppError::BadRequest("只能查看本单位所辖的镇".into()))
+}
+
 /// The figures of `[from, to)` over the records `person` may see, as of now; with `town`, over
 /// those located in or held by that town only (the county drilling down into one of its towns).
 pub fn figures_for(
@@ -150,11 +157,7 @@ pub fn figures_for(
 ) -> AppResult<figures::Figures> {
     let scope = match town.filter(|t| !t.is_empty()) {
         None => person.clone(),
-        Some(t) => {
-            let town = UnitCode::parse(t).ok().filter(|t| t.as_str().len() == 9 && person.unit.contains(t));
-            let town = town.ok_or_else(|| AppError::BadRequest("只能查看本单位所辖的镇".into()))?;
-            Person { unit: town, ..person.clone() }
-        }
+        Some(t) => Person { unit: town_below(person, t)?, ..person.clone() },
     };
     let facts = facts_in_scope(conn, &scope)?;
     let names = unit_names(conn)?;

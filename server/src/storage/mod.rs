@@ -108,6 +108,8 @@ pub struct RecordFilter<'a> {
     pub due_before: Option<i64>,
     /// Happened at exactly this unit.
     pub location: Option<&'a str>,
+    /// Happened within this unit: a county's drill-down into one of its towns.
+    pub within: Option<&'a str>,
     /// Made at or after this time.
     pub created_from: Option<i64>,
     /// Made before this time.
@@ -144,6 +146,7 @@ impl RecordFilter<'_> {
         due_from: None,
         due_before: None,
         location: None,
+        within: None,
         created_from: None,
         created_before: None,
         batch_id: None,
@@ -161,6 +164,7 @@ impl RecordFilter<'_> {
             && self.due_from.is_none_or(|f| r.deadline_ms.is_some_and(|d| d >= f))
             && self.due_before.is_none_or(|b| r.deadline_ms.is_some_and(|d| d < b))
             && self.location.is_none_or(|l| l == r.location)
+            && self.within.is_none_or(|w| r.location.starts_with(w))
             && self.created_from.is_none_or(|f| r.created_ms >= f)
             && self.created_before.is_none_or(|b| r.created_ms < b)
             && self.batch_id.is_none_or(|b| Some(b) == r.batch_id)
@@ -179,7 +183,7 @@ pub(crate) enum Bound {
 }
 
 /// A filter's conditions besides scope, for a backend to write in its SQL: each is a fragment
-/// in which `#` stands for its value (at most one). Both backends take them from here, so they
+/// in which `#` stands for its value (at most one value, which `#` may name twice). Both backends take them from here, so they
 /// cannot drift apart; how a placeholder is written (`?3`, `$3`) and a set is compared is theirs.
 pub(crate) fn filter_conditions(f: &RecordFilter<'_>) -> Vec<(&'static str, Option<Bound>)> {
     let text = |s: &str| Some(Bound::Text(s.to_owned()));
@@ -197,6 +201,9 @@ pub(crate) fn filter_conditions(f: &RecordFilter<'_>) -> Vec<(&'static str, Opti
     add("deadline_ms >= #", f.due_from.map(|v| Some(Bound::Int(v))));
     add("deadline_ms < #", f.due_before.map(|v| Some(Bound::Int(v))));
     add("location = #", f.location.map(text));
+    // A prefix, written the same on both backends; the scope condition before it has already
+    // narrowed the rows by index.
+    add("substr(location, 1, length(CAST(# AS TEXT))) = #", f.within.map(text));
     add("created_ms >= #", f.created_from.map(|v| Some(Bound::Int(v))));
     add("created_ms < #", f.created_before.map(|v| Some(Bound::Int(v))));
     add("batch_id = #", f.batch_id.map(text));

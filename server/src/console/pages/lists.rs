@@ -24,6 +24,7 @@ struct ListPage {
     heading: String,
     tabs: Vec<Tab>,
     links: Vec<(String, String)>,
+    town_nav: Option<TownNav>,
     sections: Vec<Section>,
     pager: Pager,
 }
@@ -39,6 +40,7 @@ struct TabDef {
 struct TabbedList {
     chrome: Chrome,
     tabs: Vec<Tab>,
+    town_nav: Option<TownNav>,
     sections: Vec<Section>,
     pager: Pager,
 }
@@ -55,16 +57,21 @@ fn tabs_page(
     let current = q.tab.clone().filter(|t| defs.iter().any(|d| d.key == t)).unwrap_or_else(|| defs[0].key.to_owned());
     let page = page_number(q.page.as_deref());
     let heading = heading.to_owned();
+    let requested = q.town.clone();
     move |c| {
         let names = Names::load(c, &st.catalog)?;
         let def = defs.iter().find(|d| d.key == current).expect("checked above");
-        let spec = ListSpec { filter: def.filter, order: ListOrder::Updated };
-        let list = spec.page(c, &names, session.person(), page, st.now_ms())?;
-        let tabs = defs.iter().map(|d| Tab { href: format!("{base}?tab={}", d.key), label: d.label, active: d.key == current }).collect();
+        let person = session.person();
+        let (town, town_nav) = town_choice(c, person, requested.as_deref(), format!("{base}?tab={current}&"))?;
+        let spec = ListSpec { filter: RecordFilter { within: town.as_deref(), ..def.filter }, order: ListOrder::Updated };
+        let list = spec.page(c, &names, person, page, st.now_ms())?;
+        let carry = town_param(town.as_deref());
+        let tabs =
+            defs.iter().map(|d| Tab { href: format!("{base}?{carry}tab={}", d.key), label: d.label, active: d.key == current }).collect();
         let title = format!("{heading}(共 {} 件)", list.total);
-        let pager = Pager::new(&list, &format!("{base}?tab={current}&"));
+        let pager = Pager::new(&list, &format!("{base}?{carry}tab={current}&"));
         let chrome = chrome(&session, &names, &heading, base, true);
-        Ok(TabbedList { chrome, tabs, sections: vec![Section { title, class: "", rows: list.rows }], pager })
+        Ok(TabbedList { chrome, tabs, town_nav, sections: vec![Section { title, class: "", rows: list.rows }], pager })
     }
 }
 
@@ -95,14 +102,14 @@ const SERVICE_REQUEST_TABS: &[TabDef] = &[
 /// `GET /console/inbox`: incidents — what waits for my unit, everything open, what is closed.
 pub async fn inbox(State(state): State<AppState>, session: Session, Query(q): Query<TabQuery>) -> PageResult<Response> {
     let f = tabs_page(&state, &session, &q, "/console/inbox", "事件工作台", INBOX_TABS);
-    let TabbedList { chrome, tabs, sections, pager } = state.db.read(f).await?;
-    Ok(html(&ListPage { chrome, done: q.notice(), heading: "事件工作台".into(), tabs, links: Vec::new(), sections, pager }))
+    let TabbedList { chrome, tabs, town_nav, sections, pager } = state.db.read(f).await?;
+    Ok(html(&ListPage { chrome, done: q.notice(), heading: "事件工作台".into(), tabs, links: Vec::new(), town_nav, sections, pager }))
 }
 
 /// `GET /console/service-requests`: the errand ledger (代办台账) of a station, or the town's errands.
 pub async fn service_requests(State(state): State<AppState>, session: Session, Query(q): Query<TabQuery>) -> PageResult<Response> {
     let f = tabs_page(&state, &session, &q, "/console/service-requests", "便民代办", SERVICE_REQUEST_TABS);
-    let TabbedList { chrome, tabs, sections, pager } = state.db.read(f).await?;
+    let TabbedList { chrome, tabs, town_nav, sections, pager } = state.db.read(f).await?;
     let mut links = Vec::new();
     if matches!(session.person().role, Role::StationStaff | Role::VillageHead) {
         links.push(("/console/service-requests/new".to_owned(), "新建代办".to_owned()));
@@ -110,7 +117,7 @@ pub async fn service_requests(State(state): State<AppState>, session: Session, Q
         links.push(("/api/v1/ledger?format=xlsx".to_owned(), "导出台账(Excel)".to_owned()));
         links.push(("/api/v1/ledger?format=csv".to_owned(), "导出台账(CSV)".to_owned()));
     }
-    Ok(html(&ListPage { chrome, done: q.notice(), heading: "便民代办".into(), tabs, links, sections, pager }))
+    Ok(html(&ListPage { chrome, done: q.notice(), heading: "便民代办".into(), tabs, links, town_nav, sections, pager }))
 }
 
 /// Every record list of the console by name, as its pages query it: the tabs of the inbox and of
@@ -136,16 +143,19 @@ pub const BOARD: ListSpec<'static> =
 /// counts the whole section; the rows are paged in deadline order across the sections.
 pub async fn board(State(state): State<AppState>, session: Session, Query(q): Query<TabQuery>) -> PageResult<Response> {
     let page = page_number(q.page.as_deref());
-    let (chrome, sections, pager) = read_page(&state, &session, move |c, names, st, s| {
+    let requested = q.town.clone();
+    let (chrome, town_nav, sections, pager) = read_page(&state, &session, move |c, names, st, s| {
         let now = st.now_ms();
         let soon = now + 3 * 86_400_000;
-        let list = BOARD.page(c, names, s.person(), page, now)?;
-        let pager = Pager::new(&list, "/console/board?");
+        let (town, town_nav) = town_choice(c, s.person(), requested.as_deref(), "/console/board?".into())?;
+        let board = ListSpec { filter: RecordFilter { within: town.as_deref(), ..BOARD.filter }, order: BOARD.order };
+        let list = board.page(c, names, s.person(), page, now)?;
+        let pager = Pager::new(&list, &format!("/console/board?{}", town_param(town.as_deref())));
         // The same bounds as a row's `overdue` flag: due before now is overdue.
         let bounds = [
-            ("已超期", "overdue", RecordFilter { due_before: Some(now), ..BOARD.filter }),
-            ("三日内到期", "soon", RecordFilter { due_from: Some(now), due_before: Some(soon + 1), ..BOARD.filter }),
-            ("其后到期", "", RecordFilter { due_from: Some(soon + 1), ..BOARD.filter }),
+            ("已超期", "overdue", RecordFilter { due_before: Some(now), ..board.filter }),
+            ("三日内到期", "soon", RecordFilter { due_from: Some(now), due_before: Some(soon + 1), ..board.filter }),
+            ("其后到期", "", RecordFilter { due_from: Some(soon + 1), ..board.filter }),
         ];
         let mut sections = Vec::new();
         for (title, class, filter) in bounds {
@@ -163,8 +173,10 @@ pub async fn board(State(state): State<AppState>, session: Session, Query(q): Qu
             };
             sections[i].rows.push(r);
         }
-        Ok((chrome(s, names, "期限看板", "/console/board", true), sections, pager))
+        Ok((chrome(s, names, "期限看板", "/console/board", true), town_nav, sections, pager))
     })
     .await?;
-    Ok(html(&ListPage { chrome, done: None, heading: "期限看板".into(), tabs: Vec::new(), links: Vec::new(), sections, pager }))
+    Ok(html(&ListPage {
+        chrome, done: None, heading: "期限看板".into(), tabs: Vec::new(), links: Vec::new(), town_nav, sections, pager
+    }))
 }

@@ -1,7 +1,7 @@
 //! The map of open incidents over the grid areas.
 
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::response::Response;
 
 use crate::app::AppState;
@@ -18,6 +18,7 @@ use super::*;
 struct MapPage {
     chrome: Chrome,
     svg: String,
+    town_nav: Option<TownNav>,
     missing: Vec<String>,
     /// Pins shown, open incidents in scope, overdue among them.
     counts: (usize, usize, usize),
@@ -26,11 +27,13 @@ struct MapPage {
 /// Most pins a map draws.
 const MAP_PINS: usize = 2000;
 
-/// `GET /console/map`: open incidents over the grid areas of the town.
-pub async fn map(State(state): State<AppState>, session: Session) -> PageResult<Response> {
+/// `GET /console/map?town`: open incidents over the grid areas of the town, or of every town
+/// of the county (or the one it drills into).
+pub async fn map(State(state): State<AppState>, session: Session, Query(q): Query<TabQuery>) -> PageResult<Response> {
     let page = read_page(&state, &session, move |c, names, st, s| {
+        let (chosen, town_nav) = town_choice(c, s.person(), q.town.as_deref(), "/console/map?".into())?;
         // The grids under the person's town, or under every town of the county.
-        let town = s.person().unit.town_or_county().to_owned();
+        let town = chosen.clone().unwrap_or_else(|| s.person().unit.town_or_county().to_owned());
         let mut areas = Vec::new();
         let mut missing = Vec::new();
         for u in c.units()?.into_iter().filter(|u| u.kind == "grid" && u.code.starts_with(&town)) {
@@ -44,7 +47,7 @@ pub async fn map(State(state): State<AppState>, session: Session) -> PageResult<
         let mut pins = Vec::new();
         // Open incidents in my scope (scope in the query), the latest first; a map shows at
         // most MAP_PINS of them and says how many there are.
-        let open_incidents = RecordFilter { kind: Some("incident"), open: Some(true), ..RecordFilter::ALL };
+        let open_incidents = RecordFilter { kind: Some("incident"), open: Some(true), within: chosen.as_deref(), ..RecordFilter::ALL };
         let person = s.person();
         let open: Vec<(String, Option<i64>)> = c
             .list_records(&open_incidents, ListOrder::Updated, person.unit.as_str(), &person.id, MAP_PINS as i64, 0)?
@@ -68,7 +71,7 @@ pub async fn map(State(state): State<AppState>, session: Session) -> PageResult<
         }
         let counts = (pins.len(), open_total, overdue_total);
         let svg = charts::map(&areas, &pins, 1000.0, 620.0);
-        Ok(MapPage { chrome: chrome(s, names, "事件地图", "/console/map", true), svg, missing, counts })
+        Ok(MapPage { chrome: chrome(s, names, "事件地图", "/console/map", true), svg, town_nav, missing, counts })
     })
     .await?;
     Ok(html(&page))

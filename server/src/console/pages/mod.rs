@@ -79,6 +79,45 @@ fn chrome(session: &Session, names: &Names<'_>, title: &str, active: &str, live:
     }
 }
 
+/// The row of a county's towns above a list, the map or the figures: the whole county, or one
+/// town drilled into (`town=` in the page's query).
+#[derive(Debug, Clone)]
+pub struct TownNav {
+    /// The page's URL without `town`, ending in `?` or `&`.
+    pub base: String,
+    /// Each town of the county: code, name, whether it is the one shown.
+    pub towns: Vec<(String, String, bool)>,
+    /// No town chosen: the whole county is shown.
+    pub all: bool,
+}
+
+/// The town a county person asked for in `requested` (checked to lie within their unit), and
+/// the row of their county's towns (`None` for anyone else: their scope is one town at most).
+fn town_choice(
+    c: &dyn Storage,
+    person: &gridlink_core::Person,
+    requested: Option<&str>,
+    base: String,
+) -> AppResult<(Option<String>, Option<TownNav>)> {
+    let chosen = requested.filter(|t| !t.is_empty()).map(|t| crate::linkage::town_below(person, t)).transpose()?;
+    let chosen = chosen.map(|t| t.as_str().to_owned());
+    if !person.unit.is_county_level() {
+        return Ok((chosen, None));
+    }
+    let towns = c
+        .units()?
+        .into_iter()
+        .filter(|u| u.kind == "town" && u.code.starts_with(person.unit.as_str()))
+        .map(|u| (u.code.clone(), u.name, chosen.as_deref() == Some(u.code.as_str())))
+        .collect();
+    Ok((chosen.clone(), Some(TownNav { base, towns, all: chosen.is_none() })))
+}
+
+/// `town=<code>&` to carry a chosen town into a page's links, or nothing.
+fn town_param(town: Option<&str>) -> String {
+    town.map(|t| format!("town={t}&")).unwrap_or_default()
+}
+
 /// A tab above a list.
 #[derive(Debug, Clone)]
 pub struct Tab {
@@ -126,6 +165,8 @@ pub struct TabQuery {
     done: Option<String>,
     no: Option<String>,
     page: Option<String>,
+    /// A county's drill-down into one of its towns.
+    town: Option<String>,
 }
 
 impl TabQuery {

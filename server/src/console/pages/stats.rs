@@ -24,8 +24,10 @@ struct StatsPage {
     charts: Vec<String>,
     tables: Vec<Table>,
     export_query: String,
-    /// The county's towns to drill down into: (code, name, shown now).
-    towns: Vec<(String, String, bool)>,
+    /// The county's towns to drill down into.
+    town_nav: Option<TownNav>,
+    /// The town drilled into, by code (kept when the period changes).
+    town_code: Option<String>,
     /// The town drilled into, by name.
     town: Option<String>,
 }
@@ -41,15 +43,9 @@ pub async fn stats(State(state): State<AppState>, session: Session, Query(q): Qu
     let page = read_page(&state, &session, move |c, names, st, s| {
         let f = figures_for(c, st, s.person(), town.as_deref(), from, to)?;
         // A county's operators and leaders compare their towns and drill into one.
-        let towns: Vec<(String, String, bool)> = if s.person().unit.is_county_level() {
-            c.units()?
-                .into_iter()
-                .filter(|u| u.kind == "town" && s.person().unit.as_str() == &u.code[..6])
-                .map(|u| (u.code.clone(), u.name, town.as_deref() == Some(u.code.as_str())))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let day = |ms: i64| local_time(ms).format("%Y-%m-%d").to_string();
+        let base = format!("/console/stats?from={}&to={}&", day(from), day(to - 1));
+        let (_, town_nav) = town_choice(c, s.person(), town.as_deref(), base)?;
         let town_name = town.as_deref().map(|t| names.unit(t));
         let t = &f.totals;
         let cards = vec![
@@ -119,7 +115,8 @@ pub async fn stats(State(state): State<AppState>, session: Session, Query(q): Qu
                 Some(t) => format!("from={from_s}&to={to_s}&town={t}"),
                 None => format!("from={from_s}&to={to_s}"),
             },
-            towns,
+            town_nav,
+            town_code: town.clone(),
             town: town_name,
             from: from_s,
             to: to_s,
