@@ -1,8 +1,10 @@
 //! Accounts and devices: argon2id password hashes, one random token per device (stored hashed,
 //! expiring, revocable), and the extractor that authenticates a request.
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use std::sync::{Condvar, Mutex, OnceLock};
+
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use base64::Engine;
@@ -13,15 +15,89 @@ use crate::app::AppState;
 use crate::error::{AppError, AppResult};
 use crate::storage::{PersonRow, Session, Storage};
 
+/// Argon2's working memory (19 MiB per hash with the default parameters), kept for the next hash
+/// instead of freed. Freed after every login, glibc's allocator raises its mmap threshold to that
+/// size and from then on keeps such buffers in its per-thread arenas: 400 logins one after another
+/// left the server at 585 MiB resident, eight at a time at 2 GiB (docs/benchmarks.md, issue 20).
+/// Here at most one buffer per core is ever made, and as many hashes run at once; more wait.
+struct Scratch {
+    free: Mutex<(Vec<Vec<Block>>, usize)>,
+    turn: Condvar,
+    most: usize,
+}
+
+fn scratch() -> &'static Scratch {
+    static SCRATCH: OnceLock<Scratch> = OnceLock::new();
+    SCRATCH.get_or_init(|| Scratch {
+        free: Mutex::new((Vec::new(), 0)),
+        turn: Condvar::new(),
+        most: std::thread::available_parallelism().map_or(2, |n| n.get()),
+    })
+}
+
+/// Runs `f` with at least `blocks` blocks of argon2 memory, waiting while every core hashes.
+fn with_memory<T>(blocks: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
+    let s = scratch();
+    let mut memory = {
+        let mut free = s.free.lock().unwrap_or_else(|e| e.into_inner());
+        while free.0.is_empty() && free.1 >= s.most {
+            free = s.turn.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        match free.0.pop() {
+            Some(m) => m,
+            None => {
+                free.1 += 1;
+                Vec::new()
+            }
+        }
+    };
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    let out = f(&mut memory[..blocks]);
+    s.free.lock().unwrap_or_else(|e| e.into_inner()).0.push(memory);
+    s.turn.notify_one();
+    out
+}
+
 /// Hashes a password with argon2id (PHC string).
 pub fn hash_password(password: &str) -> String {
     let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes make a valid salt");
-    Argon2::default().hash_password(password.as_bytes(), &salt).expect("argon2 with default parameters").to_string()
+    let params = Params::default();
+    let mut raw_salt = [0u8; 64];
+    let raw_salt = salt.decode_b64(&mut raw_salt).expect("a salt just encoded");
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    with_memory(params.block_count(), |m| Argon2::default().hash_password_into_with_memory(password.as_bytes(), raw_salt, &mut out, m))
+        .expect("argon2 with default parameters");
+    PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).expect("default parameters"),
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).expect("32 bytes")),
+    }
+    .to_string()
 }
 
-/// Checks a password against its stored hash (constant-time comparison inside argon2).
+/// Checks a password against its stored hash, with the parameters the hash names (constant-time
+/// comparison of the outputs).
 pub fn verify_password(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    let check = || -> Option<bool> {
+        let h = PasswordHash::new(hash).ok()?;
+        let (salt, expected) = (h.salt?, h.hash?);
+        let argon = Argon2::new(
+            Algorithm::try_from(h.algorithm).ok()?,
+            h.version.map_or(Ok(Version::default()), Version::try_from).ok()?,
+            Params::try_from(&h).ok()?,
+        );
+        let mut raw_salt = [0u8; 64];
+        let raw_salt = salt.decode_b64(&mut raw_salt).ok()?;
+        let mut out = vec![0u8; expected.len()];
+        let blocks = argon.params().block_count();
+        with_memory(blocks, |m| argon.hash_password_into_with_memory(password.as_bytes(), raw_salt, &mut out, m)).ok()?;
+        Some(Output::new(&out).ok()? == expected)
+    };
+    check().unwrap_or(false)
 }
 
 /// A new device token: 32 random bytes, URL-safe base64.
@@ -156,6 +232,25 @@ mod tests {
         assert!(verify_password(&h, "正确的密码"));
         assert!(!verify_password(&h, "错误"));
         assert!(!verify_password("garbage", "x"));
+        // Hashes the argon2 crate made on its own, as every database holds them, with the
+        // default parameters and with others: the same answers.
+        use argon2::password_hash::PasswordHasher;
+        let salt = SaltString::encode_b64(b"sixteen byte slt").unwrap();
+        for params in [Params::default(), Params::new(4096, 3, 1, None).unwrap()] {
+            let theirs = Argon2::from(params).hash_password("老密码".as_bytes(), &salt).unwrap().to_string();
+            assert!(verify_password(&theirs, "老密码"), "{theirs}");
+            assert!(!verify_password(&theirs, "老密码 "), "{theirs}");
+        }
+        // Ours verifies with theirs, and each hash has its own salt.
+        let ours = PasswordHash::new(&h).unwrap();
+        assert!(argon2::password_hash::PasswordVerifier::verify_password(&Argon2::default(), "正确的密码".as_bytes(), &ours).is_ok());
+        assert_ne!(hash_password("正确的密码"), h);
+        // More hashes at once than cores: each waits its turn, none fails.
+        let many: Vec<bool> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..6).map(|_| s.spawn(|| verify_password(&h, "正确的密码"))).collect();
+            hs.into_iter().map(|j| j.join().unwrap()).collect()
+        });
+        assert_eq!(many, [true; 6]);
         let t = new_token();
         assert_eq!(t.len(), 43);
         assert_ne!(t, new_token());
