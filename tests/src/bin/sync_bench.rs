@@ -448,6 +448,11 @@ fn main() {
         return county_load(dir.path(), &servers, towns, grids, quick);
     }
     let db = make_town(dir.path(), 100);
+    if std::env::args().any(|a| a == "fleet") {
+        let server = Server::start(&db, &dir.path().join("data"));
+        let n = std::env::args().filter_map(|a| a.parse().ok()).next().unwrap_or(if quick { 100 } else { 10_000 });
+        return fleet(dir.path(), &server, n, quick);
+    }
     if std::env::args().any(|a| a == "load") {
         let servers: Vec<Server> = (0..nodes).map(|_| Server::start(&db, &dir.path().join("data"))).collect();
         return load(dir.path(), &servers, quick);
@@ -844,7 +849,16 @@ fn load(dir: &Path, servers: &[Server], quick: bool) {
     }
     for server in servers {
         let (rss, anon, peak) = server.memory_mib();
-        println!("\nServer memory after the load: RSS {rss:.1} MiB ({anon:.1} MiB of it anonymous; peak {peak:.1} MiB).");
+        println!(
+            "\nServer memory after the load, its {most} connections still open: RSS {rss:.1} MiB ({anon:.1} MiB of it anonymous; peak {peak:.1} MiB)."
+        );
+    }
+    // The phones hang up (their connections close), as a fleet does between its syncs.
+    drop(pool);
+    std::thread::sleep(Duration::from_secs(2));
+    for server in servers {
+        let (rss, anon, _) = server.memory_mib();
+        println!("Server memory once the devices hung up: RSS {rss:.1} MiB ({anon:.1} MiB of it anonymous).");
     }
 }
 
@@ -887,4 +901,59 @@ fn county_load(dir: &Path, servers: &[Server], towns: usize, grids: usize, quick
         all.last().copied().unwrap_or(f64::NAN) * 1e3,
         worst * 1e3,
     );
+}
+
+/// A town's whole fleet at the pace of the field (issue 20): `n` devices (10,000), each syncing
+/// once a minute (± 20 %) with one new report per round, 3 rounds. Prints p50/p99 and the
+/// server's resident memory sampled every 10 s; any refused or failed round stops the bench.
+fn fleet(dir: &Path, server: &Server, n: usize, quick: bool) {
+    let (pause, rounds) = if quick { (Duration::from_secs(2), 2) } else { (Duration::from_secs(60), 3) };
+    let t = Instant::now();
+    // Four at a time: each logs in (argon2) and makes its reports in a real phone store first.
+    let made = Mutex::new(Vec::with_capacity(n));
+    std::thread::scope(|s| {
+        for w in 0..4 {
+            let made = &made;
+            s.spawn(move || {
+                for i in (w..n).step_by(4) {
+                    let d = WireDevice::new(dir, &server.base, &format!("fleet{i}"), &format!("g{}", 1 + i % 100), rounds);
+                    made.lock().unwrap().push(d);
+                }
+            });
+        }
+    });
+    let mut devices = made.into_inner().unwrap();
+    println!("\n{n} devices logged in and made {} reports offline in {:.0} s.", n * rounds, t.elapsed().as_secs_f64());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let samples = Mutex::new(Vec::new());
+    let cpu0 = server.cpu_s();
+    let (lat, wall) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let t = Instant::now();
+            while !done.load(Ordering::Relaxed) {
+                samples.lock().unwrap().push((t.elapsed().as_secs(), server.memory_mib().0));
+                std::thread::sleep(Duration::from_secs(10));
+            }
+        });
+        let out = drive(&mut devices, pause.as_secs_f64() * (1.25 * rounds as f64 + 1.5), rounds, pause);
+        done.store(true, Ordering::Relaxed);
+        out
+    });
+    println!(
+        "\n| {n} devices, each one round every {} s ± 20 % ({rounds} rounds, one new report each) | rounds | p50 round | p99 round | slowest | server CPU |\n|---|---|---|---|---|---|",
+        pause.as_secs()
+    );
+    println!(
+        "| all | {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.1} s of {wall:.0} s |",
+        lat.len(),
+        pct(&lat, 0.5) * 1e3,
+        pct(&lat, 0.99) * 1e3,
+        lat.last().copied().unwrap_or(f64::NAN) * 1e3,
+        server.cpu_s() - cpu0
+    );
+    let samples = samples.into_inner().unwrap();
+    let line: Vec<String> = samples.iter().map(|(at, rss)| format!("{at} s: {rss:.0}")).collect();
+    println!("\nServer RSS over the run (MiB): {}.", line.join(", "));
+    let (_, _, peak) = server.memory_mib();
+    println!("Server peak RSS: {peak:.1} MiB.");
 }

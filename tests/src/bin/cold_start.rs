@@ -1,0 +1,85 @@
+//! A cold server start on a town of 100,000 records (issue 20): the release server binary started
+//! on the database, timed until `/healthz` answers and until a grid member's new phone has logged
+//! in and taken its first sync. Prints figures; fails only if something breaks, never on speed.
+//!
+//! `cargo build --release -p gridlink-server -p gridlink-tests --bin gridlink-server --bin cold_start
+//! && target/release/cold_start [records]`. The town is made once (the demo town through the
+//! console's ingest path, `demo::bulk`, several minutes) and kept in `target/bench-towns/`. Run as
+//! root, the kernel's page cache is dropped first, so the database comes from the disk.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gridlink_core::sync::SyncEngine;
+use gridlink_core::{Client, SystemClock};
+use gridlink_server::{Settings, build_state};
+
+fn main() {
+    let records: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-towns");
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join(format!("town-{records}.db"));
+    if !db.exists() {
+        let settings = Settings {
+            case_prefix: "GT".into(),
+            token_days: 90,
+            max_attachment_bytes: 10 << 20,
+            data_dir: dir.join("data"),
+            secure_cookies: false,
+            sweep_interval_ms: 60_000,
+        };
+        let state = build_state(settings, &db, Arc::new(SystemClock)).unwrap();
+        let t = Instant::now();
+        gridlink_server::demo::bulk(&state, records, 17).unwrap();
+        println!("Made a town of {records} records in {:.0} s.", t.elapsed().as_secs_f64());
+    }
+    let bytes: u64 = ["", "-wal"].iter().filter_map(|s| std::fs::metadata(format!("{}{s}", db.display())).ok()).map(|m| m.len()).sum();
+    let server = std::env::current_exe().unwrap().parent().unwrap().join("gridlink-server");
+    assert!(server.exists(), "build the server first: cargo build --release -p gridlink-server");
+    let phones = tempfile::tempdir().unwrap();
+
+    println!("\n| run | page cache | `/healthz` answers | first sync served (login + a grid member's bootstrap) | records sent |\n|---|---|---|---|---|");
+    for run in 1..=3 {
+        // Cold: nothing of the database in memory (root only; otherwise say so).
+        let dropped = std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok();
+        let t = Instant::now();
+        let mut child = Command::new(&server)
+            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(&db)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .env("GRIDLINK_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let base = line.trim().rsplit(' ').next().unwrap().to_owned();
+        let healthy = loop {
+            if ureq::get(&format!("{base}/healthz")).call().is_ok_and(|r| r.status() == 200) {
+                break t.elapsed();
+            }
+            assert!(t.elapsed() < Duration::from_secs(120), "the server never answered /healthz");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let mut phone = Client::open(phones.path().join(format!("grid-{run}.db"))).unwrap();
+        let engine = SyncEngine::http(&base);
+        engine.login(&mut phone, "gt201-0101", gridlink_server::demo::DEMO_PASSWORD, "冷启动").unwrap();
+        engine.sync_once(&mut phone).unwrap();
+        let synced = t.elapsed();
+        println!(
+            "| {run} | {} | {:.0} ms | {:.0} ms | {} |",
+            if dropped { "dropped" } else { "warm (not root)" },
+            healthy.as_secs_f64() * 1e3,
+            synced.as_secs_f64() * 1e3,
+            phone.record_count().unwrap()
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    println!("\nDatabase: {records} records, {:.0} MiB.", bytes as f64 / 1048576.0);
+}
