@@ -41,7 +41,9 @@ fn main() {
     assert!(server.exists(), "build the server first: cargo build --release -p gridlink-server");
     let phones = tempfile::tempdir().unwrap();
 
-    println!("\n| run | page cache | `/healthz` answers | first sync served (login + a grid member's bootstrap) | records sent |\n|---|---|---|---|---|");
+    println!(
+        "\n| run | page cache | `/healthz` answers | first sync served (login + a grid member's bootstrap) | records sent |\n|---|---|---|---|---|"
+    );
     for run in 1..=3 {
         // Cold: nothing of the database in memory (root only; otherwise say so).
         let dropped = std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok();

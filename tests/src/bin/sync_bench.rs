@@ -448,6 +448,10 @@ fn main() {
         return county_load(dir.path(), &servers, towns, grids, quick);
     }
     let db = make_town(dir.path(), 100);
+    if std::env::args().any(|a| a == "logins") {
+        let server = Server::start(&db, &dir.path().join("data"));
+        return logins(&server);
+    }
     if std::env::args().any(|a| a == "fleet") {
         let server = Server::start(&db, &dir.path().join("data"));
         let n = std::env::args().filter_map(|a| a.parse().ok()).next().unwrap_or(if quick { 100 } else { 10_000 });
@@ -956,4 +960,26 @@ fn fleet(dir: &Path, server: &Server, n: usize, quick: bool) {
     println!("\nServer RSS over the run (MiB): {}.", line.join(", "));
     let (_, _, peak) = server.memory_mib();
     println!("Server peak RSS: {peak:.1} MiB.");
+}
+
+/// The server's memory across logins (issue 20): 400 logins one after another, then 400 more
+/// eight at a time, over HTTP as phones make them; resident memory after each.
+fn logins(server: &Server) {
+    let login = |i: usize| {
+        let body = serde_json::json!({"username": format!("g{}", i % 100 + 1), "password": PASSWORD, "device_name": "压测"});
+        let resp =
+            ureq::post(&format!("{}/api/v1/login", server.base)).header("content-type", "application/json").send(body.to_string()).unwrap();
+        assert_eq!(resp.status(), 200);
+    };
+    println!("\n| logins | wall | server RSS after | peak |\n|---|---|---|---|");
+    for at_once in [1, 8] {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for w in 0..at_once {
+                s.spawn(move || (w..400).step_by(at_once).for_each(login));
+            }
+        });
+        let (rss, _, peak) = server.memory_mib();
+        println!("| 400, {at_once} at a time | {:.1} s | {rss:.0} MiB | {peak:.0} MiB |", t.elapsed().as_secs_f64());
+    }
 }
