@@ -95,6 +95,9 @@ const MIGRATIONS: &[&str] = &[
     // 6: failed logins per user name, kept in the database so that every server node counts
     // the same attempts (crate::auth).
     "CREATE TABLE login_failures (user_name TEXT PRIMARY KEY, failures INTEGER NOT NULL, since_ms INTEGER NOT NULL);",
+    // 7: the due time at which the deadline sweeper last found each overdue incident supervised,
+    // so a pass reads only what it has not settled (crate::linkage::sweep).
+    "CREATE TABLE swept (doc_id TEXT PRIMARY KEY, due_ms INTEGER NOT NULL);",
 ];
 
 /// `PRAGMA application_id` of a Gridlink town database ("GRLK").

@@ -659,8 +659,19 @@ mod checks {
         s.put_record(&at("closed", "532331101201", Some(50), "closed", false, "incident")).unwrap();
         s.put_record(&at("errand", "532331101201", Some(50), "accepted", true, "service_request")).unwrap();
         s.put_record(&at("no-clock", "532331101", None, "reported", true, "incident")).unwrap();
-        assert_eq!(s.overdue_incidents(1000).unwrap(), ["late-1", "late-2"], "the most overdue first");
-        assert_eq!(s.overdue_incidents(100).unwrap(), Vec::<String>::new(), "due at 100 is not overdue at 100");
+        let ids = |s: &dyn Storage, now: i64| s.overdue_incidents(now).unwrap().into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+        assert_eq!(s.overdue_incidents(1000).unwrap(), [("late-1".into(), 100), ("late-2".into(), 200)], "the most overdue first");
+        assert_eq!(ids(s, 100), Vec::<String>::new(), "due at 100 is not overdue at 100");
+        // Swept at its due time, an incident is left out until its clock is due at another time.
+        s.mark_swept("late-1", 100).unwrap();
+        assert_eq!(ids(s, 1000), ["late-2"]);
+        s.mark_swept("late-2", 150).unwrap();
+        assert_eq!(ids(s, 1000), ["late-2"], "marked at another due time: still to be looked at");
+        s.put_record(&at("late-1", "532331101201", Some(300), "dispatched", true, "incident")).unwrap();
+        assert_eq!(ids(s, 1000), ["late-2", "late-1"], "a new clock is looked at again");
+        s.mark_swept("late-1", 300).unwrap();
+        s.mark_swept("late-2", 200).unwrap();
+        assert_eq!(ids(s, 1000), Vec::<String>::new());
         let mut gauges = s.open_by_village(1000).unwrap();
         gauges.sort();
         // The fixture's one village: five open (two incidents late, the errand late, one not due,

@@ -26,7 +26,9 @@ pub fn sweep(state: &AppState) -> AppResult<usize> {
     let mut raised = 0;
     {
         let mut ctx = state.ingest_ctx(&routing, now, &mut events);
-        for id in due {
+        // Each overdue incident is read once per due time: once found supervised (or supervised
+        // here) it is marked, and later passes skip it without loading its document.
+        for (id, index_due) in due {
             let Some(doc) = load_doc(&*tx, &id, &state.server_actor)? else {
                 continue;
             };
@@ -43,6 +45,7 @@ pub fn sweep(state: &AppState) -> AppResult<usize> {
                 e.conflict.is_none() && matches!(e.entry.action, Action::Supervise { overdue: true, .. }) && e.entry.at.wall_ms >= deadline
             });
             if already {
+                tx.mark_swept(&id, index_due)?;
                 continue;
             }
             let mut to_units = vec![holder.clone()];
@@ -62,6 +65,7 @@ pub fn sweep(state: &AppState) -> AppResult<usize> {
             for u in &to_units {
                 tx.add_notice(&id, u.as_str(), now, &text)?;
             }
+            tx.mark_swept(&id, index_due)?;
             raised += 1;
         }
     }

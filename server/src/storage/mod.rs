@@ -394,6 +394,7 @@ pub const STATE_TABLES: &[&str] = &[
     "audit",
     "personal",
     "login_failures",
+    "swept",
 ];
 
 /// What the server keeps, on one open connection or transaction of a backend. Writes made
@@ -643,8 +644,12 @@ pub trait Storage {
     // ---- deadlines and gauges ----
 
     /// Open incidents (not suspended) whose running clock was due before `now_ms`, the most
-    /// overdue first.
-    fn overdue_incidents(&self, now_ms: i64) -> AppResult<Vec<String>>;
+    /// overdue first, with that due time; leaving out those marked [`Storage::mark_swept`] at
+    /// their current due time.
+    fn overdue_incidents(&self, now_ms: i64) -> AppResult<Vec<(String, i64)>>;
+    /// The deadline sweeper found the incident supervised for its clock due at `due_ms`: later
+    /// passes skip it until its clock has another due time.
+    fn mark_swept(&self, doc_id: &str, due_ms: i64) -> AppResult<()>;
     /// Open and overdue records per village (every village, with zeros), and those located at
     /// the town itself as `town`.
     fn open_by_village(&self, now_ms: i64) -> AppResult<Vec<(String, i64, i64)>>;

@@ -101,6 +101,8 @@ const MIGRATIONS: &[&str] = &[
     ",
     // 2: failed logins per user name, counted across nodes (crate::auth)
     "CREATE TABLE login_failures (user_name TEXT PRIMARY KEY, failures BIGINT NOT NULL, since_ms BIGINT NOT NULL);",
+    // 3: the due time at which the deadline sweeper last found each overdue incident supervised
+    "CREATE TABLE swept (doc_id TEXT PRIMARY KEY, due_ms BIGINT NOT NULL);",
 ];
 
 /// One connection to a PostgreSQL database of the server's schema, as [`Storage`].
@@ -944,12 +946,23 @@ impl Storage for PgStorage {
         Ok(())
     }
 
-    fn overdue_incidents(&self, now_ms: i64) -> AppResult<Vec<String>> {
+    fn overdue_incidents(&self, now_ms: i64) -> AppResult<Vec<(String, i64)>> {
         let rows = self.query(
-            "SELECT id FROM docs WHERE kind = 'incident' AND open AND status <> 'suspended' AND deadline_ms < $1 ORDER BY deadline_ms, id",
+            "SELECT d.id, d.deadline_ms FROM docs d LEFT JOIN swept s ON s.doc_id = d.id
+             WHERE d.kind = 'incident' AND d.open AND d.status <> 'suspended' AND d.deadline_ms < $1
+               AND (s.due_ms IS NULL OR s.due_ms <> d.deadline_ms)
+             ORDER BY d.deadline_ms, d.id",
             &[&now_ms],
         )?;
-        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn mark_swept(&self, doc_id: &str, due_ms: i64) -> AppResult<()> {
+        self.execute(
+            "INSERT INTO swept(doc_id, due_ms) VALUES ($1, $2) ON CONFLICT(doc_id) DO UPDATE SET due_ms = excluded.due_ms",
+            &[&doc_id, &due_ms],
+        )?;
+        Ok(())
     }
 
     fn open_by_village(&self, now_ms: i64) -> AppResult<Vec<(String, i64, i64)>> {

@@ -614,12 +614,23 @@ impl Storage for Connection {
         Ok(())
     }
 
-    fn overdue_incidents(&self, now_ms: i64) -> AppResult<Vec<String>> {
+    fn overdue_incidents(&self, now_ms: i64) -> AppResult<Vec<(String, i64)>> {
         let mut stmt = self.prepare_cached(
-            "SELECT id FROM docs WHERE kind = 'incident' AND open = 1 AND status != 'suspended' AND deadline_ms < ?1 ORDER BY deadline_ms, id",
+            "SELECT d.id, d.deadline_ms FROM docs d LEFT JOIN swept s ON s.doc_id = d.id
+             WHERE d.kind = 'incident' AND d.open = 1 AND d.status != 'suspended' AND d.deadline_ms < ?1
+               AND (s.due_ms IS NULL OR s.due_ms != d.deadline_ms)
+             ORDER BY d.deadline_ms, d.id",
         )?;
-        let rows = stmt.query_map([now_ms], |r| r.get(0))?;
+        let rows = stmt.query_map([now_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn mark_swept(&self, doc_id: &str, due_ms: i64) -> AppResult<()> {
+        self.prepare_cached(
+            "INSERT INTO swept(doc_id, due_ms) VALUES (?1, ?2) ON CONFLICT(doc_id) DO UPDATE SET due_ms = excluded.due_ms",
+        )?
+        .execute(rusqlite::params![doc_id, due_ms])?;
+        Ok(())
     }
 
     fn open_by_village(&self, now_ms: i64) -> AppResult<Vec<(String, i64, i64)>> {

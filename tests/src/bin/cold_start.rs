@@ -3,7 +3,7 @@
 //! in and taken its first sync. Prints figures; fails only if something breaks, never on speed.
 //!
 //! `cargo build --release -p gridlink-server -p gridlink-tests --bin gridlink-server --bin cold_start
-//! && target/release/cold_start [records]`. The town is made once (the demo town through the
+//! && target/release/cold_start [records] [warm]`. The town is made once (the demo town through the
 //! console's ingest path, `demo::bulk`, several minutes) and kept in `target/bench-towns/`. Run as
 //! root, the kernel's page cache is dropped first, so the database comes from the disk.
 
@@ -18,7 +18,8 @@ use gridlink_core::{Client, SystemClock};
 use gridlink_server::{Settings, build_state};
 
 fn main() {
-    let records: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let records: usize = std::env::args().filter_map(|a| a.parse().ok()).next().unwrap_or(100_000);
+    let warm = std::env::args().any(|a| a == "warm");
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-towns");
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join(format!("town-{records}.db"));
@@ -45,8 +46,9 @@ fn main() {
         "\n| run | page cache | `/healthz` answers | first sync served (login + a grid member's bootstrap) | records sent |\n|---|---|---|---|---|"
     );
     for run in 1..=3 {
-        // Cold: nothing of the database in memory (root only; otherwise say so).
-        let dropped = std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok();
+        // Cold: nothing of the database in memory (root only; otherwise say so). `warm` keeps
+        // the page cache, to tell the disk's share from the server's.
+        let dropped = !warm && std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok();
         let t = Instant::now();
         let mut child = Command::new(&server)
             .args(["serve", "--listen", "127.0.0.1:0", "--db"])
@@ -75,7 +77,7 @@ fn main() {
         let synced = t.elapsed();
         println!(
             "| {run} | {} | {:.0} ms | {:.0} ms | {} |",
-            if dropped { "dropped" } else { "warm (not root)" },
+            if dropped { "dropped" } else { "warm" },
             healthy.as_secs_f64() * 1e3,
             synced.as_secs_f64() * 1e3,
             phone.record_count().unwrap()
