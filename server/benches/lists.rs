@@ -6,14 +6,12 @@
 
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use gridlink_core::SystemClock;
+use gridlink_server::AppState;
 use gridlink_server::console::pages::all_lists;
 use gridlink_server::console::views::Names;
-use gridlink_server::{AppState, Settings, build_state};
 
 const RECORDS: usize = 20_000;
 const VIEWERS: [&str; 4] = ["zongzhi", "zhifa", "gt201-shuji", "gt201-0101"];
@@ -21,21 +19,9 @@ const VIEWERS: [&str; 4] = ["zongzhi", "zhifa", "gt201-shuji", "gt201-0101"];
 /// The town's server state, made on the first run and reused after.
 fn town() -> AppState {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-towns");
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join(format!("town-{RECORDS}.db"));
-    let fresh = !db.exists();
-    let settings = Settings {
-        case_prefix: "GT".into(),
-        token_days: 90,
-        max_attachment_bytes: 10 << 20,
-        data_dir: dir.join("data"),
-        secure_cookies: false,
-        sweep_interval_ms: 60_000,
-    };
-    let state = build_state(settings, &db, Arc::new(SystemClock)).unwrap();
-    if fresh {
-        let started = std::time::Instant::now();
-        gridlink_server::demo::bulk(&state, RECORDS, 17).unwrap();
+    let started = std::time::Instant::now();
+    let (state, made) = gridlink_server::demo::bench_town(&dir, RECORDS).unwrap();
+    if made {
         eprintln!("made a town of {RECORDS} records in {:.0?}", started.elapsed());
     }
     state

@@ -20,6 +20,28 @@ use crate::records::{act_as, create_as, keep_personal};
 /// Records made per write transaction.
 const PER_TRANSACTION: usize = 250;
 
+/// The demo town with `records` records for benchmarks, in `dir` (`town-<records>.db`, photos in
+/// `dir/data`): made with [`bulk`] on the first call (seed 17, minutes for large towns) and
+/// opened as it is after. Returns the server state and whether it was made now.
+pub fn bench_town(dir: &std::path::Path, records: usize) -> AppResult<(AppState, bool)> {
+    std::fs::create_dir_all(dir).map_err(|e| AppError::Internal(format!("{}: {e}", dir.display())))?;
+    let db = dir.join(format!("town-{records}.db"));
+    let fresh = !db.exists();
+    let settings = crate::Settings {
+        case_prefix: "GT".into(),
+        token_days: 90,
+        max_attachment_bytes: 10 << 20,
+        data_dir: dir.join("data"),
+        secure_cookies: false,
+        sweep_interval_ms: 60_000,
+    };
+    let state = crate::build_state(settings, &db, std::sync::Arc::new(gridlink_core::SystemClock))?;
+    if fresh {
+        bulk(&state, records, 17)?;
+    }
+    Ok((state, fresh))
+}
+
 /// Adds `records` records to the demo town (seeded first if the database is empty), about three
 /// in four of them incidents, their times spread over the last 60 days before now. The same
 /// `seed` gives the same town. Returns the number of records made.

@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
-pub use bulk::bulk;
+pub use bulk::{bench_town, bulk};
 use devices::Devices;
 use histories::{PATHS, Path, REPORTS, Who, incident_steps};
 use town::{TOWN, VILLAGES, code, id_number, name_of, org, point_in_grid};

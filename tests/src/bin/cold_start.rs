@@ -7,34 +7,22 @@
 //! console's ingest path, `demo::bulk`, several minutes) and kept in `target/bench-towns/`. Run as
 //! root, the kernel's page cache is dropped first, so the database comes from the disk.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gridlink_core::Client;
 use gridlink_core::sync::SyncEngine;
-use gridlink_core::{Client, SystemClock};
-use gridlink_server::{Settings, build_state};
+use gridlink_tests::process::{self, Serve};
 
 fn main() {
     let records: usize = std::env::args().filter_map(|a| a.parse().ok()).next().unwrap_or(100_000);
     let warm = std::env::args().any(|a| a == "warm");
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-towns");
-    std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join(format!("town-{records}.db"));
-    if !db.exists() {
-        let settings = Settings {
-            case_prefix: "GT".into(),
-            token_days: 90,
-            max_attachment_bytes: 10 << 20,
-            data_dir: dir.join("data"),
-            secure_cookies: false,
-            sweep_interval_ms: 60_000,
-        };
-        let state = build_state(settings, &db, Arc::new(SystemClock)).unwrap();
-        let t = Instant::now();
-        gridlink_server::demo::bulk(&state, records, 17).unwrap();
+    let t = Instant::now();
+    let (state, made) = gridlink_server::demo::bench_town(&dir, records).unwrap();
+    drop(state);
+    if made {
         println!("Made a town of {records} records in {:.0} s.", t.elapsed().as_secs_f64());
     }
     let bytes: u64 = ["", "-wal"].iter().filter_map(|s| std::fs::metadata(format!("{}{s}", db.display())).ok()).map(|m| m.len()).sum();
@@ -50,19 +38,9 @@ fn main() {
         // the page cache, to tell the disk's share from the server's.
         let dropped = !warm && std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok();
         let t = Instant::now();
-        let mut child = Command::new(&server)
-            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-            .arg(&db)
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .env("GRIDLINK_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let base = line.trim().rsplit(' ').next().unwrap().to_owned();
+        let data = dir.join("data");
+        let how = Serve { args: vec!["--data-dir".as_ref(), data.as_os_str()], ..Default::default() };
+        let (mut child, base, _) = process::serve(&server, &db, how);
         let healthy = loop {
             if ureq::get(&format!("{base}/healthz")).call().is_ok_and(|r| r.status() == 200) {
                 break t.elapsed();
