@@ -98,7 +98,17 @@ pub fn build_state_at(settings: Settings, location: &db::Location, clock: Arc<dy
     Ok(state)
 }
 
-/// Serves until `shutdown` resolves; requests in flight finish first.
+/// How long a kept-alive connection may wait for its next request before the server closes it.
+/// Phones sync once a minute or so and their HTTP client (ureq) stops reusing a connection idle
+/// for 15 s, but keeps it open: without this, every phone's last connection stayed open with
+/// its buffers (10,000 phones, docs/benchmarks.md "A paced fleet"). Above ureq's 15 s, so a
+/// phone never sends on a connection the server is closing. It bounds a request's headers too.
+pub const IDLE_CONNECTION: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// How long requests in flight get to finish once `shutdown` resolves.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Serves HTTP until `shutdown` resolves; requests in flight get 30 s to finish.
 pub async fn launch(
     state: AppState,
     listener: tokio::net::TcpListener,
@@ -106,7 +116,9 @@ pub async fn launch(
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "serving");
     spawn_sweeper(&state);
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+    let mut server = axum_server::from_tcp(listener.into_std()?)?;
+    server.http_builder().http1().header_read_timeout(IDLE_CONNECTION);
+    server.handle(stop_on(shutdown)).serve(make_service(state)).await
 }
 
 /// Serves HTTPS (rustls) until `shutdown` resolves; requests in flight get 30 s to finish.
@@ -118,13 +130,27 @@ pub async fn launch_tls(
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "serving TLS");
     spawn_sweeper(&state);
+    let mut server = axum_server::from_tcp_rustls(listener, tls)?;
+    server.http_builder().http1().header_read_timeout(IDLE_CONNECTION);
+    server.handle(stop_on(shutdown)).serve(make_service(state)).await
+}
+
+/// The application for every connection. Through `into_make_service` the router is made ready
+/// for its state once and the connections share it; axum's own `serve` given a bare `Router`
+/// rebuilds the route table for each accepted connection (~60 KiB each, docs/benchmarks.md).
+fn make_service(state: AppState) -> axum::routing::IntoMakeService<axum::Router> {
+    app(state).into_make_service()
+}
+
+/// A handle that begins a graceful stop once `shutdown` resolves.
+fn stop_on<A: axum_server::Address + Send + Sync + 'static>(shutdown: impl Future<Output = ()> + Send + 'static) -> axum_server::Handle<A> {
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {
         shutdown.await;
-        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(30)));
+        stopper.graceful_shutdown(Some(SHUTDOWN_GRACE));
     });
-    axum_server::from_tcp_rustls(listener, tls)?.handle(handle).serve(app(state).into_make_service()).await
+    handle
 }
 
 /// Reads a PEM certificate chain and key for [`launch_tls`], with a Chinese error for the operator.

@@ -370,3 +370,41 @@ fn a_month_offline_with_a_thousand_actions_syncs_in_one_go() {
     assert_eq!(all.len(), 200);
     assert!(all.iter().all(|r| r.status == Some(Status::Archived) && r.conflicts == 0));
 }
+
+/// Reads one HTTP/1.1 response with a `content-length` from `conn`; returns its status line.
+fn read_response(conn: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        assert_eq!(conn.read(&mut byte).unwrap(), 1, "the connection closed inside a response");
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .expect("a content-length");
+    let mut body = vec![0u8; len];
+    conn.read_exact(&mut body).unwrap();
+    head.lines().next().unwrap().to_owned()
+}
+
+#[test]
+fn an_idle_kept_alive_connection_is_closed_and_a_busy_one_kept() {
+    use std::io::{Read, Write};
+    let server = TestServer::start();
+    let mut conn = std::net::TcpStream::connect(server.addr).unwrap();
+    // Two requests on one connection: it is kept alive between them.
+    for _ in 0..2 {
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: gridlink\r\n\r\n").unwrap();
+        assert_eq!(read_response(&mut conn), "HTTP/1.1 200 OK");
+    }
+    // Then nothing: the server closes it once it sat idle for IDLE_CONNECTION, not before.
+    let idle = std::time::Instant::now();
+    conn.set_read_timeout(Some(gridlink_server::IDLE_CONNECTION * 4)).unwrap();
+    let mut byte = [0u8; 1];
+    let read = conn.read(&mut byte);
+    assert!(matches!(read, Ok(0)), "an idle connection was not closed: {read:?}");
+    assert!(idle.elapsed() >= gridlink_server::IDLE_CONNECTION - std::time::Duration::from_secs(1), "closed after {:?}", idle.elapsed());
+}
