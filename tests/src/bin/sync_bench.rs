@@ -935,7 +935,8 @@ fn fleet(dir: &Path, server: &Server, n: usize, quick: bool) {
         s.spawn(|| {
             let t = Instant::now();
             while !done.load(Ordering::Relaxed) {
-                samples.lock().unwrap().push((t.elapsed().as_secs(), server.memory_mib().0));
+                let (rss, anon, _) = server.memory_mib();
+                samples.lock().unwrap().push((t.elapsed().as_secs(), rss, anon));
                 std::thread::sleep(Duration::from_secs(10));
             }
         });
@@ -956,8 +957,8 @@ fn fleet(dir: &Path, server: &Server, n: usize, quick: bool) {
         server.cpu_s() - cpu0
     );
     let samples = samples.into_inner().unwrap();
-    let line: Vec<String> = samples.iter().map(|(at, rss)| format!("{at} s: {rss:.0}")).collect();
-    println!("\nServer RSS over the run (MiB): {}.", line.join(", "));
+    let line: Vec<String> = samples.iter().map(|(at, rss, anon)| format!("{at} s: {rss:.0} ({anon:.0})")).collect();
+    println!("\nServer RSS over the run, MiB (anonymous: heap and stacks; the rest is the database SQLite maps): {}.", line.join(", "));
     let (_, _, peak) = server.memory_mib();
     println!("Server peak RSS: {peak:.1} MiB.");
 }
