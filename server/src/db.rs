@@ -264,8 +264,11 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // Pages are read through a memory map rather than copied in by pread, and each connection
-    // keeps 16 MiB of them: sync rounds read the index and change tables over and over.
-    conn.pragma_update(None, "mmap_size", 256i64 << 20)?;
+    // keeps 16 MiB of them: sync rounds read the index and change tables over and over. The map
+    // covers the first 64 MiB of the file: its pages count as the server's resident memory, and
+    // 256 MiB kept ~150 MiB of them resident after the full `sync_bench` for no measurable
+    // speed (docs/benchmarks.md, "Server memory").
+    conn.pragma_update(None, "mmap_size", 64i64 << 20)?;
     conn.pragma_update(None, "cache_size", -16_000i64)?;
     // A sync round alone runs some twenty statements; each is parsed once per connection.
     conn.set_prepared_statement_cache_capacity(64);
