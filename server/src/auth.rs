@@ -38,26 +38,39 @@ fn scratch() -> &'static Scratch {
 /// Runs `f` with at least `blocks` blocks of argon2 memory, waiting while every core hashes.
 fn with_memory<T>(blocks: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
     let s = scratch();
-    let mut memory = {
+    let mut lease = {
         let mut free = s.free.lock().unwrap_or_else(|e| e.into_inner());
         while free.0.is_empty() && free.1 >= s.most {
             free = s.turn.wait(free).unwrap_or_else(|e| e.into_inner());
         }
-        match free.0.pop() {
+        let memory = match free.0.pop() {
             Some(m) => m,
             None => {
                 free.1 += 1;
                 Vec::new()
             }
-        }
+        };
+        Lease { scratch: s, memory }
     };
-    if memory.len() < blocks {
-        memory.resize(blocks, Block::default());
+    if lease.memory.len() < blocks {
+        lease.memory.resize(blocks, Block::default());
     }
-    let out = f(&mut memory[..blocks]);
-    s.free.lock().unwrap_or_else(|e| e.into_inner()).0.push(memory);
-    s.turn.notify_one();
-    out
+    f(&mut lease.memory[..blocks])
+}
+
+/// A buffer taken from [`Scratch`]; it goes back when dropped, also when the hash panicked, so
+/// the next login never waits for a buffer that is gone.
+struct Lease {
+    scratch: &'static Scratch,
+    memory: Vec<Block>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let memory = std::mem::take(&mut self.memory);
+        self.scratch.free.lock().unwrap_or_else(|e| e.into_inner()).0.push(memory);
+        self.scratch.turn.notify_one();
+    }
 }
 
 /// Hashes a password with argon2id (PHC string).
@@ -256,5 +269,18 @@ mod tests {
         assert_ne!(t, new_token());
         assert_eq!(token_hash(&t).len(), 64);
         assert_eq!(parse_role("grid_member"), Some(Role::GridMember));
+    }
+
+    #[test]
+    fn a_hash_that_panicked_gives_its_memory_back() {
+        // More panics than there are buffers: had one been lost each time, the login after
+        // them would wait forever.
+        for _ in 0..scratch().most + 2 {
+            let panicked = std::panic::catch_unwind(|| with_memory(8, |_| panic!("argon2 failed")));
+            assert!(panicked.is_err());
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(verify_password(&hash_password("密码"), "密码")).unwrap());
+        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(120)), Ok(true), "a login waited for lost memory");
     }
 }
