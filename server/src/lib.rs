@@ -116,9 +116,7 @@ pub async fn launch(
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "serving");
     spawn_sweeper(&state);
-    let mut server = axum_server::from_tcp(listener.into_std()?)?;
-    server.http_builder().http1().header_read_timeout(IDLE_CONNECTION);
-    server.handle(stop_on(shutdown)).serve(make_service(state)).await
+    configured(axum_server::from_tcp(listener.into_std()?)?, shutdown).serve(make_service(state)).await
 }
 
 /// Serves HTTPS (rustls) until `shutdown` resolves; requests in flight get 30 s to finish.
@@ -130,9 +128,7 @@ pub async fn launch_tls(
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "serving TLS");
     spawn_sweeper(&state);
-    let mut server = axum_server::from_tcp_rustls(listener, tls)?;
-    server.http_builder().http1().header_read_timeout(IDLE_CONNECTION);
-    server.handle(stop_on(shutdown)).serve(make_service(state)).await
+    configured(axum_server::from_tcp_rustls(listener, tls)?, shutdown).serve(make_service(state)).await
 }
 
 /// The application for every connection. Through `into_make_service` the router is made ready
@@ -142,15 +138,20 @@ fn make_service(state: AppState) -> axum::routing::IntoMakeService<axum::Router>
     app(state).into_make_service()
 }
 
-/// A handle that begins a graceful stop once `shutdown` resolves.
-fn stop_on<A: axum_server::Address + Send + Sync + 'static>(shutdown: impl Future<Output = ()> + Send + 'static) -> axum_server::Handle<A> {
+/// What plain and TLS serving share: idle kept-alive connections closed after
+/// [`IDLE_CONNECTION`], and a graceful stop once `shutdown` resolves.
+fn configured<A: axum_server::Address + Send + Sync + 'static, Acc>(
+    mut server: axum_server::Server<A, Acc>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> axum_server::Server<A, Acc> {
+    server.http_builder().http1().header_read_timeout(IDLE_CONNECTION);
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {
         shutdown.await;
         stopper.graceful_shutdown(Some(SHUTDOWN_GRACE));
     });
-    handle
+    server.handle(handle)
 }
 
 /// Reads a PEM certificate chain and key for [`launch_tls`], with a Chinese error for the operator.
