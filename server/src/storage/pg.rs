@@ -103,6 +103,12 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE login_failures (user_name TEXT PRIMARY KEY, failures BIGINT NOT NULL, since_ms BIGINT NOT NULL);",
     // 3: the due time at which the deadline sweeper last found each overdue incident supervised
     "CREATE TABLE swept (doc_id TEXT PRIMARY KEY, due_ms BIGINT NOT NULL);",
+    // 4: open records by due time carrying what the deadline sweeper and the figures per village
+    // read, so that both may be index-only scans (as SQLite's schema 8).
+    "
+    DROP INDEX docs_open_deadline;
+    CREATE INDEX docs_open_deadline ON docs(open, deadline_ms) INCLUDE (kind, status, location, id);
+    ",
 ];
 
 /// One connection to a PostgreSQL database of the server's schema, as [`Storage`].
