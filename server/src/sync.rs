@@ -31,12 +31,14 @@ pub fn round(conn: &dyn Storage, state: &AppState, auth: &AuthDevice, req: SyncR
     let now = state.now_ms();
     let tx = crate::storage::Tx::of_write_job(conn)?;
     let device = auth.device_id.as_str();
-    let flagged = tx.device_seen(device, now)?;
-
     // 0. A device whose cursor belongs to another epoch synced with this database before it was
     // restored from a backup: its cursor means nothing here, and it holds changes the server
     // acknowledged and lost. It starts over and may push those back (crate::backup).
     let went_back = req.epoch.is_some_and(|e| e != state.epoch);
+    let cursor = if went_back { None } else { req.cursor.and_then(|c| i64::try_from(c).ok()) };
+    // 1. What the device has, as of the cursor it presents (read with the device's last-seen
+    // time, in one statement where that counts).
+    let (flagged, presented) = tx.device_seen_with_round(device, now, cursor)?;
     let recovering = if went_back {
         tx.set_device_recovering(device, true)?;
         tracing::info!(device, "device synced with the database before its restore: recovering");
@@ -46,13 +48,6 @@ pub fn round(conn: &dyn Storage, state: &AppState, auth: &AuthDevice, req: SyncR
             tx.set_device_recovering(device, false)?;
         }
         flagged && req.recovery
-    };
-    let cursor = if went_back { None } else { req.cursor };
-
-    // 1. What the device has, as of the cursor it presents.
-    let presented = match cursor.and_then(|c| i64::try_from(c).ok()) {
-        Some(c) => tx.round(device, c)?,
-        None => None,
     };
     let base_seq = match presented {
         Some(round) => {

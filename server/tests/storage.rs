@@ -246,6 +246,11 @@ mod checks {
         assert!(s.holdings("d1").unwrap().is_empty(), "a round takes effect only when presented");
         let round = s.round("d1", r1).unwrap().unwrap();
         assert_eq!((round.seq_high, round.added.clone(), round.removed.clone(), round.applied), (5, ids(&["a", "b"]), vec![], false));
+        // Read with the device's last-seen time, as a sync round does: the same round, and none
+        // for no cursor or one the server never gave.
+        assert_eq!(s.device_seen_with_round("d1", 1, Some(r1)).unwrap(), (false, Some(round.clone())));
+        assert_eq!(s.device_seen_with_round("d1", 1, None).unwrap(), (false, None));
+        assert_eq!(s.device_seen_with_round("d1", 1, Some(77)).unwrap(), (false, None));
         s.take_round("d1", &round).unwrap();
         let r2 = s.add_round("d1", 9, &ids(&["c"]), &ids(&["a"])).unwrap();
         assert_eq!(r2, 2);
@@ -491,9 +496,15 @@ mod checks {
         s.device_seen("s1", 30).unwrap();
         let seen: Vec<String> = s.devices_page("", 10, 0).unwrap().into_iter().map(|d| d.id).collect();
         assert_eq!(seen, ["s1", "s2", "d1"]);
+        // Seen with a round lookup: the device's recovery flag comes back, and it counts as seen.
+        s.set_device_recovering("s2", true).unwrap();
+        assert_eq!(s.device_seen_with_round("s2", 40, Some(1)).unwrap(), (true, None));
+        s.set_device_recovering("s2", false).unwrap();
+        let seen: Vec<String> = s.devices_page("", 10, 0).unwrap().into_iter().map(|d| d.id).collect();
+        assert_eq!(seen, ["s2", "s1", "d1"]);
         assert_eq!(s.devices_count("p1").unwrap(), 3);
         assert_eq!(s.devices_count("zhao").unwrap(), 0);
-        assert_eq!(s.devices_page("p1", 1, 1).unwrap()[0].id, "s2");
+        assert_eq!(s.devices_page("p1", 1, 1).unwrap()[0].id, "s1");
         // Units by code prefix, and a grid's boundary.
         for code in ["532331101201-01-01", "532331101201-01-02", "532331101202"] {
             s.put_unit(&Unit { code: code.into(), name: code.into(), kind: "grid".into(), ..Unit::default() }).unwrap();

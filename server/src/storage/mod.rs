@@ -481,6 +481,12 @@ pub trait Storage {
     fn set_device_recovering(&self, device: &str, recovering: bool) -> AppResult<()>;
     /// A round answered to a device, if the server still keeps it.
     fn round(&self, device: &str, round: i64) -> AppResult<Option<Round>>;
+    /// [`Storage::device_seen`], then [`Storage::round`] for the cursor the device presents, if
+    /// any: where a round trip counts, one statement.
+    fn device_seen_with_round(&self, device: &str, now_ms: i64, cursor: Option<i64>) -> AppResult<(bool, Option<Round>)> {
+        let recovering = self.device_seen(device, now_ms)?;
+        Ok((recovering, cursor.map(|c| self.round(device, c)).transpose()?.flatten()))
+    }
     /// The device presented `round` as its cursor: its additions and removals take effect (once,
     /// however often it is presented), and older rounds are forgotten.
     fn take_round(&self, device: &str, round: &Round) -> AppResult<()>;

@@ -426,6 +426,25 @@ impl Storage for PgStorage {
         Ok(row.is_some_and(|r| r.get(0)))
     }
 
+    fn device_seen_with_round(&self, device: &str, now_ms: i64, cursor: Option<i64>) -> AppResult<(bool, Option<Round>)> {
+        // The round is read in the same statement; with no cursor, `round = NULL` finds none.
+        let row = self.query_opt(
+            "WITH seen AS (UPDATE devices SET last_seen_ms = $1 WHERE id = $2 RETURNING recovering)
+             SELECT coalesce((SELECT recovering FROM seen), FALSE), r.round, r.seq_high, r.added, r.removed, r.applied
+             FROM (SELECT 1) one LEFT JOIN rounds r ON r.device_id = $2 AND r.round = $3",
+            &[&now_ms, &device, &cursor],
+        )?;
+        let Some(r) = row else { return Ok((false, None)) };
+        let round = r.get::<_, Option<i64>>(1).map(|round| Round {
+            round,
+            seq_high: r.get(2),
+            added: serde_json::from_str(r.get(3)).unwrap_or_default(),
+            removed: serde_json::from_str(r.get(4)).unwrap_or_default(),
+            applied: r.get(5),
+        });
+        Ok((r.get(0), round))
+    }
+
     fn device_recovering(&self, device: &str) -> AppResult<bool> {
         Ok(self.query_opt("SELECT recovering FROM devices WHERE id = $1", &[&device])?.is_some_and(|r| r.get(0)))
     }
@@ -450,25 +469,23 @@ impl Storage for PgStorage {
     }
 
     fn take_round(&self, device: &str, round: &Round) -> AppResult<()> {
-        if !round.applied {
-            if !round.added.is_empty() {
-                self.execute(
-                    "INSERT INTO device_docs(device_id, doc_id) SELECT $1, unnest($2::TEXT[]) ON CONFLICT DO NOTHING",
-                    &[&device, &round.added],
-                )?;
-            }
-            if !round.removed.is_empty() {
-                self.execute("DELETE FROM device_docs WHERE device_id = $1 AND doc_id = ANY($2)", &[&device, &round.removed])?;
-            }
-            // Applied, and the rounds before it forgotten: one statement.
-            self.execute(
-                "WITH older AS (DELETE FROM rounds WHERE device_id = $1 AND round < $2)
-                 UPDATE rounds SET applied = TRUE WHERE device_id = $1 AND round = $2",
-                &[&device, &round.round],
-            )?;
+        if round.applied {
+            self.execute("DELETE FROM rounds WHERE device_id = $1 AND round < $2", &[&device, &round.round])?;
             return Ok(());
         }
-        self.execute("DELETE FROM rounds WHERE device_id = $1 AND round < $2", &[&device, &round.round])?;
+        // Its additions and removals (never the same record: added ones are in scope, removed
+        // ones are not), applied, and the rounds before it forgotten: one statement.
+        self.execute(
+            "WITH added AS (
+                 INSERT INTO device_docs(device_id, doc_id) SELECT $1, unnest($3::TEXT[]) ON CONFLICT DO NOTHING
+             ), removed AS (
+                 DELETE FROM device_docs WHERE device_id = $1 AND doc_id = ANY($4)
+             ), older AS (
+                 DELETE FROM rounds WHERE device_id = $1 AND round < $2
+             )
+             UPDATE rounds SET applied = TRUE WHERE device_id = $1 AND round = $2",
+            &[&device, &round.round, &round.added, &round.removed],
+        )?;
         Ok(())
     }
 
