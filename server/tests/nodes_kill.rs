@@ -8,8 +8,8 @@
 
 use std::collections::HashSet;
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,13 +53,6 @@ fn round_robin(nodes: Arc<Mutex<Vec<String>>>) -> String {
     format!("http://{addr}")
 }
 
-fn import(db: &str, dir: &Path, what: &str, csv: &str) {
-    let file: PathBuf = dir.join(format!("{what}.csv"));
-    std::fs::write(&file, csv).unwrap();
-    let out = Command::new(BIN).args(["import", "--db", db, what]).arg(&file).output().unwrap();
-    assert!(out.status.success(), "import {what}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 /// Pushes what the phone has, as long as the town answers; returns the changes acknowledged.
 fn push(c: &mut Client, e: &SyncEngine) -> Option<HashSet<String>> {
     let before: HashSet<String> = c.outbox(100_000).unwrap().into_iter().map(|e| e.hash).collect();
@@ -76,15 +69,15 @@ fn a_node_killed_again_and_again_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("photos");
     let db = PgStorage::create_database(&admin, &format!("gl_kill_{:012x}", rand::random::<u64>() >> 16)).unwrap();
-    import(
-        &db,
-        dir.path(),
+    process::import_csv(
+        BIN.as_ref(),
+        Path::new(&db),
         "units",
         "code,name,kind,parent,department_key\n532331101,广通镇,镇,,\n532331101201,广通社区,村,532331101,\n532331101201-01,一组,组,532331101201,\n532331101201-01-01,1号网格,网格,532331101201-01,\n532331101201-01-02,2号网格,网格,532331101201-01,\n",
     );
-    import(
-        &db,
-        dir.path(),
+    process::import_csv(
+        BIN.as_ref(),
+        Path::new(&db),
         "people",
         "id,name,role,unit,password\ng1,王一,网格员,532331101201-01-01,password-1\ng2,王二,网格员,532331101201-01-02,password-2\nv1,李站,便民服务站代办员,532331101201,password-4\n",
     );

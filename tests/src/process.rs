@@ -33,9 +33,15 @@ pub fn town_csv() -> (String, String) {
     (units, people)
 }
 
-/// Imports `units` or `people` CSV text into the database with the binary's `import` command.
+/// Imports `units` or `people` CSV text into the database (a SQLite file, or a PostgreSQL URL)
+/// with the binary's `import` command.
 pub fn import_csv(bin: &Path, db: &Path, what: &str, csv: &str) {
-    let file = db.with_extension(format!("{what}.csv"));
+    let scratch = tempfile::tempdir().unwrap();
+    let file = if db.to_string_lossy().contains("://") {
+        scratch.path().join(format!("{what}.csv"))
+    } else {
+        db.with_extension(format!("{what}.csv"))
+    };
     std::fs::write(&file, csv).unwrap();
     let out = Command::new(bin).args(["import", "--db"]).arg(db).arg(what).arg(&file).output().unwrap();
     assert!(out.status.success(), "import {what}: {}", String::from_utf8_lossy(&out.stderr));
@@ -69,10 +75,20 @@ pub fn serve(bin: &Path, db: &Path, how: Serve<'_>) -> (Child, String, BufReader
     }
     let mut child = cmd.stdout(Stdio::piped()).stderr(if how.stderr { Stdio::piped() } else { Stdio::null() }).spawn().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let base = line.trim().rsplit(' ').next().unwrap_or_default().to_owned();
-    assert!(base.starts_with("http://127.0.0.1:") || base.starts_with("https://127.0.0.1:"), "{line}");
+    // Log lines the start wrote (a warning, say) come before the address.
+    let mut seen = String::new();
+    let base = loop {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            let _ = child.wait();
+            panic!("the server stopped before it listened: {seen}");
+        }
+        let base = line.trim().rsplit(' ').next().unwrap_or_default().to_owned();
+        if base.starts_with("http://127.0.0.1:") || base.starts_with("https://127.0.0.1:") {
+            break base;
+        }
+        seen.push_str(&line);
+    };
     (child, base, out)
 }
 
