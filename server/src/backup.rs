@@ -21,8 +21,13 @@
 //! Photos are files under the data directory, named by their hash and never changed: back them
 //! up with a file copy (`cp -rn`, `rsync`) beside the database backup.
 //!
-//! PostgreSQL (county deployments, not built yet): `pg_dump -Fc` while running, `pg_restore`
-//! into an empty database, then a new epoch (`UPDATE meta SET value = … WHERE key = 'epoch'`).
+//! PostgreSQL is backed up its own way (`pg_dump -Fc` while running, `pg_restore` into an empty
+//! database), and no command of ours runs the restore to give the new epoch. So the server tells
+//! at start ([`epoch_at_start`]): the database keeps where it lived when the epoch was given
+//! (`home` in `meta`: the cluster, the database and the WAL timeline, [`Storage::home`]); a
+//! dump restored into another database or cluster, a point-in-time recovery and a promoted
+//! standby all live somewhere else, and get a new epoch. A promoted standby that had every commit
+//! costs the phones one needless push of their records; one that missed some gets them back.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -225,6 +230,36 @@ pub fn restore(from: &Path, db: &Path, now_ms: i64) -> Result<(Summary, Option<P
     };
     durable_rename(&staged, db)?;
     Ok((summary, aside))
+}
+
+/// The database's epoch as a server starts on it, in the start's transaction: a fresh one for a
+/// new database, and for one that no longer lives where its epoch was given
+/// ([`Storage::home`]) — restored or failed over behind the server's back — so that phones push
+/// again what it lacks, as after `restore`. Written to the audit log.
+pub fn epoch_at_start(conn: &dyn Storage, now_ms: i64) -> crate::error::AppResult<u64> {
+    let epoch = conn.epoch()?;
+    let Some(here) = conn.home()? else {
+        return Ok(epoch);
+    };
+    let was = conn.meta_get("home")?;
+    if was.as_deref() == Some(here.as_str()) {
+        return Ok(epoch);
+    }
+    conn.meta_set("home", &here)?;
+    // A database that never said where it lived (a new one, or one of an older build) is taken
+    // as living here all along.
+    let Some(was) = was else {
+        return Ok(epoch);
+    };
+    let fresh = conn.new_epoch()?;
+    tracing::warn!(was = %was, now = %here, epoch = fresh, "the database was restored or failed over: a new epoch, phones push again what it lacks");
+    conn.audit(
+        now_ms,
+        "system",
+        "new_epoch",
+        &format!("数据库已从备份恢复或主备切换(原 {was},现 {here}),新纪元 {fresh}:各手机下次同步时重新上传其记录"),
+    )?;
+    Ok(fresh)
 }
 
 fn epoch_of(conn: &Connection) -> Option<u64> {

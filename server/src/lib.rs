@@ -48,7 +48,7 @@ pub fn build_state_at(settings: Settings, location: &db::Location, clock: Arc<dy
         let conn = db.writer();
         // One transaction: nodes of one database starting together agree on its epoch.
         let conn = storage::Tx::begin(&*conn)?;
-        let epoch = conn.epoch()?;
+        let epoch = backup::epoch_at_start(&*conn, clock.now_ms())?;
         let actor = match conn.meta_get("server_actor")? {
             Some(hex) => ActorId::from(hex::decode(hex).map_err(|e| AppError::Internal(e.to_string()))?),
             None => {

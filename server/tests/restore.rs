@@ -170,3 +170,61 @@ fn a_restored_server_gets_back_from_the_phones_what_it_had_acknowledged() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+/// The same on PostgreSQL, restored its own way: a dump taken while the server runs, more work
+/// acknowledged, then the dump restored into a new database, which a node is pointed at. No
+/// command of ours runs that restore, so the server tells at start that the database does not
+/// live where its epoch was given, and the phones push back what the dump lacks.
+#[test]
+fn a_postgres_dump_restored_elsewhere_gets_back_from_the_phones_what_it_had_acknowledged() {
+    let Some(admin) = gridlink_tests::postgres_for_tests() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let name = |what: &str| format!("gl_{what}_{:012x}", rand::random::<u64>() >> 16);
+    let db = gridlink_server::storage::PgStorage::create_database(&admin, &name("dumped")).unwrap();
+    process::import_town(BIN.as_ref(), Path::new(&db));
+    let data = dir.path().join("data");
+    let serve = |db: &str| {
+        process::serve(BIN.as_ref(), Path::new(db), Serve { args: vec!["--data-dir".as_ref(), data.as_os_str()], ..Default::default() })
+    };
+    let (mut server, base, _) = serve(&db);
+    let mut grid_a = Phone::login(&base, "grid_a");
+    let before: Vec<String> = (0..2).map(|i| report(&mut grid_a, &format!("备份前 {i}"))).collect();
+    grid_a.sync().unwrap();
+
+    let dump = dir.path().join("town.dump");
+    let out = Command::new("pg_dump").args(["-Fc", "-d", &db, "-f"]).arg(&dump).output().unwrap();
+    assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+    let after: Vec<String> = (0..2).map(|i| report(&mut grid_a, &format!("备份后 {i}"))).collect();
+    grid_a.sync().unwrap();
+    assert_eq!(grid_a.pending_count().unwrap(), 0, "the server acknowledged the work after the dump");
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let restored = gridlink_server::storage::PgStorage::create_database(&admin, &name("restored")).unwrap();
+    let out = Command::new("pg_restore").args(["--no-owner", "-d", &restored]).arg(&dump).output().unwrap();
+    assert!(out.status.success(), "pg_restore: {}", String::from_utf8_lossy(&out.stderr));
+    let (mut server, base, _) = serve(&restored);
+    grid_a.engine = SyncEngine::http(&base);
+    let r = grid_a.sync().unwrap();
+    assert!(r.requeued > 0, "the phone noticed the restore: {r:?}");
+    assert!(r.rejected.is_empty(), "nothing refused: {:?}", r.rejected);
+    let mut center = Phone::login(&base, "center");
+    center.sync().unwrap();
+    let town = holdings(&center);
+    for id in before.iter().chain(&after) {
+        assert!(town.get(id).is_some_and(|(no, _)| no.is_some()), "record {id} is on the server with its case number");
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    // The next start on the same database is no restore: the phone's cursor holds.
+    let (mut server, base, _) = serve(&restored);
+    grid_a.engine = SyncEngine::http(&base);
+    let r = grid_a.sync().unwrap();
+    assert_eq!(r.requeued, 0, "a plain restart is not taken for a restore: {r:?}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let mut conn = ::postgres::Client::connect(&restored, ::postgres::NoTls).unwrap();
+    let audited: i64 = conn.query_one("SELECT count(*) FROM audit WHERE action = 'new_epoch'", &[]).unwrap().get(0);
+    assert_eq!(audited, 1, "the restore is in the audit log, once");
+}

@@ -463,6 +463,13 @@ pub trait Storage {
         }
     }
 
+    /// Where the database lives, in a form that a restore or a fail-over changes, so that the
+    /// server can tell at start that it went back in time (crate::backup::epoch_at_start). None
+    /// where the backend cannot tell; SQLite's own `restore` gives the epoch itself.
+    fn home(&self) -> AppResult<Option<String>> {
+        Ok(None)
+    }
+
     /// Gives the database a fresh epoch.
     fn new_epoch(&self) -> AppResult<u64> {
         let e: u64 = rand::random();

@@ -426,6 +426,36 @@ impl Storage for PgStorage {
         Ok(row.is_some_and(|r| r.get(0)))
     }
 
+    fn home(&self) -> AppResult<Option<String>> {
+        // The cluster (a new one after a disaster), the database (`pg_restore` into a new one)
+        // and the WAL timeline (a point-in-time recovery or a promoted standby, from the moment
+        // it is promoted). A PostgreSQL-derived engine without these functions: None, and the
+        // transaction goes on.
+        const HOME: &str = "SELECT (SELECT system_identifier FROM pg_control_system())::TEXT
+             || '/' || (SELECT oid FROM pg_database WHERE datname = current_database())::TEXT
+             || '/' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)";
+        let guarded = self.in_transaction();
+        if guarded {
+            self.batch_execute("SAVEPOINT home")?;
+        }
+        self.usable()?;
+        let found = self.client.borrow_mut().query_opt(HOME, &[]);
+        if guarded {
+            self.batch_execute(if found.is_ok() {
+                "RELEASE SAVEPOINT home"
+            } else {
+                "ROLLBACK TO SAVEPOINT home; RELEASE SAVEPOINT home"
+            })?;
+        }
+        match found {
+            Ok(row) => Ok(row.and_then(|r| r.get(0))),
+            Err(e) => {
+                tracing::warn!(reason = %reason(&e), "cannot tell where the database lives: a restore will not be noticed at start");
+                Ok(None)
+            }
+        }
+    }
+
     fn device_seen_with_round(&self, device: &str, now_ms: i64, cursor: Option<i64>) -> AppResult<(bool, Option<Round>)> {
         // The round is read in the same statement; with no cursor, `round = NULL` finds none.
         let row = self.query_opt(
