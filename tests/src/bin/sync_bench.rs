@@ -8,7 +8,7 @@
 //! `npm install --prefix tests/automerge-repo && cargo build --release -p gridlink-server -p gridlink-tests
 //! && target/release/sync_bench [quick]`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,6 +20,7 @@ use gridlink_core::sync::engine::HttpRequest;
 use gridlink_core::sync::protocol::{self, DocChanges, DocId};
 use gridlink_core::sync::{HttpTransport, PROTOCOL_VERSION, SyncEngine, SyncRequest, SyncResponse, Transport};
 use gridlink_core::{Client, NewIncident};
+use gridlink_tests::process;
 use serde_bytes::ByteBuf;
 
 const PASSWORD: &str = "bench-password-1";
@@ -46,13 +47,9 @@ fn new_db(dir: &Path) -> PathBuf {
 }
 
 /// Imports units and people (CSV text) into `db` with the server's own `import` command.
-fn import(dir: &Path, db: &Path, units: String, people: String) {
-    for (what, text) in [("units", units), ("people", people)] {
-        let file = dir.join(format!("{what}.csv"));
-        std::fs::write(&file, text).unwrap();
-        let out = Command::new(server_bin()).args(["import", "--db"]).arg(db).arg(what).arg(&file).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    }
+fn import(db: &Path, units: String, people: String) {
+    process::import_csv(&server_bin(), db, "units", &units);
+    process::import_csv(&server_bin(), db, "people", &people);
 }
 
 /// The town for the bench: one village with `grids` grids, a grid member per grid, a station.
@@ -68,7 +65,7 @@ fn make_town(dir: &Path, grids: usize) -> PathBuf {
         units.push_str(&format!("{VILLAGE}-01-{g:02},{g}号网格,网格,{VILLAGE}-01,\n"));
         people.push_str(&format!("g{g},网格员{g},网格员,{VILLAGE}-01-{g:02},{PASSWORD}\n"));
     }
-    import(dir, &db, units, people);
+    import(&db, units, people);
     db
 }
 
@@ -90,7 +87,7 @@ fn make_county(dir: &Path, towns: usize, grids: usize) -> PathBuf {
             people.push_str(&format!("t{t}g{g},网格员{t}-{g},网格员,{village}-01-{g:02},{PASSWORD}\n"));
         }
     }
-    import(dir, &db, units, people);
+    import(&db, units, people);
     db
 }
 
@@ -102,19 +99,8 @@ struct Server {
 impl Server {
     /// A server process on `db`, its photos in `data` (shared by the nodes of one database).
     fn start(db: &Path, data: &Path) -> Self {
-        let mut child = Command::new(server_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-            .arg(db)
-            .arg("--data-dir")
-            .arg(data)
-            .env("GRIDLINK_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let base = line.trim().rsplit(' ').next().unwrap().to_owned();
+        let how = process::Serve { args: vec!["--data-dir".as_ref(), data.as_os_str()], ..Default::default() };
+        let (child, base, _) = process::serve(&server_bin(), db, how);
         Server { child, base }
     }
 
