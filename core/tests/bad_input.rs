@@ -331,3 +331,30 @@ fn an_answer_refused_half_way_keeps_none_of_it() {
     assert_eq!(reopened.record_ids().unwrap().len(), 2, "committed to the file");
     assert_eq!(reopened.search("河道漂浮", 10).unwrap().len(), 1);
 }
+
+#[test]
+fn a_whole_document_from_the_server_names_its_record_or_is_refused() {
+    let t0 = at(2026, 11, 23, 9);
+    let mut grid = Device::new(grid_member(), t0);
+    let mut village = Device::new(station_staff(), t0);
+    let id = grid.create_incident(report()).unwrap();
+    let saved = |id_inside: Option<&str>| {
+        let mut doc = automerge::AutoCommit::new();
+        doc.load_incremental(&grid.changes(&id).unwrap().concat()).unwrap();
+        if let Some(other) = id_inside {
+            doc.put(automerge::ROOT, "id", other).unwrap();
+        }
+        doc.save_nocompress()
+    };
+    let before = snapshot(&village);
+    let now = village.now_ms();
+    // Not a document; a document whose id is no record id: refused, nothing kept.
+    let e = village.apply_whole_from_server(b"not a document", now).unwrap_err();
+    assert!(matches!(e, CoreError::CorruptChange), "{e}");
+    let e = village.apply_whole_from_server(&saved(Some("../../etc")), now).unwrap_err();
+    assert!(matches!(e, CoreError::MalformedRecord { .. }), "{e}");
+    assert_eq!(snapshot(&village), before);
+    // The record, named by the id inside it.
+    assert_eq!(village.apply_whole_from_server(&saved(None), now).unwrap(), id);
+    assert_eq!(village.get(&id).unwrap().record, grid.get(&id).unwrap().record);
+}

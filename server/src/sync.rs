@@ -119,6 +119,7 @@ pub fn round(conn: &dyn Storage, state: &AppState, auth: &AuthDevice, req: SyncR
     let mut size = 0usize;
     let mut more = false;
     let mut added = Vec::new();
+    let mut wholes: Vec<(String, ByteBuf)> = Vec::new();
     // The saved documents are read a few records at a time: one statement each, and no more
     // read than the page takes.
     'page: for chunk in new_docs.chunks(SNAPSHOTS_AT_ONCE) {
@@ -126,7 +127,7 @@ pub fn round(conn: &dyn Storage, state: &AppState, auth: &AuthDevice, req: SyncR
         let skip_own = |id: &String| pushed_to.contains(id) && !reset.contains(id);
         // A record the device has none of: as one saved document, if it takes those. The
         // snapshot is written in the same transaction as every change, so it holds them all.
-        let wanted: Vec<&str> = if req.whole_docs {
+        let wanted: Vec<&str> = if req.whole_docs || req.ids_in_docs {
             chunk.iter().filter(|id| !skip_own(id) && !reset.contains(*id)).map(String::as_str).collect()
         } else {
             Vec::new()
@@ -134,7 +135,9 @@ pub fn round(conn: &dyn Storage, state: &AppState, auth: &AuthDevice, req: SyncR
         let mut snapshots = tx.snapshots(&wanted)?;
         for id in chunk {
             let mut changes = Vec::new();
-            if let Some(doc) = snapshots.remove(id) {
+            let saved = snapshots.remove(id);
+            let whole = saved.is_some();
+            if let Some(doc) = saved {
                 changes.push(ByteBuf::from(doc));
             } else {
                 let skip_own = skip_own(id);
@@ -152,7 +155,10 @@ pub fn round(conn: &dyn Storage, state: &AppState, auth: &AuthDevice, req: SyncR
             }
             size += doc_size;
             added.push(id.clone());
-            if !changes.is_empty() || reset.contains(id) {
+            if whole && req.ids_in_docs {
+                // The document names its record: no id beside it.
+                wholes.push((id.clone(), changes.pop().expect("the saved document")));
+            } else if !changes.is_empty() || reset.contains(id) {
                 out.insert(id.clone(), changes);
             }
         }
@@ -187,7 +193,7 @@ pub fn round(conn: &dyn Storage, state: &AppState, auth: &AuthDevice, req: SyncR
     // 5. The new round; it takes effect when the device presents its cursor.
     let round = tx.add_round(device, seq_high, &added, &removed)?;
     // 6. Personal data of the records sent, to a person whose work needs it.
-    let sent: Vec<&str> = out.keys().map(String::as_str).collect();
+    let sent: Vec<&str> = out.keys().chain(wholes.iter().map(|(id, _)| id)).map(String::as_str).collect();
     let personal = personal_for(&*tx, &auth.person, &sent)?
         .into_iter()
         .filter_map(|(id, data)| DocId::parse(&id).map(|doc| PersonalData { doc, data }))
@@ -201,6 +207,7 @@ pub fn round(conn: &dyn Storage, state: &AppState, auth: &AuthDevice, req: SyncR
         v: PROTOCOL_VERSION,
         rejected,
         docs,
+        whole: wholes.into_iter().map(|(_, doc)| doc).collect(),
         removed,
         cursor: round as u64,
         more,

@@ -98,15 +98,39 @@ impl Client {
         self.apply_changes_checked(id, changes, server_now_ms.max(self.now_ms()))
     }
 
+    /// Applies a record the server sent as one saved document that names it
+    /// ([`crate::sync::protocol::SyncResponse::whole`]); returns the record's id. The document is
+    /// loaded once, to find its id and to be the record.
+    pub fn apply_whole_from_server(&mut self, bytes: &[u8], server_now_ms: i64) -> Result<String> {
+        let (whole, record) = RecordDoc::load_read("", &[bytes], &self.actor).map_err(|_| CoreError::CorruptChange)?;
+        let id = record.id.clone();
+        if crate::sync::protocol::DocId::parse(&id).is_none() {
+            return Err(CoreError::MalformedRecord { id: id.chars().take(40).collect(), reason: "记录编号无效".into() });
+        }
+        self.apply_checked(&id, &[], vec![(whole, record, bytes)], server_now_ms.max(self.now_ms()))?;
+        Ok(id)
+    }
+
     fn apply_changes_checked(&mut self, id: &str, changes: &[Vec<u8>], now: i64) -> Result<()> {
+        self.apply_checked(id, changes, Vec::new(), now)
+    }
+
+    /// Applies `changes` and the already loaded saved documents `wholes` (each with the record
+    /// read while loading it, and its bytes) to the record `id`.
+    fn apply_checked<'a>(
+        &mut self,
+        id: &str,
+        changes: &'a [Vec<u8>],
+        mut wholes: Vec<(RecordDoc, Record, &'a [u8])>,
+        now: i64,
+    ) -> Result<()> {
         let mut decoded = Vec::with_capacity(changes.len());
         // The server sends a record new to this device as one saved document.
-        let mut wholes = Vec::new();
         for bytes in changes {
             match crate::chunk::decode_change(bytes) {
                 Some(change) => decoded.push(change),
                 None => match RecordDoc::load_read(id, &[bytes], &self.actor) {
-                    Ok((whole, record)) => wholes.push((whole, record, bytes)),
+                    Ok((whole, record)) => wholes.push((whole, record, bytes.as_slice())),
                     Err(_) => return Err(CoreError::CorruptChange),
                 },
             }
@@ -165,7 +189,7 @@ impl Client {
             save_doc(&tx, id, record.kind(), &mut doc, &heads)?;
         } else {
             let saved = match adopted_bytes {
-                Some(bytes) => bytes.clone(),
+                Some(bytes) => bytes.to_vec(),
                 None => doc.save(),
             };
             store::write_doc(&tx, id, record.kind(), DocWrite::Create(saved))?;

@@ -502,7 +502,8 @@ impl<T: Transport> SyncEngine<T> {
             cursor,
             push,
             page_bytes: None,
-            whole_docs: true,
+            whole_docs: false,
+            ids_in_docs: true,
             personal,
             epoch,
             recovery,
@@ -578,7 +579,14 @@ impl<T: Transport> SyncEngine<T> {
                 report.changed_ids.push(id);
             }
         }
-        report.received_docs += answer.docs.len();
+        for bytes in &answer.whole {
+            let id = client.apply_whole_from_server(bytes, answer.server_time_ms)?;
+            report.removed_ids.retain(|r| *r != id);
+            if !report.changed_ids.contains(&id) {
+                report.changed_ids.push(id);
+            }
+        }
+        report.received_docs += answer.docs.len() + answer.whole.len();
         for p in &answer.personal {
             client.receive_personal(&p.doc.to_id(), &p.data)?;
         }

@@ -55,6 +55,15 @@ pub struct SyncRequest {
     /// Devices that predate it leave it out and get changes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub whole_docs: bool,
+    /// The device takes a record it does not have yet as one whole document *without its id*
+    /// ([`SyncResponse::whole`]); it implies [`SyncRequest::whole_docs`], which such a device
+    /// leaves out. Each document names its record inside (`id`, checked by the server against
+    /// the id it is stored under at every change), and 16 random bytes per record were a tenth
+    /// of a fresh device's download that no compression can shrink. A server that predates it
+    /// answers with changes, as to a device that takes no whole documents. On the wire as `bare`:
+    /// every request carries it, and its key's bytes count in an idle round.
+    #[serde(rename = "bare", default, skip_serializing_if = "std::ops::Not::not")]
+    pub ids_in_docs: bool,
     /// Personal data of records this device made or edited, which never travels inside the
     /// documents (see [`crate::pii`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -94,6 +103,10 @@ pub struct SyncResponse {
     /// Changes in the device's scope it does not have yet. A document with a rejected change comes
     /// with its whole history, so the device can replace its copy.
     pub docs: Vec<DocChanges>,
+    /// Records new to a device that asked for [`SyncRequest::ids_in_docs`], each as one saved
+    /// document that names its record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub whole: Vec<serde_bytes::ByteBuf>,
     /// Documents that left the device's scope: delete them locally.
     pub removed: Vec<DocId>,
     pub cursor: u64,
@@ -178,6 +191,7 @@ mod tests {
             push: vec![DocChanges { doc: DocId([7; 16]), changes: vec![serde_bytes::ByteBuf::from(vec![1, 2, 3])] }],
             page_bytes: None,
             whole_docs: true,
+            ids_in_docs: true,
             personal: vec![],
             epoch: Some(u64::MAX),
             recovery: true,
