@@ -224,6 +224,16 @@ pub struct SyncReport {
     pub requeued: usize,
 }
 
+impl SyncReport {
+    /// A record the answer brought: changed, and not gone (a refused record that came back).
+    fn received(&mut self, id: String) {
+        self.removed_ids.retain(|r| *r != id);
+        if !self.changed_ids.contains(&id) {
+            self.changed_ids.push(id);
+        }
+    }
+}
+
 /// What a UI shows about sync.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncStatus {
@@ -573,18 +583,10 @@ impl<T: Transport> SyncEngine<T> {
             let changes: Vec<Vec<u8>> = d.changes.iter().map(|c| c.to_vec()).collect();
             let id = d.doc.to_id();
             client.apply_from_server(&id, &changes, answer.server_time_ms)?;
-            // A refused record that came back is changed, not gone.
-            report.removed_ids.retain(|r| *r != id);
-            if !report.changed_ids.contains(&id) {
-                report.changed_ids.push(id);
-            }
+            report.received(id);
         }
         for bytes in &answer.whole {
-            let id = client.apply_whole_from_server(bytes, answer.server_time_ms)?;
-            report.removed_ids.retain(|r| *r != id);
-            if !report.changed_ids.contains(&id) {
-                report.changed_ids.push(id);
-            }
+            report.received(client.apply_whole_from_server(bytes, answer.server_time_ms)?);
         }
         report.received_docs += answer.docs.len() + answer.whole.len();
         for p in &answer.personal {
