@@ -494,6 +494,8 @@ pub struct SyncReportView {
     pub changed_ids: Vec<String>,
     /// Records that left the phone (out of scope, or refused and not sent back).
     pub removed_ids: Vec<String>,
+    /// Notices (督办/通知) for the person's unit that this sync brought: the notices screen's badge.
+    pub new_notices: u32,
 }
 
 impl From<gridlink_core::sync::SyncReport> for SyncReportView {
@@ -509,6 +511,7 @@ impl From<gridlink_core::sync::SyncReport> for SyncReportView {
             bytes_down: r.bytes_down as u64,
             changed_ids: r.changed_ids,
             removed_ids: r.removed_ids,
+            new_notices: r.new_notices as u32,
         }
     }
 }

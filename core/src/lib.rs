@@ -52,7 +52,7 @@ pub use action_params::{ActionParams, Param};
 pub use calendar::{TimeLimit, WorkCalendar};
 pub use catalog::{Catalog, HandlingLevel, ServiceMode};
 pub use client::{
-    Client, ClientOptions, Clock, HistoryExport, ListPage, ManualClock, NewIncident, NewServiceRequest, RecordQuery, RecordSummary,
+    Client, ClientOptions, Clock, HistoryExport, ListPage, ManualClock, NewIncident, NewServiceRequest, Notice, RecordQuery, RecordSummary,
     RecordView, SystemClock, complete_action, masked_json, service_request_body,
 };
 pub use error::{CoreError, Result};

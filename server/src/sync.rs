@@ -216,6 +216,8 @@ pub fn round(conn: &dyn Storage, state: &AppState, auth: &AuthDevice, req: SyncR
         personal_stored,
         personal_refused,
         epoch: (req.epoch != Some(state.epoch)).then_some(state.epoch),
+        // Read after the round, on a reader ([`crate::app`]'s sync handler).
+        notices: None,
     };
     Ok((resp, events))
 }

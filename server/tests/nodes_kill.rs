@@ -167,7 +167,7 @@ fn a_node_killed_again_and_again_loses_nothing() {
         ids.iter().filter_map(|id| check.case_no_of(id).unwrap()).map(|n| n.rsplit('-').next().unwrap().parse().unwrap()).collect();
     numbers.sort_unstable();
     assert_eq!(numbers, (1..=ids.len() as u32).collect::<Vec<_>>(), "case numbers without gaps or repeats");
-    let notices = check.notices("532331101", i64::MAX, 1_000_000).unwrap();
+    let notices = check.notices("532331101", 0, i64::MAX, 1_000_000).unwrap();
     let distinct: HashSet<_> = notices.iter().map(|n| (n.doc_id.clone(), n.unit.clone(), n.text.clone())).collect();
     assert_eq!(distinct.len(), notices.len(), "a deadline was supervised twice");
     assert!(!notices.is_empty(), "the sweepers supervised overdue work during the run");

@@ -291,10 +291,10 @@ mod checks {
         s.add_notice("g", "532331101201-01-01", 200, "网格的通知").unwrap();
         s.add_notice("x", "532331101202", 300, "另一个村").unwrap();
         let texts = |unit: &str, before: i64, limit: i64| -> Vec<String> {
-            s.notices(unit, before, limit).unwrap().into_iter().map(|n| n.text).collect()
+            s.notices(unit, 0, before, limit).unwrap().into_iter().map(|n| n.text).collect()
         };
         // A village sees its own and its grids', newest first; another village's never.
-        let all = s.notices(village, i64::MAX, 200).unwrap();
+        let all = s.notices(village, 0, i64::MAX, 200).unwrap();
         assert_eq!(all.len(), 6);
         assert_eq!(all[0].text, "网格的通知");
         assert!(all.windows(2).all(|w| w[0].seq > w[1].seq));
@@ -302,6 +302,12 @@ mod checks {
         assert_eq!(texts(village, all[1].seq, 2), ["第3条督办", "第2条督办"], "the next page starts below the last seen");
         assert_eq!(texts("532331101", i64::MAX, 200).len(), 7, "the town sees all its villages'");
         assert_eq!(texts("532331101201-01-01", i64::MAX, 200), ["网格的通知"], "a grid sees only its own");
+        // A phone that holds the notices up to one asks for those after it (the sync round's).
+        let newer: Vec<String> = s.notices(village, all[2].seq, i64::MAX, 200).unwrap().into_iter().map(|n| n.text).collect();
+        assert_eq!(newer, ["网格的通知", "第4条督办"]);
+        assert!(s.notices(village, all[0].seq, i64::MAX, 200).unwrap().is_empty(), "nothing after the newest");
+        let other: Vec<String> = s.notices("532331101202", all[0].seq, i64::MAX, 200).unwrap().into_iter().map(|n| n.text).collect();
+        assert_eq!(other, ["另一个村"], "positions are the town's, not the unit's");
     }
 
     pub fn the_audit_log_is_filtered_and_paged_newest_first(s: &dyn Storage) {

@@ -911,3 +911,83 @@ fn a_login_to_another_server_is_no_restore() {
     let on_b = b.state.db.reader().record_ids().unwrap();
     assert!(on_b.is_empty(), "the other town got nothing of this one");
 }
+
+/// A transport that notes every request's path, and can play a server that predates notices
+/// in the sync answer (it takes them out).
+#[derive(Debug)]
+struct Noting {
+    inner: gridlink_core::sync::HttpTransport,
+    paths: std::sync::Mutex<Vec<String>>,
+    old_server: bool,
+}
+
+impl gridlink_core::sync::Transport for Noting {
+    fn call(&self, req: gridlink_core::sync::engine::HttpRequest) -> Result<gridlink_core::sync::engine::HttpResponse, SyncError> {
+        let path = req.path.clone();
+        self.paths.lock().unwrap().push(path.clone());
+        let mut resp = self.inner.call(req)?;
+        if self.old_server && path == "/api/v1/sync" && resp.status == 200 {
+            let mut answer: protocol::SyncResponse = protocol::decode(&resp.body).unwrap();
+            answer.notices = None;
+            resp.body = protocol::encode(&answer);
+        }
+        Ok(resp)
+    }
+}
+
+impl Noting {
+    fn engine(base: &str, old_server: bool) -> gridlink_core::sync::SyncEngine<Noting> {
+        gridlink_core::sync::SyncEngine::new(Noting {
+            inner: gridlink_core::sync::HttpTransport::new(base),
+            paths: Default::default(),
+            old_server,
+        })
+    }
+}
+
+/// A unit's notices (督办/通知) come in the answer that ends a phone's sync, and only those it
+/// does not hold yet: a sync is one request per round, on a rural link as on any other. Notices
+/// of another unit never come. A server that predates this is asked for them as before.
+#[test]
+fn notices_come_with_the_sync_answer_and_only_the_new_ones() {
+    let server = TestServer::start();
+    let mut phone = server.phone("grid_a");
+    let notice = |doc: &str, unit: &str, text: &str| {
+        server.state.db.writer().add_notice(doc, unit, 1_000, text).unwrap();
+    };
+    notice("r1", GRID_A, "第一条督办");
+    notice("r2", GRID_B, "另一个网格的督办");
+    notice("r3", VILLAGE, "村里的通知");
+
+    let engine = Noting::engine(&server.base, false);
+    let r = engine.sync_once(&mut phone.client).unwrap();
+    assert_eq!(*engine.transport().paths.lock().unwrap(), ["/api/v1/sync"], "one request, no second one for the notices");
+    let texts = |p: &Phone| -> Vec<String> { p.notices().unwrap().into_iter().map(|n| n.text).collect() };
+    assert_eq!(texts(&phone), ["第一条督办"], "a grid's own notices only");
+    assert_eq!(r.new_notices, 1);
+
+    // Nothing new: the answer brings none, and the list stays.
+    engine.transport().paths.lock().unwrap().clear();
+    let r = engine.sync_once(&mut phone.client).unwrap();
+    assert_eq!(r.new_notices, 0);
+    assert_eq!(texts(&phone), ["第一条督办"]);
+    assert_eq!(*engine.transport().paths.lock().unwrap(), ["/api/v1/sync"]);
+
+    // A new one comes alone and goes on top.
+    notice("r4", GRID_A, "第二条督办");
+    let r = engine.sync_once(&mut phone.client).unwrap();
+    assert_eq!(r.new_notices, 1);
+    assert_eq!(texts(&phone), ["第二条督办", "第一条督办"], "newest first");
+
+    // The village's phone sees its grids' notices and its own.
+    let mut village = server.phone("village");
+    village.sync().unwrap();
+    assert_eq!(texts(&village), ["第二条督办", "村里的通知", "另一个网格的督办", "第一条督办"]);
+
+    // Against a server that predates notices in the answer, the phone asks for them.
+    let old = Noting::engine(&server.base, true);
+    notice("r5", GRID_A, "第三条督办");
+    old.sync_once(&mut phone.client).unwrap();
+    assert_eq!(*old.transport().paths.lock().unwrap(), ["/api/v1/sync", "/api/v1/notices"]);
+    assert_eq!(texts(&phone), ["第三条督办", "第二条督办", "第一条督办"]);
+}

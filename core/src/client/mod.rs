@@ -105,9 +105,15 @@ pub struct RecordView {
     pub overdue: bool,
 }
 
+/// Most notices a phone keeps (the newest).
+pub const NOTICES_KEPT: usize = 200;
+
 /// A notice for a unit: a supervision (督办), or work voided by concurrent actions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notice {
+    /// Its position among the town's notices (0 in a list kept before notices had one).
+    #[serde(default)]
+    pub seq: i64,
     pub doc_id: String,
     pub unit: String,
     pub at_ms: i64,
@@ -265,6 +271,30 @@ impl Client {
     /// as of the last sync.
     pub fn notices(&self) -> Result<Vec<Notice>> {
         Ok(store::meta_get_json(&self.conn, "notices")?.unwrap_or_default())
+    }
+
+    /// The newest notice held (its `seq`), 0 when none is or the list predates positions: what
+    /// a sync round asks the notices after.
+    pub fn notices_after(&self) -> Result<i64> {
+        Ok(self.notices()?.iter().map(|n| n.seq).max().unwrap_or(0))
+    }
+
+    /// Takes the notices newer than [`Client::notices_after`] that a sync answer brought (newest
+    /// first): with those held, the newest [`NOTICES_KEPT`]. An answer to a device that held
+    /// none (or a list without positions) is the whole list. Returns how many are new.
+    pub fn add_notices(&mut self, newer: &[Notice]) -> Result<usize> {
+        let held = self.notices()?;
+        let after = held.iter().map(|n| n.seq).max().unwrap_or(0);
+        let mut all: Vec<Notice> = newer.iter().filter(|n| n.seq > after).cloned().collect();
+        let added = all.len();
+        if after > 0 {
+            all.extend(held);
+        }
+        all.sort_by_key(|n| std::cmp::Reverse(n.seq));
+        all.dedup_by_key(|n| n.seq);
+        all.truncate(NOTICES_KEPT);
+        self.set_notices(&all)?;
+        Ok(added)
     }
 
     /// Keeps the town's org units (from the server) for pickers and names.

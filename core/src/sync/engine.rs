@@ -222,6 +222,9 @@ pub struct SyncReport {
     /// Changes queued again because the server was restored from an older backup.
     #[serde(default)]
     pub requeued: usize,
+    /// Notices (督办/通知) for the person's unit that this sync brought.
+    #[serde(default)]
+    pub new_notices: usize,
 }
 
 impl SyncReport {
@@ -310,6 +313,11 @@ impl<T: Transport> SyncEngine<T> {
     /// An engine over the given transport.
     pub fn new(transport: T) -> Self {
         Self { transport, policy: RetryPolicy::default() }
+    }
+
+    /// The transport it talks through.
+    pub fn transport(&self) -> &T {
+        &self.transport
     }
 
     /// Logs in and binds this device to the account. A different person than before starts from
@@ -464,26 +472,30 @@ impl<T: Transport> SyncEngine<T> {
         }
         let mut report = SyncReport::default();
         report.photos_uploaded = self.upload_photos(access, &token, &mut report)?;
+        let mut notices_came = false;
         for _ in 0..MAX_ROUNDS {
-            let more = self.round(access, &token, &mut report)?;
+            let (more, notices) = self.round(access, &token, &mut report)?;
             report.rounds += 1;
+            notices_came |= notices;
             if !more && access.with(|c| c.pending_count())? == 0 {
                 break;
             }
         }
-        // The unit's notices (supervision, work voided by concurrent actions): they reach the
-        // person even when the record itself has left the phone.
-        if let Ok(notices) = self.fetch_notices(&token) {
+        // The unit's notices (supervision, work voided by concurrent actions) reach the person
+        // even when the record itself has left the phone. They come in the sync's last answer;
+        // a server that predates that is asked for them (best effort, as the units above).
+        if !notices_came && let Ok(notices) = self.fetch_notices(&token) {
             access.with(|c| c.set_notices(&notices))?;
         }
         Ok(report)
     }
 
-    /// One request: push the outbox, apply the answer. Returns whether more is waiting.
-    fn round<A: ClientAccess>(&self, access: &A, token: &str, report: &mut SyncReport) -> Result<bool, SyncError> {
-        let (outbox, cursor, epoch, recovery) = access.with(|c| -> Result<_, SyncError> {
+    /// One request: push the outbox, apply the answer. Returns whether more is waiting, and
+    /// whether the answer brought the unit's notices.
+    fn round<A: ClientAccess>(&self, access: &A, token: &str, report: &mut SyncReport) -> Result<(bool, bool), SyncError> {
+        let (outbox, cursor, epoch, recovery, notices_after) = access.with(|c| -> Result<_, SyncError> {
             let meta = |key| -> Result<Option<u64>, SyncError> { Ok(c.sync_meta(key)?.and_then(|v| v.parse::<u64>().ok())) };
-            Ok((c.outbox(10_000)?, meta("cursor")?, meta("epoch")?, meta("recovering")?.is_some()))
+            Ok((c.outbox(10_000)?, meta("cursor")?, meta("epoch")?, meta("recovering")?.is_some(), c.notices_after()?))
         })?;
         let mut push: Vec<DocChanges> = Vec::new();
         let mut hashes: BTreeMap<DocId, Vec<String>> = BTreeMap::new();
@@ -517,6 +529,7 @@ impl<T: Transport> SyncEngine<T> {
             personal,
             epoch,
             recovery,
+            notices_after: Some(notices_after),
         });
         report.bytes_up += body.len();
         // On the network: the store is free for the app.
@@ -543,7 +556,7 @@ impl<T: Transport> SyncEngine<T> {
             return Err(ProtocolError::Version(answer.v).into());
         }
         access.with(|client| client.atomically(|c| Self::apply_answer(c, &answer, &hashes, report)))?;
-        Ok(answer.more)
+        Ok((answer.more, answer.notices.is_some()))
     }
 
     /// Applies a round's answer to the store.
@@ -598,6 +611,9 @@ impl<T: Transport> SyncEngine<T> {
             delivered.push(r.doc.to_id());
         }
         client.personal_delivered(&delivered)?;
+        if let Some(notices) = &answer.notices {
+            report.new_notices += client.add_notices(notices)?;
+        }
         client.set_sync_meta("cursor", &answer.cursor.to_string())?;
         if let Some(epoch) = answer.epoch {
             // A server that went back to a backup: push everything held here once more. A

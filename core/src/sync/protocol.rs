@@ -47,8 +47,9 @@ pub struct SyncRequest {
     pub cursor: Option<u64>,
     /// Unacknowledged local changes, grouped by document, in the order they were made.
     pub push: Vec<DocChanges>,
-    /// Bound on the response size the device wants (a slow link asks for smaller pages).
-    #[serde(default)]
+    /// Bound on the response size the device wants (a slow link asks for smaller pages). Left
+    /// out when the device takes the server's default (servers always took it as optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_bytes: Option<u32>,
     /// The device takes a record it does not have yet as one whole document (Automerge's
     /// compact saved format, about 30 % smaller than the changes) rather than change by change.
@@ -76,6 +77,12 @@ pub struct SyncRequest {
     /// every record it holds: changes the server had acknowledged before it went back.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recovery: bool,
+    /// The device keeps its unit's notices (督办/通知) and holds those up to this one (a notice's
+    /// `seq`; 0 while it holds none): the answer that ends the sync brings the newer ones
+    /// ([`SyncResponse::notices`]), so a sync needs no request of its own for them. On the wire
+    /// as `na`.
+    #[serde(rename = "na", default, skip_serializing_if = "Option::is_none")]
+    pub notices_after: Option<i64>,
 }
 
 /// One record's personal data on the wire (over TLS; never inside a document).
@@ -129,6 +136,13 @@ pub struct SyncResponse {
     /// holds once more ([`SyncRequest::recovery`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u64>,
+    /// The notices addressed to the device's unit or a unit below it that are newer than
+    /// [`SyncRequest::notices_after`], newest first, at most 200: in the answer that ends a
+    /// sync (`more` false) to a device that asked. None otherwise, and from a server that
+    /// predates them (the device then asks `GET /api/v1/notices`). On the wire as `nt`: an idle
+    /// round's answer carries it empty.
+    #[serde(rename = "nt", default, skip_serializing_if = "Option::is_none")]
+    pub notices: Option<Vec<crate::Notice>>,
 }
 
 /// Encoding and decoding failures.
@@ -195,6 +209,7 @@ mod tests {
             personal: vec![],
             epoch: Some(u64::MAX),
             recovery: true,
+            notices_after: Some(12),
         };
         let bytes = encode(&req);
         assert_eq!(decode_request(&bytes).unwrap(), req);

@@ -6,7 +6,7 @@ mod reports;
 mod routing;
 mod sweeper;
 
-pub use notices::notices;
+pub use notices::{PAGE as NOTICES_PAGE, notices};
 pub use reports::{ReportQuery, batch, export, figures, figures_for, ledger, period, records_where, town_below};
 pub use routing::{get_routing, put_routing, set_routing};
 pub use sweeper::sweep;

@@ -9,24 +9,27 @@ use crate::auth::AuthDevice;
 use crate::error::AppResult;
 
 /// Notices per page at most (the phone keeps the first page, the newest).
-const PAGE: i64 = 200;
+pub const PAGE: i64 = 200;
 
 #[derive(Debug, Deserialize)]
 pub struct NoticeQuery {
+    /// Only notices newer than this one (its `seq`): what a client that holds them up to it lacks.
+    after: Option<i64>,
     /// Only notices older than this one (its `seq`): the next page.
     before: Option<i64>,
     /// Notices wanted (1–200, default 200).
     limit: Option<i64>,
 }
 
-/// `GET /api/v1/notices[?before=seq&limit=n]`: notices addressed to the caller's unit or below,
-/// newest first, paged by `seq` (scope in the query, before the limit).
+/// `GET /api/v1/notices[?after=seq&before=seq&limit=n]`: notices addressed to the caller's unit or
+/// below, newest first, paged by `seq` (scope in the query, before the limit). Phones get theirs
+/// in the sync answer instead ([`crate::sync`]); this is for other clients and older phones.
 pub async fn notices(State(state): State<AppState>, auth: AuthDevice, Query(q): Query<NoticeQuery>) -> AppResult<Json<serde_json::Value>> {
     state
         .db
         .read(move |c| {
             let (before, limit) = (q.before.unwrap_or(i64::MAX), q.limit.unwrap_or(PAGE).clamp(1, PAGE));
-            let rows = c.notices(auth.person.unit.as_str(), before, limit)?;
+            let rows = c.notices(auth.person.unit.as_str(), q.after.unwrap_or(0), before, limit)?;
             let rows = rows
                 .into_iter()
                 .map(|n| serde_json::json!({ "seq": n.seq, "doc_id": n.doc_id, "unit": n.unit, "at_ms": n.at_ms, "text": n.text }));

@@ -701,9 +701,9 @@ pub trait Storage {
 
     /// Adds a notice for a unit's phones.
     fn add_notice(&self, doc_id: &str, unit: &str, at_ms: i64, text: &str) -> AppResult<()>;
-    /// Notices addressed to `unit` or a unit below it, older than `before` (a notice's `seq`),
-    /// newest first, at most `limit`.
-    fn notices(&self, unit: &str, before: i64, limit: i64) -> AppResult<Vec<Notice>>;
+    /// Notices addressed to `unit` or a unit below it, newer than `after` and older than
+    /// `before` (a notice's `seq`), newest first, at most `limit`.
+    fn notices(&self, unit: &str, after: i64, before: i64, limit: i64) -> AppResult<Vec<Notice>>;
 
     // ---- audit ----
 

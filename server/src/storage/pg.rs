@@ -1112,13 +1112,13 @@ impl Storage for PgStorage {
         Ok(())
     }
 
-    fn notices(&self, unit: &str, before: i64, limit: i64) -> AppResult<Vec<Notice>> {
+    fn notices(&self, unit: &str, after: i64, before: i64, limit: i64) -> AppResult<Vec<Notice>> {
         let rows = self.query(
             &format!(
-                "SELECT seq, doc_id, unit, at_ms, text FROM notices WHERE {} AND seq < $2 ORDER BY seq DESC LIMIT $3",
+                "SELECT seq, doc_id, unit, at_ms, text FROM notices WHERE {} AND seq > $2 AND seq < $3 ORDER BY seq DESC LIMIT $4",
                 within("unit", "$1")
             ),
-            &[&unit, &before, &limit],
+            &[&unit, &after, &before, &limit],
         )?;
         Ok(rows.into_iter().map(|r| Notice { seq: r.get(0), doc_id: r.get(1), unit: r.get(2), at_ms: r.get(3), text: r.get(4) }).collect())
     }

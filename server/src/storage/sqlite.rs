@@ -732,13 +732,13 @@ impl Storage for Connection {
         Ok(())
     }
 
-    fn notices(&self, unit: &str, before: i64, limit: i64) -> AppResult<Vec<Notice>> {
+    fn notices(&self, unit: &str, after: i64, before: i64, limit: i64) -> AppResult<Vec<Notice>> {
         let sql = format!(
-            "SELECT seq, doc_id, unit, at_ms, text FROM notices WHERE {} AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+            "SELECT seq, doc_id, unit, at_ms, text FROM notices WHERE {} AND seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4",
             within_sql("unit", "?1")
         );
         let mut stmt = self.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params![unit, before, limit], |r| {
+        let rows = stmt.query_map(params![unit, after, before, limit], |r| {
             Ok(Notice { seq: r.get(0)?, doc_id: r.get(1)?, unit: r.get(2)?, at_ms: r.get(3)?, text: r.get(4)? })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
