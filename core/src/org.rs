@@ -363,6 +363,14 @@ pub enum Access {
     Full,
 }
 
+/// The version of a town's units as `GET /api/v1/units` sends them: the first 8 bytes of the
+/// body's SHA-256, in hex. A phone that holds that version asks `?unless=` it, and the server
+/// answers 304 with no body while the units are unchanged.
+pub fn units_version(body: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(body)[..8])
+}
+
 /// The scope rule of the domain guide as a pure function: a person sees records of their own unit
 /// and everything below it, plus records assigned to their unit or to them; a reporter keeps read
 /// access to what they reported. Nobody sees a sibling's records unless assigned.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use automerge::ActorId;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -307,11 +307,23 @@ async fn logout(State(state): State<AppState>, auth: AuthDevice) -> AppResult<St
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /api/v1/units`: the town's org units (code, name, kind, parent, department key) for the
-/// phones' pickers. Reference data, no personal data; any signed-in device may read it.
-async fn units(State(state): State<AppState>, _auth: AuthDevice) -> AppResult<Json<Vec<gridlink_core::OrgUnit>>> {
+#[derive(Debug, Deserialize)]
+struct UnitsQuery {
+    /// The version of the units the caller holds ([`gridlink_core::org::units_version`]).
+    unless: Option<String>,
+}
+
+/// `GET /api/v1/units[?unless=version]`: the town's org units (code, name, kind, parent,
+/// department key) for the phones' pickers; 304 with no body when they are still the version
+/// the caller holds (phones ask daily). Reference data, no personal data; any signed-in device
+/// may read it.
+async fn units(State(state): State<AppState>, _auth: AuthDevice, Query(q): Query<UnitsQuery>) -> AppResult<Response> {
     let units = state.db.read(|c| crate::import::load_units(c).map_err(AppError::Internal)).await?;
-    Ok(Json(units))
+    let body = serde_json::to_vec(&units).map_err(|e| AppError::Internal(e.to_string()))?;
+    if q.unless.is_some_and(|v| v == gridlink_core::org::units_version(&body)) {
+        return Ok(StatusCode::NOT_MODIFIED.into_response());
+    }
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
 }
 
 async fn me(auth: AuthDevice) -> Json<serde_json::Value> {

@@ -918,6 +918,8 @@ fn a_login_to_another_server_is_no_restore() {
 struct Noting {
     inner: gridlink_core::sync::HttpTransport,
     paths: std::sync::Mutex<Vec<String>>,
+    /// Each request's path and the answer's status.
+    answers: std::sync::Mutex<Vec<(String, u16)>>,
     old_server: bool,
 }
 
@@ -926,6 +928,7 @@ impl gridlink_core::sync::Transport for Noting {
         let path = req.path.clone();
         self.paths.lock().unwrap().push(path.clone());
         let mut resp = self.inner.call(req)?;
+        self.answers.lock().unwrap().push((path.clone(), resp.status));
         if self.old_server && path == "/api/v1/sync" && resp.status == 200 {
             let mut answer: protocol::SyncResponse = protocol::decode(&resp.body).unwrap();
             answer.notices = None;
@@ -940,6 +943,7 @@ impl Noting {
         gridlink_core::sync::SyncEngine::new(Noting {
             inner: gridlink_core::sync::HttpTransport::new(base),
             paths: Default::default(),
+            answers: Default::default(),
             old_server,
         })
     }
@@ -990,4 +994,45 @@ fn notices_come_with_the_sync_answer_and_only_the_new_ones() {
     old.sync_once(&mut phone.client).unwrap();
     assert_eq!(*old.transport().paths.lock().unwrap(), ["/api/v1/sync", "/api/v1/notices"]);
     assert_eq!(texts(&phone), ["第三条督办", "第二条督办", "第一条督办"]);
+}
+
+/// A department added after a phone logged in reaches its pickers: the phone asks daily whether
+/// the town's units changed, and unchanged units cost an empty answer.
+#[test]
+fn a_phone_learns_of_units_added_after_it_logged_in() {
+    let server = TestServer::start();
+    let clock = std::sync::Arc::new(gridlink_core::ManualClock::new(gridlink_core::Clock::now_ms(&gridlink_core::SystemClock)));
+    let mut center = Phone::login_with_clock(&server.base, "center", clock.clone());
+    let has = |p: &Phone, code: &str| p.org_units().unwrap().iter().any(|u| u.code.as_str() == code);
+    assert!(has(&center, DEPT_A), "units come with the login");
+    const NEW_DEPT: &str = "532331101-D09";
+    let dept = gridlink_core::OrgUnit {
+        code: unit(NEW_DEPT),
+        name: "水务站".into(),
+        kind: gridlink_core::UnitKind::Department,
+        parent: Some(unit(TOWN)),
+        department_key: Some("shuiwu".into()),
+    };
+    gridlink_server::import::insert_units(&*server.state.db.writer(), &[dept]).unwrap();
+
+    // The same day: no request for the units.
+    let engine = Noting::engine(&server.base, false);
+    engine.sync_once(&mut center.client).unwrap();
+    assert_eq!(*engine.transport().paths.lock().unwrap(), ["/api/v1/sync"]);
+    assert!(!has(&center, NEW_DEPT));
+
+    // A day later the phone asks, and gets the new department.
+    clock.advance(gridlink_core::sync::engine::UNITS_CHECK_MS + 1);
+    engine.sync_once(&mut center.client).unwrap();
+    assert!(has(&center, NEW_DEPT), "the department added on the server reaches the phone");
+    let units_asked = |e: &gridlink_core::sync::SyncEngine<Noting>| -> Vec<u16> {
+        e.transport().answers.lock().unwrap().iter().filter(|(p, _)| p.starts_with("/api/v1/units?unless=")).map(|(_, s)| *s).collect()
+    };
+    assert_eq!(units_asked(&engine), [200]);
+
+    // Another day, nothing changed: an empty 304, and the units stay.
+    clock.advance(gridlink_core::sync::engine::UNITS_CHECK_MS + 1);
+    engine.sync_once(&mut center.client).unwrap();
+    assert_eq!(units_asked(&engine), [200, 304]);
+    assert!(has(&center, NEW_DEPT) && has(&center, DEPT_A));
 }

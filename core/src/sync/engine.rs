@@ -177,6 +177,9 @@ fn read_response(resp: ureq::http::Response<ureq::Body>) -> Result<HttpResponse,
     Ok(HttpResponse { status, body })
 }
 
+/// How often a phone asks whether the town's org units changed: daily.
+pub const UNITS_CHECK_MS: i64 = 24 * 3600 * 1000;
+
 /// Retry schedule: exponential backoff with a cap.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -357,10 +360,9 @@ impl<T: Transport> SyncEngine<T> {
             }
             client.set_sync_meta("server_id", server)?;
         }
-        // The pickers' units; a sync fetches them again if this fails.
-        if let Ok(units) = self.fetch_units(&login.token) {
-            client.set_org_units(&units)?;
-        }
+        // The pickers' units, fetched afresh; a sync fetches them again if this fails.
+        client.clear_sync_meta("units_checked_ms")?;
+        let _ = self.refresh_units(&Exclusive::new(client), &login.token);
         Ok(login)
     }
 
@@ -439,9 +441,47 @@ impl<T: Transport> SyncEngine<T> {
         self.get_json(token, "/api/v1/notices")
     }
 
-    /// The town's org units, for pickers.
-    fn fetch_units(&self, token: &str) -> Result<Vec<crate::org::OrgUnit>, SyncError> {
-        self.get_json(token, "/api/v1/units")
+    /// Keeps the town's org units (for pickers and names) up to date: fetched when the phone has
+    /// none, else asked about once every [`UNITS_CHECK_MS`] — a department added or grids redrawn
+    /// reach a phone that stays logged in — with the version it holds, so that unchanged units
+    /// cost an empty 304.
+    fn refresh_units<A: ClientAccess>(&self, access: &A, token: &str) -> Result<(), SyncError> {
+        let (empty, known, checked, now) = access.with(|c| -> Result<_, SyncError> {
+            let checked = c.sync_meta("units_checked_ms")?.and_then(|v| v.parse::<i64>().ok());
+            Ok((c.org_units()?.is_empty(), c.sync_meta("units_version")?, checked, c.now_ms()))
+        })?;
+        // A clock set back counts as due.
+        if !empty && checked.is_some_and(|t| (t..t + UNITS_CHECK_MS).contains(&now)) {
+            return Ok(());
+        }
+        let path = match known.filter(|_| !empty) {
+            Some(v) => format!("/api/v1/units?unless={v}"),
+            None => "/api/v1/units".into(),
+        };
+        let resp = self.transport.call(HttpRequest {
+            method: "GET",
+            path,
+            token: Some(token.to_owned()),
+            content_type: None,
+            body: Vec::new(),
+        })?;
+        let units: Option<Vec<crate::org::OrgUnit>> = match resp.status {
+            304 => None,
+            200 => Some(serde_json::from_slice(&resp.body).map_err(|e| SyncError::Protocol(ProtocolError::Format(e.to_string())))?),
+            401 => return Err(SyncError::Unauthorized),
+            s if s >= 500 => return Err(SyncError::Server(s)),
+            _ => return Err(SyncError::Refused(server_message(&resp.body))),
+        };
+        access.with(|c| -> Result<(), SyncError> {
+            c.atomically(|c| -> Result<(), SyncError> {
+                if let Some(units) = &units {
+                    c.set_org_units(units)?;
+                    c.set_sync_meta("units_version", &crate::org::units_version(&resp.body))?;
+                }
+                c.set_sync_meta("units_checked_ms", &now.to_string())?;
+                Ok(())
+            })
+        })
     }
 
     /// A JSON resource of the server, as the signed-in device.
@@ -465,11 +505,7 @@ impl<T: Transport> SyncEngine<T> {
         let token = access.with(|c| c.sync_meta("token"))?.ok_or(SyncError::NotLoggedIn)?;
         // Reference data for pickers, and the unit's notices after the rounds: best effort, a
         // sync whose rounds went through has succeeded even if these do not come.
-        if access.with(|c| c.org_units())?.is_empty()
-            && let Ok(units) = self.fetch_units(&token)
-        {
-            access.with(|c| c.set_org_units(&units))?;
-        }
+        let _ = self.refresh_units(access, &token);
         let mut report = SyncReport::default();
         report.photos_uploaded = self.upload_photos(access, &token, &mut report)?;
         let mut notices_came = false;
