@@ -354,12 +354,7 @@ async fn sync(State(state): State<AppState>, auth: AuthDevice, headers: HeaderMa
     if let (Some(after), false) = (notices_after, resp.more) {
         let limit = crate::linkage::NOTICES_PAGE;
         let found = state.db.read(move |c| c.notices(unit.as_str(), after.max(0), i64::MAX, limit)).await?;
-        resp.notices = Some(
-            found
-                .into_iter()
-                .map(|n| gridlink_core::Notice { seq: n.seq, doc_id: n.doc_id, unit: n.unit, at_ms: n.at_ms, text: n.text })
-                .collect(),
-        );
+        resp.notices = Some(found.into_iter().map(Into::into).collect());
     }
     let answer = protocol::encode(&resp);
     metrics::counter!("gridlink_sync_received_bytes_total").increment(body.len() as u64);

@@ -108,6 +108,11 @@ pub struct RecordView {
 /// Most notices a phone keeps (the newest).
 pub const NOTICES_KEPT: usize = 200;
 
+/// The position of the newest of `notices`, 0 for none (or a list kept before positions).
+fn newest_notice(notices: &[Notice]) -> i64 {
+    notices.iter().map(|n| n.seq).max().unwrap_or(0)
+}
+
 /// A notice for a unit: a supervision (督办), or work voided by concurrent actions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notice {
@@ -276,7 +281,7 @@ impl Client {
     /// The newest notice held (its `seq`), 0 when none is or the list predates positions: what
     /// a sync round asks the notices after.
     pub fn notices_after(&self) -> Result<i64> {
-        Ok(self.notices()?.iter().map(|n| n.seq).max().unwrap_or(0))
+        Ok(newest_notice(&self.notices()?))
     }
 
     /// Takes the notices newer than [`Client::notices_after`] that a sync answer brought (newest
@@ -284,7 +289,7 @@ impl Client {
     /// none (or a list without positions) is the whole list. Returns how many are new.
     pub fn add_notices(&mut self, newer: &[Notice]) -> Result<usize> {
         let held = self.notices()?;
-        let after = held.iter().map(|n| n.seq).max().unwrap_or(0);
+        let after = newest_notice(&held);
         let mut all: Vec<Notice> = newer.iter().filter(|n| n.seq > after).cloned().collect();
         let added = all.len();
         if after > 0 {

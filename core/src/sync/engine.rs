@@ -284,6 +284,21 @@ struct ErrorDetail {
     message: String,
 }
 
+/// Why the server did not answer a request with what was asked: the session is over (401), the
+/// server failed (5xx), or it refused, saying why.
+fn failure(resp: &HttpResponse) -> SyncError {
+    match resp.status {
+        401 => SyncError::Unauthorized,
+        s if s >= 500 => SyncError::Server(s),
+        _ => SyncError::Refused(server_message(&resp.body)),
+    }
+}
+
+/// A JSON answer of the server.
+fn json_of<R: serde::de::DeserializeOwned>(body: &[u8]) -> Result<R, SyncError> {
+    serde_json::from_slice(body).map_err(|e| SyncError::Protocol(ProtocolError::Format(e.to_string())))
+}
+
 fn server_message(body: &[u8]) -> String {
     serde_json::from_slice::<ErrorBody>(body).map(|b| b.error.message).unwrap_or_else(|_| "未知错误".into())
 }
@@ -467,10 +482,8 @@ impl<T: Transport> SyncEngine<T> {
         })?;
         let units: Option<Vec<crate::org::OrgUnit>> = match resp.status {
             304 => None,
-            200 => Some(serde_json::from_slice(&resp.body).map_err(|e| SyncError::Protocol(ProtocolError::Format(e.to_string())))?),
-            401 => return Err(SyncError::Unauthorized),
-            s if s >= 500 => return Err(SyncError::Server(s)),
-            _ => return Err(SyncError::Refused(server_message(&resp.body))),
+            200 => Some(json_of(&resp.body)?),
+            _ => return Err(failure(&resp)),
         };
         access.with(|c| -> Result<(), SyncError> {
             c.atomically(|c| -> Result<(), SyncError> {
@@ -494,10 +507,8 @@ impl<T: Transport> SyncEngine<T> {
             body: Vec::new(),
         })?;
         match resp.status {
-            200 => serde_json::from_slice(&resp.body).map_err(|e| SyncError::Protocol(ProtocolError::Format(e.to_string()))),
-            401 => Err(SyncError::Unauthorized),
-            s if s >= 500 => Err(SyncError::Server(s)),
-            _ => Err(SyncError::Refused(server_message(&resp.body))),
+            200 => json_of(&resp.body),
+            _ => Err(failure(&resp)),
         }
     }
 

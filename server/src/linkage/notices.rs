@@ -24,16 +24,17 @@ pub struct NoticeQuery {
 /// `GET /api/v1/notices[?after=seq&before=seq&limit=n]`: notices addressed to the caller's unit or
 /// below, newest first, paged by `seq` (scope in the query, before the limit). Phones get theirs
 /// in the sync answer instead ([`crate::sync`]); this is for other clients and older phones.
-pub async fn notices(State(state): State<AppState>, auth: AuthDevice, Query(q): Query<NoticeQuery>) -> AppResult<Json<serde_json::Value>> {
+pub async fn notices(
+    State(state): State<AppState>,
+    auth: AuthDevice,
+    Query(q): Query<NoticeQuery>,
+) -> AppResult<Json<Vec<gridlink_core::Notice>>> {
     state
         .db
         .read(move |c| {
             let (before, limit) = (q.before.unwrap_or(i64::MAX), q.limit.unwrap_or(PAGE).clamp(1, PAGE));
             let rows = c.notices(auth.person.unit.as_str(), q.after.unwrap_or(0), before, limit)?;
-            let rows = rows
-                .into_iter()
-                .map(|n| serde_json::json!({ "seq": n.seq, "doc_id": n.doc_id, "unit": n.unit, "at_ms": n.at_ms, "text": n.text }));
-            Ok(Json(serde_json::Value::Array(rows.collect())))
+            Ok(Json(rows.into_iter().map(Into::into).collect()))
         })
         .await
 }

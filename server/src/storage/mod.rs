@@ -342,6 +342,12 @@ pub struct Notice {
     pub text: String,
 }
 
+impl From<Notice> for gridlink_core::Notice {
+    fn from(n: Notice) -> Self {
+        Self { seq: n.seq, doc_id: n.doc_id, unit: n.unit, at_ms: n.at_ms, text: n.text }
+    }
+}
+
 /// One line of the audit log (全程留痕: who did what, when).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
