@@ -344,18 +344,7 @@ async fn sync(State(state): State<AppState>, auth: AuthDevice, headers: HeaderMa
     if req.push.iter().any(|d| d.changes.is_empty()) || req.push.len() > 100_000 || req.personal.len() > 10_000 {
         return Err(AppError::BadRequest("同步请求中的变更列表无效".into()));
     }
-    let st = state.clone();
-    let (notices_after, unit) = (req.notices_after, auth.person.unit.clone());
-    let (mut resp, events) = state.db.write(move |c| crate::sync::round(c, &st, &auth, req)).await?;
-    state.notify(events);
-    // The unit's notices newer than the device's, with the answer that ends its sync: read on a
-    // reader, off the writer. A notice's number is taken under the writer's lock and visible in
-    // that order, so a device that moves past one has every one below it.
-    if let (Some(after), false) = (notices_after, resp.more) {
-        let limit = crate::linkage::NOTICES_PAGE;
-        let found = state.db.read(move |c| c.notices(unit.as_str(), after.max(0), i64::MAX, limit)).await?;
-        resp.notices = Some(found.into_iter().map(Into::into).collect());
-    }
+    let resp = crate::sync::serve(&state, auth, req).await?;
     let answer = protocol::encode(&resp);
     metrics::counter!("gridlink_sync_received_bytes_total").increment(body.len() as u64);
     metrics::counter!("gridlink_sync_sent_bytes_total").increment(answer.len() as u64);

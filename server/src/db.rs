@@ -172,6 +172,9 @@ struct Inner {
     /// back to back. (Blocking threads parked on the writer's mutex let late comers barge in: under
     /// load some requests waited many times longer than the rest.)
     jobs: mpsc::Sender<WriteJob>,
+    /// Sync rounds are answered on readers, off the writer ([`crate::sync::serve`]): on
+    /// PostgreSQL, where a reader may record the round itself.
+    answers_on_readers: bool,
     /// Writes queued and not yet begun (a metric).
     queued: std::sync::atomic::AtomicI64,
     /// Async readers queue here for a reader connection, in arrival order (tokio's semaphore is fair).
@@ -353,14 +356,14 @@ impl Db {
         let mut writer = open_conn(path)?;
         migrate(&mut writer, path)?;
         let readers = (0..readers.max(1)).map(|_| open_conn(path).map(|c| Box::new(c) as Conn)).collect::<Result<_, _>>()?;
-        Self::start(Box::new(writer), readers)
+        Self::start(Box::new(writer), readers, false)
     }
 
     /// Connects to the PostgreSQL database at `url`, bringing it to this build's schema.
     pub fn connect(url: &str, readers: usize) -> AppResult<Self> {
         let writer = PgStorage::connect(url)?;
         let readers = (0..readers.max(1)).map(|_| PgStorage::connect_more(url).map(|c| Box::new(c) as Conn)).collect::<Result<_, _>>()?;
-        Self::start(Box::new(writer), readers)
+        Self::start(Box::new(writer), readers, true)
     }
 
     /// Opens the database wherever it is.
@@ -371,7 +374,7 @@ impl Db {
         }
     }
 
-    fn start(writer: Conn, readers: Vec<Conn>) -> AppResult<Self> {
+    fn start(writer: Conn, readers: Vec<Conn>, answers_on_readers: bool) -> AppResult<Self> {
         let readers: Vec<_> = readers.into_iter().map(Mutex::new).collect();
         let read_turns = Arc::new(Semaphore::new(readers.len()));
         let (jobs, queue) = mpsc::channel();
@@ -380,6 +383,7 @@ impl Db {
             readers,
             next: AtomicUsize::new(0),
             jobs,
+            answers_on_readers,
             queued: Default::default(),
             read_turns,
         });
@@ -389,6 +393,11 @@ impl Db {
             .spawn(move || run_writes(weak, queue))
             .map_err(|e| AppError::Internal(format!("writer thread: {e}")))?;
         Ok(Self { inner })
+    }
+
+    /// Whether sync rounds are answered on readers ([`crate::sync::serve`]).
+    pub fn answers_on_readers(&self) -> bool {
+        self.inner.answers_on_readers
     }
 
     /// Writes waiting for the writer thread.

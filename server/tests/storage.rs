@@ -268,6 +268,12 @@ mod checks {
         s.forget_holdings("d1").unwrap();
         assert!(s.holdings("d1").unwrap().is_empty());
         assert_eq!(s.add_round("d1", 9, &[], &[]).unwrap(), 3, "numbers go on after a start-over");
+        // A round answered in a read-only view (on a reader, `sync::serve`) reads the same.
+        s.begin_read().unwrap();
+        assert_eq!(s.holdings("d2").unwrap(), HashSet::new());
+        assert_eq!(s.round("d1", 3).unwrap().map(|r| r.seq_high), Some(9));
+        s.end_read().unwrap();
+        assert!(!s.in_transaction(), "the view is over");
     }
 
     pub fn case_numbers_go_in_order_without_gaps(s: &dyn Storage) {
@@ -954,9 +960,11 @@ fn sync_between_two_commits(url: &str, naive: bool) -> Vec<String> {
     received
 }
 
-/// What a sync round does with the log: the changes after the cursor up to the high water;
-/// returns the new cursor.
+/// What a sync round does with the log, in the read-only snapshot a round is answered in on
+/// PostgreSQL (`sync::serve`): the changes after the cursor up to the high water; returns the new
+/// cursor.
 fn device_sync(s: &dyn Storage, cursor: i64, received: &mut Vec<String>) -> i64 {
+    s.begin_read().unwrap();
     let high_water = s.log_high_water().unwrap();
     let mut seen = cursor;
     s.changes_after("d1", cursor, &s.holdings("d1").unwrap(), &mut |c| {
@@ -968,7 +976,37 @@ fn device_sync(s: &dyn Storage, cursor: i64, received: &mut Vec<String>) -> i64 
         Ok(true)
     })
     .unwrap();
+    s.end_read().unwrap();
     seen.max(high_water)
+}
+
+/// A round answered on a reader (PostgreSQL, `sync::serve`) reads its scope, holdings, saved
+/// documents and log as of one moment, and records its round outside the writer: a round of
+/// the same device recorded at the same time elsewhere (a retried request on another node) gets
+/// a number of its own instead of an error.
+#[test]
+fn a_read_view_is_one_moment_and_rounds_recorded_at_once_get_numbers_of_their_own() {
+    let Some((_guard, url)) = pg_database() else { return };
+    let (reader, writer) = (PgStorage::connect(&url).unwrap(), PgStorage::connect(&url).unwrap());
+    reader.begin_read().unwrap();
+    assert!(reader.holdings("d1").unwrap().is_empty());
+    assert_eq!(reader.log_high_water().unwrap(), 0);
+    let r = writer.add_round("d1", 0, &["a".into()], &[]).unwrap();
+    writer.take_round("d1", &writer.round("d1", r).unwrap().unwrap()).unwrap();
+    writer.log_change("a", "h1", b"\x00", "d2", 0).unwrap();
+    assert!(reader.holdings("d1").unwrap().is_empty(), "a commit after the view began stays out of it");
+    assert_eq!(reader.log_high_water().unwrap(), 0, "and so does its change");
+    reader.end_read().unwrap();
+    assert_eq!(reader.holdings("d1").unwrap(), HashSet::from(["a".to_owned()]));
+    assert_eq!(reader.log_high_water().unwrap(), 1, "the next view sees both");
+
+    writer.batch_execute("BEGIN").unwrap();
+    let first = writer.add_round("d1", 1, &[], &[]).unwrap();
+    let url_b = url.clone();
+    let second = std::thread::spawn(move || PgStorage::connect(&url_b).unwrap().add_round("d1", 1, &[], &[]).unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(200)); // the second waits on the first's number
+    writer.batch_execute("COMMIT").unwrap();
+    assert_eq!((first, second.join().unwrap()), (2, 3), "two rounds recorded at once, one number each");
 }
 
 /// A database that cannot be reached is a clear message, without the password of its URL.

@@ -446,6 +446,13 @@ pub trait Storage {
     }
     /// Whether a transaction is open (SQLite ends one by itself on some errors: disk full, I/O).
     fn in_transaction(&self) -> bool;
+    /// Begins a read-only transaction: every read until [`Storage::end_read`] sees the database
+    /// as of one moment (a round answered on a reader: its scope, the saved documents of new
+    /// records and the change log read alike). Writes of other connections committed meanwhile
+    /// stay out of it.
+    fn begin_read(&self) -> AppResult<()>;
+    /// Ends the transaction [`Storage::begin_read`] began.
+    fn end_read(&self) -> AppResult<()>;
     /// The SQLite connection underneath, for what only SQLite has (its backup, tests' fixtures).
     fn as_sqlite(&self) -> Option<&rusqlite::Connection> {
         None
@@ -504,6 +511,8 @@ pub trait Storage {
     /// however often it is presented), and older rounds are forgotten.
     fn take_round(&self, device: &str, round: &Round) -> AppResult<()>;
     /// Records a new round for a device; returns its number, one more than the device's last.
+    /// On PostgreSQL it may also run outside any transaction, beside another node or reader
+    /// recording a round of the same device: each gets a number of its own.
     fn add_round(&self, device: &str, seq_high: i64, added: &[String], removed: &[String]) -> AppResult<i64>;
     /// The records a device holds, as of the last round it presented.
     fn holdings(&self, device: &str) -> AppResult<HashSet<String>>;

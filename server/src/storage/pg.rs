@@ -123,8 +123,11 @@ pub struct PgStorage {
     /// The newest part of the change log, as far as this connection has read it.
     tail: RefCell<LogTail>,
     /// The tail holds every change there is: it was read under the write lock of the running
-    /// transaction, which has logged nothing since (a round's high water, then its changes).
+    /// transaction, which has logged nothing since (a round's high water, then its changes), or
+    /// in the snapshot of a read-only transaction ([`Storage::begin_read`]).
     tail_whole: Cell<bool>,
+    /// A read-only transaction of [`Storage::begin_read`] is running.
+    in_snapshot: Cell<bool>,
 }
 
 /// Most changes [`LogTail`] keeps (about 100 bytes each).
@@ -225,6 +228,7 @@ impl PgStorage {
             in_tx: Cell::new(false),
             tail: RefCell::default(),
             tail_whole: Cell::new(false),
+            in_snapshot: Cell::new(false),
         }
     }
 
@@ -249,7 +253,9 @@ impl PgStorage {
         if !self.client.borrow().is_closed() {
             return Ok(());
         }
-        if self.in_tx.replace(false) {
+        // A transaction that was running is gone with the connection: what follows must not run
+        // outside it (a snapshot's reads would no longer agree).
+        if self.in_tx.replace(false) | self.in_snapshot.replace(false) {
             return Err(AppError::Internal("PostgreSQL connection lost during a transaction".into()));
         }
         tracing::warn!("PostgreSQL connection lost: connecting again");
@@ -320,8 +326,9 @@ impl PgStorage {
             let oldest = tail.entries.pop_front().expect("a tail longer than its bound");
             tail.start = oldest.seq;
         }
-        // Under the lock nothing else can be logged until this transaction ends.
-        self.tail_whole.set(self.in_tx.get());
+        // Under the lock nothing else can be logged until this transaction ends; in a snapshot
+        // nothing logged since is seen.
+        self.tail_whole.set(self.in_tx.get() || self.in_snapshot.get());
         Ok(())
     }
 }
@@ -402,6 +409,20 @@ impl Storage for PgStorage {
 
     fn in_transaction(&self) -> bool {
         self.in_tx.get() && !self.client.borrow().is_closed()
+    }
+
+    fn begin_read(&self) -> AppResult<()> {
+        // One snapshot for the whole transaction, without the write lock. Changes are appended
+        // and committed in log order (module doc), so the log it sees has no hole that a later
+        // commit could fill: its tail is whole until the transaction ends.
+        self.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+        self.in_snapshot.set(true);
+        Ok(())
+    }
+
+    fn end_read(&self) -> AppResult<()> {
+        self.in_snapshot.set(false);
+        self.batch_execute("COMMIT")
     }
 
     fn meta_get(&self, key: &str) -> AppResult<Option<String>> {
@@ -522,12 +543,22 @@ impl Storage for PgStorage {
     fn add_round(&self, device: &str, seq_high: i64, added: &[String], removed: &[String]) -> AppResult<i64> {
         let (added, removed) =
             (serde_json::to_string(added).expect("a list of strings"), serde_json::to_string(removed).expect("a list of strings"));
-        let row = self.query(
-            "INSERT INTO rounds(device_id, round, seq_high, added, removed)
-             SELECT $1, coalesce(max(round), 0) + 1, $2, $3, $4 FROM rounds WHERE device_id = $1 RETURNING round",
-            &[&device, &seq_high, &added, &removed],
-        )?;
-        row.first().map(|r| r.get(0)).ok_or_else(|| AppError::Internal("round not recorded".into()))
+        // Rounds of one device recorded at once (a retried request answered on two readers or
+        // nodes) may both find the same last round: the one that comes second finds its number
+        // taken, inserts nothing, and tries the next. Each attempt is a statement of its own,
+        // which under READ COMMITTED sees the other's round once it is committed.
+        for _ in 0..8 {
+            let row = self.query_opt(
+                "INSERT INTO rounds(device_id, round, seq_high, added, removed)
+                 SELECT $1, coalesce(max(round), 0) + 1, $2, $3, $4 FROM rounds WHERE device_id = $1
+                 ON CONFLICT (device_id, round) DO NOTHING RETURNING round",
+                &[&device, &seq_high, &added, &removed],
+            )?;
+            if let Some(r) = row {
+                return Ok(r.get(0));
+            }
+        }
+        Err(AppError::Internal("round not recorded: its number was taken again and again".into()))
     }
 
     fn holdings(&self, device: &str) -> AppResult<HashSet<String>> {

@@ -116,6 +116,15 @@ impl Storage for Connection {
         !self.is_autocommit()
     }
 
+    fn begin_read(&self) -> AppResult<()> {
+        // A deferred transaction: its first read fixes the snapshot of the WAL it reads.
+        Ok(self.execute_batch("BEGIN DEFERRED")?)
+    }
+
+    fn end_read(&self) -> AppResult<()> {
+        Ok(self.execute_batch("COMMIT")?)
+    }
+
     fn as_sqlite(&self) -> Option<&rusqlite::Connection> {
         Some(self)
     }
