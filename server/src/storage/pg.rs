@@ -128,16 +128,15 @@ pub struct PgStorage {
     tail_whole: Cell<bool>,
     /// A read-only transaction of [`Storage::begin_read`] is running.
     in_snapshot: Cell<bool>,
-    /// Statements run on this connection, and at how many its plans are made again
-    /// ([`PgStorage::replan_as_tables_grow`]).
+    /// Statements run on this connection ([`PgStorage::replan_as_tables_grow`]).
     executed: Cell<u64>,
-    replan_at: Cell<u64>,
 }
 
-/// After how many statements a connection first makes its plans again; the count doubles each
-/// time up to [`REPLAN_EVERY_MAX`].
-const REPLAN_FIRST: u64 = 1_024;
-/// The longest run of statements between two new plannings (minutes of a busy writer).
+/// After how many statements a connection first makes its plans again; then after each power
+/// of two up to [`REPLAN_EVERY_MAX`], and every multiple of it.
+const REPLAN_FIRST: u64 = 1 << 10;
+/// The longest run of statements between two new plannings (minutes of a busy writer); a power
+/// of two, so that its multiples include every power of two above it.
 const REPLAN_EVERY_MAX: u64 = 1 << 20;
 
 /// Most changes [`LogTail`] keeps (about 100 bytes each).
@@ -240,7 +239,6 @@ impl PgStorage {
             tail_whole: Cell::new(false),
             in_snapshot: Cell::new(false),
             executed: Cell::new(0),
-            replan_at: Cell::new(REPLAN_FIRST),
         }
     }
 
@@ -291,10 +289,9 @@ impl PgStorage {
     fn replan_as_tables_grow(&self) -> AppResult<()> {
         let executed = self.executed.get() + 1;
         self.executed.set(executed);
-        if executed < self.replan_at.get() {
+        if executed < REPLAN_FIRST || !(executed.is_power_of_two() || executed.is_multiple_of(REPLAN_EVERY_MAX)) {
             return Ok(());
         }
-        self.replan_at.set(executed + executed.min(REPLAN_EVERY_MAX));
         Ok(self.client.borrow_mut().batch_execute("DISCARD PLANS")?)
     }
 
