@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use automerge::ActorId;
+use automerge::{ActorId, Change};
 use gridlink_core::calendar::local_time;
 use gridlink_core::figures::RecordFacts;
 use gridlink_core::org::access;
@@ -84,7 +84,11 @@ pub fn ingest(
     doc_id: &str,
     changes: &[Vec<u8>],
 ) -> AppResult<Result<usize, (usize, String)>> {
-    let existing = load_doc(tx, doc_id, ctx.server_actor)?;
+    let mut decoded: Vec<Option<Change>> = changes.iter().map(|b| gridlink_core::chunk::decode_change(b)).collect();
+    // The server's copy and whether the first change is stored already, read together.
+    let first_hash = decoded.first().and_then(|c| c.as_ref()).map(|c| c.hash().to_string());
+    let (saved, first_known) = tx.snapshot_and_known(doc_id, first_hash.as_deref())?;
+    let existing = saved.map(|s| RecordDoc::load(doc_id, &[&s], ctx.server_actor)).transpose()?;
     let is_new = existing.is_none();
     let mut before: Option<Record> = existing.as_ref().map(|d| d.read()).transpose()?;
     let first = before.clone();
@@ -92,7 +96,8 @@ pub fn ingest(
     let mut stored = false;
     let mut outcome = Ok(changes.len());
     for (i, bytes) in changes.iter().enumerate() {
-        match ingest_one(tx, ctx, device_id, person, doc_id, &mut doc, before.as_ref(), bytes)? {
+        let change = Decoded { change: decoded[i].take(), bytes, known: (i == 0).then_some(first_known) };
+        match ingest_one(tx, ctx, device_id, person, doc_id, &mut doc, before.as_ref(), change)? {
             Ok(Some(record)) => {
                 before = Some(record);
                 stored = true;
@@ -119,7 +124,7 @@ pub fn ingest(
             // it to another record since the restore.
             Some(no) if first.as_ref().and_then(|f| f.case_no.as_ref()) != Some(no) => reclaim_case_no(tx, doc_id, no, ctx)?,
             Some(_) => None,
-            None if is_new => Some(next_case_no(tx, &case_prefix_of(tx, ctx.case_prefix, &record)?, ctx.now_ms)?),
+            None if is_new => Some(new_case_no(tx, ctx.case_prefix, &record, ctx.now_ms)?),
             None => None,
         };
         if case_no.is_some() || route.is_some() {
@@ -184,6 +189,14 @@ fn notify_voided(tx: &dyn Storage, before: &Record, after: &Record, ctx: &Ingest
     Ok(())
 }
 
+/// One pushed change: its bytes, decoded (None: not a change), and whether the log has it
+/// already when that was read beforehand.
+struct Decoded<'a> {
+    change: Option<Change>,
+    bytes: &'a [u8],
+    known: Option<bool>,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn ingest_one(
     tx: &dyn Storage,
@@ -193,13 +206,18 @@ fn ingest_one(
     doc_id: &str,
     doc: &mut RecordDoc,
     before: Option<&Record>,
-    bytes: &[u8],
+    pushed: Decoded<'_>,
 ) -> AppResult<Result<Option<Record>, String>> {
-    let Some(change) = gridlink_core::chunk::decode_change(bytes) else {
+    let Decoded { change, bytes, known } = pushed;
+    let Some(change) = change else {
         return Ok(Err("变更数据无效".into()));
     };
     let hash = change.hash().to_string();
-    if tx.change_known(&hash)? {
+    let known = match known {
+        Some(known) => known,
+        None => tx.change_known(&hash)?,
+    };
+    if known {
         return Ok(Ok(None));
     }
     // Judge the change by what its author saw: the record at the change's dependencies.
@@ -464,18 +482,18 @@ fn insert_change(tx: &dyn Storage, doc_id: &str, hash: &str, bytes: &[u8], devic
     tx.log_change(doc_id, hash, bytes, device_id, now_ms)
 }
 
-/// The next case number (`GT-2026-000123`), per prefix and year, in order and without gaps: the
+/// A new record's case number (`GT-2026-000123`), from its town's counter: the server's prefix
+/// for a town that runs alone; in a county (the town's unit hangs under the county) every town
+/// counts on its own, under the prefix followed by the town's three digits
+/// (`GT101-2026-000001`), so that case numbers stay per town, in order and without gaps. The
 /// counter moves in the same transaction that stores the record.
-/// The counter a new record of `record`'s town numbers from: the server's prefix for a town that
-/// runs alone; in a county (the town's unit hangs under the county) every town counts on its own,
-/// under the prefix followed by the town's three digits (`GT101-2026-000001`), so that case
-/// numbers stay per town, in order and without gaps.
-fn case_prefix_of(tx: &dyn Storage, prefix: &str, record: &Record) -> AppResult<String> {
+fn new_case_no(tx: &dyn Storage, prefix: &str, record: &Record, now_ms: i64) -> AppResult<String> {
     let Some(town) = record.location().town() else {
-        return Ok(prefix.to_owned());
+        return next_case_no(tx, prefix, now_ms);
     };
-    let in_county = tx.unit(town)?.is_some_and(|u| u.parent.is_some());
-    Ok(if in_county { format!("{prefix}{}", &town[6..]) } else { prefix.to_owned() })
+    let year = chrono::Datelike::year(&local_time(now_ms));
+    let (counted, n) = tx.next_town_case_number(town, prefix, &format!("{prefix}{}", &town[6..]), i64::from(year))?;
+    Ok(format!("{counted}-{year}-{n:06}"))
 }
 
 /// The counter part of a case number (`GT101` of `GT101-2026-000001`).
@@ -483,6 +501,7 @@ fn prefix_of_case_no(no: &str) -> Option<&str> {
     no.rsplitn(3, '-').nth(2)
 }
 
+/// The next case number of a prefix's counter, per year, in order and without gaps.
 pub fn next_case_no(tx: &dyn Storage, prefix: &str, now_ms: i64) -> AppResult<String> {
     let year = chrono::Datelike::year(&local_time(now_ms));
     let n = tx.next_case_number(prefix, i64::from(year))?;

@@ -140,9 +140,11 @@ pub fn push(tx: &dyn Storage, state: &AppState, auth: &AuthDevice, req: SyncRequ
     // acknowledged and lost. It starts over and may push those back (crate::backup).
     let went_back = req.epoch.is_some_and(|e| e != state.epoch);
     let cursor = if went_back { None } else { req.cursor.and_then(|c| i64::try_from(c).ok()) };
-    // 1. What the device has, as of the cursor it presents (read with the device's last-seen
-    // time, in one statement where that counts).
-    let (flagged, presented) = tx.device_seen_with_round(device, now, cursor)?;
+    // 1. What the device has, as of the cursor it presents: that round taken, with the device's
+    // last-seen time, in one statement where that counts. A fresh device, or a cursor the server
+    // does not know, starts over (its holdings forgotten).
+    let (flagged, taken) = tx.device_seen_taking_round(device, now, cursor)?;
+    let base_seq = taken.unwrap_or(0);
     let recovering = if went_back {
         tx.set_device_recovering(device, true)?;
         tracing::info!(device, "device synced with the database before its restore: recovering");
@@ -152,17 +154,6 @@ pub fn push(tx: &dyn Storage, state: &AppState, auth: &AuthDevice, req: SyncRequ
             tx.set_device_recovering(device, false)?;
         }
         flagged && req.recovery
-    };
-    let base_seq = match presented {
-        Some(round) => {
-            tx.take_round(device, &round)?;
-            round.seq_high
-        }
-        None => {
-            // A fresh device, or a cursor the server does not know: start over.
-            tx.forget_holdings(device)?;
-            0
-        }
     };
 
     // 2. Pushed changes.

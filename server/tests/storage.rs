@@ -110,6 +110,7 @@ macro_rules! every_check {
                 settings_and_the_epoch,
                 the_change_log_keeps_order_and_the_cursor_misses_nothing,
                 rounds_add_and_remove_holdings_once_when_presented,
+                a_sync_round_takes_the_presented_round_or_starts_over,
                 case_numbers_go_in_order_without_gaps,
                 notices_reach_a_unit_and_the_units_above_it_are_paged,
                 the_audit_log_is_filtered_and_paged_newest_first,
@@ -246,12 +247,8 @@ mod checks {
         assert!(s.holdings("d1").unwrap().is_empty(), "a round takes effect only when presented");
         let round = s.round("d1", r1).unwrap().unwrap();
         assert_eq!((round.seq_high, round.added.clone(), round.removed.clone(), round.applied), (5, ids(&["a", "b"]), vec![], false));
-        // Read with the device's last-seen time, as a sync round does: the same round, and none
-        // for no cursor or one the server never gave.
-        assert_eq!(s.device_seen_with_round("d1", 1, Some(r1)).unwrap(), (false, Some(round.clone())));
-        assert_eq!(s.device_seen_with_round("d1", 1, None).unwrap(), (false, None));
-        assert_eq!(s.device_seen_with_round("d1", 1, Some(77)).unwrap(), (false, None));
         s.take_round("d1", &round).unwrap();
+        assert_eq!(s.holdings("d1").unwrap(), HashSet::from(["a".into(), "b".into()]));
         let r2 = s.add_round("d1", 9, &ids(&["c"]), &ids(&["a"])).unwrap();
         assert_eq!(r2, 2);
         // The device presents round 1 again (its answer to round 2 was lost): nothing changes.
@@ -276,6 +273,33 @@ mod checks {
         assert!(!s.in_transaction(), "the view is over");
     }
 
+    /// A sync round's first step: the device seen, the round it presents taken (once, however
+    /// often presented), or a start-over when it presents none the server keeps.
+    pub fn a_sync_round_takes_the_presented_round_or_starts_over(s: &dyn Storage) {
+        let r1 = s.add_round("d1", 5, &ids(&["a", "b"]), &[]).unwrap();
+        assert_eq!(s.device_seen_taking_round("d1", 1, Some(r1)).unwrap(), (false, Some(5)), "its log position");
+        assert_eq!(s.holdings("d1").unwrap(), HashSet::from(["a".into(), "b".into()]));
+        let r2 = s.add_round("d1", 9, &ids(&["c"]), &ids(&["a"])).unwrap();
+        assert_eq!(s.device_seen_taking_round("d1", 2, Some(r2)).unwrap(), (false, Some(9)));
+        assert_eq!(s.holdings("d1").unwrap(), HashSet::from(["b".into(), "c".into()]));
+        assert_eq!(s.round("d1", r1).unwrap(), None, "older rounds are forgotten");
+        // Presented again (its answer was lost): nothing added twice, no removal undone.
+        assert_eq!(s.device_seen_taking_round("d1", 3, Some(r2)).unwrap(), (false, Some(9)));
+        assert_eq!(s.holdings("d1").unwrap(), HashSet::from(["b".into(), "c".into()]));
+        assert!(s.round("d1", r2).unwrap().is_some_and(|r| r.applied));
+        // A round of one device is not another's; a cursor never given, or none, starts over.
+        s.add_round("d2", 1, &ids(&["z"]), &[]).unwrap();
+        assert_eq!(s.device_seen_taking_round("d2", 4, Some(r2 + 1)).unwrap(), (false, None));
+        assert_eq!(s.holdings("d1").unwrap(), HashSet::from(["b".into(), "c".into()]), "another device's holdings stay");
+        assert_eq!(s.device_seen_taking_round("d1", 5, Some(77)).unwrap(), (false, None));
+        assert!(s.holdings("d1").unwrap().is_empty());
+        let r3 = s.add_round("d1", 12, &ids(&["d"]), &[]).unwrap();
+        s.device_seen_taking_round("d1", 6, Some(r3)).unwrap();
+        assert_eq!(s.device_seen_taking_round("d1", 7, None).unwrap(), (false, None));
+        assert!(s.holdings("d1").unwrap().is_empty());
+        assert!(s.round("d1", r3).unwrap().is_some(), "a start-over keeps the rounds: a late answer may still be presented");
+    }
+
     pub fn case_numbers_go_in_order_without_gaps(s: &dyn Storage) {
         let got: Vec<i64> = (0..5).map(|_| s.next_case_number("GT", 2026).unwrap()).collect();
         assert_eq!(got, [1, 2, 3, 4, 5]);
@@ -287,6 +311,22 @@ mod checks {
         assert_eq!(s.next_case_number("GT", 2026).unwrap(), 12, "never back");
         s.case_number_taken("NEW", 2026, 7).unwrap();
         assert_eq!(s.next_case_number("NEW", 2026).unwrap(), 8);
+        // A new record's town: its own counter when it hangs under a county, else the server's.
+        let town = |code: &str, parent: Option<&str>| Unit {
+            code: code.into(),
+            name: code.into(),
+            kind: "town".into(),
+            parent: parent.map(Into::into),
+            ..Unit::default()
+        };
+        s.put_unit(&town("532331101", None)).unwrap();
+        assert_eq!(s.next_town_case_number("532331101", "GT", "GT101", 2026).unwrap(), ("GT".into(), 13));
+        assert_eq!(s.next_town_case_number("532331999", "GT", "GT999", 2026).unwrap(), ("GT".into(), 14), "a town not imported");
+        s.put_unit(&Unit { kind: "county".into(), ..town("532331", None) }).unwrap();
+        s.put_unit(&town("532331101", Some("532331"))).unwrap();
+        assert_eq!(s.next_town_case_number("532331101", "GT", "GT101", 2026).unwrap(), ("GT101".into(), 1));
+        assert_eq!(s.next_town_case_number("532331101", "GT", "GT101", 2026).unwrap(), ("GT101".into(), 2));
+        assert_eq!(s.next_case_number("GT", 2026).unwrap(), 15, "the server's counter untouched");
     }
 
     pub fn notices_reach_a_unit_and_the_units_above_it_are_paged(s: &dyn Storage) {
@@ -431,6 +471,12 @@ mod checks {
         assert_eq!(s.snapshot("r1").unwrap().as_deref(), Some(&b"newer"[..]));
         assert_eq!(s.snapshot("r2").unwrap(), None);
         assert_eq!(s.snapshots(&["r2", "r1"]).unwrap(), std::collections::HashMap::from([("r1".to_owned(), b"newer".to_vec())]));
+        // Read with whether a pushed change is stored already, as a push reads it.
+        s.log_change("r1", "hr1", b"c", "d1", 1).unwrap();
+        assert_eq!(s.snapshot_and_known("r1", Some("hr1")).unwrap(), (Some(b"newer".to_vec()), true));
+        assert_eq!(s.snapshot_and_known("r1", Some("hr2")).unwrap(), (Some(b"newer".to_vec()), false));
+        assert_eq!(s.snapshot_and_known("r2", Some("hr1")).unwrap(), (None, true));
+        assert_eq!(s.snapshot_and_known("r2", None).unwrap(), (None, false));
         assert!(s.records_in_scope("532331101201-01-01", "nobody").unwrap().is_empty(), "its old holder is gone");
         assert_eq!(s.record_with_case_no("GT-2026-000001", "r2").unwrap().as_deref(), Some("r1"));
         assert_eq!(s.record_with_case_no("GT-2026-000001", "r1").unwrap(), None, "not itself");
@@ -510,7 +556,7 @@ mod checks {
         assert_eq!(seen, ["s1", "s2", "d1"]);
         // Seen with a round lookup: the device's recovery flag comes back, and it counts as seen.
         s.set_device_recovering("s2", true).unwrap();
-        assert_eq!(s.device_seen_with_round("s2", 40, Some(1)).unwrap(), (true, None));
+        assert_eq!(s.device_seen_taking_round("s2", 40, Some(1)).unwrap(), (true, None));
         s.set_device_recovering("s2", false).unwrap();
         let seen: Vec<String> = s.devices_page("", 10, 0).unwrap().into_iter().map(|d| d.id).collect();
         assert_eq!(seen, ["s2", "s1", "d1"]);

@@ -501,11 +501,23 @@ pub trait Storage {
     fn set_device_recovering(&self, device: &str, recovering: bool) -> AppResult<()>;
     /// A round answered to a device, if the server still keeps it.
     fn round(&self, device: &str, round: i64) -> AppResult<Option<Round>>;
-    /// [`Storage::device_seen`], then [`Storage::round`] for the cursor the device presents, if
-    /// any: where a round trip counts, one statement.
-    fn device_seen_with_round(&self, device: &str, now_ms: i64, cursor: Option<i64>) -> AppResult<(bool, Option<Round>)> {
+    /// The start of a sync round's writing half: [`Storage::device_seen`], then the round the
+    /// device presents as its cursor taken ([`Storage::take_round`]), or, when it presents none the
+    /// server keeps, its holdings forgotten (it starts over). Returns whether the device is
+    /// recovering and the log position of the round taken (None: it starts over). Where a round
+    /// trip counts, one statement.
+    fn device_seen_taking_round(&self, device: &str, now_ms: i64, cursor: Option<i64>) -> AppResult<(bool, Option<i64>)> {
         let recovering = self.device_seen(device, now_ms)?;
-        Ok((recovering, cursor.map(|c| self.round(device, c)).transpose()?.flatten()))
+        match cursor.map(|c| self.round(device, c)).transpose()?.flatten() {
+            Some(round) => {
+                self.take_round(device, &round)?;
+                Ok((recovering, Some(round.seq_high)))
+            }
+            None => {
+                self.forget_holdings(device)?;
+                Ok((recovering, None))
+            }
+        }
     }
     /// The device presented `round` as its cursor: its additions and removals take effect (once,
     /// however often it is presented), and older rounds are forgotten.
@@ -545,6 +557,11 @@ pub trait Storage {
     fn log_high_water(&self) -> AppResult<i64>;
     /// A record's saved document (all its changes), if the server has the record.
     fn snapshot(&self, doc_id: &str) -> AppResult<Option<Vec<u8>>>;
+    /// [`Storage::snapshot`] and, for the first change pushed to it, [`Storage::change_known`]
+    /// (false for none): where a round trip counts, one statement.
+    fn snapshot_and_known(&self, doc_id: &str, hash: Option<&str>) -> AppResult<(Option<Vec<u8>>, bool)> {
+        Ok((self.snapshot(doc_id)?, hash.map(|h| self.change_known(h)).transpose()?.unwrap_or(false)))
+    }
     /// The saved documents of those of `ids` the server has (a round's new records: one
     /// statement where a round trip counts).
     fn snapshots(&self, ids: &[&str]) -> AppResult<HashMap<String, Vec<u8>>> {
@@ -709,6 +726,13 @@ pub trait Storage {
     /// The next number of a prefix's year (1, 2, 3 … in order and without gaps), counted in the
     /// caller's transaction.
     fn next_case_number(&self, prefix: &str, year: i64) -> AppResult<i64>;
+    /// [`Storage::next_case_number`] for a new record of `town`: under `in_county` when the
+    /// town's unit hangs under another (a county's town counts on its own), else under `alone`.
+    /// Returns the prefix counted and the number; where a round trip counts, one statement.
+    fn next_town_case_number(&self, town: &str, alone: &str, in_county: &str, year: i64) -> AppResult<(String, i64)> {
+        let prefix = if self.unit(town)?.is_some_and(|u| u.parent.is_some()) { in_county } else { alone };
+        Ok((prefix.to_owned(), self.next_case_number(prefix, year)?))
+    }
     /// A number given out before (a record recovered after a restore): the counter moves past it.
     fn case_number_taken(&self, prefix: &str, year: i64, number: i64) -> AppResult<()>;
 

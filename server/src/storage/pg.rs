@@ -324,6 +324,11 @@ impl PgStorage {
         Ok(self.query(sql, params)?.into_iter().next())
     }
 
+    /// A statement that always answers one row (a SELECT without FROM, or an upsert's RETURNING).
+    fn query_one(&self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> AppResult<postgres::Row> {
+        self.query_opt(sql, params)?.ok_or_else(|| AppError::Internal("a statement of one row answered none".into()))
+    }
+
     /// Begins a write transaction and sends `then` (more SQL) in the same round trip.
     fn begin_then(&self, then: &str) -> AppResult<()> {
         // The town's write lock (see the module doc), held to the commit or rollback; sent with
@@ -509,23 +514,34 @@ impl Storage for PgStorage {
         }
     }
 
-    fn device_seen_with_round(&self, device: &str, now_ms: i64, cursor: Option<i64>) -> AppResult<(bool, Option<Round>)> {
-        // The round is read in the same statement; with no cursor, `round = NULL` finds none.
-        let row = self.query_opt(
-            "WITH seen AS (UPDATE devices SET last_seen_ms = $1 WHERE id = $2 RETURNING recovering)
-             SELECT coalesce((SELECT recovering FROM seen), FALSE), r.round, r.seq_high, r.added, r.removed, r.applied
-             FROM (SELECT 1) one LEFT JOIN rounds r ON r.device_id = $2 AND r.round = $3",
+    fn device_seen_taking_round(&self, device: &str, now_ms: i64, cursor: Option<i64>) -> AppResult<(bool, Option<i64>)> {
+        // As `take_round` (or `forget_holdings` when no kept round is presented; `round = NULL`
+        // finds none), with the last-seen time, in one statement. Its parts see the tables as
+        // they were before it: the round is read once, and the two deletions of holdings never
+        // both run.
+        let row = self.query_one(
+            "WITH seen AS (
+                 UPDATE devices SET last_seen_ms = $1 WHERE id = $2 RETURNING recovering
+             ), presented AS (
+                 SELECT seq_high, added, removed, applied FROM rounds WHERE device_id = $2 AND round = $3
+             ), added AS (
+                 INSERT INTO device_docs(device_id, doc_id)
+                 SELECT $2, a FROM presented p, json_array_elements_text(p.added::json) a WHERE NOT p.applied
+                 ON CONFLICT DO NOTHING
+             ), removed AS (
+                 DELETE FROM device_docs WHERE device_id = $2
+                 AND doc_id = ANY(ARRAY(SELECT json_array_elements_text(p.removed::json) FROM presented p WHERE NOT p.applied))
+             ), forgotten AS (
+                 DELETE FROM device_docs WHERE device_id = $2 AND NOT EXISTS (SELECT 1 FROM presented)
+             ), older AS (
+                 DELETE FROM rounds WHERE device_id = $2 AND round < $3 AND EXISTS (SELECT 1 FROM presented)
+             ), taken AS (
+                 UPDATE rounds SET applied = TRUE WHERE device_id = $2 AND round = $3 AND NOT applied
+             )
+             SELECT coalesce((SELECT recovering FROM seen), FALSE), (SELECT seq_high FROM presented)",
             &[&now_ms, &device, &cursor],
         )?;
-        let Some(r) = row else { return Ok((false, None)) };
-        let round = r.get::<_, Option<i64>>(1).map(|round| Round {
-            round,
-            seq_high: r.get(2),
-            added: serde_json::from_str(r.get(3)).unwrap_or_default(),
-            removed: serde_json::from_str(r.get(4)).unwrap_or_default(),
-            applied: r.get(5),
-        });
-        Ok((r.get(0), round))
+        Ok((row.get(0), row.get(1)))
     }
 
     fn device_recovering(&self, device: &str) -> AppResult<bool> {
@@ -681,6 +697,14 @@ impl Storage for PgStorage {
 
     fn snapshot(&self, doc_id: &str) -> AppResult<Option<Vec<u8>>> {
         Ok(self.query_opt("SELECT snapshot FROM docs WHERE id = $1", &[&doc_id])?.map(|r| r.get(0)))
+    }
+
+    fn snapshot_and_known(&self, doc_id: &str, hash: Option<&str>) -> AppResult<(Option<Vec<u8>>, bool)> {
+        let row = self.query_one(
+            "SELECT (SELECT snapshot FROM docs WHERE id = $1), EXISTS (SELECT 1 FROM changes WHERE hash = $2)",
+            &[&doc_id, &hash],
+        )?;
+        Ok((row.get(0), row.get(1)))
     }
 
     fn snapshots(&self, ids: &[&str]) -> AppResult<HashMap<String, Vec<u8>>> {
@@ -1159,6 +1183,16 @@ impl Storage for PgStorage {
             &[&prefix, &year],
         )?;
         rows.first().map(|r| r.get(0)).ok_or_else(|| AppError::Internal("case counter not moved".into()))
+    }
+
+    fn next_town_case_number(&self, town: &str, alone: &str, in_county: &str, year: i64) -> AppResult<(String, i64)> {
+        let row = self.query_one(
+            "INSERT INTO case_counters(prefix, year, last)
+             SELECT CASE WHEN EXISTS (SELECT 1 FROM units WHERE code = $1 AND parent IS NOT NULL) THEN $3 ELSE $2 END, $4, 1
+             ON CONFLICT(prefix, year) DO UPDATE SET last = case_counters.last + 1 RETURNING prefix, last",
+            &[&town, &alone, &in_county, &year],
+        )?;
+        Ok((row.get(0), row.get(1)))
     }
 
     fn case_number_taken(&self, prefix: &str, year: i64, number: i64) -> AppResult<()> {
