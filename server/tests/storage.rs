@@ -117,6 +117,7 @@ macro_rules! every_check {
                 a_device_recovers_until_told_otherwise,
                 scope_follows_location_holder_and_reporter,
                 a_record_row_is_replaced_whole,
+                changes_logged_in_a_transaction_are_seen_in_order_and_undone_with_it,
                 personal_data_and_photos_come_with_their_record_place,
                 people_and_units_are_known_by_id,
                 sessions_open_end_and_carry_an_installs_key,
@@ -480,6 +481,57 @@ mod checks {
         assert!(s.records_in_scope("532331101201-01-01", "nobody").unwrap().is_empty(), "its old holder is gone");
         assert_eq!(s.record_with_case_no("GT-2026-000001", "r2").unwrap().as_deref(), Some("r1"));
         assert_eq!(s.record_with_case_no("GT-2026-000001", "r1").unwrap(), None, "not itself");
+    }
+
+    /// Changes logged in a write transaction are read by it at once, are kept in the order they
+    /// were logged when the record's row follows them, and are undone with a savepoint or the
+    /// transaction (PostgreSQL sends them with the row).
+    pub fn changes_logged_in_a_transaction_are_seen_in_order_and_undone_with_it(s: &dyn Storage) {
+        let bytes = |s: &dyn Storage, doc: &str| {
+            let mut got = Vec::new();
+            s.record_changes(doc, &mut |b, _| {
+                got.push(String::from_utf8(b).unwrap());
+                Ok(())
+            })
+            .unwrap();
+            got
+        };
+        s.begin().unwrap();
+        s.log_change("r1", "t1", b"1", "d1", 1).unwrap();
+        s.next_town_case_number("532331101", "GT", "GT101", 2026).unwrap();
+        assert!(s.change_known("t1").unwrap(), "seen by the transaction that logged it");
+        s.log_change("r1", "t2", b"2", "d1", 2).unwrap();
+        s.log_change("r1", "t3", b"3", "server", 2).unwrap();
+        s.put_record(&row("r1", "532331101201", None, Some("p1"))).unwrap();
+        assert_eq!(bytes(s, "r1"), ["1", "2", "3"]);
+        s.savepoint().unwrap();
+        s.log_change("r1", "t4", b"4", "d1", 3).unwrap();
+        s.put_record(&row("r1", "532331101202", None, Some("p1"))).unwrap();
+        s.end_savepoint(false).unwrap();
+        s.savepoint().unwrap();
+        s.log_change("r1", "t5", b"5", "d1", 3).unwrap();
+        s.end_savepoint(false).unwrap();
+        s.log_change("r2", "t6", b"6", "d1", 4).unwrap();
+        s.commit().unwrap();
+        assert_eq!(bytes(s, "r1"), ["1", "2", "3"], "what a savepoint undid is gone");
+        assert_eq!(s.snapshot("r1").unwrap(), Some(row("r1", "532331101201", None, Some("p1")).snapshot));
+        assert!(!s.change_known("t5").unwrap());
+        assert_eq!(bytes(s, "r2"), ["6"], "logged last, kept by the commit");
+        let r = s.add_round("d9", 0, &ids(&["r1", "r2"]), &[]).unwrap();
+        s.device_seen_taking_round("d9", 6, Some(r)).unwrap();
+        let mut seqs = Vec::new();
+        s.changes_after("d9", 0, &s.holdings("d9").unwrap(), &mut |c| {
+            seqs.push((c.seq, String::from_utf8(c.bytes).unwrap()));
+            Ok(true)
+        })
+        .unwrap();
+        assert!(seqs.windows(2).all(|w| w[0].0 < w[1].0), "log positions in the order logged: {seqs:?}");
+        assert_eq!(seqs.iter().map(|(_, b)| b.as_str()).collect::<Vec<_>>(), ["1", "2", "3", "6"]);
+        s.begin().unwrap();
+        s.log_change("r3", "t7", b"7", "d1", 5).unwrap();
+        s.rollback().unwrap();
+        assert!(!s.change_known("t7").unwrap(), "undone with its transaction");
+        assert!(bytes(s, "r3").is_empty());
     }
 
     pub fn personal_data_and_photos_come_with_their_record_place(s: &dyn Storage) {

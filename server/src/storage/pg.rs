@@ -130,7 +130,80 @@ pub struct PgStorage {
     in_snapshot: Cell<bool>,
     /// Statements run on this connection ([`PgStorage::replan_as_tables_grow`]).
     executed: Cell<u64>,
+    /// Changes logged in the running write transaction and not sent yet ([`PendingChange`]).
+    pending_log: RefCell<Vec<PendingChange>>,
 }
+
+/// A change logged inside a write transaction, sent to PostgreSQL later in the same
+/// transaction: with the row of its record ([`Storage::put_record`], which follows the changes
+/// of every push and system action) in one statement, or before any other statement, savepoint
+/// or commit. A statement that reads the log therefore always sees it, and a round that logs a
+/// device's change and the server's own change (a new report's case number) and writes the
+/// record sends all three in one round trip instead of three. Only statements known not to
+/// touch the log run with changes still pending ([`PgStorage::query_one_beside_log`]). Under
+/// the log's lock the changes' positions are taken in the order they were logged, as before;
+/// a failure when they are sent fails the statement that carried them, which fails the job.
+struct PendingChange {
+    doc_id: String,
+    hash: String,
+    bytes: Vec<u8>,
+    device_id: String,
+    received_ms: i64,
+}
+
+/// The columns of pending changes, as the arrays the statements below take.
+struct PendingColumns {
+    doc_ids: Vec<String>,
+    hashes: Vec<String>,
+    bytes: Vec<Vec<u8>>,
+    device_ids: Vec<String>,
+    received_ms: Vec<i64>,
+}
+
+impl PendingColumns {
+    fn of(pending: Vec<PendingChange>) -> Self {
+        let mut c = Self { doc_ids: vec![], hashes: vec![], bytes: vec![], device_ids: vec![], received_ms: vec![] };
+        for p in pending {
+            c.doc_ids.push(p.doc_id);
+            c.hashes.push(p.hash);
+            c.bytes.push(p.bytes);
+            c.device_ids.push(p.device_id);
+            c.received_ms.push(p.received_ms);
+        }
+        c
+    }
+
+    fn params(&self) -> [&(dyn postgres::types::ToSql + Sync); 5] {
+        [&self.doc_ids, &self.hashes, &self.bytes, &self.device_ids, &self.received_ms]
+    }
+}
+
+/// A record's row, inserted or replaced whole ($1 … $18).
+macro_rules! upsert_record {
+    () => {
+        "INSERT INTO docs(id, kind, location, holder, owner, reporter, status, open, category, title, case_no,
+            deadline_ms, created_ms, updated_ms, conflicts, batch_id, facts, snapshot)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+         ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, location = excluded.location, holder = excluded.holder,
+            owner = excluded.owner, reporter = excluded.reporter, status = excluded.status, open = excluded.open,
+            category = excluded.category, title = excluded.title, case_no = excluded.case_no,
+            deadline_ms = excluded.deadline_ms, created_ms = excluded.created_ms, updated_ms = excluded.updated_ms,
+            conflicts = excluded.conflicts, batch_id = excluded.batch_id, facts = excluded.facts, snapshot = excluded.snapshot"
+    };
+}
+
+/// Pending changes appended to the log in the order they were logged.
+const LOG_PENDING: &str = "INSERT INTO changes(doc_id, hash, bytes, device_id, received_ms)
+     SELECT d, h, b, v, r FROM unnest($1::TEXT[], $2::TEXT[], $3::BYTEA[], $4::TEXT[], $5::BIGINT[])
+     WITH ORDINALITY AS c(d, h, b, v, r, n) ORDER BY n";
+
+/// A record's row with the pending changes of the log ($19 … $23), in one statement.
+const UPSERT_RECORD_WITH_LOG: &str = concat!(
+    "WITH logged AS (INSERT INTO changes(doc_id, hash, bytes, device_id, received_ms)
+         SELECT d, h, b, v, r FROM unnest($19::TEXT[], $20::TEXT[], $21::BYTEA[], $22::TEXT[], $23::BIGINT[])
+         WITH ORDINALITY AS c(d, h, b, v, r, n) ORDER BY n) ",
+    upsert_record!()
+);
 
 /// After how many statements a connection first makes its plans again; then after each power
 /// of two up to [`REPLAN_EVERY_MAX`], and every multiple of it.
@@ -239,6 +312,7 @@ impl PgStorage {
             tail_whole: Cell::new(false),
             in_snapshot: Cell::new(false),
             executed: Cell::new(0),
+            pending_log: RefCell::default(),
         }
     }
 
@@ -246,6 +320,7 @@ impl PgStorage {
     /// transaction is open.
     pub(crate) fn with_client<T>(&self, f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>) -> AppResult<T> {
         self.tail_whole.set(false);
+        self.send_pending_log()?;
         self.usable()?;
         Ok(f(&mut self.client.borrow_mut())?)
     }
@@ -253,6 +328,7 @@ impl PgStorage {
     /// Runs SQL that is not part of the seam (fixtures, schema checks).
     pub fn batch_execute(&self, sql: &str) -> AppResult<()> {
         self.tail_whole.set(false);
+        self.send_pending_log()?;
         self.usable()?;
         Ok(self.client.borrow_mut().batch_execute(sql)?)
     }
@@ -265,6 +341,7 @@ impl PgStorage {
         }
         // A transaction that was running is gone with the connection: what follows must not run
         // outside it (a snapshot's reads would no longer agree).
+        self.pending_log.borrow_mut().clear();
         if self.in_tx.replace(false) | self.in_snapshot.replace(false) {
             return Err(AppError::Internal("PostgreSQL connection lost during a transaction".into()));
         }
@@ -295,7 +372,42 @@ impl PgStorage {
         Ok(self.client.borrow_mut().batch_execute("DISCARD PLANS")?)
     }
 
+    /// Sends the changes logged and still pending ([`PendingChange`]).
+    fn send_pending_log(&self) -> AppResult<()> {
+        let pending = self.pending_log.take();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let columns = PendingColumns::of(pending);
+        self.execute(LOG_PENDING, &columns.params())?;
+        Ok(())
+    }
+
+    /// Ends the write transaction with `sql` (a COMMIT). Pending changes that cannot be sent
+    /// leave it unended: it is rolled back, so that the connection's next transaction starts clean.
+    fn end_transaction(&self, sql: &str) -> AppResult<()> {
+        let done = self.batch_execute(sql);
+        if done.is_err() && !self.client.borrow().is_closed() {
+            let _ = self.client.borrow_mut().batch_execute("ROLLBACK");
+        }
+        self.drop_pending_log();
+        self.in_tx.set(false);
+        done
+    }
+
+    /// Forgets the pending changes of a transaction or savepoint being undone.
+    fn drop_pending_log(&self) {
+        self.pending_log.borrow_mut().clear();
+    }
+
+    /// A statement, prepared once, after the pending changes of the log are sent.
     fn statement(&self, sql: &str) -> AppResult<Statement> {
+        self.send_pending_log()?;
+        self.prepared_statement(sql)
+    }
+
+    /// A statement, prepared once, that may run with changes of the log still pending.
+    fn prepared_statement(&self, sql: &str) -> AppResult<Statement> {
         self.usable()?;
         self.replan_as_tables_grow()?;
         if let Some(s) = self.prepared.borrow().get(sql) {
@@ -327,6 +439,14 @@ impl PgStorage {
     /// A statement that always answers one row (a SELECT without FROM, or an upsert's RETURNING).
     fn query_one(&self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> AppResult<postgres::Row> {
         self.query_opt(sql, params)?.ok_or_else(|| AppError::Internal("a statement of one row answered none".into()))
+    }
+
+    /// [`PgStorage::query_one`] for a statement that neither reads nor writes the change log:
+    /// changes logged before it may stay pending ([`PendingChange`]).
+    fn query_one_beside_log(&self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> AppResult<postgres::Row> {
+        let stmt = self.prepared_statement(sql)?;
+        let row = self.client.borrow_mut().query_opt(&stmt, params)?;
+        row.ok_or_else(|| AppError::Internal("a statement of one row answered none".into()))
     }
 
     /// Begins a write transaction and sends `then` (more SQL) in the same round trip.
@@ -406,6 +526,9 @@ impl Storage for PgStorage {
     }
 
     fn next_job(&self, keep: bool) -> AppResult<()> {
+        if !keep {
+            self.drop_pending_log();
+        }
         self.batch_execute(if keep {
             "RELEASE SAVEPOINT write_job; SAVEPOINT write_job"
         } else {
@@ -415,18 +538,18 @@ impl Storage for PgStorage {
 
     fn commit_jobs(&self, keep_last: bool) -> AppResult<()> {
         // COMMIT releases the savepoint with the transaction.
-        let done = self.batch_execute(if keep_last { "COMMIT" } else { "ROLLBACK TO SAVEPOINT write_job; COMMIT" });
-        self.in_tx.set(false);
-        done
+        if !keep_last {
+            self.drop_pending_log();
+        }
+        self.end_transaction(if keep_last { "COMMIT" } else { "ROLLBACK TO SAVEPOINT write_job; COMMIT" })
     }
 
     fn commit(&self) -> AppResult<()> {
-        let done = self.batch_execute("COMMIT");
-        self.in_tx.set(false);
-        done
+        self.end_transaction("COMMIT")
     }
 
     fn rollback(&self) -> AppResult<()> {
+        self.drop_pending_log();
         let done = self.batch_execute("ROLLBACK");
         self.in_tx.set(false);
         done
@@ -437,6 +560,9 @@ impl Storage for PgStorage {
     }
 
     fn end_savepoint(&self, keep: bool) -> AppResult<()> {
+        if !keep {
+            self.drop_pending_log();
+        }
         self.batch_execute(if keep {
             "RELEASE SAVEPOINT write_job"
         } else {
@@ -626,9 +752,18 @@ impl Storage for PgStorage {
         // Held to the end of the caller's transaction (see the module doc); a transaction of
         // `begin` holds it already.
         self.tail_whole.set(false);
-        if !self.in_tx.get() {
-            self.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])?;
+        if self.in_tx.get() {
+            // Sent with the record's row, or before the next statement ([`PendingChange`]).
+            self.pending_log.borrow_mut().push(PendingChange {
+                doc_id: doc_id.to_owned(),
+                hash: hash.to_owned(),
+                bytes: bytes.to_vec(),
+                device_id: device_id.to_owned(),
+                received_ms: now_ms,
+            });
+            return Ok(());
         }
+        self.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])?;
         self.execute(
             "INSERT INTO changes(doc_id, hash, bytes, device_id, received_ms) VALUES ($1, $2, $3, $4, $5)",
             &[&doc_id, &hash, &bytes, &device_id, &now_ms],
@@ -716,36 +851,35 @@ impl Storage for PgStorage {
     }
 
     fn put_record(&self, r: &RecordRow) -> AppResult<()> {
-        self.execute(
-            "INSERT INTO docs(id, kind, location, holder, owner, reporter, status, open, category, title, case_no,
-                deadline_ms, created_ms, updated_ms, conflicts, batch_id, facts, snapshot)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
-             ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, location = excluded.location, holder = excluded.holder,
-                owner = excluded.owner, reporter = excluded.reporter, status = excluded.status, open = excluded.open,
-                category = excluded.category, title = excluded.title, case_no = excluded.case_no,
-                deadline_ms = excluded.deadline_ms, created_ms = excluded.created_ms, updated_ms = excluded.updated_ms,
-                conflicts = excluded.conflicts, batch_id = excluded.batch_id, facts = excluded.facts, snapshot = excluded.snapshot",
-            &[
-                &r.id,
-                &r.kind,
-                &r.location,
-                &r.holder,
-                &r.owner,
-                &r.reporter,
-                &r.status,
-                &r.open,
-                &r.category,
-                &r.title,
-                &r.case_no,
-                &r.deadline_ms,
-                &r.created_ms,
-                &r.updated_ms,
-                &r.conflicts,
-                &r.batch_id,
-                &r.facts,
-                &r.snapshot,
-            ],
-        )?;
+        let record: [&(dyn postgres::types::ToSql + Sync); 18] = [
+            &r.id,
+            &r.kind,
+            &r.location,
+            &r.holder,
+            &r.owner,
+            &r.reporter,
+            &r.status,
+            &r.open,
+            &r.category,
+            &r.title,
+            &r.case_no,
+            &r.deadline_ms,
+            &r.created_ms,
+            &r.updated_ms,
+            &r.conflicts,
+            &r.batch_id,
+            &r.facts,
+            &r.snapshot,
+        ];
+        // The changes logged before it go with it ([`PendingChange`]).
+        let pending = self.pending_log.take();
+        if pending.is_empty() {
+            self.execute(upsert_record!(), &record)?;
+        } else {
+            let columns = PendingColumns::of(pending);
+            let params: Vec<&(dyn postgres::types::ToSql + Sync)> = record.into_iter().chain(columns.params()).collect();
+            self.execute(UPSERT_RECORD_WITH_LOG, &params)?;
+        }
         Ok(())
     }
 
@@ -1186,7 +1320,7 @@ impl Storage for PgStorage {
     }
 
     fn next_town_case_number(&self, town: &str, alone: &str, in_county: &str, year: i64) -> AppResult<(String, i64)> {
-        let row = self.query_one(
+        let row = self.query_one_beside_log(
             "INSERT INTO case_counters(prefix, year, last)
              SELECT CASE WHEN EXISTS (SELECT 1 FROM units WHERE code = $1 AND parent IS NOT NULL) THEN $3 ELSE $2 END, $4, 1
              ON CONFLICT(prefix, year) DO UPDATE SET last = case_counters.last + 1 RETURNING prefix, last",
