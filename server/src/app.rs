@@ -317,8 +317,14 @@ struct UnitsQuery {
 /// department key) for the phones' pickers; 304 with no body when they are still the version
 /// the caller holds (phones ask daily). Reference data, no personal data; any signed-in device
 /// may read it.
-async fn units(State(state): State<AppState>, _auth: AuthDevice, Query(q): Query<UnitsQuery>) -> AppResult<Response> {
-    let units = state.db.read(|c| crate::import::load_units(c).map_err(AppError::Internal)).await?;
+async fn units(State(state): State<AppState>, auth: AuthDevice, Query(q): Query<UnitsQuery>) -> AppResult<Response> {
+    let mut units = state.db.read(|c| crate::import::load_units(c).map_err(AppError::Internal)).await?;
+    // A town's people get their own town's units and the county's (the county and its
+    // departments, which the town's records may be escalated to), never a neighbouring town's;
+    // the county's people get every town's.
+    if let Some(town) = auth.person.unit.town() {
+        units.retain(|u| u.code.town().is_none_or(|t| t == town));
+    }
     let body = serde_json::to_vec(&units).map_err(|e| AppError::Internal(e.to_string()))?;
     if q.unless.is_some_and(|v| v == gridlink_core::org::units_version(&body)) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());

@@ -178,6 +178,19 @@ fn the_county_settles_what_a_town_passes_up_and_compares_its_towns() {
     let (status, _) = api_get(&server, &format!("/api/v1/records/{b1}"), &token(&center_a));
     assert_eq!(status, 404, "nor can it fetch it");
 
+    // The units a phone knows: its own town's and the county's, never a neighbour's; the county
+    // knows every town's.
+    let codes = |who: &Phone| {
+        let (status, units) = api_get(&server, "/api/v1/units", &token(who));
+        assert_eq!(status, 200);
+        units.as_array().unwrap().iter().map(|u| u["code"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    let of_b = codes(&center_b);
+    assert!(of_b.iter().any(|c| c == GRID_B1) && of_b.iter().any(|c| c == COUNTY) && of_b.iter().any(|c| c == COUNTY_DEPT));
+    assert!(!of_b.iter().any(|c| c.starts_with(TOWN)), "town B's phones never learn town A's units: {of_b:?}");
+    let all = codes(&county);
+    assert!(all.iter().any(|c| c == GRID_B1) && all.iter().any(|c| c.starts_with(TOWN)), "the county knows both towns");
+
     // County figures: the towns side by side, outcome figures only.
     let (status, figures) = api_get(&server, "/api/v1/figures", &token(&county));
     assert_eq!(status, 200);
