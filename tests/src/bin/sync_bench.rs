@@ -418,10 +418,33 @@ fn guard_bytes(figures: &[Figures]) {
     );
 }
 
+/// The prefix of the bench's own directory in the system's temporary directory.
+const WORK_PREFIX: &str = "gridlink-bench-";
+
+/// The bench's working directory (its databases and phones' stores, gigabytes on a full run),
+/// marked with the bench's process id. A run that was killed cannot remove its own; the next
+/// run removes every one whose process is gone.
+fn work_dir() -> tempfile::TempDir {
+    let tmp = std::env::temp_dir();
+    // Whether a process is gone is read in /proc; without it (not Linux) nothing is removed.
+    let procs = Path::new("/proc/self").exists();
+    for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten().filter(|_| procs) {
+        let path = entry.path();
+        let ours = entry.file_name().to_string_lossy().starts_with(WORK_PREFIX);
+        let pid = std::fs::read_to_string(path.join("pid")).ok().and_then(|p| p.trim().parse::<u32>().ok());
+        if ours && pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) && std::fs::remove_dir_all(&path).is_ok() {
+            eprintln!("removed {} (left by a bench run that was killed)", path.display());
+        }
+    }
+    let dir = tempfile::Builder::new().prefix(WORK_PREFIX).tempdir().unwrap();
+    std::fs::write(dir.path().join("pid"), std::process::id().to_string()).unwrap();
+    dir
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let scale = |full: usize, small: usize| if quick { small } else { full };
-    let dir = tempfile::tempdir().unwrap();
+    let dir = work_dir();
     // GRIDLINK_BENCH_WORK keeps the exported documents (to run tests/automerge-repo/bench.mjs alone).
     let work = std::env::var_os("GRIDLINK_BENCH_WORK").map_or_else(|| dir.path().join("automerge-repo-workloads"), PathBuf::from);
     // GRIDLINK_BENCH_NODES=2 (on PostgreSQL): that many server processes on the database, the
