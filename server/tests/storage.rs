@@ -194,7 +194,7 @@ mod checks {
         // Device d1 holds a and b: it gets the changes others made to them in log order, nothing
         // of c and none of its own.
         let r = s.add_round("d1", 0, &ids(&["a", "b"]), &[]).unwrap();
-        s.take_round("d1", &s.round("d1", r).unwrap().unwrap()).unwrap();
+        s.device_seen_taking_round("d1", 0, Some(r)).unwrap();
         let all = collect(s, "d1", 0, usize::MAX);
         assert_eq!(
             all.iter().map(|c| (c.1.as_str(), c.2.as_str())).collect::<Vec<_>>(),
@@ -248,22 +248,21 @@ mod checks {
         assert!(s.holdings("d1").unwrap().is_empty(), "a round takes effect only when presented");
         let round = s.round("d1", r1).unwrap().unwrap();
         assert_eq!((round.seq_high, round.added.clone(), round.removed.clone(), round.applied), (5, ids(&["a", "b"]), vec![], false));
-        s.take_round("d1", &round).unwrap();
+        s.device_seen_taking_round("d1", 0, Some(r1)).unwrap();
         assert_eq!(s.holdings("d1").unwrap(), HashSet::from(["a".into(), "b".into()]));
         let r2 = s.add_round("d1", 9, &ids(&["c"]), &ids(&["a"])).unwrap();
         assert_eq!(r2, 2);
         // The device presents round 1 again (its answer to round 2 was lost): nothing changes.
-        s.take_round("d1", &s.round("d1", r1).unwrap().unwrap()).unwrap();
+        s.device_seen_taking_round("d1", 0, Some(r1)).unwrap();
         assert_eq!(s.holdings("d1").unwrap(), HashSet::from(["a".into(), "b".into()]));
-        let round2 = s.round("d1", r2).unwrap().unwrap();
-        s.take_round("d1", &round2).unwrap();
+        s.device_seen_taking_round("d1", 0, Some(r2)).unwrap();
         assert_eq!(s.holdings("d1").unwrap(), HashSet::from(["b".into(), "c".into()]));
         assert_eq!(s.round("d1", r1).unwrap(), None, "older rounds are forgotten once a newer one is presented");
         // Presented once more (applied already): the removal is not undone, nothing is added twice.
-        s.take_round("d1", &s.round("d1", r2).unwrap().unwrap()).unwrap();
+        s.device_seen_taking_round("d1", 0, Some(r2)).unwrap();
         assert_eq!(s.holdings("d1").unwrap(), HashSet::from(["b".into(), "c".into()]));
         assert_eq!(s.holdings("d2").unwrap(), HashSet::new(), "another device's rounds are its own");
-        s.forget_holdings("d1").unwrap();
+        s.device_seen_taking_round("d1", 0, None).unwrap();
         assert!(s.holdings("d1").unwrap().is_empty());
         assert_eq!(s.add_round("d1", 9, &[], &[]).unwrap(), 3, "numbers go on after a start-over");
         // A round answered in a read-only view (on a reader, `sync::serve`) reads the same.
@@ -415,7 +414,7 @@ mod checks {
         s.put_record(&row("at-department", "532331101", Some("532331101-dept-01"), None)).unwrap();
         // d1 holds a record in the village and one the server no longer has.
         let r = s.add_round("d1", 0, &ids(&["in-grid", "gone"]), &[]).unwrap();
-        s.take_round("d1", &s.round("d1", r).unwrap().unwrap()).unwrap();
+        s.device_seen_taking_round("d1", 0, Some(r)).unwrap();
         let scope = |unit: &str, who: &str| -> Vec<String> {
             let mut v: Vec<String> = s.records_in_scope(unit, who).unwrap().into_iter().collect();
             v.sort();
@@ -983,7 +982,7 @@ fn a_cursor_older_than_the_nodes_tail_of_the_log_misses_nothing() {
         )
         .unwrap();
     let r = writer.add_round("d1", 0, &["a".into()], &[]).unwrap();
-    writer.take_round("d1", &writer.round("d1", r).unwrap().unwrap()).unwrap();
+    writer.device_seen_taking_round("d1", 0, Some(r)).unwrap();
     let node = PgStorage::connect(&url).unwrap();
     let holdings = node.holdings("d1").unwrap();
     let sent = |after: i64| {
@@ -1018,7 +1017,7 @@ fn pg_database() -> Option<(Postgres, String)> {
 fn sync_between_two_commits(url: &str, naive: bool) -> Vec<String> {
     let reader = PgStorage::connect(url).unwrap();
     let r = reader.add_round("d1", 0, &["a".into(), "b".into()], &[]).unwrap();
-    reader.take_round("d1", &reader.round("d1", r).unwrap().unwrap()).unwrap();
+    reader.device_seen_taking_round("d1", 0, Some(r)).unwrap();
     let append = |node: &PgStorage, doc: &str| {
         if naive {
             node.batch_execute(&format!(
@@ -1090,7 +1089,7 @@ fn a_read_view_is_one_moment_and_rounds_recorded_at_once_get_numbers_of_their_ow
     assert!(reader.holdings("d1").unwrap().is_empty());
     assert_eq!(reader.log_high_water().unwrap(), 0);
     let r = writer.add_round("d1", 0, &["a".into()], &[]).unwrap();
-    writer.take_round("d1", &writer.round("d1", r).unwrap().unwrap()).unwrap();
+    writer.device_seen_taking_round("d1", 0, Some(r)).unwrap();
     writer.log_change("a", "h1", b"\x00", "d2", 0).unwrap();
     assert!(reader.holdings("d1").unwrap().is_empty(), "a commit after the view began stays out of it");
     assert_eq!(reader.log_high_water().unwrap(), 0, "and so does its change");

@@ -47,7 +47,7 @@ pub struct LoggedChange {
 }
 
 /// A sync round as the server answered it. What it adds to and removes from the device's
-/// holdings takes effect when the device presents the round as its cursor ([`Storage::take_round`]).
+/// holdings takes effect when the device presents the round as its cursor ([`Storage::device_seen_taking_round`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Round {
     pub round: i64,
@@ -502,34 +502,18 @@ pub trait Storage {
     /// A round answered to a device, if the server still keeps it.
     fn round(&self, device: &str, round: i64) -> AppResult<Option<Round>>;
     /// The start of a sync round's writing half: [`Storage::device_seen`], then the round the
-    /// device presents as its cursor taken ([`Storage::take_round`]), or, when it presents none the
-    /// server keeps, its holdings forgotten (it starts over). Returns whether the device is
+    /// device presents as its cursor taken — its additions and removals take effect (once,
+    /// however often it is presented), and older rounds are forgotten — or, when it presents none
+    /// the server keeps, its holdings forgotten (it starts over). Returns whether the device is
     /// recovering and the log position of the round taken (None: it starts over). Where a round
     /// trip counts, one statement.
-    fn device_seen_taking_round(&self, device: &str, now_ms: i64, cursor: Option<i64>) -> AppResult<(bool, Option<i64>)> {
-        let recovering = self.device_seen(device, now_ms)?;
-        match cursor.map(|c| self.round(device, c)).transpose()?.flatten() {
-            Some(round) => {
-                self.take_round(device, &round)?;
-                Ok((recovering, Some(round.seq_high)))
-            }
-            None => {
-                self.forget_holdings(device)?;
-                Ok((recovering, None))
-            }
-        }
-    }
-    /// The device presented `round` as its cursor: its additions and removals take effect (once,
-    /// however often it is presented), and older rounds are forgotten.
-    fn take_round(&self, device: &str, round: &Round) -> AppResult<()>;
+    fn device_seen_taking_round(&self, device: &str, now_ms: i64, cursor: Option<i64>) -> AppResult<(bool, Option<i64>)>;
     /// Records a new round for a device; returns its number, one more than the device's last.
     /// On PostgreSQL it may also run outside any transaction, beside another node or reader
     /// recording a round of the same device: each gets a number of its own.
     fn add_round(&self, device: &str, seq_high: i64, added: &[String], removed: &[String]) -> AppResult<i64>;
     /// The records a device holds, as of the last round it presented.
     fn holdings(&self, device: &str) -> AppResult<HashSet<String>>;
-    /// Forgets what a device holds (it starts over).
-    fn forget_holdings(&self, device: &str) -> AppResult<()>;
 
     // ---- the change log ----
 

@@ -641,10 +641,10 @@ impl Storage for PgStorage {
     }
 
     fn device_seen_taking_round(&self, device: &str, now_ms: i64, cursor: Option<i64>) -> AppResult<(bool, Option<i64>)> {
-        // As `take_round` (or `forget_holdings` when no kept round is presented; `round = NULL`
-        // finds none), with the last-seen time, in one statement. Its parts see the tables as
-        // they were before it: the round is read once, and the two deletions of holdings never
-        // both run.
+        // The presented round's additions and removals, older rounds forgotten, or with no kept
+        // round presented (`round = NULL` finds none) the holdings forgotten, with the last-seen
+        // time: one statement. Its parts see the tables as they were before it: the round is read
+        // once, and the two deletions of holdings never both run.
         let row = self.query_one(
             "WITH seen AS (
                  UPDATE devices SET last_seen_ms = $1 WHERE id = $2 RETURNING recovering
@@ -693,27 +693,6 @@ impl Storage for PgStorage {
         }))
     }
 
-    fn take_round(&self, device: &str, round: &Round) -> AppResult<()> {
-        if round.applied {
-            self.execute("DELETE FROM rounds WHERE device_id = $1 AND round < $2", &[&device, &round.round])?;
-            return Ok(());
-        }
-        // Its additions and removals (never the same record: added ones are in scope, removed
-        // ones are not), applied, and the rounds before it forgotten: one statement.
-        self.execute(
-            "WITH added AS (
-                 INSERT INTO device_docs(device_id, doc_id) SELECT $1, unnest($3::TEXT[]) ON CONFLICT DO NOTHING
-             ), removed AS (
-                 DELETE FROM device_docs WHERE device_id = $1 AND doc_id = ANY($4)
-             ), older AS (
-                 DELETE FROM rounds WHERE device_id = $1 AND round < $2
-             )
-             UPDATE rounds SET applied = TRUE WHERE device_id = $1 AND round = $2",
-            &[&device, &round.round, &round.added, &round.removed],
-        )?;
-        Ok(())
-    }
-
     fn add_round(&self, device: &str, seq_high: i64, added: &[String], removed: &[String]) -> AppResult<i64> {
         let (added, removed) =
             (serde_json::to_string(added).expect("a list of strings"), serde_json::to_string(removed).expect("a list of strings"));
@@ -737,11 +716,6 @@ impl Storage for PgStorage {
 
     fn holdings(&self, device: &str) -> AppResult<HashSet<String>> {
         Ok(self.query("SELECT doc_id FROM device_docs WHERE device_id = $1", &[&device])?.into_iter().map(|r| r.get(0)).collect())
-    }
-
-    fn forget_holdings(&self, device: &str) -> AppResult<()> {
-        self.execute("DELETE FROM device_docs WHERE device_id = $1", &[&device])?;
-        Ok(())
     }
 
     fn change_known(&self, hash: &str) -> AppResult<bool> {

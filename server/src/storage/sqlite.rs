@@ -179,7 +179,12 @@ impl Storage for Connection {
         }))
     }
 
-    fn take_round(&self, device: &str, round: &Round) -> AppResult<()> {
+    fn device_seen_taking_round(&self, device: &str, now_ms: i64, cursor: Option<i64>) -> AppResult<(bool, Option<i64>)> {
+        let recovering = self.device_seen(device, now_ms)?;
+        let Some(round) = cursor.map(|c| self.round(device, c)).transpose()?.flatten() else {
+            self.prepare_cached("DELETE FROM device_docs WHERE device_id = ?1")?.execute([device])?;
+            return Ok((recovering, None));
+        };
         if !round.applied {
             for id in &round.added {
                 self.prepare_cached("INSERT OR IGNORE INTO device_docs(device_id, doc_id) VALUES (?1, ?2)")?.execute([device, id])?;
@@ -191,7 +196,7 @@ impl Storage for Connection {
                 .execute(params![device, round.round])?;
         }
         self.prepare_cached("DELETE FROM rounds WHERE device_id = ?1 AND round < ?2")?.execute(params![device, round.round])?;
-        Ok(())
+        Ok((recovering, Some(round.seq_high)))
     }
 
     fn add_round(&self, device: &str, seq_high: i64, added: &[String], removed: &[String]) -> AppResult<i64> {
@@ -214,11 +219,6 @@ impl Storage for Connection {
         let mut stmt = self.prepare_cached("SELECT doc_id FROM device_docs WHERE device_id = ?1")?;
         let rows = stmt.query_map([device], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn forget_holdings(&self, device: &str) -> AppResult<()> {
-        self.prepare_cached("DELETE FROM device_docs WHERE device_id = ?1")?.execute([device])?;
-        Ok(())
     }
 
     fn change_known(&self, hash: &str) -> AppResult<bool> {
