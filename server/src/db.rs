@@ -106,6 +106,17 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX docs_open_deadline;
     CREATE INDEX docs_open_deadline ON docs(open, deadline_ms, kind, status, location, id);
     ",
+    // 9: the scope columns' indexes carry the record's id, so a device's scope, asked at every
+    // sync round, is read from them alone. Without it each record in scope cost a read of its
+    // table row, which holds its whole snapshot: 7 % of the writer's time under load.
+    "
+    DROP INDEX docs_location;
+    CREATE INDEX docs_location ON docs(location, id);
+    DROP INDEX docs_holder;
+    CREATE INDEX docs_holder ON docs(holder, id);
+    DROP INDEX docs_reporter;
+    CREATE INDEX docs_reporter ON docs(reporter, id);
+    ",
 ];
 
 /// `PRAGMA application_id` of a Gridlink town database ("GRLK").
