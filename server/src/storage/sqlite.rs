@@ -822,22 +822,22 @@ impl Storage for Connection {
 mod tests {
     use super::*;
 
-    /// The sweeper runs at every start, on the writer, before any login is served: on a large
-    /// town with a cold page cache, one table page per overdue incident was 1.6 s of reads.
-    #[test]
-    fn the_sweeper_and_the_figures_read_indexes_alone() {
+    /// The steps of `sql`'s query plan on a database of this build's schema.
+    fn query_plan(sql: &str, values: impl rusqlite::Params) -> Vec<String> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("town.db");
         let mut conn = Connection::open(&path).unwrap();
         crate::db::migrate(&mut conn, &path).unwrap();
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        stmt.query_map(values, |r| r.get(3)).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
+    /// The sweeper runs at every start, on the writer, before any login is served: on a large
+    /// town with a cold page cache, one table page per overdue incident was 1.6 s of reads.
+    #[test]
+    fn the_sweeper_and_the_figures_read_indexes_alone() {
         for sql in [OVERDUE_INCIDENTS, OPEN_BY_VILLAGE] {
-            let plan: Vec<String> = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .unwrap()
-                .query_map([0i64], |r| r.get(3))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
+            let plan = query_plan(sql, [0i64]);
             // Every step that reads `docs` (by name, or as `d` in the sweeper's join) reads the
             // index alone; `d` of the figures is their own grouped subquery.
             let reads_docs = |step: &&String| step.contains("docs") || step.starts_with("SEARCH d ") || step.as_str() == "SCAN d";
@@ -847,19 +847,10 @@ mod tests {
         }
     }
 
+    /// A device's scope is asked at every sync round; a record's table row holds its snapshot.
     #[test]
     fn a_scope_is_read_from_indexes_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("town.db");
-        let mut conn = Connection::open(&path).unwrap();
-        crate::db::migrate(&mut conn, &path).unwrap();
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {}", scope_ids()))
-            .unwrap()
-            .query_map(params!["320581101", "p1"], |r| r.get(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let plan = query_plan(&scope_ids(), params!["320581101", "p1"]);
         let reads: Vec<&String> = plan.iter().filter(|step| step.contains("docs")).collect();
         // Seven index searches (three ranges per column, one for the reporter), no table row.
         assert_eq!(reads.len(), 7, "{plan:?}");
