@@ -7,6 +7,11 @@
 //! `cargo xtask bench` builds in release and runs it; alone:
 //! `npm install --prefix tests/automerge-repo && cargo build --release -p gridlink-server -p gridlink-tests
 //! && target/release/sync_bench [quick]`.
+//!
+//! The load alone, with the server on another machine (so that the load's own CPU does not
+//! share the server's cores): `sync_bench town <dir>` writes the bench town's database there,
+//! `gridlink-server serve` runs on it over there, and `GRIDLINK_BENCH_SERVERS=http://host:port[,…]
+//! sync_bench load 1000` drives it from here (without the server's CPU and memory figures).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -92,7 +97,8 @@ fn make_county(dir: &Path, towns: usize, grids: usize) -> PathBuf {
 }
 
 struct Server {
-    child: Child,
+    /// None: a server this bench did not start (`GRIDLINK_BENCH_SERVERS`), perhaps on another machine.
+    child: Option<Child>,
     base: String,
 }
 
@@ -101,18 +107,25 @@ impl Server {
     fn start(db: &Path, data: &Path) -> Self {
         let how = process::Serve { args: vec!["--data-dir".as_ref(), data.as_os_str()], ..Default::default() };
         let (child, base, _) = process::serve(&server_bin(), db, how);
-        Server { child, base }
+        Server { child: Some(child), base }
     }
 
-    /// CPU seconds the server process used so far (user + system).
+    /// The servers `GRIDLINK_BENCH_SERVERS` names (base URLs, comma-separated), if it is set.
+    fn given() -> Option<Vec<Self>> {
+        let list = std::env::var("GRIDLINK_BENCH_SERVERS").ok().filter(|v| !v.trim().is_empty())?;
+        Some(list.split(',').map(|base| Server { child: None, base: base.trim().trim_end_matches('/').to_owned() }).collect())
+    }
+
+    /// CPU seconds the server process used so far (user + system); NaN for a server elsewhere.
     fn cpu_s(&self) -> f64 {
-        cpu_s(&format!("/proc/{}/stat", self.child.id()))
+        self.child.as_ref().map_or(f64::NAN, |c| cpu_s(&format!("/proc/{}/stat", c.id())))
     }
 
     /// Resident memory in MiB: now, its anonymous part (heap, stacks: the rest is file pages,
     /// mostly the database that SQLite maps), and the peak.
     fn memory_mib(&self) -> (f64, f64, f64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let child = self.child.as_ref().expect("a server this bench started");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
         let kib = |key: &str| -> f64 {
             status.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse::<f64>().unwrap()
         };
@@ -122,8 +135,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -455,6 +470,20 @@ fn main() {
         let db = make_county(dir.path(), towns, grids);
         let servers: Vec<Server> = (0..nodes).map(|_| Server::start(&db, &dir.path().join("data"))).collect();
         return county_load(dir.path(), &servers, towns, grids, quick);
+    }
+    if std::env::args().any(|a| a == "load")
+        && let Some(servers) = Server::given()
+    {
+        return load(dir.path(), &servers, quick);
+    }
+    if let Some(at) = std::env::args().skip_while(|a| a != "town").nth(1) {
+        // Only the town, for a server run elsewhere: `sync_bench town <dir>`.
+        std::fs::create_dir_all(&at).unwrap();
+        let db = make_town(Path::new(&at), 100);
+        println!("The bench town (100 grid members, password {PASSWORD}): {}", db.display());
+        println!("Serve it with `gridlink-server serve --db {} --listen 0.0.0.0:8080`, then from the load's machine:", db.display());
+        println!("GRIDLINK_BENCH_SERVERS=http://<host>:8080 sync_bench load 1000");
+        return;
     }
     let db = make_town(dir.path(), 100);
     if std::env::args().any(|a| a == "logins") {
@@ -839,8 +868,9 @@ fn load(dir: &Path, servers: &[Server], quick: bool) {
         "\n| devices, rounds back to back (one new report each, ≤ {rounds_each} rounds per device) | rounds | changes ingested/s | p50 round | p99 round | server CPU |\n|---|---|---|---|---|---|"
     );
     let row = |label: String, lat: &[f64], wall: f64, cpu: f64| {
+        let cpu = if cpu.is_nan() { format!("elsewhere, in {wall:.1} s") } else { format!("{cpu:.1} s of {wall:.1} s") };
         println!(
-            "| {label} | {} | {:.0} | {:.0} ms | {:.0} ms | {cpu:.1} s of {wall:.1} s |",
+            "| {label} | {} | {:.0} | {:.0} ms | {:.0} ms | {cpu} |",
             lat.len(),
             lat.len() as f64 / wall,
             pct(lat, 0.5) * 1e3,
@@ -860,7 +890,7 @@ fn load(dir: &Path, servers: &[Server], quick: bool) {
         let (lat, wall) = drive(&mut pool[..paced], pause.as_secs_f64() * (paced_rounds + 1) as f64, paced_rounds, pause);
         row(format!("every {} s", pause.as_secs()), &lat, wall, cpu_s() - cpu0);
     }
-    for server in servers {
+    for server in servers.iter().filter(|s| s.child.is_some()) {
         let (rss, anon, peak) = server.memory_mib();
         println!(
             "\nServer memory after the load, its {most} connections still open: RSS {rss:.1} MiB ({anon:.1} MiB of it anonymous; peak {peak:.1} MiB)."
@@ -869,7 +899,7 @@ fn load(dir: &Path, servers: &[Server], quick: bool) {
     // The phones hang up (their connections close), as a fleet does between its syncs.
     drop(pool);
     std::thread::sleep(Duration::from_secs(2));
-    for server in servers {
+    for server in servers.iter().filter(|s| s.child.is_some()) {
         let (rss, anon, _) = server.memory_mib();
         println!("Server memory once the devices hung up: RSS {rss:.1} MiB ({anon:.1} MiB of it anonymous).");
     }
