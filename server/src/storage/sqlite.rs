@@ -23,17 +23,18 @@ use crate::records::ScopeEvent;
 /// so every list filters scope inside the query, before any `LIMIT`. The test
 /// `every_list_is_complete_for_every_role` checks it against `ScopeEvent::visible_to`.
 fn scope() -> String {
-    format!("({} OR {} OR reporter = ?2)", within_sql("location", "?1"), within_sql("holder", "?1"))
+    format!("({})", scope_parts().join(" OR "))
+}
+
+/// The conditions of [`scope`], one per index column.
+fn scope_parts() -> [String; 3] {
+    [within_sql("location", "?1"), within_sql("holder", "?1"), "reporter = ?2".into()]
 }
 
 /// The ids of [`scope`], one part per column, each read from that column's index alone (schema 9;
 /// `a_scope_is_read_from_indexes_alone`). A record may come up in more than one part.
 fn scope_ids() -> String {
-    format!(
-        "SELECT id FROM docs WHERE {} UNION ALL SELECT id FROM docs WHERE {} UNION ALL SELECT id FROM docs WHERE reporter = ?2",
-        within_sql("location", "?1"),
-        within_sql("holder", "?1")
-    )
+    scope_parts().map(|part| format!("SELECT id FROM docs WHERE {part}")).join(" UNION ALL ")
 }
 
 /// The deadline sweeper's question: open incidents past their due time not yet settled for it.
