@@ -116,9 +116,14 @@ impl Server {
         Some(list.split(',').map(|base| Server { child: None, base: base.trim().trim_end_matches('/').to_owned() }).collect())
     }
 
-    /// CPU seconds the server process used so far (user + system); NaN for a server elsewhere.
+    /// CPU seconds the server process used so far (user + system); None for a server elsewhere.
+    fn cpu_here_s(&self) -> Option<f64> {
+        self.child.as_ref().map(|c| cpu_s(&format!("/proc/{}/stat", c.id())))
+    }
+
+    /// [`Server::cpu_here_s`] of a server this bench started.
     fn cpu_s(&self) -> f64 {
-        self.child.as_ref().map_or(f64::NAN, |c| cpu_s(&format!("/proc/{}/stat", c.id())))
+        self.cpu_here_s().expect("a server this bench started")
     }
 
     /// Resident memory in MiB: now, its anonymous part (heap, stacks: the rest is file pages,
@@ -459,6 +464,14 @@ fn work_dir() -> tempfile::TempDir {
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let scale = |full: usize, small: usize| if quick { small } else { full };
+    let given = Server::given();
+    let loading = std::env::args().any(|a| a == "load") && !std::env::args().any(|a| a == "county");
+    if given.is_some() && !loading {
+        // The other runs start their own server: silently ignoring the servers named would
+        // measure a different one than the caller meant.
+        eprintln!("GRIDLINK_BENCH_SERVERS names servers for `sync_bench load N` only; unset it for this run");
+        std::process::exit(2);
+    }
     let dir = work_dir();
     // GRIDLINK_BENCH_WORK keeps the exported documents (to run tests/automerge-repo/bench.mjs alone).
     let work = std::env::var_os("GRIDLINK_BENCH_WORK").map_or_else(|| dir.path().join("automerge-repo-workloads"), PathBuf::from);
@@ -471,9 +484,7 @@ fn main() {
         let servers: Vec<Server> = (0..nodes).map(|_| Server::start(&db, &dir.path().join("data"))).collect();
         return county_load(dir.path(), &servers, towns, grids, quick);
     }
-    if std::env::args().any(|a| a == "load")
-        && let Some(servers) = Server::given()
-    {
+    if let Some(servers) = given {
         return load(dir.path(), &servers, quick);
     }
     if let Some(at) = std::env::args().skip_while(|a| a != "town").nth(1) {
@@ -834,7 +845,8 @@ fn drive_each(fleet: &mut [WireDevice], seconds: f64, rounds: usize, pause: Dura
 /// round. First as fast as they can (the server's capacity), then 1,000 devices each syncing
 /// once every 10, 5 and 3 s.
 fn load(dir: &Path, servers: &[Server], quick: bool) {
-    let cpu_s = || servers.iter().map(Server::cpu_s).sum::<f64>();
+    // None when the servers run elsewhere (`GRIDLINK_BENCH_SERVERS`): their CPU is read there.
+    let cpu_s = || servers.iter().map(Server::cpu_here_s).sum::<Option<f64>>();
     // `sync_bench load 200 500` runs just those fleet sizes back to back.
     let sizes: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
     let sizes = if !sizes.is_empty() {
@@ -867,8 +879,8 @@ fn load(dir: &Path, servers: &[Server], quick: bool) {
     println!(
         "\n| devices, rounds back to back (one new report each, ≤ {rounds_each} rounds per device) | rounds | changes ingested/s | p50 round | p99 round | server CPU |\n|---|---|---|---|---|---|"
     );
-    let row = |label: String, lat: &[f64], wall: f64, cpu: f64| {
-        let cpu = if cpu.is_nan() { format!("elsewhere, in {wall:.1} s") } else { format!("{cpu:.1} s of {wall:.1} s") };
+    let row = |label: String, lat: &[f64], wall: f64, cpu: Option<f64>| {
+        let cpu = cpu.map_or_else(|| format!("elsewhere, in {wall:.1} s"), |cpu| format!("{cpu:.1} s of {wall:.1} s"));
         println!(
             "| {label} | {} | {:.0} | {:.0} ms | {:.0} ms | {cpu} |",
             lat.len(),
@@ -880,7 +892,7 @@ fn load(dir: &Path, servers: &[Server], quick: bool) {
     for n in sizes {
         let cpu0 = cpu_s();
         let (lat, wall) = drive(&mut pool[..n], seconds, rounds_each, Duration::ZERO);
-        row(n.to_string(), &lat, wall, cpu_s() - cpu0);
+        row(n.to_string(), &lat, wall, cpu_s().zip(cpu0).map(|(b, a)| b - a));
     }
     println!(
         "\n| {paced} devices, each one round per pause (one new report per round, {paced_rounds} rounds) | rounds | changes ingested/s | p50 round | p99 round | server CPU |\n|---|---|---|---|---|---|"
@@ -888,7 +900,7 @@ fn load(dir: &Path, servers: &[Server], quick: bool) {
     for pause in pauses {
         let cpu0 = cpu_s();
         let (lat, wall) = drive(&mut pool[..paced], pause.as_secs_f64() * (paced_rounds + 1) as f64, paced_rounds, pause);
-        row(format!("every {} s", pause.as_secs()), &lat, wall, cpu_s() - cpu0);
+        row(format!("every {} s", pause.as_secs()), &lat, wall, cpu_s().zip(cpu0).map(|(b, a)| b - a));
     }
     for server in servers.iter().filter(|s| s.child.is_some()) {
         let (rss, anon, peak) = server.memory_mib();
