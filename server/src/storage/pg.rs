@@ -192,18 +192,33 @@ macro_rules! upsert_record {
     };
 }
 
-/// Pending changes appended to the log in the order they were logged.
-const LOG_PENDING: &str = "INSERT INTO changes(doc_id, hash, bytes, device_id, received_ms)
-     SELECT d, h, b, v, r FROM unnest($1::TEXT[], $2::TEXT[], $3::BYTEA[], $4::TEXT[], $5::BIGINT[])
-     WITH ORDINALITY AS c(d, h, b, v, r, n) ORDER BY n";
+/// Pending changes appended to the log in the order they were logged, from the five arrays
+/// ([`PendingColumns::params`]) that are the statement's parameters numbered as given.
+macro_rules! log_pending {
+    ($d:literal, $h:literal, $b:literal, $v:literal, $r:literal) => {
+        concat!(
+            "INSERT INTO changes(doc_id, hash, bytes, device_id, received_ms)
+             SELECT d, h, b, v, r FROM unnest($",
+            $d,
+            "::TEXT[], $",
+            $h,
+            "::TEXT[], $",
+            $b,
+            "::BYTEA[], $",
+            $v,
+            "::TEXT[], $",
+            $r,
+            "::BIGINT[])
+             WITH ORDINALITY AS c(d, h, b, v, r, n) ORDER BY n"
+        )
+    };
+}
+
+/// The pending changes alone.
+const LOG_PENDING: &str = log_pending!(1, 2, 3, 4, 5);
 
 /// A record's row with the pending changes of the log ($19 … $23), in one statement.
-const UPSERT_RECORD_WITH_LOG: &str = concat!(
-    "WITH logged AS (INSERT INTO changes(doc_id, hash, bytes, device_id, received_ms)
-         SELECT d, h, b, v, r FROM unnest($19::TEXT[], $20::TEXT[], $21::BYTEA[], $22::TEXT[], $23::BIGINT[])
-         WITH ORDINALITY AS c(d, h, b, v, r, n) ORDER BY n) ",
-    upsert_record!()
-);
+const UPSERT_RECORD_WITH_LOG: &str = concat!("WITH logged AS (", log_pending!(19, 20, 21, 22, 23), ") ", upsert_record!());
 
 /// After how many statements a connection first makes its plans again; then after each power
 /// of two up to [`REPLAN_EVERY_MAX`], and every multiple of it.
@@ -211,6 +226,12 @@ const REPLAN_FIRST: u64 = 1 << 10;
 /// The longest run of statements between two new plannings (minutes of a busy writer); a power
 /// of two, so that its multiples include every power of two above it.
 const REPLAN_EVERY_MAX: u64 = 1 << 20;
+
+/// Whether a connection makes its plans again before its `executed`-th statement
+/// ([`PgStorage::replan_as_tables_grow`]).
+fn replans_at(executed: u64) -> bool {
+    executed >= REPLAN_FIRST && (executed.is_power_of_two() || executed.is_multiple_of(REPLAN_EVERY_MAX))
+}
 
 /// Most changes [`LogTail`] keeps (about 100 bytes each).
 const LOG_TAIL_MAX: usize = 65_536;
@@ -366,7 +387,7 @@ impl PgStorage {
     fn replan_as_tables_grow(&self) -> AppResult<()> {
         let executed = self.executed.get() + 1;
         self.executed.set(executed);
-        if executed < REPLAN_FIRST || !(executed.is_power_of_two() || executed.is_multiple_of(REPLAN_EVERY_MAX)) {
+        if !replans_at(executed) {
             return Ok(());
         }
         Ok(self.client.borrow_mut().batch_execute("DISCARD PLANS")?)
@@ -1441,3 +1462,20 @@ const PG_PEOPLE_SEARCH: &str = "($1 = '' OR id LIKE $2 ESCAPE '\\' OR name LIKE 
 
 /// The audit lines an [`AuditFilter`] matches (`$1`–`$4`).
 const PG_AUDIT_FILTER: &str = "WHERE ($1 = '' OR actor = $1) AND ($2 = '' OR action = $2) AND at_ms >= $3 AND at_ms < $4";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plans are made again as a table may have doubled since: often while the server is young,
+    /// then at a steady pace, and never in between (each new planning costs every statement a
+    /// parse on its next run).
+    #[test]
+    fn plans_are_made_again_as_the_statements_double() {
+        let at: Vec<u64> = (1..=3 * REPLAN_EVERY_MAX).filter(|&n| replans_at(n)).collect();
+        let doubling: Vec<u64> = (10..=20).map(|k| 1u64 << k).collect();
+        assert_eq!(at[..doubling.len()], doubling[..], "from the 1,024th statement, at each power of two");
+        assert_eq!(at[doubling.len()..], [2 * REPLAN_EVERY_MAX, 3 * REPLAN_EVERY_MAX], "then every 2^20 statements");
+        assert!(!replans_at(1) && !replans_at(REPLAN_FIRST - 1) && !replans_at(REPLAN_FIRST + 1));
+    }
+}
