@@ -847,6 +847,7 @@ fn drive_each(fleet: &mut [WireDevice], seconds: f64, rounds: usize, pause: Dura
 fn load(dir: &Path, servers: &[Server], quick: bool) {
     // None when the servers run elsewhere (`GRIDLINK_BENCH_SERVERS`): their CPU is read there.
     let cpu_s = || servers.iter().map(Server::cpu_here_s).sum::<Option<f64>>();
+    let cpu_since = |before: Option<f64>| cpu_s().zip(before).map(|(now, before)| now - before);
     // `sync_bench load 200 500` runs just those fleet sizes back to back.
     let sizes: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
     let sizes = if !sizes.is_empty() {
@@ -892,7 +893,7 @@ fn load(dir: &Path, servers: &[Server], quick: bool) {
     for n in sizes {
         let cpu0 = cpu_s();
         let (lat, wall) = drive(&mut pool[..n], seconds, rounds_each, Duration::ZERO);
-        row(n.to_string(), &lat, wall, cpu_s().zip(cpu0).map(|(b, a)| b - a));
+        row(n.to_string(), &lat, wall, cpu_since(cpu0));
     }
     println!(
         "\n| {paced} devices, each one round per pause (one new report per round, {paced_rounds} rounds) | rounds | changes ingested/s | p50 round | p99 round | server CPU |\n|---|---|---|---|---|---|"
@@ -900,7 +901,7 @@ fn load(dir: &Path, servers: &[Server], quick: bool) {
     for pause in pauses {
         let cpu0 = cpu_s();
         let (lat, wall) = drive(&mut pool[..paced], pause.as_secs_f64() * (paced_rounds + 1) as f64, paced_rounds, pause);
-        row(format!("every {} s", pause.as_secs()), &lat, wall, cpu_s().zip(cpu0).map(|(b, a)| b - a));
+        row(format!("every {} s", pause.as_secs()), &lat, wall, cpu_since(cpu0));
     }
     for server in servers.iter().filter(|s| s.child.is_some()) {
         let (rss, anon, peak) = server.memory_mib();
