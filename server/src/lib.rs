@@ -98,6 +98,22 @@ pub fn build_state_at(settings: Settings, location: &db::Location, clock: Arc<dy
     Ok(state)
 }
 
+/// How many connections may wait to be accepted. A town's phones come back together — after a
+/// network outage, at the start of a shift — and the standard library's `bind` listens with room
+/// for 128: the kernel drops the connections beyond, and each one's phone waits a whole second
+/// to try again (docs/benchmarks.md, "Connections waiting to be accepted"). The kernel caps it
+/// at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listening socket at `at` with room for [`LISTEN_BACKLOG`] waiting connections,
+/// address reuse on, non-blocking. Called inside the Tokio runtime.
+pub fn bind(at: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if at.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(at)?;
+    socket.listen(LISTEN_BACKLOG)?.into_std()
+}
+
 /// How long a kept-alive connection may wait for its next request before the server closes it.
 /// Phones sync once a minute or so and their HTTP client (ureq) stops reusing a connection idle
 /// for 15 s, but keeps it open: without this, every phone's last connection stayed open with
@@ -178,4 +194,23 @@ fn spawn_sweeper(state: &AppState) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    /// Phones coming back together all get in while the server is still busy accepting: the
+    /// socket holds more waiting connections than the standard library's 128. Nothing accepts
+    /// here; with std's `bind` the 130th connection is never answered (the kernel drops it).
+    #[tokio::test]
+    async fn the_listening_socket_has_room_for_a_town_coming_back_at_once() {
+        let listener = super::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let at = listener.local_addr().unwrap();
+        let waiting: Vec<std::net::TcpStream> = (0..300)
+            .map(|i| {
+                std::net::TcpStream::connect_timeout(&at, std::time::Duration::from_secs(20))
+                    .unwrap_or_else(|e| panic!("connection {i} was not let in: {e}"))
+            })
+            .collect();
+        assert_eq!(waiting.len(), 300);
+    }
 }

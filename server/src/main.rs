@@ -136,8 +136,7 @@ fn serve(
             if listen.port() != 0 {
                 at.set_port(listen.port() + i as u16);
             }
-            let listener = std::net::TcpListener::bind(at).map_err(|e| format!("无法监听 {at}: {e}"))?;
-            listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+            let listener = gridlink_server::bind(at).map_err(|e| format!("无法监听 {at}: {e}"))?;
             listeners.push(listener);
         }
         let addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
