@@ -84,31 +84,75 @@ pub fn ingest(
     doc_id: &str,
     changes: &[Vec<u8>],
 ) -> AppResult<Result<usize, (usize, String)>> {
-    let mut decoded: Vec<Option<Change>> = changes.iter().map(|b| gridlink_core::chunk::decode_change(b)).collect();
-    // The server's copy and whether the first change is stored already, read together.
-    let first_hash = decoded.first().and_then(|c| c.as_ref()).map(|c| c.hash().to_string());
-    let (saved, first_known) = tx.snapshot_and_known(doc_id, first_hash.as_deref())?;
-    let existing = saved.map(|s| RecordDoc::load(doc_id, &[&s], ctx.server_actor)).transpose()?;
-    let is_new = existing.is_none();
-    let mut before: Option<Record> = existing.as_ref().map(|d| d.read()).transpose()?;
-    let first = before.clone();
-    let mut doc = existing.unwrap_or_else(|| RecordDoc::empty(ctx.server_actor));
-    let mut stored = false;
-    let mut outcome = Ok(changes.len());
-    for (i, bytes) in changes.iter().enumerate() {
-        let change = Decoded { change: decoded[i].take(), bytes, known: (i == 0).then_some(first_known) };
-        match ingest_one(tx, ctx, device_id, person, doc_id, &mut doc, before.as_ref(), change)? {
-            Ok(Some(record)) => {
-                before = Some(record);
-                stored = true;
-            }
-            Ok(None) => {} // already stored (a repeated request)
-            Err(reason) => {
-                outcome = Err((i, reason));
-                break;
-            }
+    ingest_prepared(tx, ctx, device_id, person, doc_id, changes, None)
+}
+
+/// [`ingest`], taking a new record's changes as [`prepare_new`] judged them outside the writer
+/// when the record is still new here: the writer then only stores them and adds its own part.
+/// Otherwise (the record arrived meanwhile, a change is stored already, the device is
+/// recovering) the changes are judged here as for any record.
+pub fn ingest_prepared(
+    tx: &dyn Storage,
+    ctx: &mut IngestCtx<'_>,
+    device_id: &str,
+    person: &Person,
+    doc_id: &str,
+    changes: &[Vec<u8>],
+    prepared: Option<Prepared>,
+) -> AppResult<Result<usize, (usize, String)>> {
+    let prepared = prepared.filter(|p| !ctx.recovery && p.doc_id == doc_id && p.count == changes.len());
+    let mut decoded: Vec<Option<Change>> = Vec::new();
+    let first_hash = match &prepared {
+        Some(p) => Some(p.first_hash.clone()),
+        None => {
+            decoded = changes.iter().map(|b| gridlink_core::chunk::decode_change(b)).collect();
+            decoded.first().and_then(|c| c.as_ref()).map(|c| c.hash().to_string())
         }
-    }
+    };
+    // The server's copy and whether the first change is stored already, read together.
+    let (saved, first_known) = tx.snapshot_and_known(doc_id, first_hash.as_deref())?;
+    let still_new = saved.is_none() && !first_known;
+    let taken = match prepared {
+        Some(p) if still_new && p.later_unknown(tx)? => Some(p),
+        Some(_) => {
+            decoded = changes.iter().map(|b| gridlink_core::chunk::decode_change(b)).collect();
+            None
+        }
+        None => None,
+    };
+    let (mut doc, before, first, is_new, stored, outcome) = match taken {
+        Some(p) => {
+            for (i, hash) in &p.accepted {
+                insert_change(tx, doc_id, hash, &changes[*i], device_id, ctx.now_ms)?;
+            }
+            let stored = !p.accepted.is_empty();
+            (p.doc, p.record, None, true, stored, p.outcome)
+        }
+        None => {
+            let existing = saved.map(|s| RecordDoc::load(doc_id, &[&s], ctx.server_actor)).transpose()?;
+            let is_new = existing.is_none();
+            let mut before: Option<Record> = existing.as_ref().map(|d| d.read()).transpose()?;
+            let first = before.clone();
+            let mut doc = existing.unwrap_or_else(|| RecordDoc::empty(ctx.server_actor));
+            let mut stored = false;
+            let mut outcome = Ok(changes.len());
+            for (i, bytes) in changes.iter().enumerate() {
+                let change = Decoded { change: decoded[i].take(), bytes, known: (i == 0).then_some(first_known) };
+                match ingest_one(tx, ctx, device_id, person, doc_id, &mut doc, before.as_ref(), change)? {
+                    Ok(Some(record)) => {
+                        before = Some(record);
+                        stored = true;
+                    }
+                    Ok(None) => {} // already stored (a repeated request)
+                    Err(reason) => {
+                        outcome = Err((i, reason));
+                        break;
+                    }
+                }
+            }
+            (doc, before, first, is_new, stored, outcome)
+        }
+    };
     if stored {
         // The server's part, as one change after the device's: a new record's case number, and
         // routing for a fresh report.
@@ -137,6 +181,74 @@ pub fn ingest(
         write_index(tx, &record, &mut doc, ctx)?;
     }
     Ok(outcome)
+}
+
+/// A new record's pushed changes, judged by the workflow's rules outside the writer
+/// ([`prepare_new`]), for [`ingest_prepared`] to store while the record is still new.
+#[derive(Debug)]
+pub struct Prepared {
+    doc_id: String,
+    /// How many changes were pushed, accepted or not.
+    count: usize,
+    first_hash: String,
+    /// The accepted changes: index in the push, and hash.
+    accepted: Vec<(usize, String)>,
+    /// The server's copy with the accepted changes, and the record it reads as.
+    doc: RecordDoc,
+    record: Option<Record>,
+    outcome: Result<usize, (usize, String)>,
+}
+
+impl Prepared {
+    /// Whether none of the accepted changes after the first is stored already (the first was
+    /// checked with the record). Such a change could only be a record's root change pushed again.
+    fn later_unknown(&self, tx: &dyn Storage) -> AppResult<bool> {
+        for (_, hash) in self.accepted.iter().filter(|(i, _)| *i > 0) {
+            if tx.change_known(hash)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Judges the changes of a record that looks new — its first change depends on nothing — as
+/// [`ingest`] would if the server had no copy of it, without the database: the part of a round
+/// that costs the most runs beside the writer, in the request's own task. `None` when the first
+/// change is no new record's or judging needs the database (the writer then does it all).
+pub fn prepare_new(server_actor: &ActorId, now_ms: i64, person: &Person, doc_id: &str, changes: &[impl AsRef<[u8]>]) -> Option<Prepared> {
+    let mut decoded = changes.iter().map(|b| gridlink_core::chunk::decode_change(b.as_ref()));
+    let first = decoded.next()??;
+    if !first.deps().is_empty() {
+        return None;
+    }
+    let first_hash = first.hash().to_string();
+    let mut doc = RecordDoc::empty(server_actor);
+    let mut record: Option<Record> = None;
+    let mut accepted: Vec<(usize, String)> = Vec::new();
+    let mut outcome = Ok(changes.len());
+    for (i, change) in std::iter::once(Some(first)).chain(decoded).enumerate() {
+        let Some(change) = change else {
+            outcome = Err((i, INVALID_CHANGE.to_owned()));
+            break;
+        };
+        let hash = change.hash().to_string();
+        if accepted.iter().any(|(_, h)| *h == hash) {
+            continue; // pushed twice: stored once
+        }
+        match judge(server_actor, now_ms, false, person, doc_id, &mut doc, record.as_ref(), change, &mut |_, _| Ok(false)).ok()? {
+            Ok((next, after)) => {
+                doc = next;
+                record = Some(after);
+                accepted.push((i, hash));
+            }
+            Err(reason) => {
+                outcome = Err((i, reason));
+                break;
+            }
+        }
+    }
+    Some(Prepared { doc_id: doc_id.to_owned(), count: changes.len(), first_hash, accepted, doc, record, outcome })
 }
 
 /// Work that counted before this push and no longer does — a department signed and handled a
@@ -210,7 +322,7 @@ fn ingest_one(
 ) -> AppResult<Result<Option<Record>, String>> {
     let Decoded { change, bytes, known } = pushed;
     let Some(change) = change else {
-        return Ok(Err("变更数据无效".into()));
+        return Ok(Err(INVALID_CHANGE.into()));
     };
     let hash = change.hash().to_string();
     let known = match known {
@@ -220,6 +332,43 @@ fn ingest_one(
     if known {
         return Ok(Ok(None));
     }
+    let recovery = ctx.recovery;
+    let name = before.map_or(doc_id, Record::display_no);
+    let mut despite_rules = |seen: Option<&Record>, made: &Record| -> AppResult<bool> {
+        if !(recovery && is_recoverable(tx, seen, made)?) {
+            return Ok(false);
+        }
+        tx.audit(ctx.now_ms, &person.id, "recover_change", &format!("{name} {hash} 由设备 {device_id} 在恢复后带回"))?;
+        Ok(true)
+    };
+    let (next, after) = match judge(ctx.server_actor, ctx.now_ms, recovery, person, doc_id, doc, before, change, &mut despite_rules)? {
+        Ok(judged) => judged,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    insert_change(tx, doc_id, &hash, bytes, device_id, ctx.now_ms)?;
+    *doc = next;
+    Ok(Ok(Some(after)))
+}
+
+/// Why a pushed change that is not an Automerge change is refused.
+const INVALID_CHANGE: &str = "变更数据无效";
+
+/// Judges one change by the workflow's rules against the server's copy `doc` (whose record is
+/// `before`, `None` for a new record): the copy with the change merged and the record it reads
+/// as, or why the change is refused. A change against the rules is still taken when
+/// `despite_rules` says so (a recovering device, [`is_recoverable`]).
+#[allow(clippy::too_many_arguments)]
+fn judge(
+    server_actor: &ActorId,
+    now_ms: i64,
+    recovery: bool,
+    person: &Person,
+    doc_id: &str,
+    doc: &mut RecordDoc,
+    before: Option<&Record>,
+    change: Change,
+    despite_rules: &mut dyn FnMut(Option<&Record>, &Record) -> AppResult<bool>,
+) -> AppResult<Result<(RecordDoc, Record), String>> {
     // Judge the change by what its author saw: the record at the change's dependencies.
     let author_before = match before {
         Some(_) => match doc.fork_at(change.deps()) {
@@ -228,7 +377,7 @@ fn ingest_one(
         },
         None => None,
     };
-    let mut author_after = author_before.clone().unwrap_or_else(|| RecordDoc::empty(ctx.server_actor));
+    let mut author_after = author_before.clone().unwrap_or_else(|| RecordDoc::empty(server_actor));
     if author_after.apply_changes(vec![change.clone()]).is_err() || !author_after.missing_deps(&[]).is_empty() {
         return Ok(Err("缺少前置变更,请重新同步".into()));
     }
@@ -252,11 +401,10 @@ fn ingest_one(
     if let Err(field) = gridlink_core::pii::check_masked(seen.as_ref().map(|r| &r.body), &made.body) {
         return Ok(Err(format!("记录 {name} 的{field}未遮蔽:身份证号和电话不得写入记录文档,须另行加密传送,请升级应用后重试")));
     }
-    if let Err(reason) = validate_update_fn(seen.as_ref(), &made, person, ctx.now_ms) {
-        if !(ctx.recovery && is_recoverable(tx, seen.as_ref(), &made)?) {
-            return Ok(Err(reason));
-        }
-        tx.audit(ctx.now_ms, &person.id, "recover_change", &format!("{name} {hash} 由设备 {device_id} 在恢复后带回"))?;
+    if let Err(reason) = validate_update_fn(seen.as_ref(), &made, person, now_ms)
+        && !despite_rules(seen.as_ref(), &made)?
+    {
+        return Ok(Err(reason));
     }
     // Then merge it into the server's copy, which must keep its identity and history. A new
     // record's copy is the empty document the author's view started from: that view is it.
@@ -265,7 +413,7 @@ fn ingest_one(
     } else {
         let mut next = doc.clone();
         if next.apply_changes(vec![change]).is_err() {
-            return Ok(Err("变更数据无效".into()));
+            return Ok(Err(INVALID_CHANGE.into()));
         }
         match next.read() {
             Ok(r) => (next, r),
@@ -275,13 +423,11 @@ fn ingest_one(
     if let Some(b) = before
         && let Err(reason) = check_invariants(b, &after)
         // The server's own change giving a case number, brought back from a device.
-        && !(ctx.recovery && b.case_no.is_none() && check_invariants(b, &Record { case_no: None, ..after.clone() }).is_ok())
+        && !(recovery && b.case_no.is_none() && check_invariants(b, &Record { case_no: None, ..after.clone() }).is_ok())
     {
         return Ok(Err(reason));
     }
-    insert_change(tx, doc_id, &hash, bytes, device_id, ctx.now_ms)?;
-    *doc = next;
-    Ok(Ok(Some(after)))
+    Ok(Ok((next, after)))
 }
 
 /// Whether a change some other device or the server made may come back from a recovering device:
@@ -666,4 +812,104 @@ pub fn read_for(conn: &dyn Storage, actor: &ActorId, id: &str, person: &Person) 
         return Err(AppError::NotFound);
     }
     Ok((record, state, who))
+}
+
+#[cfg(test)]
+mod tests {
+    use gridlink_core::{Client, ClientOptions, IncidentEdit, NewIncident, Person};
+
+    use super::*;
+
+    /// The demo town, seeded, in its own directory.
+    fn town(dir: &std::path::Path) -> crate::AppState {
+        crate::demo::bench_town(dir, 0).unwrap().0
+    }
+
+    fn person(state: &crate::AppState, id: &str) -> Person {
+        crate::auth::load_person(&*state.db.reader(), id).unwrap().expect("a demo person").0
+    }
+
+    /// One round's ingest, in the writer's transaction.
+    fn ingest_in(
+        state: &crate::AppState,
+        person: &Person,
+        doc: &str,
+        changes: &[Vec<u8>],
+        prepared: Option<Prepared>,
+    ) -> Result<usize, (usize, String)> {
+        let conn = state.db.writer();
+        let tx = crate::storage::Tx::begin(&*conn).unwrap();
+        let routing = state.routing();
+        let mut events = Vec::new();
+        let mut ctx = state.ingest_ctx(&routing, state.now_ms(), &mut events);
+        let outcome = ingest_prepared(&*tx, &mut ctx, "phone", person, doc, changes, prepared).unwrap();
+        tx.commit().unwrap();
+        outcome
+    }
+
+    /// What the server keeps of a record: its stored changes by who sent them, and its case number.
+    fn kept(state: &crate::AppState, doc: &str) -> (Vec<String>, Option<String>) {
+        let conn = state.db.reader();
+        let mut from = Vec::new();
+        conn.record_changes(doc, &mut |_, device| {
+            from.push(device);
+            Ok(())
+        })
+        .unwrap();
+        (from, conn.case_no_of(doc).unwrap())
+    }
+
+    /// A new record's changes judged beside the writer ([`prepare_new`]) are taken as the writer
+    /// would judge them itself: the same outcome, the same changes kept, the same case number —
+    /// for a report and its edit, for a report its pusher may not make, and for a push repeated
+    /// after the record was stored (the prepared judgement is then set aside).
+    #[test]
+    fn a_new_record_judged_beside_the_writer_is_taken_as_the_writer_would() {
+        let (plain_dir, prepared_dir, phone_dir) =
+            (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (plain, prepared) = (town(plain_dir.path()), town(prepared_dir.path()));
+        let grid = person(&plain, "gt201-0101");
+        let other = person(&plain, "gt202-0101");
+        let mut phone = Client::open_with(phone_dir.path().join("phone.db"), ClientOptions::default()).unwrap();
+        phone.set_identity(grid.clone()).unwrap();
+        let id = phone.create_incident(NewIncident { category: "0501".into(), title: "垃圾堆放".into(), ..Default::default() }).unwrap();
+        phone.edit_incident(&id, IncidentEdit { notes: Some("已拍照".into()), ..Default::default() }).unwrap();
+        let changes: Vec<Vec<u8>> = phone.outbox(10).unwrap().into_iter().map(|e| e.bytes).collect();
+        assert_eq!(changes.len(), 2);
+
+        // Another grid's member may not report it: refused alike, nothing kept.
+        let refused = ingest_in(&plain, &other, &id, &changes, None);
+        assert!(refused.is_err(), "{refused:?}");
+        let judged = prepare_new(&prepared.server_actor, prepared.now_ms(), &other, &id, &changes);
+        assert_eq!(ingest_in(&prepared, &other, &id, &changes, judged), refused);
+        assert_eq!(kept(&prepared, &id), (vec![], None));
+
+        // Its reporter's push, twice over (the answer was lost): the second judgement was made
+        // while the record was new, and is set aside.
+        let first = prepare_new(&prepared.server_actor, prepared.now_ms(), &grid, &id, &changes);
+        let again = prepare_new(&prepared.server_actor, prepared.now_ms(), &grid, &id, &changes);
+        assert_eq!(ingest_in(&plain, &grid, &id, &changes, None), Ok(2));
+        assert_eq!(ingest_in(&prepared, &grid, &id, &changes, first), Ok(2));
+        assert_eq!(ingest_in(&prepared, &grid, &id, &changes, again), Ok(2));
+        let kept_plain = kept(&plain, &id);
+        assert_eq!(kept_plain.0, ["phone", "phone", SERVER_DEVICE]);
+        assert!(kept_plain.1.is_some(), "{kept_plain:?}");
+        assert_eq!(kept(&prepared, &id), kept_plain);
+        let read = |s: &crate::AppState| load_doc(&*s.db.reader(), &id, &s.server_actor).unwrap().unwrap().read().unwrap();
+        let (a, b) = (read(&plain), read(&prepared));
+        assert_eq!((a.case_no, a.timeline.len(), a.body), (b.case_no, b.timeline.len(), b.body));
+
+        // The next report gets the next number in both towns: the repeated push drew none.
+        let next = phone.create_incident(NewIncident { category: "0501".into(), title: "占道经营".into(), ..Default::default() }).unwrap();
+        let next_changes: Vec<Vec<u8>> = phone.outbox(10).unwrap().into_iter().filter(|e| e.doc_id == next).map(|e| e.bytes).collect();
+        assert_eq!(ingest_in(&plain, &grid, &next, &next_changes, None), Ok(1));
+        assert_eq!(ingest_in(&prepared, &grid, &next, &next_changes, None), Ok(1));
+        assert_eq!(kept(&prepared, &next).1, kept(&plain, &next).1);
+
+        // A change of a stored record is not judged beside the writer.
+        let edit = phone.edit_incident(&id, IncidentEdit { title: Some("垃圾堆放点".into()), ..Default::default() });
+        edit.unwrap();
+        let last = phone.outbox(10).unwrap().pop().unwrap().bytes;
+        assert!(prepare_new(&prepared.server_actor, prepared.now_ms(), &grid, &id, &[last]).is_none());
+    }
 }
