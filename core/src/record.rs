@@ -608,26 +608,40 @@ impl RecordDoc {
         Ok(())
     }
 
+    /// Puts an entry of the town server's own (routing) into the document and into `record`,
+    /// without committing it: [`RecordDoc::server_update`] commits it with the case number. The
+    /// server may stage it beside its single writer, which then only numbers the record.
+    pub fn stage_server_entry(&mut self, record: &mut Record, entry: &TimelineEntry) -> Result<()> {
+        self.put_entry(entry)?;
+        // The timeline reads in entry-id order (a map keyed by id).
+        let at = record.timeline.partition_point(|x| x.id < entry.id);
+        match record.timeline.get_mut(at) {
+            Some(x) if x.id == entry.id => *x = entry.clone(),
+            _ => record.timeline.insert(at, entry.clone()),
+        }
+        Ok(())
+    }
+
     /// The town server's own bookkeeping on a record it has just received, as one change: the
-    /// case number for a new record, and an entry of its own (routing). One change rather than
-    /// two is one less to store, to send to every phone and to apply there. `record` is what the
-    /// document read as before and is kept in step with it, so that the server need not read the
-    /// whole document back out after every report.
-    pub fn server_update(&mut self, record: &mut Record, case_no: Option<&str>, entry: Option<&TimelineEntry>, time_ms: i64) -> Result<()> {
+    /// case number for a new record, and an entry of its own (routing) staged before with
+    /// [`RecordDoc::stage_server_entry`]. One change rather than two is one less to store, to
+    /// send to every phone and to apply there. `record` is what the document read as before and
+    /// is kept in step with it, so that the server need not read the whole document back out
+    /// after every report.
+    pub fn server_update(
+        &mut self,
+        record: &mut Record,
+        case_no: Option<&str>,
+        staged: Option<&TimelineEntry>,
+        time_ms: i64,
+    ) -> Result<()> {
         let mut message = Vec::new();
         if let Some(no) = case_no {
             self.doc.put(ROOT, "case_no", no).map_err(am)?;
             record.case_no = Some(no.to_owned());
             message.push("分配案卷编号");
         }
-        if let Some(e) = entry {
-            self.put_entry(e)?;
-            // The timeline reads in entry-id order (a map keyed by id).
-            let at = record.timeline.partition_point(|x| x.id < e.id);
-            match record.timeline.get_mut(at) {
-                Some(x) if x.id == e.id => *x = e.clone(),
-                _ => record.timeline.insert(at, e.clone()),
-            }
+        if let Some(e) = staged {
             message.push(e.action.kind().label());
         }
         if !message.is_empty() {

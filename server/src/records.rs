@@ -120,13 +120,14 @@ pub fn ingest_prepared(
         }
         None => None,
     };
-    let (mut doc, before, first, is_new, stored, outcome) = match taken {
+    // The server's routing entry, when it was decided (and staged in `doc`) beside the writer.
+    let (mut doc, before, first, is_new, stored, outcome, decided) = match taken {
         Some(p) => {
             for (i, hash) in &p.accepted {
                 insert_change(tx, doc_id, hash, &changes[*i], device_id, ctx.now_ms)?;
             }
             let stored = !p.accepted.is_empty();
-            (p.doc, p.record, None, true, stored, p.outcome)
+            (p.doc, p.record, None, true, stored, p.outcome, Some(p.route))
         }
         None => {
             let existing = saved.map(|s| RecordDoc::load(doc_id, &[&s], ctx.server_actor)).transpose()?;
@@ -150,19 +151,17 @@ pub fn ingest_prepared(
                     }
                 }
             }
-            (doc, before, first, is_new, stored, outcome)
+            (doc, before, first, is_new, stored, outcome, None)
         }
     };
     if stored {
         // The server's part, as one change after the device's: a new record's case number, and
         // routing for a fresh report.
         let mut record = before.expect("a stored change leaves a record");
-        let route = route_target(&record, ctx)
-            .map(|target| {
-                let note = format!("按分流规则转至{}", if target.as_str().len() == 12 { "村(社区)" } else { "镇综治中心" });
-                system_entry(&record, Action::Route { to_unit: target }, &note, ctx.now_ms)
-            })
-            .transpose()?;
+        let route = match decided {
+            Some(route) => route,
+            None => stage_route(&mut doc, &mut record, ctx.routing, ctx.catalog, ctx.now_ms)?,
+        };
         let case_no = match &record.case_no {
             // A case number that came back with a recovered record: kept, unless the town gave
             // it to another record since the restore.
@@ -197,6 +196,8 @@ pub struct Prepared {
     doc: RecordDoc,
     record: Option<Record>,
     outcome: Result<usize, (usize, String)>,
+    /// The routing entry, staged in `doc` and `record` (none: the report is not routed).
+    route: Option<TimelineEntry>,
 }
 
 impl Prepared {
@@ -213,10 +214,19 @@ impl Prepared {
 }
 
 /// Judges the changes of a record that looks new — its first change depends on nothing — as
-/// [`ingest`] would if the server had no copy of it, without the database: the part of a round
-/// that costs the most runs beside the writer, in the request's own task. `None` when the first
-/// change is no new record's or judging needs the database (the writer then does it all).
-pub fn prepare_new(server_actor: &ActorId, now_ms: i64, person: &Person, doc_id: &str, changes: &[impl AsRef<[u8]>]) -> Option<Prepared> {
+/// [`ingest`] would if the server had no copy of it, without the database, and stages its
+/// routing entry by `routing`: the part of a round that costs the most runs beside the writer,
+/// in the request's own task. `None` when the first change is no new record's or judging needs
+/// the database (the writer then does it all).
+pub fn prepare_new(
+    server_actor: &ActorId,
+    now_ms: i64,
+    routing: &RoutingRules,
+    catalog: &Catalog,
+    person: &Person,
+    doc_id: &str,
+    changes: &[impl AsRef<[u8]>],
+) -> Option<Prepared> {
     let mut decoded = changes.iter().map(|b| gridlink_core::chunk::decode_change(b.as_ref()));
     let first = decoded.next()??;
     if !first.deps().is_empty() {
@@ -248,7 +258,11 @@ pub fn prepare_new(server_actor: &ActorId, now_ms: i64, person: &Person, doc_id:
             }
         }
     }
-    Some(Prepared { doc_id: doc_id.to_owned(), count: changes.len(), first_hash, accepted, doc, record, outcome })
+    let route = match record.as_mut() {
+        Some(record) => stage_route(&mut doc, record, routing, catalog, now_ms).ok()?,
+        None => None,
+    };
+    Some(Prepared { doc_id: doc_id.to_owned(), count: changes.len(), first_hash, accepted, doc, record, outcome, route })
 }
 
 /// Work that counted before this push and no longer does — a department signed and handled a
@@ -475,7 +489,7 @@ fn reclaim_case_no(tx: &dyn Storage, doc_id: &str, no: &str, ctx: &IngestCtx<'_>
 
 /// Where a fresh report should go: only while it is still a report nobody has acted on, held
 /// below the unit the routing rules name.
-fn route_target(record: &Record, ctx: &IngestCtx<'_>) -> Option<UnitCode> {
+fn route_target(record: &Record, routing: &RoutingRules, catalog: &Catalog) -> Option<UnitCode> {
     let RecordBody::Incident(f) = &record.body else {
         return None;
     };
@@ -485,8 +499,26 @@ fn route_target(record: &Record, ctx: &IngestCtx<'_>) -> Option<UnitCode> {
     if s.status != Some(Status::Reported) || !untouched {
         return None;
     }
-    let target = ctx.routing.target(ctx.catalog, &f.category, record.location()).ok()?;
+    let target = routing.target(catalog, &f.category, record.location()).ok()?;
     s.holder.as_ref().is_some_and(|h| target.strictly_contains(h)).then_some(target)
+}
+
+/// Routing for a fresh report, by the rules in force: the server's entry, staged in `doc` and
+/// `record` for [`RecordDoc::server_update`] to commit with the case number.
+fn stage_route(
+    doc: &mut RecordDoc,
+    record: &mut Record,
+    routing: &RoutingRules,
+    catalog: &Catalog,
+    now_ms: i64,
+) -> AppResult<Option<TimelineEntry>> {
+    let Some(target) = route_target(record, routing, catalog) else {
+        return Ok(None);
+    };
+    let note = format!("按分流规则转至{}", if target.as_str().len() == 12 { "村(社区)" } else { "镇综治中心" });
+    let entry = system_entry(record, Action::Route { to_unit: target }, &note, now_ms)?;
+    doc.stage_server_entry(record, &entry)?;
+    Ok(Some(entry))
 }
 
 /// A timeline entry of the server's automation (系统), ordered after every entry it knows.
@@ -880,14 +912,14 @@ mod tests {
         // Another grid's member may not report it: refused alike, nothing kept.
         let refused = ingest_in(&plain, &other, &id, &changes, None);
         assert!(refused.is_err(), "{refused:?}");
-        let judged = prepare_new(&prepared.server_actor, prepared.now_ms(), &other, &id, &changes);
+        let judged = prepare_new(&prepared.server_actor, prepared.now_ms(), &prepared.routing(), &prepared.catalog, &other, &id, &changes);
         assert_eq!(ingest_in(&prepared, &other, &id, &changes, judged), refused);
         assert_eq!(kept(&prepared, &id), (vec![], None));
 
         // Its reporter's push, twice over (the answer was lost): the second judgement was made
         // while the record was new, and is set aside.
-        let first = prepare_new(&prepared.server_actor, prepared.now_ms(), &grid, &id, &changes);
-        let again = prepare_new(&prepared.server_actor, prepared.now_ms(), &grid, &id, &changes);
+        let first = prepare_new(&prepared.server_actor, prepared.now_ms(), &prepared.routing(), &prepared.catalog, &grid, &id, &changes);
+        let again = prepare_new(&prepared.server_actor, prepared.now_ms(), &prepared.routing(), &prepared.catalog, &grid, &id, &changes);
         assert_eq!(ingest_in(&plain, &grid, &id, &changes, None), Ok(2));
         assert_eq!(ingest_in(&prepared, &grid, &id, &changes, first), Ok(2));
         assert_eq!(ingest_in(&prepared, &grid, &id, &changes, again), Ok(2));
@@ -910,6 +942,8 @@ mod tests {
         let edit = phone.edit_incident(&id, IncidentEdit { title: Some("垃圾堆放点".into()), ..Default::default() });
         edit.unwrap();
         let last = phone.outbox(10).unwrap().pop().unwrap().bytes;
-        assert!(prepare_new(&prepared.server_actor, prepared.now_ms(), &grid, &id, &[last]).is_none());
+        assert!(
+            prepare_new(&prepared.server_actor, prepared.now_ms(), &prepared.routing(), &prepared.catalog, &grid, &id, &[last]).is_none()
+        );
     }
 }

@@ -140,13 +140,17 @@ pub struct NextRound {
     pub removed: Vec<String>,
 }
 
-/// New records among a request's pushes judged before the round reaches the writer, one entry
+/// New records among a request's pushes judged and routed before the round reaches the writer, one entry
 /// per pushed record ([`crate::records::prepare_new`]). It runs in the request's task, beside the
 /// writer, so that the single writer is left storing them: Automerge's work on a new report is
 /// most of what a round costs the writer.
 pub fn prepare(state: &AppState, auth: &AuthDevice, req: &SyncRequest) -> Vec<Option<Prepared>> {
     let now = state.now_ms();
-    req.push.iter().map(|dc| prepare_new(&state.server_actor, now, &auth.person, &dc.doc.to_id(), &dc.changes)).collect()
+    let routing = state.routing.read().unwrap_or_else(|p| p.into_inner());
+    req.push
+        .iter()
+        .map(|dc| prepare_new(&state.server_actor, now, &routing, &state.catalog, &auth.person, &dc.doc.to_id(), &dc.changes))
+        .collect()
 }
 
 /// The writing half of a round, inside the writer's transaction: the device's presented round
