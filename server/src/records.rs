@@ -101,24 +101,19 @@ pub fn ingest_prepared(
     prepared: Option<Prepared>,
 ) -> AppResult<Result<usize, (usize, String)>> {
     let prepared = prepared.filter(|p| !ctx.recovery && p.doc_id == doc_id && p.count == changes.len());
-    let mut decoded: Vec<Option<Change>> = Vec::new();
+    let decode = || -> Vec<Option<Change>> { changes.iter().map(|b| gridlink_core::chunk::decode_change(b)).collect() };
+    // Decoded here only when nothing was prepared; a prepared push knows its first hash.
+    let decoded = prepared.is_none().then(decode);
     let first_hash = match &prepared {
         Some(p) => Some(p.first_hash.clone()),
-        None => {
-            decoded = changes.iter().map(|b| gridlink_core::chunk::decode_change(b)).collect();
-            decoded.first().and_then(|c| c.as_ref()).map(|c| c.hash().to_string())
-        }
+        None => decoded.as_ref().and_then(|d| d.first()).and_then(|c| c.as_ref()).map(|c| c.hash().to_string()),
     };
     // The server's copy and whether the first change is stored already, read together.
     let (saved, first_known) = tx.snapshot_and_known(doc_id, first_hash.as_deref())?;
     let still_new = saved.is_none() && !first_known;
     let taken = match prepared {
         Some(p) if still_new && p.later_unknown(tx)? => Some(p),
-        Some(_) => {
-            decoded = changes.iter().map(|b| gridlink_core::chunk::decode_change(b)).collect();
-            None
-        }
-        None => None,
+        _ => None,
     };
     // The server's routing entry, when it was decided (and staged in `doc`) beside the writer.
     let (mut doc, before, first, is_new, stored, outcome, decided) = match taken {
@@ -130,6 +125,7 @@ pub fn ingest_prepared(
             (p.doc, p.record, None, true, stored, p.outcome, Some(p.route))
         }
         None => {
+            let mut decoded = decoded.unwrap_or_else(decode);
             let existing = saved.map(|s| RecordDoc::load(doc_id, &[&s], ctx.server_actor)).transpose()?;
             let is_new = existing.is_none();
             let mut before: Option<Record> = existing.as_ref().map(|d| d.read()).transpose()?;
