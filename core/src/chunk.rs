@@ -83,6 +83,31 @@ pub fn decode_change(bytes: &[u8]) -> Option<Change> {
     std::panic::catch_unwind(|| Change::from_bytes(bytes.to_vec()).ok()).ok().flatten()
 }
 
+/// Whether the change framed in `bytes` depends on no other change, read from the start of its
+/// body (the count of its dependencies comes first) without decoding it; `None` when `bytes` does
+/// not start with a change chunk. A change that depends on nothing starts a document: a server
+/// that sees a push begin with one can judge it as a new record before looking it up, and skips
+/// the decode for every other push (an edit, an action on a record it has).
+pub fn depends_on_nothing(bytes: &[u8]) -> Option<bool> {
+    let header = bytes.get(..9)?;
+    if header[..4] != MAGIC {
+        return None;
+    }
+    let (len, used) = uleb128(&bytes[9..])?;
+    let body = bytes.get(9 + used..)?.get(..usize::try_from(len).ok()?)?;
+    let deps = match header[8] {
+        CHANGE => uleb128(body)?.0,
+        COMPRESSED_CHANGE => {
+            // The count is the inflated body's first number: at most ten bytes of it.
+            let mut start = Vec::with_capacity(10);
+            flate2::bufread::DeflateDecoder::new(body).take(10).read_to_end(&mut start).ok()?;
+            uleb128(&start)?.0
+        }
+        _ => return None,
+    };
+    Some(deps == 0)
+}
+
 /// An unsigned LEB128 number of at most 64 bits, and how many bytes it took.
 fn uleb128(bytes: &[u8]) -> Option<(u64, usize)> {
     let mut value = 0u64;
@@ -123,6 +148,32 @@ mod tests {
         assert_eq!(kinds(&both), Some(vec![ChunkKind::Document, ChunkKind::Change]));
         assert!(decode_change(&changes).is_some());
         assert!(decode_change(&saved).is_none(), "a document is not a change");
+    }
+
+    #[test]
+    fn a_first_change_is_told_from_a_later_one_without_decoding_it() {
+        let mut d = doc();
+        let first = d.get_last_local_change().unwrap().raw_bytes().to_vec();
+        assert_eq!(depends_on_nothing(&first), Some(true));
+        d.put(ROOT, "status", "已受理").unwrap();
+        let second = d.get_last_local_change().unwrap().raw_bytes().to_vec();
+        assert_eq!(depends_on_nothing(&second), Some(false));
+        // Compressed, both ways: a big first change, and a big one after it.
+        let mut big = AutoCommit::new();
+        big.put(ROOT, "description", "垃圾".repeat(500)).unwrap();
+        let mut change = big.get_last_local_change().unwrap();
+        let compressed = change.bytes().into_owned();
+        assert_eq!(compressed[8], COMPRESSED_CHANGE);
+        assert_eq!(depends_on_nothing(&compressed), Some(true));
+        big.put(ROOT, "note", "堆积".repeat(500)).unwrap();
+        let mut change = big.get_last_local_change().unwrap();
+        let compressed = change.bytes().into_owned();
+        assert_eq!(compressed[8], COMPRESSED_CHANGE);
+        assert_eq!(depends_on_nothing(&compressed), Some(false));
+        // What is not a change says so; it is never taken for a first change.
+        assert_eq!(depends_on_nothing(&d.save()), None, "a saved document");
+        assert_eq!(depends_on_nothing(&first[..9]), None, "cut short");
+        assert_eq!(depends_on_nothing(&[]), None);
     }
 
     #[test]

@@ -223,6 +223,11 @@ pub fn prepare_new(
     doc_id: &str,
     changes: &[impl AsRef<[u8]>],
 ) -> Option<Prepared> {
+    // Most pushes change a record the server has: told from the first change's framing, they
+    // are left to the writer without being decoded here as well.
+    if gridlink_core::chunk::depends_on_nothing(changes.first()?.as_ref()) != Some(true) {
+        return None;
+    }
     let mut decoded = changes.iter().map(|b| gridlink_core::chunk::decode_change(b.as_ref()));
     let first = decoded.next()??;
     if !first.deps().is_empty() {
