@@ -1,0 +1,49 @@
+//! What the server spends on a pushed change before the writer sees it: telling whether it starts
+//! a record. Decoding it in full (what `prepare_new` did for every push before d3b2031) against
+//! reading the dependency count from its framing (`chunk::depends_on_nothing`), for a grid
+//! member's report and for an edit of it (docs/benchmarks.md, "What each thread costs a round").
+//!
+//! `cargo bench -p gridlink-core --bench chunk`.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use gridlink_core::chunk::{decode_change, depends_on_nothing};
+use gridlink_core::{Client, IncidentEdit, NewIncident, Person, Role, UnitCode};
+
+fn benches(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut client = Client::open(dir.path().join("phone.db")).unwrap();
+    client
+        .set_identity(Person {
+            id: "wangfang".into(),
+            name: "王芳".into(),
+            role: Role::GridMember,
+            unit: UnitCode::parse("532331101201-01-01").unwrap(),
+        })
+        .unwrap();
+    let report = NewIncident {
+        category: "0501".into(),
+        title: "村口桥头垃圾堆积".into(),
+        description: "村口桥头生活垃圾堆积,已有异味,影响群众出行。巡查时间9时14分。".into(),
+        address: "村口桥头附近20米".into(),
+        note: "巡查发现".into(),
+        ..Default::default()
+    };
+    let id = client.create_incident(report).unwrap();
+    client.edit_incident(&id, IncidentEdit { notes: Some("补充:已通知保洁员".into()), ..Default::default() }).unwrap();
+    let changes: Vec<Vec<u8>> = client.outbox(100).unwrap().into_iter().filter(|o| o.doc_id == id).map(|o| o.bytes).collect();
+    let [first, edit] = &changes[..] else { panic!("a report and its edit: {} changes", changes.len()) };
+    assert_eq!(depends_on_nothing(first), Some(true));
+    assert_eq!(depends_on_nothing(edit), Some(false));
+
+    for (name, bytes) in [("report", first), ("edit", edit)] {
+        c.bench_function(&format!("{name}_decoded ({} B)", bytes.len()), |b| b.iter(|| black_box(decode_change(black_box(bytes)))));
+        c.bench_function(&format!("{name}_framing_read ({} B)", bytes.len()), |b| {
+            b.iter(|| black_box(depends_on_nothing(black_box(bytes))))
+        });
+    }
+}
+
+criterion_group!(chunk, benches);
+criterion_main!(chunk);
