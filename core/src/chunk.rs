@@ -44,24 +44,30 @@ pub fn kinds(mut bytes: &[u8]) -> Option<Vec<ChunkKind>> {
         return None;
     }
     while !bytes.is_empty() {
-        let header = bytes.get(..9)?;
-        if header[..4] != MAGIC {
-            return None;
-        }
-        let (len, used) = uleb128(&bytes[9..])?;
-        let body_start = 9 + used;
-        let end = body_start.checked_add(usize::try_from(len).ok()?)?;
-        let body = bytes.get(body_start..end)?;
-        let kind = match header[8] {
+        let (type_byte, body, rest) = split_chunk(bytes)?;
+        let kind = match type_byte {
             DOCUMENT => ChunkKind::Document,
             CHANGE => ChunkKind::Change,
             COMPRESSED_CHANGE if inflates_within(body, MAX_CHANGE_BYTES) => ChunkKind::Change,
             _ => return None,
         };
         kinds.push(kind);
-        bytes = &bytes[end..];
+        bytes = rest;
     }
     Some(kinds)
+}
+
+/// The first chunk framed in `bytes`: its type byte, its body and the bytes after it; `None`
+/// when the magic is wrong, the length overlong or the body cut short.
+fn split_chunk(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let header = bytes.get(..9)?;
+    if header[..4] != MAGIC {
+        return None;
+    }
+    let (len, used) = uleb128(&bytes[9..])?;
+    let body_start = 9 + used;
+    let end = body_start.checked_add(usize::try_from(len).ok()?)?;
+    Some((header[8], bytes.get(body_start..end)?, &bytes[end..]))
 }
 
 /// Whether raw-deflate `body` inflates without error to at most `limit` bytes. Counts the
@@ -89,13 +95,8 @@ pub fn decode_change(bytes: &[u8]) -> Option<Change> {
 /// that sees a push begin with one can judge it as a new record before looking it up, and skips
 /// the decode for every other push (an edit, an action on a record it has).
 pub fn depends_on_nothing(bytes: &[u8]) -> Option<bool> {
-    let header = bytes.get(..9)?;
-    if header[..4] != MAGIC {
-        return None;
-    }
-    let (len, used) = uleb128(&bytes[9..])?;
-    let body = bytes.get(9 + used..)?.get(..usize::try_from(len).ok()?)?;
-    let deps = match header[8] {
+    let (type_byte, body, _) = split_chunk(bytes)?;
+    let deps = match type_byte {
         CHANGE => uleb128(body)?.0,
         COMPRESSED_CHANGE => {
             // The count is the inflated body's first number: at most ten bytes of it.
