@@ -4,8 +4,9 @@
 //! document ids travel as 16 raw bytes and change bytes as CBOR byte strings, so the framing costs
 //! a few bytes per change. Every message carries the protocol version `v`.
 
+use flate2::write::{DeflateDecoder, DeflateEncoder};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use std::io::{Read, Write};
+use std::io::Write;
 
 /// Version of this protocol; the server refuses others with a clear message.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -162,21 +163,18 @@ pub enum ProtocolError {
 pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     let mut cbor = Vec::new();
     ciborium::into_writer(msg, &mut cbor).expect("writing to a Vec cannot fail");
-    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut z = ENCODERS.take().unwrap_or_else(|| DeflateEncoder::new(Vec::new(), flate2::Compression::default()));
     z.write_all(&cbor).expect("writing to a Vec cannot fail");
-    z.finish().expect("writing to a Vec cannot fail")
+    // `reset` ends the stream and hands back its bytes; the encoder starts afresh for the next
+    // body (the same bytes as a new one would give).
+    let out = z.reset(Vec::new()).expect("writing to a Vec cannot fail");
+    ENCODERS.put(z);
+    out
 }
 
 /// Decompresses (bounded) and deserialises a message.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtocolError> {
-    let mut cbor = Vec::new();
-    flate2::read::DeflateDecoder::new(body)
-        .take(MAX_BODY_BYTES as u64 + 1)
-        .read_to_end(&mut cbor)
-        .map_err(|_| ProtocolError::Compression)?;
-    if cbor.len() > MAX_BODY_BYTES {
-        return Err(ProtocolError::TooLarge(MAX_BODY_BYTES));
-    }
+    let cbor = inflate(body)?;
     ciborium::from_reader(cbor.as_slice()).map_err(|e| ProtocolError::Format(e.to_string()))
 }
 
@@ -186,11 +184,77 @@ pub fn decode_request(body: &[u8]) -> Result<SyncRequest, ProtocolError> {
     struct Versioned {
         v: u16,
     }
-    let v: Versioned = decode(body)?;
+    // Inflated once; the version is read first, so a device of another protocol version is told
+    // so rather than that its body does not parse.
+    let cbor = inflate(body)?;
+    let format = |e: ciborium::de::Error<std::io::Error>| ProtocolError::Format(e.to_string());
+    let v: Versioned = ciborium::from_reader(cbor.as_slice()).map_err(format)?;
     if v.v != PROTOCOL_VERSION {
         return Err(ProtocolError::Version(v.v));
     }
-    decode(body)
+    ciborium::from_reader(cbor.as_slice()).map_err(format)
+}
+
+/// The deflated `body`, inflated up to [`MAX_BODY_BYTES`].
+fn inflate(body: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+    let mut z = DECODERS.take().unwrap_or_else(|| DeflateDecoder::new(Capped(Vec::new())));
+    let result = z.write_all(body).and_then(|()| z.try_finish());
+    // Handed back only after a whole body went through: a decoder that failed midway is dropped.
+    let out = match result {
+        Ok(()) => z.reset(Capped(Vec::new())).map(|c| c.0),
+        Err(e) => Err(e),
+    };
+    match out {
+        Ok(cbor) => {
+            DECODERS.put(z);
+            Ok(cbor)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => Err(ProtocolError::TooLarge(MAX_BODY_BYTES)),
+        Err(_) => Err(ProtocolError::Compression),
+    }
+}
+
+/// A body being inflated: refuses to grow past [`MAX_BODY_BYTES`], so a small deflate bomb
+/// cannot take the memory.
+struct Capped(Vec<u8>);
+
+impl Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_BODY_BYTES {
+            return Err(std::io::ErrorKind::FileTooLarge.into());
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Compressors kept between bodies. A new one allocates and zeroes its tables (about 300 KiB for
+/// deflate), which cost more than compressing a round's body; a few are kept, for the server's
+/// request tasks running at once, and any more are made and dropped as before.
+static ENCODERS: Pool<DeflateEncoder<Vec<u8>>> = Pool::new();
+static DECODERS: Pool<DeflateDecoder<Capped>> = Pool::new();
+
+struct Pool<T>(std::sync::Mutex<Vec<T>>);
+
+impl<T> Pool<T> {
+    /// At most this many are kept.
+    const KEPT: usize = 8;
+
+    const fn new() -> Self {
+        Self(std::sync::Mutex::new(Vec::new()))
+    }
+    fn take(&self) -> Option<T> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop()
+    }
+    fn put(&self, item: T) {
+        let mut kept = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if kept.len() < Self::KEPT {
+            kept.push(item);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -225,5 +289,59 @@ mod tests {
             z.finish().unwrap()
         };
         assert!(matches!(decode_request(&bomb), Err(ProtocolError::TooLarge(_))));
+    }
+
+    /// Compressors are kept from body to body: each body is what a new compressor makes of it,
+    /// and a body that failed halfway leaves nothing behind for the next one.
+    #[test]
+    fn kept_compressors_start_each_body_afresh() {
+        let fresh = |msg: &SyncRequest| {
+            let mut cbor = Vec::new();
+            ciborium::into_writer(msg, &mut cbor).unwrap();
+            let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+            z.write_all(&cbor).unwrap();
+            z.finish().unwrap()
+        };
+        let msgs: Vec<SyncRequest> = (0..20u8)
+            .map(|n| SyncRequest {
+                v: PROTOCOL_VERSION,
+                cursor: Some(u64::from(n) * 1000),
+                push: (0..n)
+                    .map(|i| DocChanges {
+                        doc: DocId([i; 16]),
+                        changes: vec![serde_bytes::ByteBuf::from(vec![n ^ i; 300 * usize::from(i)])],
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect();
+        let bodies: Vec<Vec<u8>> = msgs.iter().map(encode).collect();
+        for (msg, body) in msgs.iter().zip(&bodies) {
+            assert_eq!(*body, fresh(msg), "a kept encoder gives the bytes a new one gives");
+        }
+        let bomb = {
+            let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+            z.write_all(&vec![0u8; MAX_BODY_BYTES + 10]).unwrap();
+            z.finish().unwrap()
+        };
+        // Every kind of failure between good bodies, from several threads at once (the server's
+        // request tasks share the kept ones).
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (msgs, bodies, bomb) = (&msgs, &bodies, &bomb);
+                s.spawn(move || {
+                    for (i, (msg, body)) in msgs.iter().zip(bodies).enumerate().skip(t) {
+                        match i % 4 {
+                            0 => assert!(decode_request(&body[..body.len() / 2]).is_err()),
+                            1 => assert!(matches!(decode_request(bomb), Err(ProtocolError::TooLarge(_)))),
+                            2 => assert!(matches!(decode_request(b"\xff\xfe garbage"), Err(ProtocolError::Compression))),
+                            _ => {}
+                        }
+                        assert_eq!(decode_request(body).unwrap(), *msg);
+                        assert_eq!(encode(msg), *body);
+                    }
+                });
+            }
+        });
     }
 }
