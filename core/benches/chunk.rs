@@ -8,29 +8,15 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use gridlink_core::IncidentEdit;
 use gridlink_core::chunk::{decode_change, depends_on_nothing};
-use gridlink_core::{Client, IncidentEdit, NewIncident, Person, Role, UnitCode};
+
+mod common;
 
 fn benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let mut client = Client::open(dir.path().join("phone.db")).unwrap();
-    client
-        .set_identity(Person {
-            id: "wangfang".into(),
-            name: "王芳".into(),
-            role: Role::GridMember,
-            unit: UnitCode::parse("532331101201-01-01").unwrap(),
-        })
-        .unwrap();
-    let report = NewIncident {
-        category: "0501".into(),
-        title: "村口桥头垃圾堆积".into(),
-        description: "村口桥头生活垃圾堆积,已有异味,影响群众出行。巡查时间9时14分。".into(),
-        address: "村口桥头附近20米".into(),
-        note: "巡查发现".into(),
-        ..Default::default()
-    };
-    let id = client.create_incident(report).unwrap();
+    let mut client = common::grid_member_phone(&dir.path().join("phone.db"));
+    let id = client.create_incident(common::report("村口桥头垃圾堆积")).unwrap();
     client.edit_incident(&id, IncidentEdit { notes: Some("补充:已通知保洁员".into()), ..Default::default() }).unwrap();
     let changes: Vec<Vec<u8>> = client.outbox(100).unwrap().into_iter().filter(|o| o.doc_id == id).map(|o| o.bytes).collect();
     let [first, edit] = &changes[..] else { panic!("a report and its edit: {} changes", changes.len()) };

@@ -9,32 +9,16 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use gridlink_core::sync::protocol::{self, DocChanges, DocId, PROTOCOL_VERSION, SyncRequest, SyncResponse};
-use gridlink_core::{Client, NewIncident, Person, Role, UnitCode};
 use serde_bytes::ByteBuf;
+
+mod common;
 
 fn benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let mut client = Client::open(dir.path().join("phone.db")).unwrap();
-    client
-        .set_identity(Person {
-            id: "wangfang".into(),
-            name: "王芳".into(),
-            role: Role::GridMember,
-            unit: UnitCode::parse("532331101201-01-01").unwrap(),
-        })
-        .unwrap();
+    let mut client = common::grid_member_phone(&dir.path().join("phone.db"));
     let mut reports = Vec::new();
     for n in 0..20 {
-        let id = client
-            .create_incident(NewIncident {
-                category: "0501".into(),
-                title: format!("村口桥头垃圾堆积({n})"),
-                description: "村口桥头生活垃圾堆积,已有异味,影响群众出行。巡查时间9时14分。".into(),
-                address: "村口桥头附近20米".into(),
-                note: "巡查发现".into(),
-                ..Default::default()
-            })
-            .unwrap();
+        let id = client.create_incident(common::report(&format!("村口桥头垃圾堆积({n})"))).unwrap();
         let changes = client.outbox(100).unwrap().into_iter().filter(|o| o.doc_id == id).map(|o| ByteBuf::from(o.bytes)).collect();
         reports.push(DocChanges { doc: DocId::parse(&id).unwrap(), changes });
     }
