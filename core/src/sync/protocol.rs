@@ -174,8 +174,11 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
 
 /// Decompresses (bounded) and deserialises a message.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtocolError> {
-    let cbor = inflate(body)?;
-    ciborium::from_reader(cbor.as_slice()).map_err(|e| ProtocolError::Format(e.to_string()))
+    from_cbor(&inflate(body)?)
+}
+
+fn from_cbor<T: DeserializeOwned>(cbor: &[u8]) -> Result<T, ProtocolError> {
+    ciborium::from_reader(cbor).map_err(|e| ProtocolError::Format(e.to_string()))
 }
 
 /// Decodes a request and checks its version.
@@ -187,12 +190,11 @@ pub fn decode_request(body: &[u8]) -> Result<SyncRequest, ProtocolError> {
     // Inflated once; the version is read first, so a device of another protocol version is told
     // so rather than that its body does not parse.
     let cbor = inflate(body)?;
-    let format = |e: ciborium::de::Error<std::io::Error>| ProtocolError::Format(e.to_string());
-    let v: Versioned = ciborium::from_reader(cbor.as_slice()).map_err(format)?;
+    let v: Versioned = from_cbor(&cbor)?;
     if v.v != PROTOCOL_VERSION {
         return Err(ProtocolError::Version(v.v));
     }
-    ciborium::from_reader(cbor.as_slice()).map_err(format)
+    from_cbor(&cbor)
 }
 
 /// The deflated `body`, inflated up to [`MAX_BODY_BYTES`].
@@ -200,12 +202,8 @@ fn inflate(body: &[u8]) -> Result<Vec<u8>, ProtocolError> {
     let mut z = DECODERS.take().unwrap_or_else(|| DeflateDecoder::new(Capped(Vec::new())));
     let result = z.write_all(body).and_then(|()| z.try_finish());
     // Handed back only after a whole body went through: a decoder that failed midway is dropped.
-    let out = match result {
-        Ok(()) => z.reset(Capped(Vec::new())).map(|c| c.0),
-        Err(e) => Err(e),
-    };
-    match out {
-        Ok(cbor) => {
+    match result.and_then(|()| z.reset(Capped(Vec::new()))) {
+        Ok(Capped(cbor)) => {
             DECODERS.put(z);
             Ok(cbor)
         }
