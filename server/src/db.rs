@@ -365,6 +365,12 @@ impl Db {
     /// Opens (creating) the SQLite file at `path` and applies migrations.
     pub fn open(path: &Path, readers: usize) -> AppResult<Self> {
         let mut writer = open_conn(path)?;
+        // Every write job is a savepoint inside its batch's transaction, so SQLite keeps the first
+        // image of each page a job changes (its sub-journal) to undo that job alone. In a
+        // temporary file that cost a write system call per page, about a fifth of the writer's
+        // time under load (docs/benchmarks.md, "Savepoints' journals in memory"); in memory it is
+        // a copy, at most a job's few dozen pages, freed when the job ends.
+        writer.pragma_update(None, "temp_store", "MEMORY")?;
         migrate(&mut writer, path)?;
         let readers = (0..readers.max(1)).map(|_| open_conn(path).map(|c| Box::new(c) as Conn)).collect::<Result<_, _>>()?;
         Self::start(Box::new(writer), readers, false)
@@ -602,6 +608,41 @@ mod tests {
         assert!(matches!(two.await, Err(AppError::Conflict(_))));
         three.await.unwrap();
         assert_eq!(db.read(rows).await.unwrap(), [1, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_that_changed_many_pages_is_undone_alone_from_memory() {
+        let (_dir, db) = db_with_table().await;
+        // The pages a write job changes are kept for its undo in memory, not in a temporary file.
+        let temp_store: i64 = db.write(|c| Ok(sql(c).query_row("PRAGMA temp_store", [], |r| r.get(0))?)).await.unwrap();
+        assert_eq!(temp_store, 2, "the writer's savepoint journals are not kept in memory");
+        // 400 rows of 1 KiB: about a hundred pages, far more than SQLite keeps in memory for a
+        // savepoint's journal when it is a temporary file.
+        for x in 0..400 {
+            insert(&db, x, 1024).await.unwrap();
+        }
+        let (release, held) = hold_writer(&db);
+        let before = insert(&db, 1000, 0);
+        let failed = db.write(|c| -> AppResult<()> {
+            sql(c).execute("UPDATE t SET pad = zeroblob(2000), x = x + 1", [])?;
+            sql(c).execute("DELETE FROM t WHERE x % 3 = 0", [])?;
+            Err(AppError::Conflict("refused after changing every page".into()))
+        });
+        let after = insert(&db, 1001, 0);
+        drop(release);
+        held.await.unwrap();
+        before.await.unwrap();
+        assert!(matches!(failed.await, Err(AppError::Conflict(_))));
+        after.await.unwrap();
+        let expected: Vec<i64> = (0..400).chain([1000, 1001]).collect();
+        assert_eq!(db.read(rows).await.unwrap(), expected);
+        let pads: Vec<i64> = db
+            .read(|c| {
+                Ok(sql(c).prepare("SELECT length(pad) FROM t WHERE x < 400")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap();
+        assert!(pads.iter().all(|&n| n == 1024), "a row kept the failed write's padding");
     }
 
     #[tokio::test]
