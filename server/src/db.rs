@@ -592,21 +592,38 @@ mod tests {
         Ok(sql(c).prepare("SELECT x FROM t ORDER BY x")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?)
     }
 
+    /// Runs `failing`, which must end in a conflict, in one batch between the writes of rows
+    /// `before` and `after`, and checks that those two are acknowledged and it is refused.
+    async fn fail_between_two_writes(
+        db: &Db,
+        before: i64,
+        failing: impl FnOnce(&dyn Storage) -> AppResult<()> + Send + 'static,
+        after: i64,
+    ) {
+        let (release, held) = hold_writer(db);
+        let kept_before = insert(db, before, 0);
+        let failed = db.write(failing);
+        let kept_after = insert(db, after, 0);
+        drop(release);
+        held.await.unwrap();
+        kept_before.await.unwrap();
+        assert!(matches!(failed.await, Err(AppError::Conflict(_))));
+        kept_after.await.unwrap();
+    }
+
     #[tokio::test]
     async fn a_failed_write_in_a_batch_is_rolled_back_alone() {
         let (_dir, db) = db_with_table().await;
-        let (release, held) = hold_writer(&db);
-        let one = insert(&db, 1, 0);
-        let two = db.write(|c| -> AppResult<()> {
-            sql(c).execute("INSERT INTO t(x) VALUES (2)", [])?;
-            Err(AppError::Conflict("refused after writing".into()))
-        });
-        let three = insert(&db, 3, 0);
-        drop(release);
-        held.await.unwrap();
-        one.await.unwrap();
-        assert!(matches!(two.await, Err(AppError::Conflict(_))));
-        three.await.unwrap();
+        fail_between_two_writes(
+            &db,
+            1,
+            |c| {
+                sql(c).execute("INSERT INTO t(x) VALUES (2)", [])?;
+                Err(AppError::Conflict("refused after writing".into()))
+            },
+            3,
+        )
+        .await;
         assert_eq!(db.read(rows).await.unwrap(), [1, 3]);
     }
 
@@ -621,19 +638,17 @@ mod tests {
         for x in 0..400 {
             insert(&db, x, 1024).await.unwrap();
         }
-        let (release, held) = hold_writer(&db);
-        let before = insert(&db, 1000, 0);
-        let failed = db.write(|c| -> AppResult<()> {
-            sql(c).execute("UPDATE t SET pad = zeroblob(2000), x = x + 1", [])?;
-            sql(c).execute("DELETE FROM t WHERE x % 3 = 0", [])?;
-            Err(AppError::Conflict("refused after changing every page".into()))
-        });
-        let after = insert(&db, 1001, 0);
-        drop(release);
-        held.await.unwrap();
-        before.await.unwrap();
-        assert!(matches!(failed.await, Err(AppError::Conflict(_))));
-        after.await.unwrap();
+        fail_between_two_writes(
+            &db,
+            1000,
+            |c| {
+                sql(c).execute("UPDATE t SET pad = zeroblob(2000), x = x + 1", [])?;
+                sql(c).execute("DELETE FROM t WHERE x % 3 = 0", [])?;
+                Err(AppError::Conflict("refused after changing every page".into()))
+            },
+            1001,
+        )
+        .await;
         let expected: Vec<i64> = (0..400).chain([1000, 1001]).collect();
         assert_eq!(db.read(rows).await.unwrap(), expected);
         let pads: Vec<i64> = db
