@@ -69,7 +69,17 @@ pub struct AppState {
     pub routing: Arc<RwLock<RoutingRules>>,
     /// Tickets for automerge-repo peers' WebSockets.
     pub amrepo_tickets: Arc<crate::automerge_repo::Tickets>,
+    /// Turns for sync rounds in flight ([`AppState::round_turn`]).
+    pub round_turns: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many sync rounds a server works on at once, from their request's decoding to their
+/// answer's encoding: two of the writer's batches, one being written while the next gathers.
+/// A round holds its pushed records judged in memory (Automerge documents) and then its answer;
+/// when a whole town's phones sync at once, the others wait for a turn holding only their
+/// compressed request, which keeps the server's memory bounded by this, not by the number of
+/// phones (docs/benchmarks.md, "Rounds in flight").
+pub const ROUNDS_IN_FLIGHT: usize = 2 * crate::db::MAX_BATCH;
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,6 +91,12 @@ impl AppState {
     /// Now, from the injectable clock.
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// Waits for one of the [`ROUNDS_IN_FLIGHT`] turns of a sync round; the turn ends when the
+    /// permit is dropped. Turns are given in the order they were asked for.
+    pub async fn round_turn(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.round_turns.acquire().await.expect("the semaphore is never closed")
     }
 
     /// The routing rules in force.
@@ -342,6 +358,7 @@ async fn sync(State(state): State<AppState>, auth: AuthDevice, headers: HeaderMa
     if !ct.starts_with(CONTENT_TYPE) {
         return Err(AppError::BadRequest(format!("同步请求的内容类型应为 {CONTENT_TYPE}")));
     }
+    let _turn = state.round_turn().await;
     let req = protocol::decode_request(&body).map_err(|e| match e {
         ProtocolError::TooLarge(n) => AppError::TooLarge(n),
         ProtocolError::Version(_) => AppError::Unprocessable(e.to_string()),

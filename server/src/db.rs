@@ -170,7 +170,7 @@ impl From<BatchFailed> for AppError {
 }
 
 /// Most writes committed together. A batch takes the writes that queued while the last one ran.
-const MAX_BATCH: usize = 64;
+pub const MAX_BATCH: usize = 64;
 
 /// One connection of either backend.
 type Conn = Box<dyn Storage + Send>;
