@@ -214,48 +214,4 @@ mod tests {
             .collect();
         assert_eq!(waiting.len(), 300);
     }
-
-    /// When a whole town syncs at once, a round beyond the turns in flight waits for one,
-    /// holding only its request, and is served in full once a turn is free.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_sync_round_beyond_the_turns_in_flight_waits_for_one_then_is_served() {
-        use gridlink_core::NewIncident;
-        use gridlink_tests::Phone;
-
-        let dir = tempfile::tempdir().unwrap();
-        let (state, _) = crate::demo::bench_town(dir.path(), 0).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(super::launch(state.clone(), listener, async {
-            let _ = stopped.await;
-        }));
-        let (mut phone, id) = tokio::task::spawn_blocking(move || {
-            let mut phone = Phone::login_with_password(&base, "gt201-0101", crate::demo::DEMO_PASSWORD);
-            let report =
-                NewIncident {
-                    category: "0501".into(), title: "路灯损坏".into(), description: "巡查发现".into(), ..Default::default()
-                };
-            let id = phone.create_incident(report).unwrap();
-            (phone, id)
-        })
-        .await
-        .unwrap();
-        // Every turn is taken, as by as many rounds in flight.
-        let turns = state.round_turns.try_acquire_many(super::app::ROUNDS_IN_FLIGHT as u32).expect("every turn is free");
-        let round = tokio::task::spawn_blocking(move || {
-            let report = phone.sync();
-            (phone, report)
-        });
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        assert!(!round.is_finished(), "a round was served with every turn taken");
-        drop(turns);
-        let (phone, report) = round.await.unwrap();
-        report.expect("the waiting round is served once a turn is free");
-        let mine = phone.get(&id).unwrap();
-        assert!(mine.record.case_no.is_some(), "the report was not taken by the town: it has no case number");
-        assert_eq!(state.round_turns.available_permits(), super::app::ROUNDS_IN_FLIGHT, "a round kept its turn");
-        stop.send(()).unwrap();
-        server.await.unwrap().unwrap();
-    }
 }

@@ -1036,3 +1036,26 @@ fn a_phone_learns_of_units_added_after_it_logged_in() {
     assert_eq!(units_asked(&engine), [200, 304]);
     assert!(has(&center, NEW_DEPT) && has(&center, DEPT_A));
 }
+
+/// When a whole town syncs at once, a round beyond the turns in flight waits for one, holding
+/// only its request, and is served in full once a turn is free.
+#[test]
+fn a_sync_round_beyond_the_turns_in_flight_waits_for_one_then_is_served() {
+    let server = TestServer::start_demo();
+    let mut phone = Phone::login_with_password(&server.base, "gt201-0101", DEMO_PASSWORD);
+    let id = phone.create_incident(report("路灯损坏")).unwrap();
+    // Every turn is taken, as by as many rounds in flight.
+    let all = gridlink_server::app::ROUNDS_IN_FLIGHT;
+    let turns = server.state.round_turns.try_acquire_many(all as u32).expect("every turn is free");
+    let round = std::thread::spawn(move || {
+        let report = phone.sync();
+        (phone, report)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(!round.is_finished(), "a round was served with every turn taken");
+    drop(turns);
+    let (phone, report) = round.join().unwrap();
+    report.expect("the waiting round is served once a turn is free");
+    assert!(phone.get(&id).unwrap().record.case_no.is_some(), "the report was not taken by the town: it has no case number");
+    assert_eq!(server.state.round_turns.available_permits(), all, "a round kept its turn");
+}
